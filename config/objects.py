@@ -1,0 +1,184 @@
+"""The typed configuration objects, one per concern, each built from the environment by ``from_env``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import environ
+
+from config.environment import ConfigError, Env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+U64_MAX = 2**64 - 1
+I64_MAX = 2**63 - 1
+SOLANA_CLUSTERS = ("localnet", "devnet", "testnet", "mainnet-beta")
+
+
+@dataclass(frozen=True)
+class TokenizationConfig:
+    kwh_to_token_ratio: Decimal
+    decimals: int
+    auto_mint_enabled: bool
+    auto_mint_percentage: int
+    polling_interval_secs: int
+    batch_size: int
+    max_reading_kwh: Decimal
+    reading_max_age_days: int
+    duplicate_window_secs: int
+    future_tolerance_secs: int
+    max_retry_attempts: int
+    initial_retry_delay_secs: int
+    retry_backoff_multiplier: Decimal
+    max_retry_delay_secs: int
+    trigger_debounce_ms: int
+    mint_strategy: str
+
+    @classmethod
+    def from_env(cls, env: Env) -> TokenizationConfig:
+        cfg = cls(
+            kwh_to_token_ratio=env.decimal("TOKENIZATION_KWH_TO_TOKEN_RATIO", "1.0", gt=Decimal(0)),
+            decimals=env.int("TOKENIZATION_DECIMALS", 9, min=0, max=18),
+            auto_mint_enabled=env.bool("TOKENIZATION_AUTO_MINT_ENABLED", True),
+            auto_mint_percentage=env.int("TOKENIZATION_AUTO_MINT_PERCENTAGE", 100, min=0, max=100),
+            polling_interval_secs=env.int("TOKENIZATION_POLLING_INTERVAL_SECS", 60, min=1, max=3600),
+            batch_size=env.int("TOKENIZATION_BATCH_SIZE", 50, min=1, max=1000),
+            max_reading_kwh=env.decimal("TOKENIZATION_MAX_READING_KWH", "100.0", gt=Decimal(0)),
+            reading_max_age_days=env.int("TOKENIZATION_READING_MAX_AGE_DAYS", 7, min=1, max=3650),
+            duplicate_window_secs=env.int("TOKENIZATION_DUPLICATE_WINDOW_SECS", 900, min=0, max=86400),
+            future_tolerance_secs=env.int("TOKENIZATION_FUTURE_TOLERANCE_SECS", 300, min=0, max=86400),
+            max_retry_attempts=env.int("TOKENIZATION_MAX_RETRY_ATTEMPTS", 3, min=1, max=100),
+            initial_retry_delay_secs=env.int("TOKENIZATION_INITIAL_RETRY_DELAY_SECS", 300, min=1, max=86400),
+            retry_backoff_multiplier=env.decimal(
+                "TOKENIZATION_RETRY_BACKOFF_MULTIPLIER", "2.0", ge=Decimal(1), le=Decimal(10)
+            ),
+            max_retry_delay_secs=env.int("TOKENIZATION_MAX_RETRY_DELAY_SECS", 3600, min=1, max=7 * 86400),
+            trigger_debounce_ms=env.int("TOKENIZATION_TRIGGER_DEBOUNCE_MS", 200, min=0, max=5000),
+            mint_strategy=env.str("TOKENIZATION_MINT_STRATEGY", "spl", choices=("spl", "anchor")),
+        )
+        if cfg.max_retry_delay_secs < cfg.initial_retry_delay_secs:
+            raise ConfigError(
+                "TOKENIZATION_MAX_RETRY_DELAY_SECS",
+                cfg.max_retry_delay_secs,
+                f">= TOKENIZATION_INITIAL_RETRY_DELAY_SECS ({cfg.initial_retry_delay_secs})",
+            )
+        # The largest single reading must fit the token_amount column (signed 64-bit) exactly.
+        largest = cfg.max_reading_kwh * cfg.kwh_to_token_ratio * (Decimal(10) ** cfg.decimals)
+        if largest > I64_MAX:
+            raise ConfigError(
+                "TOKENIZATION_MAX_READING_KWH",
+                str(cfg.max_reading_kwh),
+                f"a value whose token amount (kWh x ratio x 10^decimals) stays below 2^63 (got {largest:.0f})",
+            )
+        return cfg
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    batch_max: int
+    signature_required: bool
+    rate_limit_key_per_min: int
+    rate_limit_user_per_min: int
+
+    @classmethod
+    def from_env(cls, env: Env) -> IngestConfig:
+        return cls(
+            batch_max=env.int("INGEST_BATCH_MAX", 1000, min=1, max=10000),
+            signature_required=env.bool("METER_SIGNATURE_REQUIRED", False),
+            rate_limit_key_per_min=env.int("RATE_LIMIT_KEY_PER_MIN", 600, min=0, max=10_000_000),
+            rate_limit_user_per_min=env.int("RATE_LIMIT_USER_PER_MIN", 1200, min=0, max=10_000_000),
+        )
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    rpc_url: str
+    keypair_path: Path
+    cluster: str
+    commitment: str
+    energy_token_mint: str | None
+    energy_token_program_id: str | None
+    rec_validator_keypair_path: Path | None
+    priority_fee_microlamports: int
+    concurrent_batches: int
+    rpc_timeout_secs: int
+
+    @classmethod
+    def from_env(cls, env: Env, *, debug: bool) -> ChainConfig:
+        keypair = env.raw("SOLANA_KEYPAIR_PATH")
+        if keypair is None and not debug:
+            raise ConfigError("SOLANA_KEYPAIR_PATH", None, "a path to the mint authority keypair file (DEBUG=false)")
+        rec_validator = env.raw("REC_VALIDATOR_KEYPAIR_PATH")
+        return cls(
+            rpc_url=env.url("SOLANA_RPC_URL", "http://127.0.0.1:8899", schemes=("http", "https")),
+            keypair_path=Path(keypair) if keypair else BASE_DIR / ".secrets" / "authority.json",
+            cluster=env.str("SOLANA_CLUSTER", "localnet", choices=SOLANA_CLUSTERS),
+            commitment=env.str("SOLANA_COMMITMENT", "confirmed", choices=("processed", "confirmed", "finalized")),
+            energy_token_mint=env.raw("ENERGY_TOKEN_MINT"),
+            energy_token_program_id=env.raw("ENERGY_TOKEN_PROGRAM_ID"),
+            rec_validator_keypair_path=Path(rec_validator) if rec_validator else None,
+            priority_fee_microlamports=env.int("SOLANA_PRIORITY_FEE_MICROLAMPORTS", 0, min=0, max=10**9),
+            concurrent_batches=env.int("BLOCKCHAIN_CONCURRENT_BATCHES", 8, min=1, max=64),
+            rpc_timeout_secs=env.int("SOLANA_RPC_TIMEOUT_SECS", 10, min=1, max=300),
+        )
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    debug: bool
+    secret_key: str
+    allowed_hosts: list[str]
+    cors_allowed_origins: list[str]
+    database: dict
+    db_pool: bool
+    redis_url: str
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Env) -> ServiceConfig:
+        debug = env.bool("DEBUG", False)
+        secret_key = env.raw("SECRET_KEY")
+        if secret_key is None:
+            if not debug:
+                raise ConfigError(
+                    "SECRET_KEY", None, "a long random string when DEBUG=false "
+                    "(python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+                )
+            secret_key = "development-only-secret-key-never-use-in-production"
+        return cls(
+            debug=debug,
+            secret_key=secret_key,
+            allowed_hosts=env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"]),
+            cors_allowed_origins=env.list("CORS_ALLOWED_ORIGINS", []),
+            database=env.db_url("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gridtoken"),
+            db_pool=env.bool("DB_POOL", False),
+            redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss")),
+            log_level=env.str("LOG_LEVEL", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+        )
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    service: ServiceConfig
+    tokenization: TokenizationConfig
+    ingest: IngestConfig
+    chain: ChainConfig
+
+
+def load(source=None) -> AppConfig:
+    """Read and validate every setting; raises ConfigError on the first bad value.
+
+    Without an explicit source, the process environment is used, with defaults from ``.env`` at the
+    repository root when that file exists (variables already set win).
+    """
+    if source is None and (BASE_DIR / ".env").is_file():
+        environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+    env = Env(source)
+    service = ServiceConfig.from_env(env)
+    return AppConfig(
+        service=service,
+        tokenization=TokenizationConfig.from_env(env),
+        ingest=IngestConfig.from_env(env),
+        chain=ChainConfig.from_env(env, debug=service.debug),
+    )

@@ -1,0 +1,121 @@
+import uuid
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+# kWh is kept exactly as the meter sent it, to 9 decimal places (the token's own precision).
+KWH_DECIMAL_PLACES = 9
+KWH_MAX_DIGITS = 18
+
+
+class User(AbstractUser):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    wallet_address = models.CharField(max_length=44, unique=True, null=True, blank=True)
+
+
+class Meter(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUSPENDED = "suspended"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    serial = models.CharField(max_length=64, unique=True)
+    owner = models.ForeignKey(User, on_delete=models.PROTECT, related_name="meters")
+    wallet_address = models.CharField(max_length=44)
+    public_key = models.CharField(max_length=44, blank=True, default="", help_text="Ed25519 public key, base58")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    meter_type = models.CharField(max_length=64, blank=True, default="")
+    location = models.CharField(max_length=255, blank=True, default="")
+    zone_id = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["serial"]
+
+    def __str__(self) -> str:
+        return self.serial
+
+
+class MeterReading(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        MINTING = "minting"
+        MINTED = "minted"
+        FAILED = "failed"
+        REJECTED = "rejected"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="readings")
+    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="readings")
+    wallet_address = models.CharField(max_length=44)
+    kwh_amount = models.DecimalField(max_digits=KWH_MAX_DIGITS, decimal_places=KWH_DECIMAL_PLACES)
+    reading_timestamp = models.DateTimeField()
+    submitted_at = models.DateTimeField(default=timezone.now)
+    minted = models.BooleanField(default=False)
+    mint_tx_signature = models.CharField(max_length=88, null=True, blank=True)
+    meter_signature = models.TextField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    token_amount = models.BigIntegerField(null=True, blank=True, help_text="Exact base units minted")
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True, default="")
+    telemetry = models.JSONField(default=dict, blank=True)
+    batch = models.ForeignKey(
+        "minting.MintBatch", on_delete=models.PROTECT, null=True, blank=True, related_name="readings"
+    )
+
+    class Meta:
+        ordering = ["-submitted_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["meter", "reading_timestamp"], name="reading_unique_meter_timestamp"),
+            models.CheckConstraint(condition=Q(kwh_amount__gt=0), name="reading_kwh_positive"),
+            models.CheckConstraint(
+                condition=Q(minted=False) | Q(status="minted", mint_tx_signature__isnull=False),
+                name="reading_minted_has_signature",
+            ),
+        ]
+        indexes = [
+            # Serves the sweep: WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at.
+            models.Index(
+                fields=["next_attempt_at"], condition=Q(status="pending"), name="reading_pending_due_idx"
+            ),
+            models.Index(fields=["user", "-submitted_at"], name="reading_user_submitted_idx"),
+            models.Index(fields=["mint_tx_signature"], name="reading_signature_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.meter_id} @ {self.reading_timestamp.isoformat()}: {self.kwh_amount} kWh"
+
+
+class ApiKey(models.Model):
+    class Scope(models.TextChoices):
+        DEVICE = "device", "Device (one meter)"
+        FLEET = "fleet", "Fleet (an aggregator's meters)"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100, blank=True, default="")
+    prefix = models.CharField(max_length=16, help_text="The key's first characters, to recognise it")
+    key_hash = models.CharField(max_length=64, unique=True, help_text="sha256 of the key; the key is never stored")
+    scope = models.CharField(max_length=16, choices=Scope.choices)
+    owner = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_keys")
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, null=True, blank=True, related_name="api_keys")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(scope="device") & Q(meter__isnull=False)) | (Q(scope="fleet") & Q(meter__isnull=True)),
+                name="apikey_scope_matches_meter",
+            ),
+        ]
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.scope})"

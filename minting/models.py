@@ -1,0 +1,71 @@
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class TokenMint(models.Model):
+    """The energy token mint that ``chain_init`` created or adopted; the newest row is the one in use."""
+
+    address = models.CharField(max_length=44)
+    decimals = models.PositiveSmallIntegerField()
+    token_program = models.CharField(max_length=44)
+    authority = models.CharField(max_length=44)
+    rpc_url = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        get_latest_by = "created_at"
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class MintBatch(models.Model):
+    """One signed mint transaction and the audit record of its life.
+
+    The row (signature, raw bytes, last valid block height) is committed before the bytes are sent, so
+    after any crash reconciliation can decide from the chain what happened.
+    """
+
+    class Status(models.TextChoices):
+        SIGNED = "signed"  # committed, maybe sent: the chain decides
+        CONFIRMED = "confirmed"  # landed; readings are minted
+        FAILED = "failed"  # executed with an error on chain; readings released
+        EXPIRED = "expired"  # blockhash expired without landing; readings released
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SIGNED)
+    signature = models.CharField(max_length=88, unique=True)
+    raw_transaction = models.BinaryField()
+    last_valid_block_height = models.BigIntegerField()
+    mint_address = models.CharField(max_length=44)
+    reading_count = models.PositiveIntegerField(default=0)
+    total_token_amount = models.DecimalField(max_digits=30, decimal_places=0, default=0)
+    send_attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["created_at"], condition=models.Q(status="signed"), name="batch_in_flight_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.signature[:12]}… ({self.status})"
+
+
+class MintingControl(models.Model):
+    """Run-time switches every worker reads; one row, seeded from the environment on first use."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    auto_mint_enabled = models.BooleanField()
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=150, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"auto-mint {'on' if self.auto_mint_enabled else 'off'}"

@@ -1,0 +1,1 @@
+"""The one place events leave the system. Filled in by the pipeline and realtime work."""

@@ -1,0 +1,91 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rpc_call(url: str, method: str, params: list | None = None, timeout: float = 5.0) -> dict:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (loopback only)
+        return json.loads(response.read())
+
+
+class Localnet:
+    """A ``manage.py localnet`` process on a free port; ``restart()`` keeps its ledger file."""
+
+    def __init__(self, tmp_path: Path, slot_ms: int = 400) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ledger = tmp_path / "ledger.bin"
+        self.slot_ms = slot_ms
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Localnet":
+        command = [
+            sys.executable, "manage.py", "localnet", "--port", str(self.port),
+            "--ledger", str(self.ledger), "--slot-ms", str(self.slot_ms),
+        ]
+        self.process = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"localnet exited with {self.process.returncode}")
+            try:
+                if rpc_call(self.url, "getHealth", timeout=1).get("result") == "ok":
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("localnet did not answer getHealth within 30 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def restart(self) -> "Localnet":
+        self.stop()
+        return self.start()
+
+
+@pytest.fixture(scope="session")
+def localnet(tmp_path_factory):
+    """One local chain for the whole session (tests that need a fresh chain use ``make_localnet``)."""
+    chain = Localnet(tmp_path_factory.mktemp("localnet")).start()
+    yield chain
+    chain.stop()
+
+
+@pytest.fixture
+def make_localnet(tmp_path):
+    """Factory for a private chain, e.g. with a short ``slot_ms`` for blockhash expiry tests."""
+    started: list[Localnet] = []
+
+    def make(slot_ms: int = 400) -> Localnet:
+        chain = Localnet(tmp_path / f"chain{len(started)}", slot_ms=slot_ms)
+        chain.ledger.parent.mkdir(parents=True, exist_ok=True)
+        started.append(chain)
+        return chain.start()
+
+    yield make
+    for chain in started:
+        chain.stop()

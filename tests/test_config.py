@@ -1,0 +1,59 @@
+from decimal import Decimal
+
+import pytest
+
+from config import ConfigError, load
+
+BASE = {"DEBUG": "true"}
+
+
+def test_defaults_match_the_spec():
+    cfg = load(BASE).tokenization
+    assert cfg.kwh_to_token_ratio == Decimal("1.0")
+    assert (cfg.decimals, cfg.batch_size, cfg.polling_interval_secs) == (9, 50, 60)
+    assert cfg.max_reading_kwh == Decimal("100.0")
+    assert cfg.auto_mint_enabled is True
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("TOKENIZATION_KWH_TO_TOKEN_RATIO", "0", "> 0"),
+        ("TOKENIZATION_KWH_TO_TOKEN_RATIO", "abc", "> 0"),
+        ("TOKENIZATION_DECIMALS", "19", "from 0 to 18"),
+        ("TOKENIZATION_BATCH_SIZE", "1001", "from 1 to 1000"),
+        ("TOKENIZATION_POLLING_INTERVAL_SECS", "0", "from 1 to 3600"),
+        ("TOKENIZATION_AUTO_MINT_ENABLED", "maybe", "true or false"),
+        ("TOKENIZATION_MINT_STRATEGY", "magic", "spl, anchor"),
+        ("REDIS_URL", "http://x", "redis://"),
+        ("DATABASE_URL", "mysql://u@h/db", "postgres://"),
+    ],
+)
+def test_an_invalid_value_names_variable_value_and_allowed_range(name, value, allowed):
+    with pytest.raises(ConfigError) as info:
+        load({**BASE, name: value})
+    message = str(info.value)
+    assert name in message and repr(value) in message and allowed in message
+
+
+def test_secret_key_is_required_outside_development():
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        load({"DEBUG": "false", "SOLANA_KEYPAIR_PATH": "/k.json"})
+    assert load({"DEBUG": "false", "SECRET_KEY": "s" * 50, "SOLANA_KEYPAIR_PATH": "/k.json"}).service.debug is False
+
+
+def test_token_amount_of_the_largest_reading_must_fit_64_bits():
+    with pytest.raises(ConfigError, match="TOKENIZATION_MAX_READING_KWH"):
+        load({**BASE, "TOKENIZATION_DECIMALS": "18", "TOKENIZATION_MAX_READING_KWH": "100"})
+
+
+def test_manage_py_stops_with_the_message_on_a_bad_value():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], capture_output=True, text=True,
+        env={"PATH": "/usr/bin:/bin", "DEBUG": "true", "TOKENIZATION_BATCH_SIZE": "5000"},
+    )
+    assert result.returncode == 2
+    assert "TOKENIZATION_BATCH_SIZE='5000'" in result.stderr and "from 1 to 1000" in result.stderr
