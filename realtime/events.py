@@ -1,1 +1,145 @@
-"""The one place events leave the system. Filled in by the pipeline and realtime work."""
+"""The one place events leave the system.
+
+Services build event dicts with the helpers below and hand them to ``emit``, which publishes them to the
+channel layer only when the surrounding transaction commits (at once outside a transaction). Events for a
+user go to that user's group and to the operators' group; operator-only events go to operators alone.
+Each publish is one ``group_send`` per group carrying a list, so a batch of 1,000 readings costs a few
+Redis round trips, not thousands; consumers unpack the list into one WebSocket frame per event.
+
+Delivery is best effort by design: PostgreSQL is the source of truth, so a Redis outage loses live
+notifications, never data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+OPERATORS_GROUP = "operators"
+OPERATOR_ONLY = {"batch_minting_completed"}
+LAYER_MESSAGE_TYPE = "events.deliver"
+
+
+def user_group(user_id) -> str:
+    return f"user.{user_id}"
+
+
+def rfc3339(moment: datetime | None = None) -> str:
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _kwh(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def reading_received(reading) -> dict:
+    return {
+        "type": "meter_reading_received",
+        "user_id": str(reading.user_id),
+        "reading_id": str(reading.id),
+        "meter_id": str(reading.meter_id),
+        "meter_serial": reading.meter.serial,
+        "wallet_address": reading.wallet_address,
+        "kwh_amount": _kwh(reading.kwh_amount),
+        "reading_timestamp": rfc3339(reading.reading_timestamp),
+        "status": reading.status,
+        "timestamp": rfc3339(),
+    }
+
+
+def validation_failed(*, user_id, meter_serial: str, error_reason: str, kwh_amount=None, reading_timestamp=None) -> dict:
+    return {
+        "type": "meter_reading_validation_failed",
+        "user_id": str(user_id),
+        "meter_serial": meter_serial,
+        "error_reason": error_reason,
+        "kwh_amount": None if kwh_amount is None else str(kwh_amount),
+        "reading_timestamp": None if reading_timestamp is None else str(reading_timestamp),
+        "timestamp": rfc3339(),
+    }
+
+
+def tokens_minted(reading, *, meter_serial: str) -> dict:
+    return {
+        "type": "tokens_minted",
+        "user_id": str(reading.user_id),
+        "reading_id": str(reading.id),
+        "meter_id": str(reading.meter_id),
+        "wallet_address": reading.wallet_address,
+        "meter_serial": meter_serial,
+        "kwh_amount": _kwh(reading.kwh_amount),
+        "tokens_minted": int(reading.token_amount),
+        "transaction_signature": reading.mint_tx_signature,
+        "timestamp": rfc3339(),
+    }
+
+
+def mint_failed(reading, *, meter_serial: str, error: str, final: bool) -> dict:
+    return {
+        "type": "mint_failed",
+        "user_id": str(reading.user_id),
+        "reading_id": str(reading.id),
+        "meter_id": str(reading.meter_id),
+        "meter_serial": meter_serial,
+        "kwh_amount": _kwh(reading.kwh_amount),
+        "error": error,
+        "final": final,
+        "attempts": reading.attempts,
+        "timestamp": rfc3339(),
+    }
+
+
+def batch_completed(*, batch_id, total_readings: int, successful_mints: int, failed_mints: int, signature=None) -> dict:
+    return {
+        "type": "batch_minting_completed",
+        "batch_id": str(batch_id),
+        "transaction_signature": signature,
+        "total_readings": total_readings,
+        "successful_mints": successful_mints,
+        "failed_mints": failed_mints,
+        "timestamp": rfc3339(),
+    }
+
+
+def route(events: Iterable[dict]) -> dict[str, list[dict]]:
+    """Group name -> the events that group receives, in order."""
+    by_group: dict[str, list[dict]] = defaultdict(list)
+    for event in events:
+        if event["type"] not in OPERATOR_ONLY:
+            by_group[user_group(event["user_id"])].append(event)
+        by_group[OPERATORS_GROUP].append(event)
+    return dict(by_group)
+
+
+def publish(events: list[dict]) -> None:
+    """Send now. Prefer ``emit``, which waits for the commit."""
+    if not events:
+        return
+    layer = get_channel_layer()
+    if layer is None:
+        return
+
+    async def send_all() -> None:
+        for group, group_events in route(events).items():
+            await layer.group_send(group, {"type": LAYER_MESSAGE_TYPE, "events": group_events})
+
+    try:
+        async_to_sync(send_all)()
+    except Exception:  # a live notification must never fail the write that caused it
+        logger.warning("event publish failed", exc_info=True, extra={"events": len(events)})
+
+
+def emit(events: list[dict]) -> None:
+    """Publish ``events`` once the current transaction commits (dropped if it rolls back)."""
+    if events:
+        transaction.on_commit(lambda: publish(events))
