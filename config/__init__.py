@@ -4,5 +4,12 @@ from config.environment import ConfigError, Env
 from config.objects import AppConfig, ChainConfig, IngestConfig, ServiceConfig, TokenizationConfig, load
 
 __all__ = [
-    "AppConfig", "ChainConfig", "ConfigError", "Env", "IngestConfig", "ServiceConfig", "TokenizationConfig", "load",
+    "AppConfig",
+    "ChainConfig",
+    "ConfigError",
+    "Env",
+    "IngestConfig",
+    "ServiceConfig",
+    "TokenizationConfig",
+    "load",
 ]

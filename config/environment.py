@@ -62,7 +62,12 @@ class Env:
         return parsed
 
     def decimal(
-        self, name: str, default: str, *, gt: Decimal | None = None, ge: Decimal | None = None,
+        self,
+        name: str,
+        default: str,
+        *,
+        gt: Decimal | None = None,
+        ge: Decimal | None = None,
         le: Decimal | None = None,
     ) -> Decimal:
         value = self.raw(name)

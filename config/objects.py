@@ -142,8 +142,10 @@ class ServiceConfig:
         if secret_key is None:
             if not debug:
                 raise ConfigError(
-                    "SECRET_KEY", None, "a long random string when DEBUG=false "
-                    "(python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+                    "SECRET_KEY",
+                    None,
+                    "a long random string when DEBUG=false "
+                    "(python -c 'import secrets; print(secrets.token_urlsafe(50))')",
                 )
             secret_key = "development-only-secret-key-never-use-in-production"
         return cls(

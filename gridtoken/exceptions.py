@@ -6,6 +6,7 @@ Every error body has the shape ``{"error": {"code", "message", "field"?, "detail
 from __future__ import annotations
 
 import logging
+import math
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
@@ -23,7 +24,12 @@ class ApplicationError(Exception):
     status = 400
 
     def __init__(
-        self, code: str, message: str, *, field: str | None = None, details: dict | None = None,
+        self,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        details: dict | None = None,
         status: int | None = None,
     ) -> None:
         super().__init__(message)
@@ -88,7 +94,9 @@ def _first_error(detail, path: str = "") -> tuple[str | None, str]:
 def _validation_error(exc: drf.ValidationError) -> ApplicationError:
     field, message = _first_error(exc.detail)
     return ValidationFailed(
-        "validation_error", message, field=field,
+        "validation_error",
+        message,
+        field=field,
         details={"errors": exc.detail} if isinstance(exc.detail, dict) else None,
     )
 
@@ -134,7 +142,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(error, RateLimited):
         response["Retry-After"] = str(error.retry_after)
     elif isinstance(exc, drf.Throttled) and exc.wait:
-        response["Retry-After"] = str(int(exc.wait) + 1)
+        response["Retry-After"] = str(math.ceil(exc.wait))
     return response
 
 

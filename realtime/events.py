@@ -57,7 +57,9 @@ def reading_received(reading) -> dict:
     }
 
 
-def validation_failed(*, user_id, meter_serial: str, error_reason: str, kwh_amount=None, reading_timestamp=None) -> dict:
+def validation_failed(
+    *, user_id, meter_serial: str, error_reason: str, kwh_amount=None, reading_timestamp=None
+) -> dict:
     return {
         "type": "meter_reading_validation_failed",
         "user_id": str(user_id),

@@ -22,7 +22,7 @@ def free_port() -> int:
 def rpc_call(url: str, method: str, params: list | None = None, timeout: float = 5.0) -> dict:
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (loopback only)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
 
@@ -38,8 +38,15 @@ class Localnet:
 
     def start(self) -> "Localnet":
         command = [
-            sys.executable, "manage.py", "localnet", "--port", str(self.port),
-            "--ledger", str(self.ledger), "--slot-ms", str(self.slot_ms),
+            sys.executable,
+            "manage.py",
+            "localnet",
+            "--port",
+            str(self.port),
+            "--ledger",
+            str(self.ledger),
+            "--slot-ms",
+            str(self.slot_ms),
         ]
         self.process = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy())
         deadline = time.monotonic() + 30

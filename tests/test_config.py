@@ -52,7 +52,9 @@ def test_manage_py_stops_with_the_message_on_a_bad_value():
     import sys
 
     result = subprocess.run(
-        [sys.executable, "manage.py", "check"], capture_output=True, text=True,
+        [sys.executable, "manage.py", "check"],
+        capture_output=True,
+        text=True,
         env={"PATH": "/usr/bin:/bin", "DEBUG": "true", "TOKENIZATION_BATCH_SIZE": "5000"},
     )
     assert result.returncode == 2
