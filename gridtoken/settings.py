@@ -32,6 +32,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "gridtoken.middleware.RequestIdMiddleware",
+    "gridtoken.ops.middleware.OpsMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -99,6 +100,20 @@ CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# The sweep makes minting independent of the broker keeping a message; the reconciler settles in-flight
+# batches from the chain. A tick that waited longer than its interval is dropped (the next one comes).
+CELERY_BEAT_SCHEDULE = {
+    "minting-sweep": {
+        "task": "minting.tasks.mint_due_readings",
+        "schedule": float(TOKENIZATION.polling_interval_secs),
+        "options": {"expires": float(TOKENIZATION.polling_interval_secs)},
+    },
+    "minting-reconcile": {
+        "task": "minting.tasks.reconcile_batches",
+        "schedule": 10.0,
+        "options": {"expires": 10.0},
+    },
+}
 
 AUTH_USER_MODEL = "meters.User"
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,0 +1,254 @@
+"""Prometheus figures computed from shared state at scrape time.
+
+Minting happens in Celery workers, not in the web process Prometheus scrapes, so in-process counters would
+show only this process' share. Instead every scrape derives the figures from facts every process shares:
+
+- PostgreSQL (the truth): counters come from monotonic facts (readings stored, readings minted and the
+  sum of their ``token_amount``, settled batches by outcome); gauges from current state (pending, due,
+  in flight, dead letters, oldest pending); histograms are cumulative over all settled batches and
+  minted readings, so they only grow and ``histogram_quantile(rate(...))`` works as usual.
+- Redis: readings the API rejected (never stored) and open WebSocket connections (``gridtoken.observability``).
+- The RPC node: ``getHealth``, for the "RPC down" alert.
+
+Cost: a handful of aggregate queries, each a scan of the readings or batches table. That is milliseconds at
+the demo's scale and roughly 100-300 ms per million readings; past that, archive old readings or move the
+histograms to counters maintained by the pipeline (see docs/OPERATIONS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, Sum
+from django.utils import timezone
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from gridtoken import observability
+from gridtoken.ops.health import check_rpc
+from meters.models import MeterReading
+from minting.models import MintBatch, MintingControl
+
+logger = logging.getLogger(__name__)
+
+BATCH_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+SETTLED = (MintBatch.Status.CONFIRMED, MintBatch.Status.FAILED, MintBatch.Status.EXPIRED)
+R = MeterReading.Status
+
+
+def _seconds(value: timedelta | None) -> float:
+    return value.total_seconds() if value is not None else 0.0
+
+
+def _age(moment: datetime | None, now: datetime) -> float:
+    return max((now - moment).total_seconds(), 0.0) if moment is not None else 0.0
+
+
+def histogram_buckets(queryset, duration: ExpressionWrapper, bounds: tuple[float, ...]) -> tuple[list, float]:
+    """Cumulative ``(le, count)`` pairs ending with ``+Inf``, and the sum, in one query."""
+    annotated = queryset.annotate(duration=duration)
+    aggregates = {f"le{i}": Count("pk", filter=Q(duration__lte=timedelta(seconds=b))) for i, b in enumerate(bounds)}
+    row = annotated.aggregate(total=Count("pk"), total_seconds=Sum("duration"), **aggregates)
+    buckets = [(str(bound), row[f"le{i}"]) for i, bound in enumerate(bounds)]
+    buckets.append(("+Inf", row["total"]))
+    return buckets, _seconds(row["total_seconds"])
+
+
+def reading_latency():
+    return ExpressionWrapper(F("batch__settled_at") - F("submitted_at"), output_field=DurationField())
+
+
+def batch_duration():
+    return ExpressionWrapper(F("settled_at") - F("created_at"), output_field=DurationField())
+
+
+def latency_quantile(quantile: float, *, since: datetime) -> float | None:
+    """Submit-to-mint latency quantile (seconds) over readings whose batch settled since ``since``."""
+    readings, batches = MeterReading._meta.db_table, MintBatch._meta.db_table
+    sql = (
+        f"SELECT percentile_cont(%s) WITHIN GROUP (ORDER BY extract(epoch FROM b.settled_at - r.submitted_at)) "  # noqa: S608 (table names from models)
+        f"FROM {readings} r JOIN {batches} b ON b.id = r.batch_id "
+        f"WHERE r.status = %s AND b.settled_at >= %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [quantile, R.MINTED, since])
+        value = cursor.fetchone()[0]
+    return None if value is None else float(value)
+
+
+def auto_mint_enabled() -> bool:
+    row = MintingControl.objects.filter(pk=1).values_list("auto_mint_enabled", flat=True).first()
+    return settings.TOKENIZATION.auto_mint_enabled if row is None else row
+
+
+class PipelineCollector(Collector):
+    """Readings and batches from PostgreSQL, rejections and WebSocket connections from Redis, RPC health."""
+
+    def collect(self):
+        up = GaugeMetricFamily(
+            "gridtoken_dependency_up", "1 when the dependency answered this scrape.", labels=["dependency"]
+        )
+        started = time.perf_counter()
+        try:
+            yield from self._database()
+            up.add_metric(["database"], 1)
+        except Exception:
+            logger.warning("metrics: database figures unavailable", exc_info=True)
+            up.add_metric(["database"], 0)
+        try:
+            yield from self._redis()
+            up.add_metric(["redis"], 1)
+        except Exception:
+            logger.warning("metrics: redis figures unavailable", exc_info=True)
+            up.add_metric(["redis"], 0)
+        up.add_metric(["rpc"], 1 if check_rpc() is None else 0)
+        yield up
+        yield GaugeMetricFamily(
+            "gridtoken_metrics_scrape_seconds",
+            "Time this process spent computing the figures.",
+            value=time.perf_counter() - started,
+        )
+
+    def _database(self):
+        now = timezone.now()
+        row = MeterReading.objects.aggregate(
+            received=Count("pk"),
+            minted=Count("pk", filter=Q(status=R.MINTED)),
+            tokens=Sum("token_amount", filter=Q(status=R.MINTED)),
+            pending=Count("pk", filter=Q(status=R.PENDING)),
+            due=Count("pk", filter=Q(status=R.PENDING, next_attempt_at__lte=now)),
+            oldest_pending=Min("submitted_at", filter=Q(status=R.PENDING)),
+            minting=Count("pk", filter=Q(status=R.MINTING)),
+            failed=Count("pk", filter=Q(status=R.FAILED)),
+            rejected=Count("pk", filter=Q(status=R.REJECTED)),
+        )
+        yield CounterMetricFamily("gridtoken_readings_received_total", "Readings accepted and stored.", row["received"])
+        yield CounterMetricFamily("gridtoken_readings_minted_total", "Readings minted on chain.", row["minted"])
+        yield CounterMetricFamily(
+            "gridtoken_tokens_minted_total", "Tokens minted, in base units (10^-decimals).", int(row["tokens"] or 0)
+        )
+        readings = GaugeMetricFamily("gridtoken_readings", "Stored readings by current status.", labels=["status"])
+        for status in ("pending", "minting", "failed", "rejected"):
+            readings.add_metric([status], row[status])
+        yield readings
+        yield GaugeMetricFamily(
+            "gridtoken_readings_pending", "Readings waiting to be minted (backlog).", row["pending"]
+        )
+        yield GaugeMetricFamily(
+            "gridtoken_readings_pending_due", "Pending readings whose next attempt is due.", row["due"]
+        )
+        yield GaugeMetricFamily(
+            "gridtoken_readings_oldest_pending_age_seconds",
+            "Age of the oldest pending reading (0 when none).",
+            _age(row["oldest_pending"], now),
+        )
+        yield GaugeMetricFamily(
+            "gridtoken_readings_dead_letter",
+            "Readings failed after their last attempt (need an operator).",
+            row["failed"],
+        )
+        yield from self._batches(now)
+        yield GaugeMetricFamily(
+            "gridtoken_auto_mint_enabled", "1 when automatic minting is on.", int(auto_mint_enabled())
+        )
+        yield GaugeMetricFamily(
+            "gridtoken_auto_mint_percentage",
+            "Share of users minted automatically (rollout).",
+            settings.TOKENIZATION.auto_mint_percentage,
+        )
+
+    def _batches(self, now: datetime):
+        by_status = dict(MintBatch.objects.values_list("status").annotate(n=Count("pk")).order_by())
+        times = MintBatch.objects.aggregate(
+            oldest_signed=Min("created_at", filter=Q(status=MintBatch.Status.SIGNED)),
+            last_confirmed=Max("settled_at", filter=Q(status=MintBatch.Status.CONFIRMED)),
+        )
+        batches = CounterMetricFamily(
+            "gridtoken_mint_batches_total", "Settled mint transactions by outcome.", labels=["status"]
+        )
+        for status in SETTLED:
+            batches.add_metric([status], by_status.get(status, 0))
+        yield batches
+        failures = CounterMetricFamily(
+            "gridtoken_mint_failures_total",
+            "Mint transactions that did not land: failed on chain or expired unlanded.",
+            labels=["reason"],
+        )
+        for status in (MintBatch.Status.FAILED, MintBatch.Status.EXPIRED):
+            failures.add_metric([status], by_status.get(status, 0))
+        yield failures
+        yield GaugeMetricFamily(
+            "gridtoken_mint_batches_in_flight",
+            "Signed transactions not yet settled.",
+            by_status.get(MintBatch.Status.SIGNED, 0),
+        )
+        yield GaugeMetricFamily(
+            "gridtoken_mint_batch_oldest_in_flight_age_seconds",
+            "Age of the oldest unsettled batch (0 when none).",
+            _age(times["oldest_signed"], now),
+        )
+        last = times["last_confirmed"]
+        yield GaugeMetricFamily(
+            "gridtoken_last_successful_batch_timestamp_seconds",
+            "Unix time the newest confirmed batch settled (0 when none yet).",
+            last.timestamp() if last else 0,
+        )
+        duration = HistogramMetricFamily(
+            "gridtoken_mint_batch_duration_seconds",
+            "Batch created (signed) to settled, all settled batches.",
+            labels=["status"],
+        )
+        for status in SETTLED:
+            settled = MintBatch.objects.filter(status=status, settled_at__isnull=False)
+            duration.add_metric([status], *histogram_buckets(settled, batch_duration(), BATCH_DURATION_BUCKETS))
+        yield duration
+        latency = HistogramMetricFamily(
+            "gridtoken_submit_to_mint_latency_seconds",
+            "Reading submitted to its batch confirmed, all minted readings.",
+        )
+        minted = MeterReading.objects.filter(status=R.MINTED, batch__settled_at__isnull=False)
+        latency.add_metric([], *histogram_buckets(minted, reading_latency(), LATENCY_BUCKETS))
+        yield latency
+
+    def _redis(self):
+        rejected = CounterMetricFamily(
+            "gridtoken_readings_rejected_total", "Readings the API refused, by error code.", labels=["reason"]
+        )
+        for reason, count in sorted(observability.rejected_counts().items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield GaugeMetricFamily(
+            "gridtoken_websocket_connections",
+            "Open WebSocket connections, all web processes.",
+            observability.ws_connection_count(),
+        )
+
+
+def build_registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PipelineCollector())
+    # Per-process figures (memory, CPU, fds) of the process that answered this scrape.
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+REGISTRY = build_registry()
+
+
+def pipeline_snapshot(*, since: datetime) -> dict:
+    """Figures for the demo's progress line: this run's readings, the whole backlog."""
+    row = MeterReading.objects.aggregate(
+        submitted=Count("pk", filter=Q(submitted_at__gte=since)),
+        minted=Count("pk", filter=Q(submitted_at__gte=since, status=R.MINTED)),
+        pending=Count("pk", filter=Q(status__in=(R.PENDING, R.MINTING))),
+        failed=Count("pk", filter=Q(status=R.FAILED)),
+    )
+    row["p95_secs"] = latency_quantile(0.95, since=since)
+    return row

@@ -1,0 +1,31 @@
+"""``/health``, ``/ready`` and ``/metrics``: plain Django views, no authentication (see docs/OPERATIONS.md)."""
+
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.http import require_safe
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gridtoken.ops import health, metrics
+
+
+@require_safe
+def health_view(request):
+    """The process is up and serving requests; nothing else is checked (a liveness probe)."""
+    return JsonResponse({"status": "ok"})
+
+
+@require_safe
+def ready_view(request):
+    """Every dependency answers (a readiness probe); 503 names the ones that do not."""
+    checks = health.readiness()
+    down = sorted(name for name, result in checks.items() if result != "ok")
+    if down:
+        response = JsonResponse({"status": "unavailable", "checks": checks, "down": down}, status=503)
+        # health.py already logged each failure with its cause; skip Django's generic 5xx error line.
+        response._has_been_logged = True
+        return response
+    return JsonResponse({"status": "ready", "checks": checks})
+
+
+@require_safe
+def metrics_view(request):
+    return HttpResponse(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)

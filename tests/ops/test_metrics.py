@@ -1,0 +1,183 @@
+import asyncio
+from datetime import timedelta
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gridtoken import observability
+from gridtoken.ops.metrics import latency_quantile, pipeline_snapshot
+from minting.models import MintingControl
+
+pytestmark = pytest.mark.django_db
+
+
+def scrape(client, **headers) -> dict:
+    """``/metrics`` as {(sample name, frozenset(labels)): value}."""
+    response = client.get("/metrics", **headers)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+@pytest.fixture
+def pipeline(rows):
+    """Two confirmed batches (0.8 s and 3 s), one failed, one expired, one in flight, and readings."""
+    fast = rows.batch("confirmed", created_ago=600, took=0.8)
+    slow = rows.batch("confirmed", created_ago=300, took=3.0)
+    rows.batch("failed", created_ago=900, took=2.0)
+    rows.batch("expired", created_ago=1200, took=70.0)
+    rows.in_flight = rows.batch("signed", created_ago=45, took=None)
+    # Submit-to-mint latencies: 1.5 s and 12 s in the fast batch, 0.4 s in the slow one.
+    rows.reading("minted", batch=fast, tokens=1_000_000_000, submitted_at=fast.settled_at - timedelta(seconds=1.5))
+    rows.reading("minted", batch=fast, tokens=2_010_000_000, submitted_at=fast.settled_at - timedelta(seconds=12))
+    rows.reading("minted", batch=slow, tokens=5, submitted_at=slow.settled_at - timedelta(seconds=0.4))
+    rows.reading("pending", submitted_at=rows.now - timedelta(seconds=90))
+    rows.reading("pending", next_attempt_at=rows.now + timedelta(hours=1))
+    rows.reading("minting", batch=rows.in_flight)
+    rows.reading("failed", attempts=3, last_error="custom program error: 0x1")
+    rows.reading("rejected")
+    rows.fast, rows.slow = fast, slow
+    return rows
+
+
+def test_reading_counters_and_backlog_come_from_the_database(client, pipeline, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    samples = scrape(client)
+    assert value(samples, "gridtoken_readings_received_total") == 8
+    assert value(samples, "gridtoken_readings_minted_total") == 3
+    assert value(samples, "gridtoken_tokens_minted_total") == 3_010_000_005
+    assert value(samples, "gridtoken_readings_pending") == 2
+    assert value(samples, "gridtoken_readings_pending_due") == 1
+    assert value(samples, "gridtoken_readings_dead_letter") == 1
+    assert {
+        status: value(samples, "gridtoken_readings", status=status)
+        for status in ("pending", "minting", "failed", "rejected")
+    } == {
+        "pending": 2,
+        "minting": 1,
+        "failed": 1,
+        "rejected": 1,
+    }
+    assert 90 <= value(samples, "gridtoken_readings_oldest_pending_age_seconds") < 3600
+
+
+def test_batch_outcomes_in_flight_and_last_success_come_from_the_database(client, pipeline, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    samples = scrape(client)
+    assert [value(samples, "gridtoken_mint_batches_total", status=s) for s in ("confirmed", "failed", "expired")] == [
+        2,
+        1,
+        1,
+    ]
+    assert value(samples, "gridtoken_mint_failures_total", reason="failed") == 1
+    assert value(samples, "gridtoken_mint_failures_total", reason="expired") == 1
+    assert value(samples, "gridtoken_mint_batches_in_flight") == 1
+    assert 45 <= value(samples, "gridtoken_mint_batch_oldest_in_flight_age_seconds") < 3600
+    assert value(samples, "gridtoken_last_successful_batch_timestamp_seconds") == pipeline.slow.settled_at.timestamp()
+
+
+def test_batch_duration_histogram_is_cumulative_per_outcome(client, pipeline, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    samples = scrape(client)
+    bucket = "gridtoken_mint_batch_duration_seconds_bucket"
+    confirmed = {le: value(samples, bucket, status="confirmed", le=le) for le in ("0.5", "1.0", "2.5", "5.0", "+Inf")}
+    assert confirmed == {"0.5": 0, "1.0": 1, "2.5": 1, "5.0": 2, "+Inf": 2}
+    assert value(samples, "gridtoken_mint_batch_duration_seconds_sum", status="confirmed") == pytest.approx(
+        3.8, abs=1e-6
+    )
+    assert value(samples, bucket, status="expired", le="60.0") == 0
+    assert value(samples, bucket, status="expired", le="120.0") == 1
+    assert value(samples, "gridtoken_mint_batch_duration_seconds_count", status="failed") == 1
+
+
+def test_submit_to_mint_latency_histogram_covers_every_minted_reading(client, pipeline, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    samples = scrape(client)
+    bucket = "gridtoken_submit_to_mint_latency_seconds_bucket"
+    observed = {le: value(samples, bucket, le=le) for le in ("0.25", "0.5", "2.0", "10.0", "30.0", "+Inf")}
+    assert observed == {"0.25": 0, "0.5": 1, "2.0": 2, "10.0": 2, "30.0": 3, "+Inf": 3}
+    assert value(samples, "gridtoken_submit_to_mint_latency_seconds_sum") == pytest.approx(13.9, abs=1e-6)
+
+
+def test_auto_mint_state_follows_the_control_row(client, pipeline, rpc_at, closed_port_url, settings):
+    rpc_at(f"http://{closed_port_url}")
+    assert value(scrape(client), "gridtoken_auto_mint_enabled") == int(settings.TOKENIZATION.auto_mint_enabled)
+    MintingControl.objects.update_or_create(pk=1, defaults={"auto_mint_enabled": False})
+    samples = scrape(client)
+    assert value(samples, "gridtoken_auto_mint_enabled") == 0
+    assert value(samples, "gridtoken_auto_mint_percentage") == settings.TOKENIZATION.auto_mint_percentage
+
+
+def test_rejections_by_reason_and_websocket_connections_come_from_redis(client, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    observability.readings_rejected(["kwh_out_of_range", "kwh_out_of_range", "Some Free Text!", None])
+    observability.readings_rejected([])
+    for _ in range(3):
+        observability.ws_connected()
+    observability.ws_disconnected()
+    samples = scrape(client)
+    assert value(samples, "gridtoken_readings_rejected_total", reason="kwh_out_of_range") == 2
+    assert value(samples, "gridtoken_readings_rejected_total", reason="other") == 2
+    assert value(samples, "gridtoken_websocket_connections") == 2
+
+
+def test_async_consumers_count_connections_too(db):
+    async def open_two_close_one():
+        await observability.aws_connected()
+        await observability.aws_connected()
+        await observability.aws_disconnected()
+
+    asyncio.run(open_two_close_one())
+    assert observability.ws_connection_count() == 1
+
+
+def test_a_restarted_process_replaces_its_stale_connection_count(db, monkeypatch):
+    for _ in range(5):
+        observability.ws_connected()  # then the process dies without disconnecting anyone
+    monkeypatch.setattr(observability, "BOOT_ID", "the-next-incarnation")
+    observability.ws_connected()
+    assert observability.ws_connection_count() == 1
+
+
+def test_redis_down_marks_redis_down_and_keeps_the_database_figures(
+    client, pipeline, redis_down, rpc_at, closed_port_url
+):
+    rpc_at(f"http://{closed_port_url}")
+    observability.readings_rejected(["kwh_out_of_range"])  # must not raise
+    observability.ws_connected()
+    samples = scrape(client)
+    assert value(samples, "gridtoken_dependency_up", dependency="redis") == 0
+    assert value(samples, "gridtoken_dependency_up", dependency="database") == 1
+    assert value(samples, "gridtoken_dependency_up", dependency="rpc") == 0
+    assert value(samples, "gridtoken_readings_minted_total") == 3
+    assert not any(name == "gridtoken_websocket_connections" for name, _ in samples)
+
+
+def test_rpc_up_is_reported_when_the_chain_answers_get_health(client, localnet, rpc_at):
+    rpc_at(localnet.url)
+    assert value(scrape(client), "gridtoken_dependency_up", dependency="rpc") == 1
+
+
+def test_metrics_answer_any_host_header(client, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    samples = scrape(client, HTTP_HOST="10.244.1.17:8000")
+    assert value(samples, "gridtoken_readings_received_total") == 0
+
+
+def test_latency_quantile_and_snapshot_cover_only_the_window(pipeline):
+    assert latency_quantile(0.5, since=pipeline.now - timedelta(hours=1)) == pytest.approx(1.5, abs=1e-6)
+    assert latency_quantile(0.95, since=pipeline.now + timedelta(hours=1)) is None
+    last_minute = pipeline_snapshot(since=pipeline.now - timedelta(seconds=60))
+    # Submitted within the last minute: the not-yet-due pending, minting, failed and rejected readings.
+    assert last_minute == {"submitted": 4, "minted": 0, "pending": 3, "failed": 1, "p95_secs": None}
+    last_hour = pipeline_snapshot(since=pipeline.now - timedelta(hours=1))
+    # p95 of 0.4, 1.5 and 12 s, interpolated as PostgreSQL's percentile_cont does: 1.5 + 0.9 * 10.5.
+    assert last_hour == {"submitted": 8, "minted": 3, "pending": 3, "failed": 1, "p95_secs": pytest.approx(10.95)}
