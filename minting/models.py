@@ -66,6 +66,10 @@ class MintingControl(models.Model):
     auto_mint_enabled = models.BooleanField()
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.CharField(max_length=150, blank=True, default="")
+    # Chain outage breaker: automatic minting pauses until chain_retry_at; an outage consumes no reading attempts.
+    chain_failures = models.PositiveIntegerField(default=0)
+    chain_retry_at = models.DateTimeField(null=True, blank=True)
+    chain_error = models.TextField(blank=True, default="")
 
     def __str__(self) -> str:
         return f"auto-mint {'on' if self.auto_mint_enabled else 'off'}"

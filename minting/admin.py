@@ -1,0 +1,162 @@
+"""Django admin: mint batches (read-only audit), the run-time control row, and reading actions.
+
+``mint_now`` and ``retry_failed`` are plain admin actions; the readings admin lists them in its
+``actions``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from gridtoken.exceptions import ApplicationError
+from meters.models import MeterReading
+from minting import services
+from minting.models import MintBatch, MintingControl, TokenMint
+
+
+def explorer_url(signature: str) -> str:
+    """The signature on explorer.solana.com for the configured cluster (localnet: a custom RPC URL)."""
+    base = f"https://explorer.solana.com/tx/{signature}"
+    cluster = settings.CHAIN.cluster
+    if cluster == "mainnet-beta":
+        return base
+    if cluster == "localnet":
+        return f"{base}?cluster=custom&customUrl={quote(settings.CHAIN.rpc_url, safe='')}"
+    return f"{base}?cluster={cluster}"
+
+
+def signature_link(signature: str | None):
+    if not signature:
+        return "-"
+    return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', explorer_url(signature), signature)
+
+
+@admin.action(description="Mint selected readings now")
+def mint_now(modeladmin, request, queryset) -> None:
+    ids = list(queryset.values_list("id", flat=True)[: services.operator.MAX_READINGS_PER_REQUEST])
+    try:
+        results = services.readings_mint_now(reading_ids=ids, actor=request.user.get_username())
+    except ApplicationError as exc:
+        modeladmin.message_user(request, f"Nothing minted: {exc.message}", messages.ERROR)
+        return
+    minted = sum(result.success for result in results)
+    level = messages.SUCCESS if minted == len(results) else messages.WARNING
+    problems = sorted({result.error for result in results if result.error})
+    detail = f" Not minted: {'; '.join(problems)}." if problems else ""
+    modeladmin.message_user(request, f"{minted} of {len(results)} reading(s) minted.{detail}", level)
+
+
+@admin.action(description="Retry selected failed readings")
+def retry_failed(modeladmin, request, queryset) -> None:
+    ids = list(queryset.filter(status=MeterReading.Status.FAILED).values_list("id", flat=True))
+    count = services.readings_retry(reading_ids=ids, actor=request.user.get_username()) if ids else 0
+    modeladmin.message_user(request, f"{count} failed reading(s) queued for minting.", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class BatchReadingInline(admin.TabularInline):
+    model = MeterReading
+    fk_name = "batch"
+    fields = ("id", "meter", "wallet_address", "kwh_amount", "token_amount", "status", "attempts", "last_error")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(MintBatch)
+class MintBatchAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "status",
+        "signature_short",
+        "reading_count",
+        "total_token_amount",
+        "send_attempts",
+        "sent_at",
+        "settled_at",
+        "settle_seconds",
+    )
+    list_filter = ("status",)
+    search_fields = ("signature", "=id")
+    date_hierarchy = "created_at"
+    fields = (
+        "id",
+        "status",
+        "explorer",
+        "reading_count",
+        "total_token_amount",
+        "mint_address",
+        "last_valid_block_height",
+        "send_attempts",
+        "created_at",
+        "sent_at",
+        "settled_at",
+        "settle_seconds",
+        "error",
+    )
+    readonly_fields = fields
+    inlines = [BatchReadingInline]
+
+    @admin.display(description="signature")
+    def signature_short(self, obj: MintBatch):
+        url = explorer_url(obj.signature)
+        return format_html('<a href="{}" target="_blank" rel="noopener">{}…</a>', url, obj.signature[:16])
+
+    @admin.display(description="signature (explorer)")
+    def explorer(self, obj: MintBatch):
+        return signature_link(obj.signature)
+
+    @admin.display(description="created → settled (s)")
+    def settle_seconds(self, obj: MintBatch):
+        if obj.settled_at is None:
+            return "-"
+        return f"{(obj.settled_at - obj.created_at).total_seconds():.2f}"
+
+
+@admin.register(MintingControl)
+class MintingControlAdmin(admin.ModelAdmin):
+    list_display = ("auto_mint_enabled", "updated_at", "updated_by", "chain_failures", "chain_retry_at")
+    fields = ("auto_mint_enabled", "updated_at", "updated_by", "chain_failures", "chain_retry_at", "chain_error")
+    readonly_fields = ("updated_at", "updated_by", "chain_failures", "chain_retry_at", "chain_error")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        services.control_get()  # seed the row so there is always one to edit
+        return super().changelist_view(request, extra_context)
+
+    def save_model(self, request, obj, form, change) -> None:
+        if "auto_mint_enabled" in form.changed_data:
+            services.auto_mint_set(enabled=obj.auto_mint_enabled, actor=request.user.get_username())
+            return
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(TokenMint)
+class TokenMintAdmin(ReadOnlyAdmin):
+    list_display = ("address", "decimals", "token_program", "authority", "rpc_url", "created_at")

@@ -1,0 +1,162 @@
+"""Operator endpoints (``is_staff`` only): mint now, retry, status, the auto-mint switch, trigger, reconcile.
+
+Device and fleet API keys never reach these views: only user tokens and admin sessions authenticate here.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from meters.authentication import BearerTokenAuthentication
+from minting import selectors, services
+from minting.services.operator import MAX_READINGS_PER_REQUEST
+
+
+class IsOperator(BasePermission):
+    message = "Operators only."
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_staff)
+
+
+class OperatorApi(APIView):
+    # Bearer first: an anonymous request then gets a 401 with WWW-Authenticate, not a 403.
+    authentication_classes = [BearerTokenAuthentication, SessionAuthentication]
+    permission_classes = [IsOperator]
+
+    def actor(self) -> str:
+        return self.request.user.get_username()
+
+
+class ReadingOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    user_id = serializers.UUIDField()
+    meter_id = serializers.UUIDField()
+    meter_serial = serializers.CharField(source="meter.serial")
+    wallet_address = serializers.CharField()
+    kwh_amount = serializers.DecimalField(max_digits=18, decimal_places=9)
+    reading_timestamp = serializers.DateTimeField()
+    submitted_at = serializers.DateTimeField()
+    minted = serializers.BooleanField()
+    mint_tx_signature = serializers.CharField(allow_null=True)
+    token_amount = serializers.IntegerField(allow_null=True)
+    status = serializers.CharField()
+    attempts = serializers.IntegerField()
+    next_attempt_at = serializers.DateTimeField()
+    last_error = serializers.CharField()
+
+
+class ReadingMintFromReadingApi(OperatorApi):
+    class InputSerializer(serializers.Serializer):
+        reading_id = serializers.UUIDField()
+
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        reading, confirmed = services.reading_mint_now(reading_id=data.validated_data["reading_id"], actor=self.actor())
+        in_flight = reading.batch.signature if reading.status == "minting" and reading.batch_id else None
+        body = {
+            "message": "Tokens minted." if confirmed else "Transaction sent; confirmation pending.",
+            "reading_id": str(reading.id),
+            "transaction_signature": reading.mint_tx_signature or in_flight,
+            "kwh_amount": format(reading.kwh_amount, "f"),
+            "token_amount": reading.token_amount,
+            "wallet_address": reading.wallet_address,
+            "status": reading.status,
+        }
+        return Response(body, status=status.HTTP_200_OK if confirmed else status.HTTP_202_ACCEPTED)
+
+
+class ReadingMintBatchApi(OperatorApi):
+    class InputSerializer(serializers.Serializer):
+        reading_ids = serializers.ListField(
+            child=serializers.UUIDField(), allow_empty=False, max_length=MAX_READINGS_PER_REQUEST
+        )
+
+    class ResultSerializer(serializers.Serializer):
+        reading_id = serializers.UUIDField()
+        success = serializers.BooleanField()
+        status = serializers.CharField(allow_null=True)
+        transaction_signature = serializers.CharField(allow_null=True)
+        token_amount = serializers.IntegerField(allow_null=True)
+        error = serializers.CharField(allow_null=True)
+
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        results = services.readings_mint_now(reading_ids=data.validated_data["reading_ids"], actor=self.actor())
+        successful = sum(result.success for result in results)
+        return Response(
+            {
+                "total_readings": len(results),
+                "successful_mints": successful,
+                "failed_mints": len(results) - successful,
+                "results": self.ResultSerializer(results, many=True).data,
+            }
+        )
+
+
+class ReadingUnmintedListApi(OperatorApi):
+    class FilterSerializer(serializers.Serializer):
+        limit = serializers.IntegerField(min_value=1, max_value=1000, default=50)
+
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        readings = selectors.unminted_reading_list(limit=filters.validated_data["limit"])
+        return Response(ReadingOutputSerializer(readings, many=True).data)
+
+
+class ReadingRetryFailedApi(OperatorApi):
+    class InputSerializer(serializers.Serializer):
+        reading_ids = serializers.ListField(
+            child=serializers.UUIDField(), required=False, allow_empty=False, max_length=MAX_READINGS_PER_REQUEST
+        )
+
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        count = services.readings_retry(reading_ids=data.validated_data.get("reading_ids"), actor=self.actor())
+        return Response({"message": f"{count} reading(s) queued for minting.", "retried": count})
+
+
+class TokenizationStatusApi(OperatorApi):
+    def get(self, request):
+        return Response(selectors.tokenization_status())
+
+
+class AutoMintToggleApi(OperatorApi):
+    class InputSerializer(serializers.Serializer):
+        enabled = serializers.BooleanField()
+
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        control = services.auto_mint_set(enabled=data.validated_data["enabled"], actor=self.actor())
+        state = "enabled" if control.auto_mint_enabled else "disabled"
+        return Response({"message": f"Automatic minting {state}.", "auto_mint_enabled": control.auto_mint_enabled})
+
+
+class BatchTriggerApi(OperatorApi):
+    def post(self, request):
+        result = services.batch_trigger(actor=self.actor())
+        return Response(
+            {
+                "message": f"Batch processed: {result.minted} of {result.claimed} reading(s) minted.",
+                "total_readings": result.claimed,
+                "successful_mints": result.minted,
+                "failed_mints": result.claimed - result.minted,
+                "in_flight_batches": result.in_flight,
+                "transaction_signatures": result.signatures,
+            }
+        )
+
+
+class BatchReconcileApi(OperatorApi):
+    def post(self, request):
+        return Response(services.batches_reconcile(min_age_secs=0).as_dict())

@@ -1,0 +1,274 @@
+"""The mint procedure: claim, build and sign, commit the batch rows, send, confirm, settle.
+
+A mint cycle, for the readings a ``claim`` callable locks:
+
+1. In one transaction: lock the readings (``SELECT ... FOR UPDATE SKIP LOCKED``), compute each one's exact
+   ``token_amount``, build and sign the transactions (readings of one wallet merged into one instruction),
+   insert one ``MintBatch`` per transaction (signature, raw bytes, last valid block height) and link the
+   readings (status ``minting``). Commit. Nothing has been sent yet; a crash before this commit rolls
+   everything back and the readings are untouched.
+2. Send every transaction (bounded parallel). A crash from here on leaves signed batches that
+   reconciliation settles from the chain.
+3. Poll the signatures' statuses in bulk until each batch is decided (re-sending the same bytes now and
+   then), and settle it: confirmed -> readings minted; failed on chain -> readings retried with back-off;
+   expired unlanded -> readings released for a fresh transaction. Undecided batches after the confirm
+   timeout are left to reconciliation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from meters.models import MeterReading
+from minting.chain import (
+    ChainClient,
+    ChainError,
+    InsufficientFunds,
+    InvalidMint,
+    MintRequest,
+    NotInitialised,
+    PermanentChainError,
+    SignedMint,
+    TransientChainError,
+    WrongAuthority,
+    kwh_to_base_units,
+)
+from minting.faults import crash_point
+from minting.models import MintBatch, TokenMint
+from minting.services.chain_view import read_outcomes
+from minting.services.claiming import ClaimedReading, readings_fail_now, readings_link
+from minting.services.settlement import SettleResult, batches_settle
+from realtime import events
+
+logger = logging.getLogger("minting.batching")
+
+CONFIRM_TIMEOUT_SECS = 20.0
+CONFIRM_POLL_SECS = 0.1
+RESEND_EVERY_SECS = 2.0
+# Errors about the platform, not the readings: the chain is unreachable, or its set-up (mint, authority,
+# fee payer, keypair) is wrong. Readings keep their attempts and automatic minting pauses until it is fixed.
+SYSTEMIC_ERRORS = (TransientChainError, NotInitialised, InvalidMint, WrongAuthority, InsufficientFunds)
+SYSTEMIC_CODES = {"decimals_mismatch", "anchor_not_configured", "invalid_keypair"}
+ZERO_AMOUNT_ERROR = "amount below one token base unit: nothing to mint"
+
+
+def is_systemic(error: Exception) -> bool:
+    return isinstance(error, SYSTEMIC_ERRORS) or getattr(error, "code", None) in SYSTEMIC_CODES
+
+
+@dataclass
+class CycleResult:
+    claimed: int = 0
+    batches: int = 0
+    minted: int = 0
+    retried: int = 0
+    dead: int = 0
+    in_flight: int = 0  # batches left for reconciliation
+    signatures: list[str] = field(default_factory=list)
+
+    def add(self, other: CycleResult) -> None:
+        for name in ("claimed", "batches", "minted", "retried", "dead", "in_flight"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.signatures += other.signatures
+
+    def add_settled(self, settled: SettleResult) -> None:
+        self.minted += settled.minted
+        self.retried += settled.retried
+        self.dead += settled.dead
+
+
+@dataclass(frozen=True)
+class Prepared:
+    batch: MintBatch
+    signed: SignedMint
+
+
+_client_lock = threading.Lock()
+_client_cache: dict = {}
+
+
+def chain_client() -> ChainClient:
+    """The process's client for the configured chain and the recorded mint (kept: it pools connections and
+    remembers which token accounts exist); rebuilt when the settings or the recorded mint change."""
+    mint_row = TokenMint.objects.order_by("-created_at", "-id").values_list("id", flat=True).first()
+    key = (settings.CHAIN, settings.TOKENIZATION, mint_row)
+    with _client_lock:
+        if _client_cache.get("key") != key:
+            old = _client_cache.pop("client", None)
+            if old is not None:
+                old.close()
+            _client_cache["client"] = ChainClient.from_settings()
+            _client_cache["key"] = key
+        return _client_cache["client"]
+
+
+def mint_address(client: ChainClient) -> str:
+    address = getattr(client, "mint_address", None) or getattr(client, "mint", None)
+    if address:
+        return str(address)
+    latest = TokenMint.objects.order_by("-created_at").values_list("address", flat=True).first()
+    return latest or ""
+
+
+def _build(client: ChainClient, requests: list[MintRequest], memo: str) -> tuple[list[SignedMint], dict[str, str]]:
+    """Build all requests; if the node refuses for good, isolate the wallets it refuses (so one bad wallet
+    does not dead-letter the rest of the batch)."""
+    try:
+        return client.build_mints(requests, memo=memo), {}
+    except PermanentChainError as exc:
+        if is_systemic(exc):
+            raise
+        if len(requests) == 1:
+            return [], {requests[0].wallet: str(exc)}
+    signed, refused = [], {}
+    for index, request in enumerate(requests):
+        try:
+            signed += client.build_mints([request], memo=f"{memo}-w{index}")
+        except PermanentChainError as exc:
+            if is_systemic(exc):
+                raise
+            refused[request.wallet] = str(exc)
+    return signed, refused
+
+
+def _dead_letter(failures: dict[uuid.UUID, str]) -> None:
+    readings_fail_now(failures=failures)
+    failed = MeterReading.objects.filter(id__in=list(failures)).select_related("meter")
+    events.emit([events.mint_failed(r, meter_serial=r.meter.serial, error=r.last_error, final=True) for r in failed])
+    logger.error("readings failed permanently while building", extra={"readings": [str(i) for i in failures]})
+
+
+def batches_prepare(*, client: ChainClient, claimed: list[ClaimedReading]) -> tuple[list[Prepared], int]:
+    """Step 1 after the claim, inside its transaction: build, sign, insert batches, link readings.
+
+    Returns the prepared batches and how many readings were dead-lettered (permanent build errors).
+    """
+    amounts = {r.id: kwh_to_base_units(r.kwh_amount) for r in claimed}
+    by_wallet: dict[str, list[ClaimedReading]] = defaultdict(list)
+    for reading in claimed:
+        by_wallet[reading.wallet_address].append(reading)
+    totals = {wallet: sum(amounts[r.id] for r in rs) for wallet, rs in by_wallet.items()}
+    dead = {r.id: ZERO_AMOUNT_ERROR for wallet, rs in by_wallet.items() if totals[wallet] == 0 for r in rs}
+    requests = [MintRequest(wallet=wallet, amount=total) for wallet, total in totals.items() if total > 0]
+    signed_list, refused = _build(client, requests, memo=f"gridtoken:{uuid.uuid4().hex[:16]}") if requests else ([], {})
+    for wallet, error in refused.items():
+        dead.update({r.id: f"refused by the chain: {error}" for r in by_wallet[wallet]})
+
+    address = mint_address(client)
+    prepared, links, covered = [], [], Counter()
+    for signed in signed_list:
+        wallets = {request.wallet for request in signed.requests}
+        covered.update(wallets)
+        members = [r for wallet in wallets for r in by_wallet[wallet]]
+        total = sum(amounts[r.id] for r in members)
+        if total != sum(request.amount for request in signed.requests):
+            raise RuntimeError(f"transaction {signed.signature} does not mint exactly its readings' amounts")
+        batch = MintBatch(
+            id=uuid.uuid4(),
+            signature=signed.signature,
+            raw_transaction=signed.raw,
+            last_valid_block_height=signed.last_valid_block_height,
+            mint_address=address,
+            reading_count=len(members),
+            total_token_amount=total,
+        )
+        prepared.append(Prepared(batch=batch, signed=signed))
+        links += [(r.id, batch.id, amounts[r.id]) for r in members]
+    expected = {request.wallet for request in requests} - set(refused)
+    if set(covered) != expected or any(count > 1 for count in covered.values()):
+        raise RuntimeError("the built transactions do not cover each wallet exactly once")
+
+    MintBatch.objects.bulk_create([p.batch for p in prepared])
+    readings_link(links=links)
+    if dead:
+        _dead_letter(dead)
+    return prepared, len(dead)
+
+
+def batches_send(client: ChainClient, pairs: list[tuple[MintBatch, SignedMint]]) -> None:
+    """Send (or re-send) the committed bytes; record the attempt. A refusal is kept on the batch, but only
+    the chain decides the batch's fate (reconciliation), never this answer."""
+    if not pairs:
+        return
+    try:
+        errors = client.send_many([signed for _, signed in pairs])
+    except ChainError as exc:
+        errors = {signed.signature: exc for _, signed in pairs}
+    now = timezone.now()
+    ids = [batch.id for batch, _ in pairs]
+    with transaction.atomic():
+        MintBatch.objects.filter(id__in=ids).update(send_attempts=F("send_attempts") + 1)
+        accepted = [batch.id for batch, signed in pairs if errors.get(signed.signature) is None]
+        MintBatch.objects.filter(id__in=accepted, sent_at__isnull=True).update(sent_at=now)
+        for batch, signed in pairs:
+            error = errors.get(signed.signature)
+            if isinstance(error, PermanentChainError):
+                MintBatch.objects.filter(id=batch.id, status=MintBatch.Status.SIGNED).update(
+                    error=f"refused by the node: {error}"[:2000]
+                )
+    failed = {sig: str(err) for sig, err in errors.items() if err is not None}
+    if failed:
+        logger.warning("send failed; reconciliation will decide", extra={"errors": failed})
+
+
+def batches_dispatch(
+    *, client: ChainClient, prepared: list[Prepared], confirm_timeout: float = CONFIRM_TIMEOUT_SECS
+) -> tuple[SettleResult, list[MintBatch]]:
+    """Steps 2 and 3: send, then settle what the chain decides; returns (settled, still in flight)."""
+    crash_point("after_batch_commit")
+    signed_of = {p.batch.id: p.signed for p in prepared}
+    batches_send(client, [(p.batch, p.signed) for p in prepared])
+    crash_point("after_send")
+    result, in_flight = SettleResult(), [p.batch for p in prepared]
+    deadline = time.monotonic() + confirm_timeout
+    last_send = time.monotonic()
+    while in_flight:
+        try:
+            settlement, in_flight = read_outcomes(client, in_flight)
+        except ChainError as exc:
+            logger.warning("confirmation interrupted; reconciliation will settle", extra={"error": str(exc)})
+            break
+        if settlement:
+            result.add(batches_settle(settlement))
+        if not in_flight or time.monotonic() >= deadline:
+            break
+        if time.monotonic() - last_send >= RESEND_EVERY_SECS:
+            batches_send(client, [(batch, signed_of[batch.id]) for batch in in_flight])
+            last_send = time.monotonic()
+        time.sleep(CONFIRM_POLL_SECS)
+    return result, in_flight
+
+
+def readings_mint(
+    *, client: ChainClient, claim: Callable[[], list[ClaimedReading]], confirm_timeout: float = CONFIRM_TIMEOUT_SECS
+) -> CycleResult:
+    """One full mint cycle over what ``claim`` locks (see the module docstring).
+
+    Raises the chain's error when the chain cannot be reached while building: the claim transaction then
+    rolls back and the readings stay exactly as they were (no attempt consumed).
+    """
+    with transaction.atomic():
+        claimed = claim()
+        if not claimed:
+            return CycleResult()
+        prepared, dead = batches_prepare(client=client, claimed=claimed)
+        crash_point("after_build")
+    result = CycleResult(
+        claimed=len(claimed), batches=len(prepared), dead=dead, signatures=[p.batch.signature for p in prepared]
+    )
+    if prepared:
+        settled, in_flight = batches_dispatch(client=client, prepared=prepared, confirm_timeout=confirm_timeout)
+        result.add_settled(settled)
+        result.in_flight = len(in_flight)
+    return result

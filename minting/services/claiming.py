@@ -1,0 +1,100 @@
+"""Claiming readings for a mint: row locks with SKIP LOCKED, so concurrent workers never share a reading.
+
+Each function must run inside the transaction that will also insert the batch rows: the locks it takes
+are what keeps every other worker away until the readings are linked to a signed batch (or released by
+a rollback, untouched).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import connection
+from django.utils import timezone
+
+from meters.models import MeterReading
+from minting.services.policy import rollout_bucket_sql
+
+READINGS = MeterReading._meta.db_table
+_COLUMNS = "id, user_id, wallet_address, kwh_amount, attempts, status"
+
+
+@dataclass(frozen=True)
+class ClaimedReading:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    wallet_address: str
+    kwh_amount: Decimal
+    attempts: int
+    status: str
+
+
+def _fetch(sql: str, params: dict) -> list[ClaimedReading]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [ClaimedReading(*row) for row in cursor.fetchall()]
+
+
+def claim_due(*, limit: int, rollout_percentage: int = 100, now: datetime | None = None) -> list[ClaimedReading]:
+    """Lock up to ``limit`` pending readings that are due, oldest due first, skipping rows others hold.
+
+    Served by the partial index ``reading_pending_due_idx``. With ``rollout_percentage`` below 100 only
+    users whose stable bucket is below it are claimed (the others wait for a wider rollout or an operator).
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("claim_due must run inside the transaction that links the readings to their batch")
+    rollout = ""
+    if rollout_percentage < 100:
+        rollout = f" AND {rollout_bucket_sql('user_id')} < %(percentage)s"
+    sql = (
+        f"SELECT {_COLUMNS} FROM {READINGS}"  # noqa: S608
+        f" WHERE status = 'pending' AND next_attempt_at <= %(now)s{rollout}"
+        " ORDER BY next_attempt_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+    )
+    return _fetch(sql, {"now": now or timezone.now(), "limit": limit, "percentage": rollout_percentage})
+
+
+def claim_by_ids(*, reading_ids: list[uuid.UUID]) -> list[ClaimedReading]:
+    """Lock the given readings that an operator may mint now (pending, due or not, and failed ones).
+
+    Rows another worker holds are skipped: they are being minted already.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("claim_by_ids must run inside the transaction that links the readings to their batch")
+    sql = (
+        f"SELECT {_COLUMNS} FROM {READINGS}"  # noqa: S608
+        " WHERE id = ANY(%(ids)s) AND status IN ('pending', 'failed')"
+        " ORDER BY submitted_at FOR UPDATE SKIP LOCKED"
+    )
+    return _fetch(sql, {"ids": list(reading_ids)})
+
+
+def readings_link(*, links: list[tuple[uuid.UUID, uuid.UUID, int]]) -> None:
+    """(reading id, batch id, token amount) -> status minting, linked to its batch, in one statement."""
+    if not links:
+        return
+    ids, batch_ids, amounts = zip(*links, strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {READINGS} AS r SET status = 'minting', batch_id = v.batch_id, token_amount = v.amount"  # noqa: S608
+            " FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[]) AS v(id, batch_id, amount)"
+            " WHERE r.id = v.id",
+            [list(ids), list(batch_ids), list(amounts)],
+        )
+
+
+def readings_fail_now(*, failures: dict[uuid.UUID, str]) -> None:
+    """Dead-letter readings whose transaction can never be built (a permanent error): failed, one attempt used."""
+    if not failures:
+        return
+    ids, errors = zip(*failures.items(), strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {READINGS} AS r SET status = 'failed', attempts = r.attempts + 1, last_error = v.error,"  # noqa: S608
+            " token_amount = NULL"
+            " FROM unnest(%s::uuid[], %s::text[]) AS v(id, error) WHERE r.id = v.id",
+            [list(ids), list(errors)],
+        )

@@ -1,0 +1,56 @@
+"""The on-submit trigger: cheap enough to call for every committed reading.
+
+``mint_soon()`` sets a Redis marker with ``SET NX PX=TOKENIZATION_TRIGGER_DEBOUNCE_MS``; only the call
+that sets it enqueues the mint task, delayed by the same window. A burst of readings therefore becomes one
+task that finds them all due and mints them in full batches of ``TOKENIZATION_BATCH_SIZE``. The marker
+and the message are only an accelerator: if Redis loses them, the beat sweep mints the readings anyway.
+
+Call it after the reading's transaction commits: ``transaction.on_commit(mint_soon)`` (or
+``mint_soon_on_commit()``), so the task never looks for a reading that is not there yet.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from django.conf import settings
+from django.db import transaction
+
+logger = logging.getLogger("minting.triggers")
+
+DEBOUNCE_KEY = "gridtoken:minting:soon"
+_clients: dict[str, redis.Redis] = {}
+
+
+def _redis() -> redis.Redis:
+    url = settings.CELERY_BROKER_URL
+    if url not in _clients:
+        _clients[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return _clients[url]
+
+
+def mint_soon(*, force: bool = False) -> bool:
+    """Enqueue a mint of due readings unless one is already scheduled within the debounce window.
+
+    ``force`` enqueues at once, without the window (operator actions, hand-over). Returns whether a task
+    was enqueued. Never raises: a lost trigger only delays minting until the next sweep.
+    """
+    from minting.tasks import mint_due_readings
+
+    debounce_ms = settings.TOKENIZATION.trigger_debounce_ms
+    try:
+        if force or debounce_ms == 0:
+            mint_due_readings.apply_async()
+            return True
+        if not _redis().set(DEBOUNCE_KEY, b"1", nx=True, px=debounce_ms):
+            return False
+        mint_due_readings.apply_async(countdown=debounce_ms / 1000)
+        return True
+    except Exception:
+        logger.warning("mint trigger lost; the sweep will pick the readings up", exc_info=True)
+        return False
+
+
+def mint_soon_on_commit() -> None:
+    transaction.on_commit(mint_soon)
