@@ -1,0 +1,350 @@
+"""ChainClient: builds signed, packed mint transactions without sending them; sends, queries and confirms them."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.message import Message, MessageV0
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+from minting.chain import instructions as ix
+from minting.chain.anchor import EnergyTokenProgram
+from minting.chain.errors import (
+    BlockhashExpired,
+    ChainError,
+    InvalidMint,
+    RpcBadResponse,
+    RpcTimeout,
+    TransactionTooLarge,
+    WrongAuthority,
+)
+from minting.chain.packing import MAX_COMPUTE_UNITS, PACKET_DATA_SIZE, Draft, Unit, pack
+from minting.chain.records import U64_MAX, MintRequest, SignatureStatus, SignedMint
+from minting.chain.rpc import Rpc
+
+MAX_MEMO_BYTES = 120
+STATUS_CHUNK = 256  # getSignatureStatuses takes at most 256 signatures
+ACCOUNTS_CHUNK = 100  # getMultipleAccounts takes at most 100 keys
+# Compute-unit estimates (measured on the real programs, with headroom) for the limit set with a priority fee.
+COMPUTE_CREATE_ACCOUNT = 40_000
+COMPUTE_MINT = 8_000
+COMPUTE_ANCHOR_MINT = 40_000
+COMPUTE_MEMO_BASE, COMPUTE_MEMO_PER_BYTE = 20_000, 500
+COMPUTE_BUDGET_INSTRUCTIONS = 300
+MINT_ACCOUNT_SIZE = 82
+
+
+@dataclass(frozen=True)
+class MintInfo:
+    address: str
+    token_program: str
+    decimals: int
+    supply: int
+    mint_authority: str | None
+
+
+class ChainClient:
+    def __init__(
+        self,
+        *,
+        rpc_url: str,
+        authority: Keypair,
+        mint: Pubkey | str,
+        decimals: int,
+        token_program: Pubkey | str = ix.TOKEN_PROGRAM_ID,
+        commitment: str = "confirmed",
+        priority_fee_microlamports: int = 0,
+        concurrent_batches: int = 8,
+        timeout: float = 10.0,
+        anchor: EnergyTokenProgram | None = None,
+        rec_validator: Keypair | None = None,
+    ) -> None:
+        self.rpc_url = rpc_url
+        self.authority = authority
+        self.mint = Pubkey.from_string(mint) if isinstance(mint, str) else mint
+        self.decimals = decimals
+        self.token_program = Pubkey.from_string(token_program) if isinstance(token_program, str) else token_program
+        self.commitment = commitment
+        self.priority_fee_microlamports = priority_fee_microlamports
+        self.concurrent_batches = concurrent_batches
+        self.anchor = anchor
+        if anchor is not None:
+            self.mint, self.token_program = anchor.mint, anchor.token_program
+        self.signers = [authority] if rec_validator is None else [authority, rec_validator]
+        self.rpc = Rpc(rpc_url, timeout=timeout, max_connections=concurrent_batches + 4)
+        self._known_accounts: set[Pubkey] = set()
+        self.lookup_tables = None  # set by enable_lookup_tables(); see minting.chain.lookup
+
+    @classmethod
+    def from_settings(cls) -> ChainClient:
+        from minting.chain.configured import client_from_settings
+
+        return client_from_settings(cls)
+
+    def close(self) -> None:
+        self.rpc.close()
+
+    # --- building ------------------------------------------------------------------------------------
+
+    def build_mints(self, requests: Sequence[MintRequest], *, memo: str) -> list[SignedMint]:
+        """Signed transactions minting ``requests``; nothing is sent.
+
+        1. Requests to the same wallet are merged into one instruction (amounts summed).
+        2. One getMultipleAccounts (per 100 wallets) finds the token accounts still missing; only those get a
+           create-ATA-idempotent instruction, in the same transaction as their mint.
+        3. Instructions are packed into as few transactions as fit 1232 bytes and 64 accounts (v0 messages over
+           the client's address lookup tables when those are enabled and hold the accounts).
+        4. Every transaction gets the memo ``f"{memo}:{i}"``, so identical batches never share a signature,
+           the optional priority fee, and one recent blockhash, whose last valid block height is returned.
+        """
+        memo_bytes = len(f"{memo}:{len(requests)}".encode())
+        if not memo or memo_bytes > MAX_MEMO_BYTES:
+            raise ValueError(f"memo must be 1..{MAX_MEMO_BYTES - 6} bytes, got {memo!r}")
+        merged = self._merge(requests)
+        if not merged:
+            return []
+        token_accounts = {wallet: self.token_account(wallet) for wallet in merged}
+        missing = self._missing_accounts(list(token_accounts.values()))
+        units = [self._unit(wallet, token_accounts[wallet] in missing, requests) for wallet, requests in merged.items()]
+        lookup = self.lookup_tables.table_for(units) if self.lookup_tables is not None else None
+        blockhash, last_valid_block_height = self.latest_blockhash()
+        drafts = pack(units, payer=self.authority.pubkey(), fixed=lambda i: self._fixed(memo, i, 0), lookup=lookup)
+        return [self._sign(draft, memo, i, blockhash, last_valid_block_height) for i, draft in enumerate(drafts)]
+
+    def token_account(self, wallet: Pubkey) -> Pubkey:
+        if self.anchor is not None:
+            return self.anchor.user_token_account(wallet)
+        return ix.associated_token_address(wallet, self.mint, self.token_program)
+
+    def _merge(self, requests: Sequence[MintRequest]) -> dict[Pubkey, list[MintRequest]]:
+        merged: dict[Pubkey, list[MintRequest]] = {}
+        for request in requests:
+            merged.setdefault(ix.parse_wallet(request.wallet), []).append(request)
+        for wallet, grouped in merged.items():
+            if sum(request.amount for request in grouped) > U64_MAX:
+                raise ValueError(f"the amounts for {wallet} add up to more than one u64 instruction can mint")
+        return merged
+
+    def _unit(self, wallet: Pubkey, create: bool, requests: list[MintRequest]) -> Unit:
+        amount = sum(request.amount for request in requests)
+        payer = self.authority.pubkey()
+        instructions: list[Instruction] = []
+        compute = 0
+        if create:
+            instructions.append(
+                ix.create_associated_token_account_idempotent(
+                    payer=payer, wallet=wallet, mint=self.mint, token_program=self.token_program
+                )
+            )
+            compute += COMPUTE_CREATE_ACCOUNT
+        if self.anchor is not None:
+            instructions.append(self.anchor.mint_tokens_direct(wallet=wallet, authority=payer, amount=amount))
+            compute += COMPUTE_ANCHOR_MINT
+        else:
+            instructions.append(
+                ix.mint_to_checked(
+                    mint=self.mint,
+                    destination=self.token_account(wallet),
+                    authority=payer,
+                    amount=amount,
+                    decimals=self.decimals,
+                    token_program=self.token_program,
+                )
+            )
+            compute += COMPUTE_MINT
+        return Unit(tuple(instructions), tuple(requests), compute)
+
+    def _fixed(self, memo: str, index: int, compute_units: int) -> list[Instruction]:
+        text = f"{memo}:{index}"
+        fixed = []
+        if self.priority_fee_microlamports:
+            limit = compute_units + COMPUTE_BUDGET_INSTRUCTIONS + COMPUTE_MEMO_BASE
+            limit += COMPUTE_MEMO_PER_BYTE * len(text.encode())
+            fixed = ix.compute_budget(
+                unit_limit=min(limit, MAX_COMPUTE_UNITS), microlamports_per_unit=self.priority_fee_microlamports
+            )
+        return [*fixed, ix.memo(text)]
+
+    def _sign(self, draft: Draft, memo: str, index: int, blockhash: Hash, last_valid: int) -> SignedMint:
+        compute = sum(unit.compute_units for unit in draft.units)
+        *budget, memo_instruction = self._fixed(memo, index, compute)
+        instructions = [*budget, *(i for unit in draft.units for i in unit.instructions), memo_instruction]
+        payer = self.authority.pubkey()
+        if draft.lookup is not None:
+            message = MessageV0.try_compile(payer, instructions, [draft.lookup], blockhash)
+        else:
+            message = Message.new_with_blockhash(instructions, payer, blockhash)
+        transaction = VersionedTransaction(message, self.signers)
+        raw = bytes(transaction)
+        if len(raw) > PACKET_DATA_SIZE:  # the packer's arithmetic is exact; this guards against a bug in it
+            raise TransactionTooLarge(f"a packed transaction is {len(raw)} bytes (limit {PACKET_DATA_SIZE})")
+        requests = tuple(request for unit in draft.units for request in unit.requests)
+        return SignedMint(str(transaction.signatures[0]), raw, last_valid, requests, memo_instruction.data.decode())
+
+    # --- accounts ------------------------------------------------------------------------------------
+
+    def _missing_accounts(self, addresses: list[Pubkey]) -> set[Pubkey]:
+        unknown = [address for address in addresses if address not in self._known_accounts]
+        existing = self.existing_accounts(unknown)
+        self._known_accounts |= existing
+        return set(unknown) - existing
+
+    def existing_accounts(self, addresses: Sequence[Pubkey]) -> set[Pubkey]:
+        """Which of ``addresses`` exist on chain (getMultipleAccounts, 100 per call, no data transferred)."""
+        existing = set()
+        config = {"encoding": "base64", "commitment": self.commitment, "dataSlice": {"offset": 0, "length": 0}}
+        for start in range(0, len(addresses), ACCOUNTS_CHUNK):
+            chunk = addresses[start : start + ACCOUNTS_CHUNK]
+            result = self.rpc.call("getMultipleAccounts", [[str(a) for a in chunk], config])
+            values = _value(result, "getMultipleAccounts")
+            existing |= {address for address, account in zip(chunk, values, strict=True) if account is not None}
+        return existing
+
+    def forget_accounts(self) -> None:
+        """Drop the cache of known token accounts (a failed mint may mean one was closed)."""
+        self._known_accounts.clear()
+
+    def account_data(self, address: Pubkey) -> tuple[str, bytes] | None:
+        """(owner program, data) of an account, or None when it does not exist."""
+        config = {"encoding": "base64", "commitment": self.commitment}
+        account = _value(self.rpc.call("getAccountInfo", [str(address), config]), "getAccountInfo")
+        if account is None:
+            return None
+        return account["owner"], base64.b64decode(account["data"][0])
+
+    def token_balance(self, wallet: str) -> int:
+        """Base units held by ``wallet``'s token account for the mint (0 if it does not exist)."""
+        account = self.account_data(self.token_account(ix.parse_wallet(wallet)))
+        if account is None:
+            return 0
+        return struct.unpack_from("<Q", account[1], 64)[0]
+
+    def token_supply(self) -> int:
+        result = self.rpc.call("getTokenSupply", [str(self.mint), {"commitment": self.commitment}])
+        return int(_value(result, "getTokenSupply")["amount"])
+
+    def mint_info(self) -> MintInfo:
+        """The mint as the chain has it; InvalidMint when it is missing or not a mint."""
+        account = self.account_data(self.mint)
+        if account is None:
+            raise InvalidMint(f"the mint {self.mint} does not exist on {self.rpc_url}")
+        owner, data = account
+        if owner not in (str(ix.TOKEN_PROGRAM_ID), str(ix.TOKEN_2022_PROGRAM_ID)) or len(data) < MINT_ACCOUNT_SIZE:
+            raise InvalidMint(f"{self.mint} on {self.rpc_url} is not a token mint (owner {owner})")
+        has_authority, authority, supply, decimals, initialised = struct.unpack_from("<I32sQB?", data)
+        if not initialised:
+            raise InvalidMint(f"the mint {self.mint} on {self.rpc_url} is not initialised")
+        mint_authority = str(Pubkey.from_bytes(authority)) if has_authority else None
+        return MintInfo(str(self.mint), owner, decimals, supply, mint_authority)
+
+    def verify_mint(self) -> MintInfo:
+        """The mint, checked: it exists, has our decimals and our key (or the program's PDA) as mint authority."""
+        info = self.mint_info()
+        if info.decimals != self.decimals:
+            raise InvalidMint(f"the mint {self.mint} has {info.decimals} decimals, not {self.decimals}")
+        expected = self.anchor.token_info if self.anchor is not None else self.authority.pubkey()
+        if info.mint_authority != str(expected):
+            raise WrongAuthority(
+                f"the mint authority of {self.mint} is {info.mint_authority}, not {expected} (our key)"
+            )
+        return info
+
+    # --- sending and confirming ----------------------------------------------------------------------
+
+    def latest_blockhash(self) -> tuple[Hash, int]:
+        result = self.rpc.call("getLatestBlockhash", [{"commitment": self.commitment}])
+        value = _value(result, "getLatestBlockhash")
+        return Hash.from_string(value["blockhash"]), int(value["lastValidBlockHeight"])
+
+    def get_block_height(self) -> int:
+        return int(self.rpc.call("getBlockHeight", [{"commitment": self.commitment}]))
+
+    def send_raw(self, raw: bytes, *, skip_preflight: bool = True) -> str:
+        """Send signed bytes; returns the signature. Already processed is success: re-sending is recovery."""
+        transaction = VersionedTransaction.from_bytes(raw)
+        signature = str(transaction.signatures[0])
+        config = {"encoding": "base64", "skipPreflight": skip_preflight, "preflightCommitment": self.commitment}
+        message = transaction.message
+        program_ids = [str(message.account_keys[i.program_id_index]) for i in message.instructions]
+        try:
+            result = self.rpc.call("sendTransaction", [base64.b64encode(raw).decode(), config], program_ids=program_ids)
+        except ChainError as error:
+            if error.err == "AlreadyProcessed":
+                return signature
+            raise
+        if result != signature:
+            raise RpcBadResponse(f"sendTransaction returned {result!r} for {signature}")
+        return signature
+
+    def send_many(self, signed: Sequence[SignedMint]) -> dict[str, ChainError | None]:
+        """Send each transaction (``concurrent_batches`` at a time); the outcome per signature, never raising."""
+
+        def send(item: SignedMint) -> ChainError | None:
+            try:
+                self.send_raw(item.raw)
+            except ChainError as error:
+                return error
+            return None
+
+        with ThreadPoolExecutor(max_workers=self.concurrent_batches) as pool:
+            outcomes = list(pool.map(send, signed))
+        return {item.signature: outcome for item, outcome in zip(signed, outcomes, strict=True)}
+
+    def get_signature_statuses(self, signatures: Sequence[str]) -> dict[str, SignatureStatus | None]:
+        statuses: dict[str, SignatureStatus | None] = {}
+        for start in range(0, len(signatures), STATUS_CHUNK):
+            chunk = list(signatures[start : start + STATUS_CHUNK])
+            result = self.rpc.call("getSignatureStatuses", [chunk, {"searchTransactionHistory": True}])
+            for signature, status in zip(chunk, _value(result, "getSignatureStatuses"), strict=True):
+                statuses[signature] = None if status is None else _status(signature, status)
+        if any(status is not None and status.err is not None for status in statuses.values()):
+            self.forget_accounts()
+        return statuses
+
+    def confirm(self, signed: SignedMint, *, timeout: float = 30.0, poll: float = 0.05) -> SignatureStatus:
+        """Wait until the transaction lands at the configured commitment (returned, with ``err`` if it failed).
+
+        BlockhashExpired once the block height passes its last valid block height without it landing;
+        RpcTimeout after ``timeout`` seconds (transient: the caller reconciles later).
+        """
+        deadline = time.monotonic() + timeout
+        interval = poll
+        while True:
+            status = self.get_signature_statuses([signed.signature])[signed.signature]
+            if status is not None and status.reached(self.commitment):
+                return status
+            if status is None and self.get_block_height() > signed.last_valid_block_height:
+                # It may have landed between the two calls: only a second miss proves it never will.
+                if self.get_signature_statuses([signed.signature])[signed.signature] is None:
+                    raise BlockhashExpired(
+                        f"{signed.signature} did not land before block height {signed.last_valid_block_height}"
+                    )
+                continue
+            if time.monotonic() >= deadline:
+                raise RpcTimeout(f"{signed.signature} not {self.commitment} after {timeout:g} s")
+            time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
+            interval = min(interval * 2, 0.5)
+
+
+def _value(result: object, method: str):
+    if not isinstance(result, dict) or "value" not in result:
+        raise RpcBadResponse(f"{method} returned no value: {result!r}")
+    return result["value"]
+
+
+def _status(signature: str, status: dict) -> SignatureStatus:
+    return SignatureStatus(
+        signature=signature,
+        slot=int(status.get("slot", 0)),
+        err=status.get("err"),
+        confirmation_status=status.get("confirmationStatus"),
+    )

@@ -1,0 +1,71 @@
+"""The ChainClient the settings describe: settings.CHAIN, the authority keypair file and the recorded mint."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from solders.pubkey import Pubkey
+
+from minting.chain.anchor import EnergyTokenProgram
+from minting.chain.errors import NotInitialised, PermanentChainError
+from minting.chain.instructions import TOKEN_PROGRAM_ID
+from minting.chain.keys import load_keypair
+
+if TYPE_CHECKING:
+    from minting.chain.client import ChainClient
+
+NOT_INITIALISED = "no energy token mint is recorded: run python manage.py chain_init"
+
+
+def client_from_settings(cls: type[ChainClient]) -> ChainClient:
+    chain, tokenization = settings.CHAIN, settings.TOKENIZATION
+    authority = load_keypair(chain.keypair_path)
+    common = {
+        "rpc_url": chain.rpc_url,
+        "authority": authority,
+        "commitment": chain.commitment,
+        "priority_fee_microlamports": chain.priority_fee_microlamports,
+        "concurrent_batches": chain.concurrent_batches,
+        "timeout": float(chain.rpc_timeout_secs),
+    }
+    if tokenization.mint_strategy == "anchor":
+        if not chain.energy_token_program_id:
+            raise NotInitialised(
+                "TOKENIZATION_MINT_STRATEGY=anchor needs ENERGY_TOKEN_PROGRAM_ID", code="anchor_not_configured"
+            )
+        if chain.rec_validator_keypair_path is None:
+            raise NotInitialised(
+                "TOKENIZATION_MINT_STRATEGY=anchor needs REC_VALIDATOR_KEYPAIR_PATH (the REC validator co-signs)",
+                code="anchor_not_configured",
+            )
+        rec_validator = load_keypair(chain.rec_validator_keypair_path, setting="REC_VALIDATOR_KEYPAIR_PATH")
+        program = EnergyTokenProgram(
+            Pubkey.from_string(chain.energy_token_program_id),
+            # The platform authority is the registry's authority in this deployment (see docs/CHAIN.md).
+            registry_authority=authority.pubkey(),
+            rec_validator=rec_validator.pubkey(),
+        )
+        return cls(
+            **common, mint=program.mint, decimals=tokenization.decimals, anchor=program, rec_validator=rec_validator
+        )
+    mint, decimals, token_program = recorded_mint()
+    if decimals != tokenization.decimals:
+        raise PermanentChainError(
+            f"the recorded mint {mint} has {decimals} decimals but TOKENIZATION_DECIMALS is {tokenization.decimals}: "
+            "minted amounts would be off by a power of ten; run python manage.py chain_init for a matching mint",
+            code="decimals_mismatch",
+        )
+    return cls(**common, mint=mint, decimals=decimals, token_program=token_program)
+
+
+def recorded_mint() -> tuple[str, int, str]:
+    """(address, decimals, token program) of the newest TokenMint row, else of ENERGY_TOKEN_MINT."""
+    from minting.models import TokenMint
+
+    row = TokenMint.objects.order_by("-created_at", "-id").first()
+    if row is not None:
+        return row.address, row.decimals, row.token_program
+    if settings.CHAIN.energy_token_mint:
+        return settings.CHAIN.energy_token_mint, settings.TOKENIZATION.decimals, str(TOKEN_PROGRAM_ID)
+    raise NotInitialised(NOT_INITIALISED)

@@ -1,0 +1,57 @@
+"""A thin Solana JSON-RPC transport over httpx that turns every failure into a typed ChainError.
+
+solana-py's Client parses errors into solders types and loses the ones it does not know (an unknown error
+code comes back as a bare int), so the service reads the standard JSON-RPC error object itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from minting.chain.errors import RpcBadResponse, RpcRejected, RpcTimeout, RpcUnavailable, error_from_rpc_error
+
+
+class Rpc:
+    def __init__(self, url: str, *, timeout: float = 10.0, max_connections: int = 16) -> None:
+        self.url = url
+        self._ids = itertools.count(1)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._http = httpx.Client(timeout=timeout, limits=limits, headers={"Content-Type": "application/json"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(self, method: str, params: list | None = None, *, program_ids: Sequence[str] | None = None) -> Any:
+        """The ``result`` of one JSON-RPC call; any transport, HTTP or RPC error raised as a ChainError."""
+        body = json.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []})
+        try:
+            response = self._http.post(self.url, content=body)
+        except httpx.TimeoutException as exc:
+            raise RpcTimeout(f"{method} to {self.url} timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise RpcUnavailable(f"cannot reach {self.url} ({method}): {exc or type(exc).__name__}") from exc
+        if response.status_code == 429:
+            raise RpcUnavailable(f"{self.url} is rate limiting ({method}): HTTP 429", code="rpc_rate_limited")
+        if response.status_code >= 500:
+            raise RpcUnavailable(f"{self.url} failed ({method}): HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise RpcRejected(f"{self.url} refused {method}: HTTP {response.status_code}", code="rpc_http_error")
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise RpcBadResponse(f"{self.url} answered {method} with something that is not JSON") from exc
+        if not isinstance(payload, dict):
+            raise RpcBadResponse(f"{self.url} answered {method} with a JSON {type(payload).__name__}")
+        error = payload.get("error")
+        if error is not None:
+            if not isinstance(error, dict):
+                raise RpcBadResponse(f"{self.url} answered {method} with a malformed error: {error!r}")
+            raise error_from_rpc_error(error, program_ids=program_ids)
+        if "result" not in payload:
+            raise RpcBadResponse(f"{self.url} answered {method} with neither result nor error")
+        return payload["result"]

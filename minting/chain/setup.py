@@ -1,0 +1,195 @@
+"""chain_init's service: authority keypair, SOL for fees on a local chain, the energy token mint and its record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.system_program import CreateAccountParams, create_account
+from solders.transaction import VersionedTransaction
+from spl.token.instructions import InitializeMintParams, initialize_mint
+
+from minting.chain.client import MINT_ACCOUNT_SIZE, ChainClient
+from minting.chain.errors import InvalidMint, RpcTimeout, RpcUnavailable, TransactionFailed, WrongAuthority
+from minting.chain.instructions import TOKEN_PROGRAM_ID
+from minting.chain.keys import create_keypair, load_keypair
+from minting.chain.records import SignedMint
+from minting.models import TokenMint
+
+LAMPORTS_PER_SOL = 1_000_000_000
+LOW_BALANCE = 10 * LAMPORTS_PER_SOL
+AIRDROP = 100 * LAMPORTS_PER_SOL
+NO_EXPIRY = 2**63 - 1
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class SetupError(Exception):
+    """chain_init cannot go on; the message says what to do next."""
+
+
+def is_local(rpc_url: str, cluster: str) -> bool:
+    return cluster == "localnet" or urlsplit(rpc_url).hostname in LOOPBACK_HOSTS
+
+
+def initialise_chain(*, new_mint: bool = False, out: Callable[[str], None] = print) -> TokenMint | None:
+    """Idempotent set-up of the configured cluster; returns the TokenMint in use (None for the anchor strategy).
+
+    1. The authority keypair at SOLANA_KEYPAIR_PATH, created (mode 0600) when missing.
+    2. The RPC answers; on a local chain the authority gets SOL when its balance is low.
+    3. The mint: ENERGY_TOKEN_MINT verified and adopted, else the recorded mint verified, else (or when the
+       recorded one does not exist on this chain, or ``new_mint``) a new mint, recorded as a TokenMint row.
+    """
+    chain, tokenization = settings.CHAIN, settings.TOKENIZATION
+    authority = _authority(chain.keypair_path, out)
+    client = ChainClient(
+        rpc_url=chain.rpc_url, authority=authority, mint=authority.pubkey(), decimals=tokenization.decimals,
+        commitment=chain.commitment, timeout=float(chain.rpc_timeout_secs),
+    )  # fmt: skip
+    try:
+        _fund(client, is_local(chain.rpc_url, chain.cluster), out)
+        if tokenization.mint_strategy == "anchor":
+            out("anchor strategy: the energy_token program owns its mint (PDA of b'mint_2022'); no mint created")
+            return None
+        return _mint(client, chain.energy_token_mint, new_mint, out)
+    except (RpcUnavailable, RpcTimeout) as error:
+        hint = (
+            "start it with python manage.py localnet"
+            if is_local(chain.rpc_url, chain.cluster)
+            else ("check SOLANA_RPC_URL and the node")
+        )
+        raise SetupError(f"cannot reach {chain.rpc_url}: {hint} ({error})") from error
+    finally:
+        client.close()
+
+
+def _authority(path, out: Callable[[str], None]) -> Keypair:
+    if path.exists():
+        authority = load_keypair(path)
+        out(f"authority {authority.pubkey()} (keypair {path})")
+    else:
+        authority = create_keypair(path)
+        out(f"created the authority keypair {authority.pubkey()} at {path} (mode 0600)")
+    return authority
+
+
+def _fund(client: ChainClient, local: bool, out: Callable[[str], None]) -> None:
+    payer = client.authority.pubkey()
+    balance = _value(client.rpc.call("getBalance", [str(payer), {"commitment": client.commitment}]))
+    if balance >= LOW_BALANCE:
+        out(f"balance {balance / LAMPORTS_PER_SOL:g} SOL")
+        return
+    if not local:
+        out(f"balance {balance / LAMPORTS_PER_SOL:g} SOL is low: fund {payer} with SOL to pay fees and rent")
+        return
+    signature = client.rpc.call("requestAirdrop", [str(payer), AIRDROP])
+    _wait(client, SignedMint(signature, b"", NO_EXPIRY, (), ""))
+    out(f"airdropped {AIRDROP // LAMPORTS_PER_SOL} SOL to {payer}")
+
+
+def _mint(client: ChainClient, configured: str | None, new_mint: bool, out: Callable[[str], None]) -> TokenMint:
+    if configured:
+        return _adopt(client, configured, out)
+    recorded = TokenMint.objects.order_by("-created_at", "-id").first()
+    if recorded is None or new_mint:
+        return _create(client, out)
+    client.mint = Pubkey.from_string(recorded.address)
+    if client.account_data(client.mint) is None:
+        out(f"the recorded mint {recorded.address} does not exist on {client.rpc_url} (a fresh chain?)")
+        return _create(client, out)
+    try:
+        client.verify_mint()
+    except InvalidMint as error:
+        raise SetupError(f"{error}; run python manage.py chain_init --new-mint to create another") from None
+    except WrongAuthority as error:
+        raise SetupError(
+            f"{error}: restore the keypair that created it at {settings.CHAIN.keypair_path}, "
+            "or run python manage.py chain_init --new-mint"
+        ) from None
+    out(f"mint {recorded.address} is in place ({client.decimals} decimals); nothing to do")
+    return recorded
+
+
+def _adopt(client: ChainClient, address: str, out: Callable[[str], None]) -> TokenMint:
+    try:
+        client.mint = Pubkey.from_string(address)
+    except ValueError:
+        raise SetupError(f"ENERGY_TOKEN_MINT={address!r} is not a Solana address") from None
+    try:
+        info = client.verify_mint()
+    except InvalidMint as error:
+        raise SetupError(f"ENERGY_TOKEN_MINT: {error}; unset ENERGY_TOKEN_MINT to create a new mint") from None
+    except WrongAuthority as error:
+        raise SetupError(
+            f"ENERGY_TOKEN_MINT: {error}; point SOLANA_KEYPAIR_PATH at the mint authority's keypair"
+        ) from None
+    recorded = TokenMint.objects.order_by("-created_at", "-id").first()
+    if recorded is not None and (recorded.address, recorded.rpc_url) == (address, client.rpc_url):
+        out(f"mint {address} (ENERGY_TOKEN_MINT) is in place; nothing to do")
+        return recorded
+    out(f"adopted the mint {address} (ENERGY_TOKEN_MINT, {info.decimals} decimals)")
+    return _record(client, info.token_program)
+
+
+def _create(client: ChainClient, out: Callable[[str], None]) -> TokenMint:
+    mint = Keypair()
+    payer = client.authority.pubkey()
+    rent = _value_int(client.rpc.call("getMinimumBalanceForRentExemption", [MINT_ACCOUNT_SIZE]))
+    instructions = [
+        create_account(
+            CreateAccountParams(
+                from_pubkey=payer, to_pubkey=mint.pubkey(), lamports=rent, space=MINT_ACCOUNT_SIZE,
+                owner=TOKEN_PROGRAM_ID,
+            )
+        ),
+        initialize_mint(
+            InitializeMintParams(
+                decimals=client.decimals, program_id=TOKEN_PROGRAM_ID, mint=mint.pubkey(), mint_authority=payer,
+            )
+        ),
+    ]  # fmt: skip
+    execute(client, instructions, [client.authority, mint])
+    client.mint = mint.pubkey()
+    client.verify_mint()
+    out(f"created the mint {mint.pubkey()} ({client.decimals} decimals, mint authority {payer}) on {client.rpc_url}")
+    return _record(client, str(TOKEN_PROGRAM_ID))
+
+
+def _record(client: ChainClient, token_program: str) -> TokenMint:
+    return TokenMint.objects.create(
+        address=str(client.mint), decimals=client.decimals, token_program=token_program,
+        authority=str(client.authority.pubkey()), rpc_url=client.rpc_url,
+    )  # fmt: skip
+
+
+def execute(client: ChainClient, instructions: list[Instruction], signers: list[Keypair]) -> str:
+    """Send a set-up transaction with preflight and wait for it; TransactionFailed if it failed on chain."""
+    blockhash, last_valid = client.latest_blockhash()
+    message = Message.new_with_blockhash(instructions, client.authority.pubkey(), blockhash)
+    transaction = VersionedTransaction(message, signers)
+    signed = SignedMint(str(transaction.signatures[0]), bytes(transaction), last_valid, (), "")
+    client.send_raw(signed.raw, skip_preflight=False)
+    _wait(client, signed)
+    return signed.signature
+
+
+def _wait(client: ChainClient, signed: SignedMint) -> None:
+    status = client.confirm(signed)
+    if status.err is not None:
+        raise TransactionFailed(f"{signed.signature} failed: {status.err}", err=status.err)
+
+
+def _value(result: object) -> int:
+    if isinstance(result, dict):
+        result = result.get("value")
+    return _value_int(result)
+
+
+def _value_int(result: object) -> int:
+    if not isinstance(result, int):
+        raise RpcUnavailable(f"unexpected RPC answer {result!r}", code="rpc_bad_response")
+    return result
