@@ -1,0 +1,276 @@
+// GridToken dashboard: a small WebSocket client, no framework, no build step.
+// Live state arrives as events; after every (re)connect the readings are fetched once more, because events
+// are best effort and the database is the truth. Event data is only ever inserted as text, never as HTML.
+(function () {
+  "use strict";
+
+  const config = JSON.parse(document.getElementById("dashboard-config").textContent);
+  const connection = document.getElementById("connection");
+  const readingsBody = document.querySelector("#readings tbody");
+  const feed = document.getElementById("feed");
+  const FEED_MAX = 100;
+  const READINGS_MAX = 50;
+  const PING_EVERY_MS = 25000;
+  const STATS_EVERY_MS = 5000;
+  const readings = new Map();
+  let socket = null;
+  let retryDelay = 1000;
+  let pingTimer = null;
+
+  // ---- formatting -------------------------------------------------------------------------------------
+  function formatUnits(raw) {
+    // Integer base units -> decimal string with the token's decimals, digit by digit (no float rounding).
+    const digits = String(raw);
+    const places = config.decimals;
+    if (places === 0) return digits;
+    const padded = digits.padStart(places + 1, "0");
+    return padded.slice(0, -places) + "." + padded.slice(-places);
+  }
+
+  function explorerUrl(signature) {
+    return config.explorer_tx.replace("{signature}", encodeURIComponent(signature));
+  }
+
+  function element(tag, attributes, text) {
+    const node = document.createElement(tag);
+    Object.entries(attributes || {}).forEach(([name, value]) => node.setAttribute(name, value));
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function cookie(name) {
+    const found = document.cookie.split("; ").find((part) => part.startsWith(name + "="));
+    return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
+  }
+
+  function setConnection(text, live) {
+    connection.textContent = text;
+    connection.className = "badge " + (live ? "badge-on" : "badge-off");
+  }
+
+  // ---- readings table ---------------------------------------------------------------------------------
+  function readingRow(reading) {
+    const row = element("tr", { "data-reading-id": reading.reading_id });
+    row.append(element("td", {}, reading.submitted_at || ""));
+    row.append(element("td", {}, reading.meter_serial || ""));
+    row.append(element("td", { class: "num" }, reading.kwh_amount || ""));
+    const status = element("span", { class: "status status-" + reading.status }, reading.status);
+    const statusCell = element("td");
+    statusCell.append(status);
+    row.append(statusCell);
+    const tokens = reading.tokens_minted === null || reading.tokens_minted === undefined ? "" : formatUnits(reading.tokens_minted);
+    row.append(element("td", { class: "num" }, tokens));
+    const signatureCell = element("td", { class: "mono" });
+    if (reading.transaction_signature) {
+      const link = element("a", { href: explorerUrl(reading.transaction_signature), target: "_blank", rel: "noopener" }, reading.transaction_signature);
+      signatureCell.append(link);
+    }
+    row.append(signatureCell);
+    return row;
+  }
+
+  function findRow(readingId) {
+    return Array.from(readingsBody.rows).find((row) => row.dataset.readingId === readingId) || null;
+  }
+
+  function upsertReading(update, { fromServer = false } = {}) {
+    const known = readings.get(update.reading_id);
+    // A snapshot fetched before a mint must not turn a minted row back into pending.
+    if (fromServer && known && known.status === "minted" && update.status !== "minted") return;
+    const merged = Object.assign({}, known || {}, update);
+    readings.set(merged.reading_id, merged);
+    const fresh = readingRow(merged);
+    const existing = findRow(merged.reading_id);
+    if (existing) {
+      existing.replaceWith(fresh);
+    } else {
+      readingsBody.prepend(fresh);
+      while (readingsBody.rows.length > READINGS_MAX) readingsBody.deleteRow(-1);
+    }
+  }
+
+  function adoptServerRows() {
+    // The server rendered the first rows; remember their data so events can update them in place.
+    JSON.parse(document.getElementById("dashboard-readings").textContent).forEach((r) => readings.set(r.reading_id, r));
+  }
+
+  async function fetchJson(url, options) {
+    const response = await fetch(url, Object.assign({ credentials: "same-origin", headers: { Accept: "application/json" } }, options || {}));
+    if (!response.ok) throw new Error(url + " answered " + response.status);
+    return response.json();
+  }
+
+  async function resyncReadings() {
+    try {
+      const body = await fetchJson(config.readings_url);
+      body.readings.slice().reverse().forEach((reading) => upsertReading(reading, { fromServer: true }));
+    } catch (error) {
+      console.warn("readings refresh failed", error);
+    }
+  }
+
+  // ---- balance and operator figures -------------------------------------------------------------------
+  let balanceTimer = null;
+  function scheduleBalance() {
+    clearTimeout(balanceTimer);
+    balanceTimer = setTimeout(refreshBalance, 500);
+  }
+
+  async function refreshBalance() {
+    let wallets = [];
+    try {
+      wallets = (await fetchJson(config.balance_url)).wallets;
+    } catch (error) {
+      console.warn("balance refresh failed", error);
+    }
+    document.querySelectorAll("#balances tr[data-wallet]").forEach((row) => {
+      const found = wallets.find((w) => w.wallet === row.dataset.wallet);
+      row.querySelector(".balance").textContent = found && found.status === "ok" ? found.balance : "unavailable";
+    });
+  }
+
+  function setText(id, value) {
+    const node = document.getElementById(id);
+    if (node) node.textContent = String(value);
+  }
+
+  let statsTimer = null;
+  function scheduleStats() {
+    if (!config.is_operator) return;
+    clearTimeout(statsTimer);
+    statsTimer = setTimeout(refreshStats, 300);
+  }
+
+  async function refreshStats() {
+    try {
+      const figures = await fetchJson(config.stats_url);
+      setText("fig-pending", figures.pending);
+      setText("fig-in-flight", figures.in_flight_batches);
+      setText("fig-in-flight-readings", figures.in_flight_readings);
+      setText("fig-minted-per-minute", figures.minted_per_minute);
+      setText("fig-failed", figures.failed_readings);
+      setText("fig-failed-batches", figures.failed_batches_last_hour);
+      const last = figures.last_batch;
+      setText("fig-last-batch", last ? last.status + " · " + last.reading_count + " readings" : "none yet");
+      showAutoMint(figures.auto_mint_enabled);
+    } catch (error) {
+      console.warn("stats refresh failed", error);
+    }
+  }
+
+  function showAutoMint(enabled) {
+    setText("fig-auto-mint", enabled ? "on" : "off");
+    const button = document.getElementById("toggle-auto-mint");
+    button.dataset.enabled = String(enabled);
+    button.textContent = enabled ? "Turn off" : "Turn on";
+  }
+
+  async function toggleAutoMint(event) {
+    const button = event.currentTarget;
+    const wanted = button.dataset.enabled !== "true";
+    button.disabled = true;
+    try {
+      const response = await fetch(config.toggle_url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": cookie("csrftoken") },
+        body: JSON.stringify({ enabled: wanted }),
+      });
+      setText("toggle-message", response.ok ? "" : "toggle failed (" + response.status + ")");
+      await refreshStats();
+    } catch (error) {
+      setText("toggle-message", "toggle failed");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---- events -----------------------------------------------------------------------------------------
+  function describe(event) {
+    const meter = event.meter_serial ? event.meter_serial + " " : "";
+    switch (event.type) {
+      case "meter_reading_received":
+        return meter + event.kwh_amount + " kWh received";
+      case "tokens_minted":
+        return meter + event.kwh_amount + " kWh minted as " + formatUnits(event.tokens_minted) + " tokens";
+      case "meter_reading_validation_failed":
+        return meter + "reading rejected: " + event.error_reason;
+      case "mint_failed":
+        return meter + "mint failed" + (event.final ? " (final)" : ", will retry") + ": " + event.error;
+      case "batch_minting_completed":
+        return "batch: " + event.successful_mints + "/" + event.total_readings + " minted";
+      default:
+        return event.type;
+    }
+  }
+
+  function addToFeed(event) {
+    const item = element("li", { "data-event-type": event.type });
+    item.append(element("time", {}, event.timestamp || new Date().toISOString()));
+    item.append(element("span", { class: "event-type" }, event.type));
+    item.append(element("span", {}, describe(event)));
+    feed.prepend(item);
+    while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
+  }
+
+  function applyEvent(event) {
+    const mine = event.user_id === config.user_id;
+    if (mine && event.type === "meter_reading_received") {
+      upsertReading(Object.assign({}, event, { submitted_at: event.timestamp }));
+    } else if (mine && event.type === "tokens_minted") {
+      upsertReading({
+        reading_id: event.reading_id, meter_serial: event.meter_serial, kwh_amount: event.kwh_amount,
+        status: "minted", tokens_minted: event.tokens_minted, transaction_signature: event.transaction_signature,
+      });
+      scheduleBalance();
+    } else if (mine && event.type === "mint_failed" && readings.has(event.reading_id)) {
+      upsertReading({ reading_id: event.reading_id, status: event.final ? "failed" : "pending" });
+    }
+    addToFeed(event);
+    scheduleStats();
+  }
+
+  function onMessage(message) {
+    let data;
+    try {
+      data = JSON.parse(message.data);
+    } catch (error) {
+      return;
+    }
+    if (data.type === "connected") {
+      retryDelay = 1000;
+      setConnection("live", true);
+      resyncReadings();
+    } else if (data.type === "error") {
+      console.warn("server says", data.code, data.message);
+    } else if (data.type !== "pong" && data.type !== "subscribed") {
+      applyEvent(data);
+    }
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + config.ws_path);
+    socket.addEventListener("message", onMessage);
+    socket.addEventListener("open", () => {
+      clearInterval(pingTimer);
+      pingTimer = setInterval(() => socket.readyState === WebSocket.OPEN && socket.send('{"type":"ping"}'), PING_EVERY_MS);
+    });
+    socket.addEventListener("close", (closed) => {
+      clearInterval(pingTimer);
+      if (closed.code === 4001) return setConnection("signed out: reload to sign in", false);
+      if (closed.code === 4003) return setConnection("refused: origin not allowed", false);
+      setConnection("reconnecting…", false);
+      setTimeout(connect, retryDelay + Math.random() * 250);
+      retryDelay = Math.min(retryDelay * 2, 30000);
+    });
+  }
+
+  adoptServerRows();
+  refreshBalance();
+  if (config.is_operator) {
+    document.getElementById("toggle-auto-mint").addEventListener("click", toggleAutoMint);
+    setInterval(refreshStats, STATS_EVERY_MS);
+  }
+  connect();
+})();

@@ -1,0 +1,153 @@
+"""The live dashboard: one server-rendered page, a few JSON reads it refreshes from, and its own assets.
+
+Everything live arrives over the WebSocket; the JSON endpoints resynchronise the page after a reconnect
+(events are best effort, PostgreSQL is the truth) and read what the socket does not carry (chain balance,
+pipeline figures).
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from functools import wraps
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_GET
+
+from gridtoken.exceptions import error_body
+from realtime import selectors
+from realtime.events import rfc3339
+
+logger = logging.getLogger(__name__)
+
+LOGIN_URL = "/login"
+ASSETS_DIR = Path(__file__).resolve().parent / "static" / "realtime"
+EXPLORER = "https://explorer.solana.com/tx/{signature}"
+
+
+def explorer_tx_template() -> str:
+    """An explorer URL for a transaction on the configured cluster, with ``{signature}`` to fill in."""
+    cluster = settings.CHAIN.cluster
+    if cluster == "mainnet-beta":
+        return EXPLORER
+    if cluster == "localnet":
+        return f"{EXPLORER}?cluster=custom&customUrl={quote(settings.CHAIN.rpc_url, safe='')}"
+    return f"{EXPLORER}?cluster={cluster}"
+
+
+def token_units(raw: int) -> str:
+    """Base units as a decimal string with the token's decimals, exactly (no float)."""
+    return format(Decimal(raw).scaleb(-settings.TOKENIZATION.decimals), "f")
+
+
+def wallet_balances(wallets: list[str]) -> list[dict]:
+    """Each wallet's balance from the chain; ``"unavailable"`` instead of an error when the chain cannot say.
+
+    After the first failure the remaining wallets are not asked: a dead RPC would make each wait its timeout.
+    """
+    unavailable = [{"wallet": w, "status": "unavailable", "balance": None, "base_units": None} for w in wallets]
+    if not wallets:
+        return []
+    try:
+        from minting.chain import ChainClient
+
+        client = ChainClient.from_settings()
+    except Exception:  # not configured, no mint yet, module not deployed: the page still works
+        logger.warning("chain client unavailable for balances", exc_info=True)
+        return unavailable
+    found: list[dict] = []
+    try:
+        for wallet in wallets:
+            raw = int(client.token_balance(wallet))
+            found.append({"wallet": wallet, "status": "ok", "balance": token_units(raw), "base_units": raw})
+    except Exception:
+        logger.warning("token balance read failed", exc_info=True)
+        found += unavailable[len(found) :]
+    finally:
+        client.close()
+    return found
+
+
+def displayed(reading: dict) -> dict:
+    """A reading row as the template shows it: whole tokens and an explorer link."""
+    tokens, signature = reading["tokens_minted"], reading["transaction_signature"]
+    return {
+        **reading,
+        "tokens": None if tokens is None else token_units(tokens),
+        "explorer_url": explorer_tx_template().format(signature=signature) if signature else None,
+    }
+
+
+def json_login_required(view):
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return JsonResponse(error_body({"code": "not_authenticated", "message": "Sign in first."}), status=401)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def json_operator_required(view):
+    @wraps(view)
+    @json_login_required
+    def wrapped(request, *args, **kwargs):
+        if not request.user.is_staff:
+            return JsonResponse(error_body({"code": "forbidden", "message": "Operators only."}), status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+@require_GET
+@login_required(login_url=LOGIN_URL)
+@ensure_csrf_cookie
+def dashboard(request):
+    user = request.user
+    page_config = {
+        "user_id": str(user.pk),
+        "is_operator": user.is_staff,
+        "ws_path": "/ws",
+        "decimals": settings.TOKENIZATION.decimals,
+        "explorer_tx": explorer_tx_template(),
+        "cluster": settings.CHAIN.cluster,
+        "readings_url": reverse("realtime:readings"),
+        "balance_url": reverse("realtime:balance"),
+        "stats_url": reverse("realtime:stats"),
+        "toggle_url": "/api/admin/tokenization/toggle-auto-mint",
+    }
+    context = {
+        "page_config": page_config,
+        "meters": selectors.meter_list(user=user),
+        "readings": [displayed(selectors.reading_as_dict(r)) for r in selectors.reading_list_recent(user=user)],
+        "wallets": selectors.wallet_list(user=user),
+        "figures": selectors.pipeline_figures() if user.is_staff else None,
+    }
+    return render(request, "realtime/dashboard.html", context)
+
+
+@require_GET
+@json_login_required
+def readings_json(request):
+    readings = selectors.reading_list_recent(user=request.user)
+    return JsonResponse({"readings": [selectors.reading_as_dict(r) for r in readings], "as_of": rfc3339()})
+
+
+@require_GET
+@json_login_required
+def balance_json(request):
+    balances = wallet_balances(selectors.wallet_list(user=request.user))
+    return JsonResponse({"wallets": balances, "cluster": settings.CHAIN.cluster, "as_of": rfc3339()})
+
+
+@require_GET
+@json_operator_required
+def stats_json(request):
+    return JsonResponse(selectors.pipeline_figures())

@@ -1,0 +1,200 @@
+import dataclasses
+import json
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from minting.models import MintBatch, MintingControl
+from realtime import views
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.django_db
+
+
+def signed_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def page_readings(response) -> list[dict]:
+    html = response.content.decode()
+    start = html.index('<script id="dashboard-readings" type="application/json">') + len(
+        '<script id="dashboard-readings" type="application/json">'
+    )
+    return json.loads(html[start : html.index("</script>", start)])
+
+
+def batch(status: str, *, readings: int = 2, age: timedelta = timedelta(0), signature: str | None = None) -> MintBatch:
+    settled = timezone.now() - age
+    return MintBatch.objects.create(
+        status=status,
+        signature=signature or f"Sig{MintBatch.objects.count()}{status}",
+        raw_transaction=b"\x01",
+        last_valid_block_height=100,
+        mint_address="Mint111",
+        reading_count=readings,
+        total_token_amount=readings * 10**9,
+        created_at=settled,
+        settled_at=None if status == MintBatch.Status.SIGNED else settled,
+    )
+
+
+def test_anonymous_visitor_is_sent_to_the_login_page(client):
+    response = client.get("/dashboard/")
+    assert response.status_code == 302
+    assert response["Location"] == "/login?next=/dashboard/"
+
+
+def test_login_page_signs_a_producer_in_and_lands_on_the_dashboard(client, producer):
+    assert client.get("/login").status_code == 200
+    response = client.post("/login", {"username": producer.username, "password": "correct horse battery"})
+    assert (response.status_code, response["Location"]) == (302, "/dashboard/")
+    assert client.get("/dashboard/").context["user"] == producer
+
+
+def test_wrong_password_stays_on_the_login_page_with_an_error(client, producer):
+    response = client.post("/login", {"username": producer.username, "password": "wrong"})
+    assert response.status_code == 200
+    assert b"did not match" in response.content
+
+
+def test_dashboard_shows_only_the_users_own_meters_and_readings(people, producer, meter, neighbour_meter):
+    mine = people.reading(meter, "4.5")
+    people.reading(neighbour_meter, "9.75")
+    response = signed_in(producer).get("/dashboard/")
+    assert response.status_code == 200
+    assert [m.serial for m in response.context["meters"]] == [meter.serial]
+    assert [r["reading_id"] for r in page_readings(response)] == [str(mine.pk)]
+    html = response.content.decode()
+    assert meter.serial in html and neighbour_meter.serial not in html
+    assert 'id="pipeline"' not in html
+
+
+def test_path_without_trailing_slash_serves_the_dashboard_too(producer):
+    assert signed_in(producer).get("/dashboard").status_code == 200
+
+
+def test_minted_reading_shows_tokens_and_an_explorer_link(people, producer, meter, settings):
+    settings.CHAIN = dataclasses.replace(settings.CHAIN, cluster="devnet")
+    people.reading(meter, "1.25", status="minted", minted=True, mint_tx_signature="5igSig", token_amount=1_250_000_000)
+    html = signed_in(producer).get("/dashboard/").content.decode()
+    assert "1.250000000" in html
+    assert 'href="https://explorer.solana.com/tx/5igSig?cluster=devnet"' in html
+
+
+@pytest.mark.parametrize(
+    ("cluster", "url"),
+    [
+        ("mainnet-beta", "https://explorer.solana.com/tx/{signature}"),
+        ("testnet", "https://explorer.solana.com/tx/{signature}?cluster=testnet"),
+        (
+            "localnet",
+            "https://explorer.solana.com/tx/{signature}?cluster=custom&customUrl=http%3A%2F%2F127.0.0.1%3A8899",
+        ),
+    ],
+)
+def test_explorer_link_follows_the_configured_cluster(settings, cluster, url):
+    settings.CHAIN = dataclasses.replace(settings.CHAIN, cluster=cluster, rpc_url="http://127.0.0.1:8899")
+    assert views.explorer_tx_template() == url
+
+
+def test_readings_json_lists_the_users_own_readings_newest_first(people, producer, meter, neighbour_meter):
+    older = people.reading(meter, "1", submitted_at=timezone.now() - timedelta(minutes=5))
+    newer = people.reading(meter, "2")
+    people.reading(neighbour_meter, "3")
+    body = signed_in(producer).get("/dashboard/readings.json").json()
+    assert [r["reading_id"] for r in body["readings"]] == [str(newer.pk), str(older.pk)]
+    assert body["readings"][0]["kwh_amount"] == "2.000000000" and body["readings"][0]["status"] == "pending"
+
+
+@pytest.mark.parametrize("path", ["/dashboard/readings.json", "/dashboard/balance.json", "/dashboard/stats.json"])
+def test_json_endpoints_answer_401_in_the_error_shape_to_anonymous_callers(client, path):
+    response = client.get(path)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+
+
+def test_stats_json_is_for_operators_only(producer):
+    response = signed_in(producer).get("/dashboard/stats.json")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+
+
+def test_operator_sees_pipeline_figures(people, operator, meter):
+    for status in ("pending", "pending", "pending", "minting", "failed"):
+        people.reading(meter, "1", status=status)
+    batch(MintBatch.Status.SIGNED)
+    batch(MintBatch.Status.CONFIRMED, readings=5, age=timedelta(seconds=20))
+    batch(MintBatch.Status.CONFIRMED, readings=7, age=timedelta(minutes=5))  # outside the minute
+    batch(MintBatch.Status.EXPIRED, age=timedelta(minutes=10))
+    batch(MintBatch.Status.FAILED, age=timedelta(hours=2))  # outside the hour
+    last = batch(MintBatch.Status.CONFIRMED, readings=3, signature="LastSig")
+    MintingControl.objects.create(id=1, auto_mint_enabled=False)
+
+    figures = signed_in(operator).get("/dashboard/stats.json").json()
+
+    assert {k: figures[k] for k in figures if k not in ("last_batch", "as_of")} == {
+        "pending": 3,
+        "in_flight_batches": 1,
+        "in_flight_readings": 1,
+        "minted_per_minute": 8,
+        "failed_readings": 1,
+        "failed_batches_last_hour": 1,
+        "auto_mint_enabled": False,
+    }
+    assert (figures["last_batch"]["id"], figures["last_batch"]["signature"]) == (str(last.pk), "LastSig")
+    assert figures["last_batch"]["total_token_amount"] == 3 * 10**9
+
+
+def test_auto_mint_state_falls_back_to_the_environment_before_the_control_row_exists(operator, settings):
+    figures = signed_in(operator).get("/dashboard/stats.json").json()
+    assert figures["auto_mint_enabled"] is settings.TOKENIZATION.auto_mint_enabled
+    assert figures["last_batch"] is None
+    assert not MintingControl.objects.exists()  # reading the figures wrote nothing
+
+
+def test_operator_dashboard_renders_the_pipeline_panel_with_the_toggle(people, operator, meter):
+    people.reading(meter, "1")
+    response = signed_in(operator).get("/dashboard/")
+    html = response.content.decode()
+    assert 'id="pipeline"' in html and 'id="toggle-auto-mint"' in html
+    assert '<dd id="fig-pending">1</dd>' in html
+    assert response.cookies["csrftoken"].value  # the toggle's fetch sends it back
+
+
+def test_balance_is_unavailable_not_an_error_when_the_chain_cannot_be_reached(producer, meter, settings):
+    settings.CHAIN = dataclasses.replace(settings.CHAIN, rpc_url=f"http://127.0.0.1:{free_port()}", rpc_timeout_secs=1)
+    response = signed_in(producer).get("/dashboard/balance.json")
+    assert response.status_code == 200
+    assert response.json()["wallets"] == [
+        {"wallet": producer.wallet_address, "status": "unavailable", "balance": None, "base_units": None}
+    ]
+
+
+def test_user_without_any_wallet_gets_an_empty_balance_list(people):
+    user = people.user()
+    user.wallet_address = None
+    user.save()
+    assert signed_in(user).get("/dashboard/balance.json").json()["wallets"] == []
+
+
+def test_dashboard_assets_are_served_without_collectstatic(client):
+    script = client.get("/dashboard/assets/dashboard.js")
+    assert script.status_code == 200 and "javascript" in script["Content-Type"]
+    assert b"new WebSocket" in b"".join(script.streaming_content)
+    assert client.get("/dashboard/assets/dashboard.css").status_code == 200
+    assert client.get("/dashboard/assets/../views.py").status_code == 400  # a path outside the assets is refused
+
+
+def test_logout_ends_the_session(producer):
+    client = signed_in(producer)
+    assert client.post("/logout").status_code == 302
+    assert client.get("/dashboard/").status_code == 302
+
+
+def test_token_units_are_exact_decimals():
+    assert views.token_units(1) == "0.000000001"
+    assert views.token_units(123_456_789_012) == "123.456789012"
