@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, Sum
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -33,6 +34,7 @@ from gridtoken import observability
 from gridtoken.ops.health import check_rpc
 from meters.models import MeterReading
 from minting.models import MintBatch, MintingControl
+from minting.services.policy import rollout_bucket_sql
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +84,22 @@ def latency_quantile(quantile: float, *, since: datetime) -> float | None:
     return None if value is None else float(value)
 
 
-def auto_mint_enabled() -> bool:
-    row = MintingControl.objects.filter(pk=1).values_list("auto_mint_enabled", flat=True).first()
-    return settings.TOKENIZATION.auto_mint_enabled if row is None else row
+def readings_with_rollout():
+    """Readings, and the filter selecting users inside the automatic rollout (empty at 100 %).
+
+    Uses the pipeline's own SQL twin of its stable user bucket, so the two can never disagree.
+    """
+    percentage = settings.TOKENIZATION.auto_mint_percentage
+    if percentage >= 100:
+        return MeterReading.objects.all(), Q()
+    bucket = RawSQL(rollout_bucket_sql(f'"{MeterReading._meta.db_table}"."user_id"'), ())  # noqa: S611 (a constant expression over a model column)
+    return MeterReading.objects.annotate(rollout_bucket=bucket), Q(rollout_bucket__lt=percentage)
+
+
+def control_state() -> tuple[bool, int]:
+    """(auto-mint on, consecutive chain failures) from the run-time control row, or the environment's seed."""
+    row = MintingControl.objects.filter(pk=1).values_list("auto_mint_enabled", "chain_failures").first()
+    return (settings.TOKENIZATION.auto_mint_enabled, 0) if row is None else row
 
 
 class PipelineCollector(Collector):
@@ -117,17 +132,20 @@ class PipelineCollector(Collector):
 
     def _database(self):
         now = timezone.now()
-        row = MeterReading.objects.aggregate(
+        readings, automatic = readings_with_rollout()
+        row = readings.aggregate(
             received=Count("pk"),
             minted=Count("pk", filter=Q(status=R.MINTED)),
             tokens=Sum("token_amount", filter=Q(status=R.MINTED)),
             pending=Count("pk", filter=Q(status=R.PENDING)),
-            due=Count("pk", filter=Q(status=R.PENDING, next_attempt_at__lte=now)),
-            oldest_pending=Min("submitted_at", filter=Q(status=R.PENDING)),
+            due=Count("pk", filter=Q(status=R.PENDING, next_attempt_at__lte=now) & automatic),
+            oldest_pending=Min("submitted_at", filter=Q(status=R.PENDING) & automatic),
             minting=Count("pk", filter=Q(status=R.MINTING)),
             failed=Count("pk", filter=Q(status=R.FAILED)),
             rejected=Count("pk", filter=Q(status=R.REJECTED)),
+            **({"manual": Count("pk", filter=Q(status=R.PENDING) & ~automatic)} if automatic else {}),
         )
+        row.setdefault("manual", 0)
         yield CounterMetricFamily("gridtoken_readings_received_total", "Readings accepted and stored.", row["received"])
         yield CounterMetricFamily("gridtoken_readings_minted_total", "Readings minted on chain.", row["minted"])
         yield CounterMetricFamily(
@@ -141,11 +159,16 @@ class PipelineCollector(Collector):
             "gridtoken_readings_pending", "Readings waiting to be minted (backlog).", row["pending"]
         )
         yield GaugeMetricFamily(
-            "gridtoken_readings_pending_due", "Pending readings whose next attempt is due.", row["due"]
+            "gridtoken_readings_pending_due", "Pending readings due for automatic minting now.", row["due"]
+        )
+        yield GaugeMetricFamily(
+            "gridtoken_readings_pending_manual",
+            "Pending readings of users outside TOKENIZATION_AUTO_MINT_PERCENTAGE: they wait for an operator.",
+            row["manual"],
         )
         yield GaugeMetricFamily(
             "gridtoken_readings_oldest_pending_age_seconds",
-            "Age of the oldest pending reading (0 when none).",
+            "Age of the oldest pending reading due for automatic minting (0 when none).",
             _age(row["oldest_pending"], now),
         )
         yield GaugeMetricFamily(
@@ -154,8 +177,12 @@ class PipelineCollector(Collector):
             row["failed"],
         )
         yield from self._batches(now)
+        enabled, chain_failures = control_state()
+        yield GaugeMetricFamily("gridtoken_auto_mint_enabled", "1 when automatic minting is on.", int(enabled))
         yield GaugeMetricFamily(
-            "gridtoken_auto_mint_enabled", "1 when automatic minting is on.", int(auto_mint_enabled())
+            "gridtoken_chain_outage_failures",
+            "Consecutive failed chain probes of the workers' outage breaker (0: minting is not paused).",
+            chain_failures,
         )
         yield GaugeMetricFamily(
             "gridtoken_auto_mint_percentage",

@@ -1,4 +1,5 @@
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -6,7 +7,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gridtoken import observability
 from gridtoken.ops.metrics import latency_quantile, pipeline_snapshot
+from meters.models import Meter, User
 from minting.models import MintingControl
+from minting.services.policy import rollout_bucket
 
 pytestmark = pytest.mark.django_db
 
@@ -107,12 +110,13 @@ def test_submit_to_mint_latency_histogram_covers_every_minted_reading(client, pi
     assert value(samples, "gridtoken_submit_to_mint_latency_seconds_sum") == pytest.approx(13.9, abs=1e-6)
 
 
-def test_auto_mint_state_follows_the_control_row(client, pipeline, rpc_at, closed_port_url, settings):
+def test_auto_mint_state_and_chain_outage_follow_the_control_row(client, pipeline, rpc_at, closed_port_url, settings):
     rpc_at(f"http://{closed_port_url}")
     assert value(scrape(client), "gridtoken_auto_mint_enabled") == int(settings.TOKENIZATION.auto_mint_enabled)
-    MintingControl.objects.update_or_create(pk=1, defaults={"auto_mint_enabled": False})
+    MintingControl.objects.update_or_create(pk=1, defaults={"auto_mint_enabled": False, "chain_failures": 4})
     samples = scrape(client)
     assert value(samples, "gridtoken_auto_mint_enabled") == 0
+    assert value(samples, "gridtoken_chain_outage_failures") == 4
     assert value(samples, "gridtoken_auto_mint_percentage") == settings.TOKENIZATION.auto_mint_percentage
 
 
@@ -181,3 +185,24 @@ def test_latency_quantile_and_snapshot_cover_only_the_window(pipeline):
     last_hour = pipeline_snapshot(since=pipeline.now - timedelta(hours=1))
     # p95 of 0.4, 1.5 and 12 s, interpolated as PostgreSQL's percentile_cont does: 1.5 + 0.9 * 10.5.
     assert last_hour == {"submitted": 8, "minted": 3, "pending": 3, "failed": 1, "p95_secs": pytest.approx(10.95)}
+
+
+def test_pending_readings_outside_the_rollout_are_counted_as_manual(client, rows, rpc_at, closed_port_url, settings):
+    rpc_at(f"http://{closed_port_url}")
+    other = User.objects.create_user(username="second-producer", password="pw-producer-2")
+    while rollout_bucket(other.id) == rollout_bucket(rows.user.id):
+        other = User.objects.create_user(username=f"p-{other.username}", password="pw")
+    inside, outside = sorted((rows.user, other), key=lambda user: rollout_bucket(user.id))
+    settings.TOKENIZATION = replace(settings.TOKENIZATION, auto_mint_percentage=rollout_bucket(outside.id))
+    meter = Meter.objects.create(serial="SIM-0002", owner=other, wallet_address=rows.meter.wallet_address)
+    rows.reading("pending", submitted_at=rows.now - timedelta(seconds=30))
+    rows.reading("pending", submitted_at=rows.now - timedelta(seconds=30))
+    rows.user, rows.meter = other, meter
+    rows.reading("pending", submitted_at=rows.now - timedelta(hours=2))
+    samples = scrape(client)
+    manual = 1 if outside == other else 2
+    assert value(samples, "gridtoken_readings_pending") == 3
+    assert value(samples, "gridtoken_readings_pending_manual") == manual
+    assert value(samples, "gridtoken_readings_pending_due") == 3 - manual
+    oldest = value(samples, "gridtoken_readings_oldest_pending_age_seconds")
+    assert (oldest >= 7200) == (inside == other)
