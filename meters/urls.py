@@ -1,1 +1,27 @@
-urlpatterns: list = []
+"""Paths exactly as the gateway's clients use them: no trailing slash, and a POST is never redirected."""
+
+from django.urls import path
+
+from meters.apis.auth import TokenCreateApi
+from meters.apis.base import method_router
+from meters.apis.meters import MeterCreateApi, MeterListApi, SimulatorMeterRegisterApi
+from meters.apis.readings import (
+    MeterReadingCreateApi,
+    ReadingBatchCreateApi,
+    ReadingListApi,
+    ReadingStatsApi,
+    ReadingSubmitApi,
+)
+
+urlpatterns = [
+    path("api/auth/token", TokenCreateApi.as_view(), name="auth-token"),
+    path("api/meters", method_router(GET=MeterListApi.as_view(), POST=MeterCreateApi.as_view()), name="meters"),
+    path("api/meters/submit-reading", ReadingSubmitApi.as_view(), name="reading-submit"),
+    path("api/meters/my-readings", ReadingListApi.as_view(), name="reading-list"),
+    path("api/meters/stats", ReadingStatsApi.as_view(), name="reading-stats"),
+    path("api/v1/simulator/meters/register", SimulatorMeterRegisterApi.as_view(), name="simulator-meter-register"),
+    # Before the {serial} route, which would otherwise take "batch" for a serial.
+    path("api/v1/meters/batch/readings", ReadingBatchCreateApi.as_view(), name="reading-batch"),
+    path("api/v1/public/meters/batch/readings", ReadingBatchCreateApi.as_view(), name="reading-batch-public"),
+    path("api/v1/meters/<str:serial>/readings", MeterReadingCreateApi.as_view(), name="meter-reading-create"),
+]

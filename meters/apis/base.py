@@ -1,0 +1,84 @@
+"""What every meters API shares: exact JSON parsing, credential checks, method routing, reading output."""
+
+from __future__ import annotations
+
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework.permissions import BasePermission
+from rest_framework.views import APIView
+
+from gridtoken.exceptions import error_body
+from meters.parsers import DecimalJSONParser
+from meters.ratelimit import WriteRateLimit
+from meters.services.api_keys import ApiKeyPrincipal
+from realtime.events import rfc3339
+
+
+class ApiView(APIView):
+    parser_classes = [DecimalJSONParser]
+
+
+class WriteApiView(ApiView):
+    """A write: counted against the per-key and per-user rate limits."""
+
+    throttle_classes = [WriteRateLimit]
+
+
+class IsUserCredential(BasePermission):
+    message = "This operation needs a user's credentials (token or session), not an API key."
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated) and not isinstance(request.auth, ApiKeyPrincipal)
+
+
+class IsApiKey(BasePermission):
+    message = "This operation needs a device or fleet API key."
+
+    def has_permission(self, request, view) -> bool:
+        return isinstance(request.auth, ApiKeyPrincipal)
+
+
+class IsFleetKey(BasePermission):
+    message = "This operation needs a fleet API key."
+
+    def has_permission(self, request, view) -> bool:
+        return isinstance(request.auth, ApiKeyPrincipal) and request.auth.scope == "fleet"
+
+
+def method_router(**views):
+    """One path, one APIView per method (``GET=MeterListApi.as_view(), POST=...``); others get a JSON 405."""
+    allowed = ", ".join(sorted(views))
+
+    @csrf_exempt  # each DRF view enforces CSRF itself for session-authenticated requests
+    def route(request, *args, **kwargs):
+        method = "GET" if request.method == "HEAD" else request.method
+        view = views.get(method)
+        if view is None and method == "OPTIONS":
+            view = next(iter(views.values()))
+        if view is None:
+            body = error_body({"code": "method_not_allowed", "message": f'Method "{request.method}" not allowed.'})
+            return JsonResponse(body, status=405, headers={"Allow": allowed})
+        return view(request, *args, **kwargs)
+
+    return route
+
+
+def reading_payload(reading) -> dict:
+    """A reading as every endpoint returns it (a StoredReading or a MeterReading with its meter loaded).
+
+    Written by hand rather than with a DRF serializer: it is on the ingestion hot path, and it must keep
+    kWh exact (a string with the column's nine decimal places), which DRF's JSON encoder would not.
+    """
+    return {
+        "id": str(reading.id),
+        "user_id": str(reading.user_id),
+        "meter_id": str(reading.meter_id),
+        "meter_serial": reading.meter.serial,
+        "wallet_address": reading.wallet_address,
+        "kwh_amount": format(reading.kwh_amount, "f"),
+        "reading_timestamp": rfc3339(reading.reading_timestamp),
+        "submitted_at": rfc3339(reading.submitted_at),
+        "minted": reading.minted,
+        "mint_tx_signature": reading.mint_tx_signature,
+        "status": reading.status,
+    }

@@ -1,0 +1,115 @@
+from django.utils import timezone
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+
+from meters.apis.base import ApiView, IsApiKey, WriteApiView, reading_payload
+from meters.apis.meters import PageInputSerializer
+from meters.selectors import SORTABLE, Caller, reading_list, reading_stats
+from meters.services.batch import readings_submit_batch
+from meters.services.readings import reading_submit
+from meters.validation import MAX_SERIAL_LENGTH, clean_text, parse_reading
+
+
+class ReadingSubmitApi(WriteApiView):
+    """POST /api/meters/submit-reading: one reading (``kwh_amount``, ``reading_timestamp``).
+
+    201 with the stored reading, or 200 with ``"duplicate": true`` for a replay of a stored one. The body is
+    checked by ``meters.validation`` instead of an InputSerializer (see that module for why).
+    """
+
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request):
+        now = timezone.now()
+        item = parse_reading(
+            request.data, kwh_key="kwh_amount", timestamp_key="reading_timestamp", timestamp_required=True, now=now
+        )
+        result = reading_submit(caller=Caller.from_request(request), item=item, now=now)
+        body = reading_payload(result.reading)
+        body["duplicate"] = result.duplicate
+        return Response(body, status=status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED)
+
+
+class MeterReadingCreateApi(WriteApiView):
+    """POST /api/v1/meters/{serial}/readings: the gateway's v1 reading (``kwh``, optional ``timestamp``).
+
+    Telemetry fields are kept in ``telemetry``; unknown fields are ignored. The answer carries the stored
+    reading plus the gateway's field names (``serial_number``, ``kwh``, ``timestamp``, ``tx_signature``).
+    """
+
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request, serial: str):
+        now = timezone.now()
+        serial = clean_text(serial, "serial", max_length=MAX_SERIAL_LENGTH)
+        item = parse_reading(
+            request.data,
+            kwh_key="kwh",
+            timestamp_key="timestamp",
+            timestamp_required=False,
+            now=now,
+            path_serial=serial,
+        )
+        result = reading_submit(caller=Caller.from_request(request), item=item, now=now)
+        body = reading_payload(result.reading)
+        body.update(
+            duplicate=result.duplicate,
+            serial_number=body["meter_serial"],
+            kwh=body["kwh_amount"],
+            timestamp=body["reading_timestamp"],
+            tx_signature=body["mint_tx_signature"],
+            message="Duplicate reading: the stored one is returned." if result.duplicate else "Reading recorded.",
+        )
+        return Response(body, status=status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED)
+
+
+class ReadingBatchCreateApi(WriteApiView):
+    """POST /api/v1/meters/batch/readings (and the /public/ alias): up to INGEST_BATCH_MAX readings.
+
+    API keys only. Always 200 once the batch itself is well-formed; each item has its own result.
+    """
+
+    permission_classes = [IsApiKey]
+
+    def post(self, request):
+        body = request.data
+        readings = body.get("readings") if isinstance(body, dict) else body
+        if not isinstance(body, dict):
+            readings = None  # a bare list is not the documented shape
+        result = readings_submit_batch(caller=Caller.from_request(request), readings=readings, now=timezone.now())
+        return Response(result)
+
+
+class ReadingListApi(ApiView):
+    """GET /api/meters/my-readings: the caller's readings, a page at a time."""
+
+    permission_classes = [IsAuthenticated]
+
+    class InputSerializer(PageInputSerializer):
+        sort_by = serializers.ChoiceField(choices=SORTABLE, default="submitted_at")
+        sort_order = serializers.ChoiceField(choices=("asc", "desc"), default="desc")
+        minted = serializers.BooleanField(required=False, allow_null=True, default=None)
+
+    def get(self, request):
+        query = self.InputSerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        page = reading_list(caller=Caller.from_request(request), **query.validated_data)
+        return Response({"data": [reading_payload(r) for r in page["items"]], "pagination": page["pagination"]})
+
+
+class ReadingStatsApi(ApiView):
+    """GET /api/meters/stats: totals over the caller's readings (kWh as exact strings)."""
+
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request):
+        stats = reading_stats(caller=Caller.from_request(request))
+        return Response(
+            {
+                "total_readings": stats["total_readings"],
+                "unminted_kwh": format(stats["unminted_kwh"], "f"),
+                "minted_kwh": format(stats["minted_kwh"], "f"),
+                "total_kwh": format(stats["total_kwh"], "f"),
+            }
+        )

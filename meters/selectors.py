@@ -1,0 +1,159 @@
+"""Reads: who is calling, which meter a submission names, the caller's meters, readings and totals."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import connection
+from django.db.models import Count, Q, Sum
+
+from gridtoken.exceptions import Forbidden, NotFound, ValidationFailed
+from meters.models import ApiKey, Meter, MeterReading
+from meters.services.api_keys import ApiKeyPrincipal
+
+ZERO_KWH = Decimal("0.000000000")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated party: a user (token or session), or a device or fleet API key of a user."""
+
+    user_id: uuid.UUID
+    scope: str  # "user", "device" or "fleet"
+    key_id: uuid.UUID | None = None
+    meter_id: uuid.UUID | None = None
+
+    @classmethod
+    def from_request(cls, request) -> Caller:
+        auth = request.auth
+        if isinstance(auth, ApiKeyPrincipal):
+            return cls(user_id=auth.owner_id, scope=auth.scope, key_id=auth.key_id, meter_id=auth.meter_id)
+        return cls(user_id=request.user.pk, scope="user")
+
+    @property
+    def is_api_key(self) -> bool:
+        return self.key_id is not None
+
+    @property
+    def is_device(self) -> bool:
+        return self.scope == ApiKey.Scope.DEVICE
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRow:
+    """The columns of a meter that ingestion needs (read with one raw query on the hot path)."""
+
+    id: uuid.UUID
+    serial: str
+    owner_id: uuid.UUID
+    wallet_address: str
+    public_key: str
+    status: str
+
+    COLUMNS = "id, serial, owner_id, wallet_address, public_key, status"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == Meter.Status.ACTIVE
+
+
+def meter_reference(*, caller: Caller, serial: str | None, meter_id: uuid.UUID | None) -> tuple[str, object]:
+    """The (column, value) a submission uses to name its meter; a device key defaults to its own meter."""
+    if serial is not None:
+        return "serial", serial
+    if meter_id is not None:
+        return "id", meter_id
+    if caller.is_device:
+        return "id", caller.meter_id
+    raise ValidationFailed("validation_error", "meter_serial or meter_id is required.", field="meter_serial")
+
+
+def meter_access_error(*, caller: Caller, meter: MeterRow, meter_id: uuid.UUID | None = None):
+    """Why ``caller`` may not submit for ``meter`` (an error to raise), or None when it may."""
+    if meter_id is not None and meter.id != meter_id:
+        return ValidationFailed(
+            "validation_error", "meter_id and meter_serial name different meters.", field="meter_id"
+        )
+    if caller.is_device and meter.id != caller.meter_id:
+        return Forbidden("forbidden", "This device key may only submit readings for its own meter.")
+    if meter.owner_id != caller.user_id:
+        return Forbidden("forbidden", "This meter belongs to another account.")
+    return None
+
+
+def meter_not_found(reference: object) -> NotFound:
+    return NotFound("meter_not_found", f"No meter {reference}.")
+
+
+def meters_by_reference(*, serials: list[str], ids: list[uuid.UUID]) -> tuple[dict, dict]:
+    """One query: the meters named by any of ``serials`` or ``ids``, as (by serial, by id)."""
+    by_serial: dict[str, MeterRow] = {}
+    by_id: dict[uuid.UUID, MeterRow] = {}
+    if not serials and not ids:
+        return by_serial, by_id
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {MeterRow.COLUMNS} FROM {Meter._meta.db_table} "  # noqa: S608 (constant identifiers)
+            "WHERE serial = ANY(%s::varchar[]) OR id = ANY(%s::uuid[])",
+            [serials, ids],
+        )
+        for row in cursor.fetchall():
+            meter = MeterRow(*row)
+            by_serial[meter.serial] = meter
+            by_id[meter.id] = meter
+    return by_serial, by_id
+
+
+def meter_list(*, caller: Caller):
+    meters = Meter.objects.filter(owner_id=caller.user_id)
+    if caller.is_device:
+        meters = meters.filter(pk=caller.meter_id)
+    return meters.order_by("serial")
+
+
+def _own_readings(caller: Caller):
+    readings = MeterReading.objects.filter(user_id=caller.user_id)
+    if caller.is_device:
+        readings = readings.filter(meter_id=caller.meter_id)
+    return readings
+
+
+SORTABLE = ("submitted_at", "reading_timestamp", "kwh_amount")
+
+
+def paginate(queryset, *, page: int, page_size: int) -> dict:
+    """One page of ``queryset`` and the gateway's pagination envelope fields."""
+    total = queryset.count()
+    start = (page - 1) * page_size
+    return {
+        "items": list(queryset[start : start + page_size]),
+        "pagination": {
+            "current_page": page,
+            "total_pages": math.ceil(total / page_size),
+            "total_items": total,
+            "items_per_page": page_size,
+            "has_next": start + page_size < total,
+            "has_previous": page > 1,
+        },
+    }
+
+
+def reading_list(*, caller: Caller, page: int, page_size: int, sort_by: str, sort_order: str, minted=None) -> dict:
+    readings = _own_readings(caller).select_related("meter")
+    if minted is not None:
+        readings = readings.filter(minted=minted)
+    prefix = "-" if sort_order == "desc" else ""
+    return paginate(readings.order_by(f"{prefix}{sort_by}", f"{prefix}id"), page=page, page_size=page_size)
+
+
+def reading_stats(*, caller: Caller) -> dict:
+    totals = _own_readings(caller).aggregate(
+        total_readings=Count("id"),
+        minted_kwh=Sum("kwh_amount", filter=Q(minted=True)),
+        unminted_kwh=Sum("kwh_amount", filter=Q(minted=False)),
+        total_kwh=Sum("kwh_amount"),
+    )
+    return {key: (ZERO_KWH if value is None else value) for key, value in totals.items()}

@@ -1,0 +1,1 @@
+"""Writes: API keys, meters, readings (single and batch). Import from the submodules."""

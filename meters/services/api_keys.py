@@ -1,0 +1,142 @@
+"""API keys: issue (plaintext shown once), revoke, and authenticate a presented key.
+
+A key is ``gtk_`` followed by 43 url-safe characters (256 random bits). Only its sha256 is stored: the key
+has full entropy, so a slow password hash would add latency per request and no security. The ``gtk_``
+prefix lets ``Authorization: Bearer ...`` be routed to the key lookup or the user-token lookup without
+trying both.
+
+Authentication is on the hot path of every device post, so a successful lookup is remembered in-process for
+``CACHE_SECS``. Revoking clears the entry in the revoking process at once; other worker processes notice
+within ``CACHE_SECS``. ``last_used_at`` is written at most once a minute per key and process, and the UPDATE
+itself skips rows written less than a minute ago, so it costs no write per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from gridtoken.exceptions import ValidationFailed
+from meters.models import ApiKey, Meter, User
+
+KEY_PREFIX = "gtk_"
+CACHE_SECS = 5.0
+LAST_USED_EVERY_SECS = 60.0
+_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyPrincipal:
+    """What ``request.auth`` holds for an API-key request."""
+
+    key_id: uuid.UUID
+    scope: str
+    owner_id: uuid.UUID
+    meter_id: uuid.UUID | None
+
+    @property
+    def is_device(self) -> bool:
+        return self.scope == ApiKey.Scope.DEVICE
+
+
+class InvalidApiKey(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+_cache: dict[str, tuple[float, ApiKeyPrincipal, User]] = {}
+_last_used_written: dict[uuid.UUID, float] = {}
+_lock = threading.Lock()
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def looks_like_api_key(value: str) -> bool:
+    return value.startswith(KEY_PREFIX)
+
+
+@transaction.atomic
+def api_key_create(*, owner: User, scope: str, meter: Meter | None = None, name: str = "") -> tuple[ApiKey, str]:
+    """Issue a key; returns the row and the plaintext, which is never stored and cannot be shown again."""
+    if scope == ApiKey.Scope.DEVICE and meter is None:
+        raise ValidationFailed("validation_error", "A device key belongs to one meter.", field="meter")
+    if scope == ApiKey.Scope.FLEET and meter is not None:
+        raise ValidationFailed("validation_error", "A fleet key is not tied to a meter.", field="meter")
+    if scope not in ApiKey.Scope.values:
+        raise ValidationFailed("validation_error", "Scope must be device or fleet.", field="scope")
+    if meter is not None and meter.owner_id != owner.pk:
+        raise ValidationFailed("validation_error", "The meter belongs to another user.", field="meter")
+    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(
+        owner=owner, scope=scope, meter=meter, name=name, prefix=raw_key[:12], key_hash=hash_key(raw_key)
+    )
+    return key, raw_key
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    """Revoke ``key`` (idempotent: the first revocation time is kept)."""
+    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    key.refresh_from_db(fields=["revoked_at"])
+    forget(key.key_hash)
+    return key
+
+
+def forget(key_hash: str | None = None) -> None:
+    """Drop cached lookups (one key, or all of them)."""
+    with _lock:
+        if key_hash is None:
+            _cache.clear()
+            _last_used_written.clear()
+        else:
+            _cache.pop(key_hash, None)
+
+
+def api_key_authenticate(*, raw_key: str) -> tuple[User, ApiKeyPrincipal]:
+    """The owner and principal for a presented key; raises InvalidApiKey when it is unknown or revoked."""
+    key_hash = hash_key(raw_key)
+    now = time.monotonic()
+    cached = _cache.get(key_hash)
+    if cached is not None and cached[0] > now:
+        _, principal, owner = cached
+    else:
+        principal, owner = _load(key_hash)
+        with _lock:
+            if len(_cache) >= _CACHE_MAX:
+                _cache.clear()
+            _cache[key_hash] = (now + CACHE_SECS, principal, owner)
+    _touch(principal.key_id, now)
+    return owner, principal
+
+
+def _load(key_hash: str) -> tuple[ApiKeyPrincipal, User]:
+    key = ApiKey.objects.select_related("owner").filter(key_hash=key_hash).first()
+    if key is None:
+        raise InvalidApiKey("Unknown API key.")
+    if key.revoked_at is not None:
+        raise InvalidApiKey("This API key has been revoked.")
+    if not key.owner.is_active:
+        raise InvalidApiKey("The owner of this API key is inactive.")
+    principal = ApiKeyPrincipal(key_id=key.pk, scope=key.scope, owner_id=key.owner_id, meter_id=key.meter_id)
+    return principal, key.owner
+
+
+def _touch(key_id: uuid.UUID, now: float) -> None:
+    if now - _last_used_written.get(key_id, -LAST_USED_EVERY_SECS) < LAST_USED_EVERY_SECS:
+        return
+    _last_used_written[key_id] = now
+    moment = timezone.now()
+    ApiKey.objects.filter(pk=key_id).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=moment - timedelta(seconds=LAST_USED_EVERY_SECS))
+    ).update(last_used_at=moment)

@@ -1,0 +1,214 @@
+"""Batch ingestion: up to INGEST_BATCH_MAX readings in a few queries, one result per item, in order.
+
+1. Parse and check every item in Python (no query).
+2. One query loads every meter the items name.
+3. Per item: access, meter state, body, wallet and signature checks.
+4. In one transaction: take the per-meter locks (one statement, fixed order), load the stored readings in
+   each meter's window range (one query), classify each remaining item in order as new, replay or
+   conflict (items of the same batch see each other), then one ``INSERT ... SELECT FROM unnest(...)
+   ON CONFLICT DO NOTHING RETURNING id`` for the new ones.
+5. Events leave on commit: ``meter_reading_received`` per new row, ``meter_reading_validation_failed``
+   per rejected item of a known meter.
+
+``success_count`` counts accepted and duplicate items, ``failed_count`` rejected ones.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from gridtoken.exceptions import ApplicationError, Conflict, ValidationFailed
+from meters.selectors import Caller, MeterRow, meter_access_error, meter_not_found, meters_by_reference
+from meters.services.readings import (
+    ROW_COLUMNS,
+    TABLE,
+    StoredReading,
+    announce_rejections,
+    conflict_same_timestamp,
+    conflict_within_window,
+    lock_meters,
+    reading_rejection,
+    row_values,
+    shared_fields,
+    shared_values,
+)
+from meters.validation import ReadingInput, parse_reading
+from realtime import events
+
+ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+MISSING_METER = "meter_serial or meter_id is required."
+# SQL text interpolates only the model's own table and column names; every value is a parameter.
+WINDOW_READINGS_SQL = (
+    "SELECT r.meter_id, r.id, r.kwh_amount, r.reading_timestamp "  # noqa: S608
+    "FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[]) AS q(meter_id, lo, hi) "
+    f"JOIN {TABLE} AS r ON r.meter_id = q.meter_id AND r.reading_timestamp BETWEEN q.lo AND q.hi"
+)
+
+
+class _Existing:
+    """A stored reading's identity for in-batch classification."""
+
+    __slots__ = ("id", "kwh_amount", "reading_timestamp")
+
+    def __init__(self, reading_id, kwh_amount, reading_timestamp) -> None:
+        self.id, self.kwh_amount, self.reading_timestamp = reading_id, kwh_amount, reading_timestamp
+
+
+def readings_submit_batch(*, caller: Caller, readings: object, now: datetime) -> dict:
+    if not isinstance(readings, list):
+        raise ValidationFailed("validation_error", "readings must be a list.", field="readings")
+    limit = settings.INGEST.batch_max
+    if len(readings) > limit:
+        raise ValidationFailed(
+            "batch_too_large", f"A batch holds at most {limit} readings; got {len(readings)}.", field="readings"
+        )
+    results: list[dict | None] = [None] * len(readings)
+    rejected_known: list[tuple[MeterRow, ReadingInput, ApplicationError]] = []
+
+    def reject(index: int, error: ApplicationError, meter: MeterRow | None = None, item=None) -> None:
+        results[index] = {"index": index, "status": REJECTED, "error": error.as_dict()}
+        if meter is not None:
+            rejected_known.append((meter, item, error))
+
+    parsed: list[tuple[int, ReadingInput]] = []
+    for index, data in enumerate(readings):
+        try:
+            item = parse_reading(data, kwh_key="kwh", timestamp_key="timestamp", timestamp_required=False, now=now)
+        except ApplicationError as error:
+            reject(index, error)
+            continue
+        if item.meter_serial is None and item.meter_id is None and caller.is_device:
+            item.meter_id = caller.meter_id
+        if item.meter_serial is None and item.meter_id is None:
+            reject(index, ValidationFailed("validation_error", MISSING_METER, field="meter_serial"))
+            continue
+        parsed.append((index, item))
+
+    by_serial, by_id = meters_by_reference(
+        serials=list({item.meter_serial for _, item in parsed if item.meter_serial is not None}),
+        ids=list({item.meter_id for _, item in parsed if item.meter_serial is None}),
+    )
+    candidates: list[tuple[int, ReadingInput, MeterRow]] = []
+    for index, item in parsed:
+        meter = by_serial.get(item.meter_serial) if item.meter_serial is not None else by_id.get(item.meter_id)
+        if meter is None:
+            reject(index, meter_not_found(item.meter_serial or item.meter_id))
+            continue
+        denied = meter_access_error(
+            caller=caller, meter=meter, meter_id=item.meter_id if item.meter_serial is not None else None
+        )
+        if denied is not None:
+            reject(index, denied)
+            continue
+        rejection = reading_rejection(meter=meter, item=item)
+        if rejection is not None:
+            reject(index, rejection, meter, item)
+            continue
+        candidates.append((index, item, meter))
+
+    with transaction.atomic():
+        if candidates:
+            _store(candidates, results, reject, now)
+        announce_rejections(rejected_known)
+    failed = sum(1 for result in results if result["status"] == REJECTED)
+    return {"success_count": len(results) - failed, "failed_count": failed, "results": results}
+
+
+def _store(candidates, results, reject, now: datetime) -> None:
+    window = timedelta(seconds=settings.TOKENIZATION.duplicate_window_secs)
+    ranges: dict[uuid.UUID, list[datetime]] = {}
+    for _, item, meter in candidates:
+        span = ranges.setdefault(meter.id, [item.reading_timestamp, item.reading_timestamp])
+        span[0] = min(span[0], item.reading_timestamp)
+        span[1] = max(span[1], item.reading_timestamp)
+    meter_ids = list(ranges)
+    exact: dict[uuid.UUID, dict[datetime, _Existing]] = defaultdict(dict)
+    times: dict[uuid.UUID, list[datetime]] = defaultdict(list)
+    with connection.cursor() as cursor:
+        lock_meters(cursor, meter_ids)
+        cursor.execute(
+            WINDOW_READINGS_SQL,
+            [meter_ids, [ranges[m][0] - window for m in meter_ids], [ranges[m][1] + window for m in meter_ids]],
+        )
+        for meter_id, reading_id, kwh, moment in cursor.fetchall():
+            exact[meter_id][moment] = _Existing(reading_id, kwh, moment)
+            times[meter_id].append(moment)
+        for moments in times.values():
+            moments.sort()
+
+        new: list[tuple[int, ReadingInput, StoredReading]] = []
+        for index, item, meter in candidates:
+            moment = item.reading_timestamp
+            same = exact[meter.id].get(moment)
+            if same is not None:
+                if same.kwh_amount == item.kwh:
+                    results[index] = {"index": index, "status": DUPLICATE, "id": str(same.id)}
+                else:
+                    reject(index, conflict_same_timestamp(same), meter, item)
+                continue
+            neighbour = _neighbour(times[meter.id], moment, window, exact[meter.id])
+            if neighbour is not None:
+                reject(index, conflict_within_window(neighbour), meter, item)
+                continue
+            reading = StoredReading(
+                id=uuid.uuid4(),
+                user_id=meter.owner_id,
+                meter=meter,
+                wallet_address=meter.wallet_address,
+                kwh_amount=item.kwh,
+                reading_timestamp=moment,
+                submitted_at=now,
+            )
+            exact[meter.id][moment] = _Existing(reading.id, item.kwh, moment)
+            bisect.insort(times[meter.id], moment)
+            new.append((index, item, reading))
+        inserted = _insert(cursor, new, now)
+
+    created = []
+    for index, _, reading in new:
+        if reading.id in inserted:
+            results[index] = {"index": index, "status": ACCEPTED, "id": str(reading.id)}
+            created.append(reading)
+        else:  # only possible if a writer bypassed the meter lock
+            reject(index, Conflict("duplicate_reading_conflict", "A conflicting reading was stored concurrently."))
+    events.emit([events.reading_received(reading) for reading in created])
+
+
+def _neighbour(moments: list[datetime], moment: datetime, window: timedelta, by_moment: dict):
+    """A stored (or earlier accepted) reading strictly less than ``window`` from ``moment``, if any."""
+    if not window:
+        return None
+    position = bisect.bisect_left(moments, moment)
+    for candidate in moments[max(0, position - 1) : position + 1]:
+        if abs(candidate - moment) < window:
+            return by_moment[candidate]
+    return None
+
+
+@functools.cache
+def _insert_many_sql() -> str:
+    names = [name for name, _ in ROW_COLUMNS] + [column for _, column, _ in shared_fields()]
+    arrays = ", ".join(f"%s::{'text' if kind == 'jsonb' else kind}[]" for _, kind in ROW_COLUMNS)
+    selected = [f"r.{name}::jsonb" if kind == "jsonb" else f"r.{name}" for name, kind in ROW_COLUMNS]
+    selected += [f"%s::{kind}" for _, _, kind in shared_fields()]
+    return (
+        f"INSERT INTO {TABLE} ({', '.join(names)}) "  # noqa: S608
+        f"SELECT {', '.join(selected)} FROM unnest({arrays}) AS r({', '.join(name for name, _ in ROW_COLUMNS)}) "
+        "ON CONFLICT (meter_id, reading_timestamp) DO NOTHING RETURNING id"
+    )
+
+
+def _insert(cursor, new: list, now: datetime) -> set[uuid.UUID]:
+    """One INSERT for all new rows; the ids that were actually inserted."""
+    if not new:
+        return set()
+    columns = list(zip(*(row_values(reading, item) for _, item, reading in new), strict=True))
+    cursor.execute(_insert_many_sql(), [*shared_values(now), *[list(column) for column in columns]])
+    return {row[0] for row in cursor.fetchall()}
