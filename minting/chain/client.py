@@ -22,11 +22,13 @@ from minting.chain.errors import (
     BlockhashExpired,
     ChainError,
     InvalidMint,
+    PermanentChainError,
     RpcBadResponse,
     RpcTimeout,
     TransactionTooLarge,
     WrongAuthority,
 )
+from minting.chain.lookup import LookupTables
 from minting.chain.packing import MAX_COMPUTE_UNITS, PACKET_DATA_SIZE, Draft, Unit, pack
 from minting.chain.records import U64_MAX, MintRequest, SignatureStatus, SignedMint
 from minting.chain.rpc import Rpc
@@ -67,6 +69,7 @@ class ChainClient:
         timeout: float = 10.0,
         anchor: EnergyTokenProgram | None = None,
         rec_validator: Keypair | None = None,
+        lookup_tables: bool = False,
     ) -> None:
         self.rpc_url = rpc_url
         self.authority = authority
@@ -82,7 +85,7 @@ class ChainClient:
         self.signers = [authority] if rec_validator is None else [authority, rec_validator]
         self.rpc = Rpc(rpc_url, timeout=timeout, max_connections=concurrent_batches + 4)
         self._known_accounts: set[Pubkey] = set()
-        self.lookup_tables = None  # set by enable_lookup_tables(); see minting.chain.lookup
+        self.lookup_tables = LookupTables(self) if lookup_tables else None
 
     @classmethod
     def from_settings(cls) -> ChainClient:
@@ -95,7 +98,9 @@ class ChainClient:
 
     # --- building ------------------------------------------------------------------------------------
 
-    def build_mints(self, requests: Sequence[MintRequest], *, memo: str) -> list[SignedMint]:
+    def build_mints(
+        self, requests: Sequence[MintRequest], *, memo: str, recent_blockhash: tuple[Hash, int] | None = None
+    ) -> list[SignedMint]:
         """Signed transactions minting ``requests``; nothing is sent.
 
         1. Requests to the same wallet are merged into one instruction (amounts summed).
@@ -104,7 +109,8 @@ class ChainClient:
         3. Instructions are packed into as few transactions as fit 1232 bytes and 64 accounts (v0 messages over
            the client's address lookup tables when those are enabled and hold the accounts).
         4. Every transaction gets the memo ``f"{memo}:{i}"``, so identical batches never share a signature,
-           the optional priority fee, and one recent blockhash, whose last valid block height is returned.
+           the optional priority fee, and one recent blockhash (``recent_blockhash``, from latest_blockhash(),
+           lets many calls share one fetch), whose last valid block height is returned.
         """
         memo_bytes = len(f"{memo}:{len(requests)}".encode())
         if not memo or memo_bytes > MAX_MEMO_BYTES:
@@ -116,7 +122,7 @@ class ChainClient:
         missing = self._missing_accounts(list(token_accounts.values()))
         units = [self._unit(wallet, token_accounts[wallet] in missing, requests) for wallet, requests in merged.items()]
         lookup = self.lookup_tables.table_for(units) if self.lookup_tables is not None else None
-        blockhash, last_valid_block_height = self.latest_blockhash()
+        blockhash, last_valid_block_height = recent_blockhash or self.latest_blockhash()
         drafts = pack(units, payer=self.authority.pubkey(), fixed=lambda i: self._fixed(memo, i, 0), lookup=lookup)
         return [self._sign(draft, memo, i, blockhash, last_valid_block_height) for i, draft in enumerate(drafts)]
 
@@ -161,7 +167,7 @@ class ChainClient:
                 )
             )
             compute += COMPUTE_MINT
-        return Unit(tuple(instructions), tuple(requests), compute)
+        return Unit(tuple(instructions), tuple(requests), compute, table_key=self.token_account(wallet))
 
     def _fixed(self, memo: str, index: int, compute_units: int) -> list[Instruction]:
         text = f"{memo}:{index}"
@@ -270,7 +276,10 @@ class ChainClient:
 
     def send_raw(self, raw: bytes, *, skip_preflight: bool = True) -> str:
         """Send signed bytes; returns the signature. Already processed is success: re-sending is recovery."""
-        transaction = VersionedTransaction.from_bytes(raw)
+        try:
+            transaction = VersionedTransaction.from_bytes(raw)
+        except ValueError as exc:
+            raise PermanentChainError(f"not a signed transaction: {exc}", code="invalid_transaction") from None
         signature = str(transaction.signatures[0])
         config = {"encoding": "base64", "skipPreflight": skip_preflight, "preflightCommitment": self.commitment}
         message = transaction.message
@@ -284,6 +293,21 @@ class ChainClient:
         if result != signature:
             raise RpcBadResponse(f"sendTransaction returned {result!r} for {signature}")
         return signature
+
+    def execute(self, instructions: Sequence[Instruction], extra_signers: Sequence[Keypair] = ()) -> int:
+        """Send a set-up transaction (with preflight) paid by the authority, wait for it, return its slot.
+
+        Raises the typed error when it fails on chain.
+        """
+        blockhash, last_valid = self.latest_blockhash()
+        message = Message.new_with_blockhash(list(instructions), self.authority.pubkey(), blockhash)
+        transaction = VersionedTransaction(message, [self.authority, *extra_signers])
+        signed = SignedMint(str(transaction.signatures[0]), bytes(transaction), last_valid, (), "")
+        self.send_raw(signed.raw, skip_preflight=False)
+        status = self.confirm(signed)
+        if status.err is not None:
+            raise signed.failure(status.err)
+        return status.slot
 
     def send_many(self, signed: Sequence[SignedMint]) -> dict[str, ChainError | None]:
         """Send each transaction (``concurrent_batches`` at a time); the outcome per signature, never raising."""

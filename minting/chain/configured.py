@@ -56,7 +56,7 @@ def client_from_settings(cls: type[ChainClient]) -> ChainClient:
             "minted amounts would be off by a power of ten; run python manage.py chain_init for a matching mint",
             code="decimals_mismatch",
         )
-    return cls(**common, mint=mint, decimals=decimals, token_program=token_program)
+    return cls(**common, mint=mint, decimals=decimals, token_program=token_program, lookup_tables=True)
 
 
 def recorded_mint() -> tuple[str, int, str]:

@@ -42,6 +42,7 @@ class Unit:
     instructions: tuple[Instruction, ...]
     requests: tuple[MintRequest, ...]
     compute_units: int
+    table_key: Pubkey | None = None  # the account worth a lookup table entry (the wallet's token account)
 
 
 @dataclass

@@ -6,12 +6,9 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from solders.instruction import Instruction
 from solders.keypair import Keypair
-from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, create_account
-from solders.transaction import VersionedTransaction
 from spl.token.instructions import InitializeMintParams, initialize_mint
 
 from minting.chain.client import MINT_ACCOUNT_SIZE, ChainClient
@@ -152,7 +149,7 @@ def _create(client: ChainClient, out: Callable[[str], None]) -> TokenMint:
             )
         ),
     ]  # fmt: skip
-    execute(client, instructions, [client.authority, mint])
+    client.execute(instructions, [mint])
     client.mint = mint.pubkey()
     client.verify_mint()
     out(f"created the mint {mint.pubkey()} ({client.decimals} decimals, mint authority {payer}) on {client.rpc_url}")
@@ -164,17 +161,6 @@ def _record(client: ChainClient, token_program: str) -> TokenMint:
         address=str(client.mint), decimals=client.decimals, token_program=token_program,
         authority=str(client.authority.pubkey()), rpc_url=client.rpc_url,
     )  # fmt: skip
-
-
-def execute(client: ChainClient, instructions: list[Instruction], signers: list[Keypair]) -> str:
-    """Send a set-up transaction with preflight and wait for it; TransactionFailed if it failed on chain."""
-    blockhash, last_valid = client.latest_blockhash()
-    message = Message.new_with_blockhash(instructions, client.authority.pubkey(), blockhash)
-    transaction = VersionedTransaction(message, signers)
-    signed = SignedMint(str(transaction.signatures[0]), bytes(transaction), last_valid, (), "")
-    client.send_raw(signed.raw, skip_preflight=False)
-    _wait(client, signed)
-    return signed.signature
 
 
 def _wait(client: ChainClient, signed: SignedMint) -> None:

@@ -1,0 +1,88 @@
+"""Address lookup tables for packing: token accounts of recurring wallets are referenced by a 1-byte index.
+
+A legacy transaction names every account with 32 bytes, so about 19 MintToChecked fit in 1232 bytes; a v0
+transaction whose token accounts (and the mint) come from a table carries 56, where the 64-account lock
+limit is close. A table is created lazily the first time a batch is big enough to pay for it, then extended
+with the token accounts batches use; a new address is usable one slot after it was added, so the first
+batch that adds wallets waits for one slot. Tables live as long as the client (one per process and mint):
+a restarted worker creates a new one, which costs one create transaction and the table's rent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from solders.address_lookup_table_account import AddressLookupTableAccount
+from solders.pubkey import Pubkey
+
+from minting.chain import instructions as ix
+from minting.chain.errors import ChainError, RpcTimeout
+from minting.chain.packing import Unit
+
+if TYPE_CHECKING:
+    from minting.chain.client import ChainClient
+
+TABLE_CAPACITY = 256
+EXTEND_CHUNK = 28  # addresses per extend transaction: 28 x 32 bytes keeps it well under 1232
+LEGACY_MINTS_PER_TRANSACTION = 19  # below this a table cannot save a transaction
+
+
+class LookupTables:
+    def __init__(self, client: ChainClient, *, min_mints: int = LEGACY_MINTS_PER_TRANSACTION + 1) -> None:
+        self.client = client
+        self.min_mints = min_mints
+        self.address: Pubkey | None = None
+        self.addresses: list[Pubkey] = []
+        self.ready_slot = 0  # the first slot in which every entry is usable
+        self.disabled_because: str | None = None
+
+    def table_for(self, units: Sequence[Unit]) -> AddressLookupTableAccount | None:
+        """The table to compile these units against, extended as needed; None where it would not pay."""
+        keys = [unit.table_key for unit in units if unit.table_key is not None and len(unit.instructions) == 1]
+        if self.disabled_because is not None or len(keys) < self.min_mints:
+            return None
+        try:
+            self._ensure([self.client.mint, *keys])
+        except ChainError as error:
+            if not error.permanent:
+                raise
+            # A cluster without the lookup table program (or one that refuses it) still gets legacy packing.
+            self.disabled_because = str(error)
+            return None
+        return AddressLookupTableAccount(self.address, list(self.addresses))
+
+    def _ensure(self, keys: list[Pubkey]) -> None:
+        """1. Start a new table when there is none or the missing keys do not fit the current one.
+        2. Extend it with the missing keys, EXTEND_CHUNK per transaction, each confirmed.
+        3. Wait until the slot after the last extension, when the new entries become usable."""
+        known = set(self.addresses)
+        missing = list(dict.fromkeys(key for key in keys if key not in known))
+        if self.address is None or len(self.addresses) + len(missing) > TABLE_CAPACITY:
+            self._create()
+            missing = list(dict.fromkeys(keys))[:TABLE_CAPACITY]
+        for start in range(0, len(missing), EXTEND_CHUNK):
+            chunk = missing[start : start + EXTEND_CHUNK]
+            extend = ix.extend_lookup_table(
+                table=self.address, authority=self.client.authority.pubkey(),
+                payer=self.client.authority.pubkey(), addresses=chunk,
+            )  # fmt: skip
+            landed_slot = self.client.execute([extend])
+            self.addresses.extend(chunk)
+            self.ready_slot = max(self.ready_slot, landed_slot + 1)
+        self._wait_for_slot(self.ready_slot)
+
+    def _create(self) -> None:
+        authority = self.client.authority.pubkey()
+        recent_slot = int(self.client.rpc.call("getSlot", [{"commitment": "finalized"}]))
+        create, address = ix.create_lookup_table(authority=authority, payer=authority, recent_slot=recent_slot)
+        self.client.execute([create])
+        self.address, self.addresses, self.ready_slot = address, [], 0
+
+    def _wait_for_slot(self, slot: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while int(self.client.rpc.call("getSlot", [{"commitment": "processed"}])) < slot:
+            if time.monotonic() > deadline:
+                raise RpcTimeout(f"the chain did not reach slot {slot} within {timeout:g} s")
+            time.sleep(0.05)
