@@ -1,0 +1,212 @@
+"""The mint procedure in this process against the local chain: batching, reconciliation, on-chain failures."""
+
+import json
+from decimal import Decimal
+
+import pytest
+import redis
+from django.db import transaction
+from solders.keypair import Keypair
+from solders.message import Message
+from solders.transaction import VersionedTransaction
+from spl.token.instructions import AuthorityType, SetAuthorityParams, set_authority
+
+from meters.models import MeterReading
+from minting import services
+from minting.chain.keys import load_keypair
+from minting.models import MintBatch
+from minting.services.batching import ZERO_AMOUNT_ERROR, batches_prepare, batches_send
+from minting.services.chain_view import as_signed
+from minting.services.claiming import claim_due
+from tests.minting.pipeline_harness import (
+    assert_minted_exactly_once,
+    captured_events,
+    make_meter,
+    make_readings,
+    set_tokenization,
+    use_chain,
+    wait_until,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def chain(settings, localnet, tmp_path):
+    return use_chain(settings, localnet, tmp_path)
+
+
+def all_readings():
+    return list(MeterReading.objects.all())
+
+
+def prepare_without_sending(client, limit: int = 1000) -> list[MintBatch]:
+    """Steps up to the batch commit, then stop, exactly as a worker killed right after that commit."""
+    with transaction.atomic():
+        prepared, _ = batches_prepare(client=client, claimed=claim_due(limit=limit))
+    return [p.batch for p in prepared]
+
+
+def test_due_readings_are_minted_exactly_once_with_one_instruction_per_wallet(chain, settings):
+    set_tokenization(settings, batch_size=100)
+    meters = [make_meter() for _ in range(5)]
+    make_readings(meters, 20, kwh="2.01")
+    make_readings(meters[:2], 2, kwh="0.000000001")
+    make_readings(meters[2:3], 1, kwh="99.999999999")
+    client = chain.client()
+
+    result = services.readings_mint_due()
+
+    assert (result.claimed, result.minted, result.in_flight, result.stopped) == (23, 23, 0, "")
+    readings = all_readings()
+    assert_minted_exactly_once(client, readings)
+    assert {r.token_amount for r in readings if r.kwh_amount == Decimal("2.01")} == {2_010_000_000}
+    # A transaction's readings are all the readings of the wallets it covers.
+    wallets_per_batch = [set(b.readings.values_list("wallet_address", flat=True)) for b in MintBatch.objects.all()]
+    assert sum(len(w) for w in wallets_per_batch) == len(set().union(*wallets_per_batch)) == 5
+
+
+def test_a_burst_is_minted_in_full_batches_by_one_drain(chain, settings):
+    set_tokenization(settings, batch_size=10)
+    make_readings([make_meter() for _ in range(7)], 35)
+    result = services.readings_mint_due()
+    assert (result.cycles, result.claimed, result.minted) == (4, 35, 35)
+    assert_minted_exactly_once(chain.client(), all_readings())
+
+
+def test_a_drain_that_outlives_its_budget_hands_over_to_a_fresh_task(chain, settings):
+    set_tokenization(settings, batch_size=2)
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.flushdb()
+    make_readings([make_meter()], 5)
+    result = services.readings_mint_due(budget_secs=-1)
+    assert (result.cycles, result.minted) == (1, 2)
+    assert [json.loads(m)["headers"]["task"] for m in broker.lrange("celery", 0, -1)] == [
+        "minting.tasks.mint_due_readings"
+    ]
+    broker.flushdb()
+
+
+def test_reconciliation_sends_the_committed_bytes_of_a_batch_that_never_left(chain):
+    make_readings([make_meter() for _ in range(3)], 6)
+    client = chain.client()
+    (batch,) = prepare_without_sending(client)
+    assert client.get_signature_statuses([batch.signature])[batch.signature] is None
+
+    first = services.batches_reconcile(min_age_secs=0)
+    assert (first.examined, first.resent) == (1, 1)
+    second = services.batches_reconcile(min_age_secs=0)
+    assert (second.confirmed, second.minted) == (1, 6)
+
+    assert MintBatch.objects.get().signature == batch.signature  # the same transaction, never a second one
+    assert_minted_exactly_once(client, all_readings())
+
+
+def test_reconciliation_marks_a_batch_that_landed_but_was_never_marked(chain):
+    make_readings([make_meter()], 3)
+    client = chain.client()
+    batches = prepare_without_sending(client)
+    batches_send(client, [(b, as_signed(b)) for b in batches])
+
+    result = services.batches_reconcile(min_age_secs=0)
+
+    assert (result.confirmed, result.resent, result.minted) == (1, 0, 3)
+    assert MintBatch.objects.get().send_attempts == 1
+    assert_minted_exactly_once(client, all_readings())
+
+
+def test_young_batches_are_left_to_the_worker_that_is_confirming_them(chain):
+    make_readings([make_meter()], 1)
+    prepare_without_sending(chain.client())
+    assert services.batches_reconcile().examined == 0
+
+
+def test_an_orphaned_batch_expires_after_its_blockhash_and_its_readings_get_a_fresh_transaction(
+    settings, make_localnet, tmp_path
+):
+    chain = use_chain(settings, make_localnet(slot_ms=10), tmp_path)
+    make_readings([make_meter() for _ in range(2)], 4, attempts=1)
+    client = chain.client()
+    (orphan,) = prepare_without_sending(client)
+    wait_until(lambda: client.get_block_height() > orphan.last_valid_block_height, message="blockhash expiry")
+
+    result = services.batches_reconcile(min_age_secs=0)
+
+    assert (result.expired, result.resent) == (1, 0)
+    orphan.refresh_from_db()
+    assert orphan.status == "expired"
+    assert {(r.status, r.attempts) for r in all_readings()} == {("pending", 1)}  # no attempt consumed
+    assert services.readings_mint_due().minted == 4
+    assert client.get_signature_statuses([orphan.signature])[orphan.signature] is None
+    assert MintBatch.objects.filter(status="confirmed").exclude(signature=orphan.signature).count() == 1
+    assert_minted_exactly_once(client, all_readings())
+
+
+def change_mint_authority(client, payer: Keypair, current: Keypair, new: Keypair) -> None:
+    """A real SetAuthority transaction: with a stranger as mint authority, our mints fail on chain."""
+    instruction = set_authority(
+        SetAuthorityParams(
+            program_id=client.token_program,
+            account=client.mint,
+            authority=AuthorityType.MINT_TOKENS,
+            current_authority=current.pubkey(),
+            new_authority=new.pubkey(),
+        )
+    )
+    blockhash, _ = client.latest_blockhash()
+    signers = [payer] if current.pubkey() == payer.pubkey() else [payer, current]
+    tx = VersionedTransaction(Message.new_with_blockhash([instruction], payer.pubkey(), blockhash), signers)
+    client.send_raw(bytes(tx))
+    wait_until(lambda: client.get_signature_statuses([str(tx.signatures[0])])[str(tx.signatures[0])] is not None)
+
+
+def test_a_transaction_that_fails_on_chain_retries_its_readings_and_then_mints_them_once(
+    chain, settings, django_capture_on_commit_callbacks
+):
+    set_tokenization(settings, max_retry_attempts=3, initial_retry_delay_secs=300)
+    client = chain.client()
+    authority, stranger = load_keypair(chain.keypair_path), Keypair()
+    meter = make_meter()
+    make_readings([meter], 3)
+    change_mint_authority(client, authority, authority, stranger)
+
+    events = captured_events(f"user.{meter.owner_id}")
+    with events as received, django_capture_on_commit_callbacks(execute=True):
+        failed = services.readings_mint_due()
+    assert (failed.claimed, failed.retried, failed.minted) == (3, 3, 0)
+    assert [(e["type"], e["final"], e["attempts"]) for e in received(f"user.{meter.owner_id}")] == [
+        ("mint_failed", False, 1)
+    ] * 3
+    (bad,) = MintBatch.objects.all()
+    assert bad.status == "failed" and "authority" in bad.error
+    assert {(r.status, r.attempts) for r in all_readings()} == {("pending", 1)}
+    assert services.readings_mint_due().claimed == 0  # backing off, not due yet
+
+    change_mint_authority(client, authority, stranger, authority)
+    assert services.readings_retry(reading_ids=[r.id for r in all_readings()]) == 3
+    assert services.readings_mint_due().minted == 3
+    assert {r.attempts for r in all_readings()} == {1}
+    assert_minted_exactly_once(client, all_readings())
+
+
+def test_a_wallet_the_chain_refuses_is_dead_lettered_without_holding_up_the_others(chain):
+    good = make_readings([make_meter() for _ in range(2)], 4)
+    bad_meter = make_meter(wallet="not-a-solana-wallet")
+    (bad,) = make_readings([bad_meter], 1)
+
+    result = services.readings_mint_due()
+
+    assert (result.claimed, result.minted, result.dead) == (5, 4, 1)
+    bad.refresh_from_db()
+    assert (bad.status, bad.attempts, bad.minted) == ("failed", 1, False)
+    assert "refused by the chain" in bad.last_error
+    assert_minted_exactly_once(chain.client(), good)
+
+
+def test_a_reading_worth_less_than_one_base_unit_is_dead_lettered_not_minted(chain, settings):
+    set_tokenization(settings, kwh_to_token_ratio=Decimal("0.5"))
+    (tiny,) = make_readings([make_meter()], 1, kwh="0.000000001")
+    assert services.readings_mint_due().dead == 1
+    tiny.refresh_from_db()
+    assert (tiny.status, tiny.last_error) == ("failed", ZERO_AMOUNT_ERROR)
+    assert chain.client().token_supply() == 0
