@@ -12,7 +12,7 @@ from solders.system_program import CreateAccountParams, create_account
 from spl.token.instructions import InitializeMintParams, initialize_mint
 
 from minting.chain.client import MINT_ACCOUNT_SIZE, ChainClient
-from minting.chain.errors import InvalidMint, RpcTimeout, RpcUnavailable, TransactionFailed, WrongAuthority
+from minting.chain.errors import InvalidMint, RpcBadResponse, RpcTimeout, RpcUnavailable, WrongAuthority
 from minting.chain.instructions import TOKEN_PROGRAM_ID
 from minting.chain.keys import create_keypair, load_keypair
 from minting.chain.records import SignedMint
@@ -76,7 +76,7 @@ def _authority(path, out: Callable[[str], None]) -> Keypair:
 
 def _fund(client: ChainClient, local: bool, out: Callable[[str], None]) -> None:
     payer = client.authority.pubkey()
-    balance = _value(client.rpc.call("getBalance", [str(payer), {"commitment": client.commitment}]))
+    balance = _lamports(client.rpc.call("getBalance", [str(payer), {"commitment": client.commitment}]))
     if balance >= LOW_BALANCE:
         out(f"balance {balance / LAMPORTS_PER_SOL:g} SOL")
         return
@@ -84,7 +84,7 @@ def _fund(client: ChainClient, local: bool, out: Callable[[str], None]) -> None:
         out(f"balance {balance / LAMPORTS_PER_SOL:g} SOL is low: fund {payer} with SOL to pay fees and rent")
         return
     signature = client.rpc.call("requestAirdrop", [str(payer), AIRDROP])
-    _wait(client, SignedMint(signature, b"", NO_EXPIRY, (), ""))
+    client.confirm(SignedMint(signature, b"", NO_EXPIRY, (), ""))
     out(f"airdropped {AIRDROP // LAMPORTS_PER_SOL} SOL to {payer}")
 
 
@@ -135,7 +135,7 @@ def _adopt(client: ChainClient, address: str, out: Callable[[str], None]) -> Tok
 def _create(client: ChainClient, out: Callable[[str], None]) -> TokenMint:
     mint = Keypair()
     payer = client.authority.pubkey()
-    rent = _value_int(client.rpc.call("getMinimumBalanceForRentExemption", [MINT_ACCOUNT_SIZE]))
+    rent = _lamports(client.rpc.call("getMinimumBalanceForRentExemption", [MINT_ACCOUNT_SIZE]))
     instructions = [
         create_account(
             CreateAccountParams(
@@ -163,19 +163,9 @@ def _record(client: ChainClient, token_program: str) -> TokenMint:
     )  # fmt: skip
 
 
-def _wait(client: ChainClient, signed: SignedMint) -> None:
-    status = client.confirm(signed)
-    if status.err is not None:
-        raise TransactionFailed(f"{signed.signature} failed: {status.err}", err=status.err)
-
-
-def _value(result: object) -> int:
-    if isinstance(result, dict):
-        result = result.get("value")
-    return _value_int(result)
-
-
-def _value_int(result: object) -> int:
-    if not isinstance(result, int):
-        raise RpcUnavailable(f"unexpected RPC answer {result!r}", code="rpc_bad_response")
-    return result
+def _lamports(result: object) -> int:
+    """An RPC lamport amount, bare (getMinimumBalanceForRentExemption) or in a context (getBalance)."""
+    value = result.get("value") if isinstance(result, dict) else result
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RpcBadResponse(f"expected a lamport amount, got {result!r}")
+    return value

@@ -1,11 +1,16 @@
 """The anchor strategy's instruction, byte for byte. The energy_token program binary is not available here, so
 its instruction is checked exactly instead of executed (docs/CHAIN.md)."""
 
+import dataclasses
 import hashlib
+import json
 
+import pytest
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
 
+from minting.chain import ChainClient, MintRequest, NotInitialised
 from minting.chain.anchor import EnergyTokenProgram, load_idl
 from minting.chain.instructions import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID
 
@@ -69,3 +74,46 @@ def test_the_repository_idl_is_the_legacy_format_anchorpy_reads():
         ("tokenProgram", False, False),
     ]
     assert [(arg.name, str(arg.ty)) for arg in instruction.args] == [("amount", "IdlTypeSimple.U64")]
+
+
+def anchor_settings(settings, tmp_path, url, **changes):
+    authority, validator = tmp_path / "authority.json", tmp_path / "validator.json"
+    authority.write_text(json.dumps(list(bytes(Keypair.from_seed(bytes([7]) * 32)))))
+    validator.write_text(json.dumps(list(bytes(Keypair.from_seed(bytes([9]) * 32)))))
+    settings.TOKENIZATION = dataclasses.replace(settings.TOKENIZATION, mint_strategy="anchor")
+    base = {
+        "rpc_url": url, "keypair_path": authority, "energy_token_program_id": str(PROGRAM_ID),
+        "rec_validator_keypair_path": validator,
+    }  # fmt: skip
+    settings.CHAIN = dataclasses.replace(settings.CHAIN, **{**base, **changes})
+
+
+def test_the_anchor_strategy_builds_co_signed_mint_tokens_direct_transactions(settings, tmp_path, localnet):
+    anchor_settings(settings, tmp_path, localnet.url)
+    client = ChainClient.from_settings()
+    # Without a separate registry authority configured, the platform authority is the registry's authority.
+    energy = EnergyTokenProgram(PROGRAM_ID, registry_authority=AUTHORITY, rec_validator=VALIDATOR)
+    assert (client.mint, client.token_program) == (energy.mint, TOKEN_2022_PROGRAM_ID)
+
+    signed = client.build_mints([MintRequest(str(WALLET), 5), MintRequest(str(WALLET), 7)], memo="anchor")
+
+    (transaction,) = [VersionedTransaction.from_bytes(item.raw) for item in signed]
+    message = transaction.message
+    assert message.account_keys[:2] == [AUTHORITY, VALIDATOR]  # both sign
+    assert message.header.num_required_signatures == 2 and transaction.verify_with_results() == [True, True]
+    create, mint, memo = message.instructions
+    assert message.account_keys[create.program_id_index] == ASSOCIATED_TOKEN_PROGRAM_ID
+    assert message.account_keys[mint.program_id_index] == PROGRAM_ID
+    expected = energy.mint_tokens_direct(wallet=WALLET, authority=AUTHORITY, amount=12)
+    assert bytes(mint.data) == bytes(expected.data)
+    assert [message.account_keys[i] for i in mint.accounts] == [m.pubkey for m in expected.accounts]
+    assert bytes(memo.data) == b"anchor:0"
+    client.close()
+
+
+@pytest.mark.parametrize("missing", ["energy_token_program_id", "rec_validator_keypair_path"])
+def test_the_anchor_strategy_without_its_settings_is_not_initialised(settings, tmp_path, missing):
+    anchor_settings(settings, tmp_path, "http://127.0.0.1:1", **{missing: None})
+    with pytest.raises(NotInitialised) as caught:
+        ChainClient.from_settings()
+    assert caught.value.code == "anchor_not_configured" and caught.value.permanent

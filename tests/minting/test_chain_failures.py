@@ -11,6 +11,7 @@ from solders.transaction import VersionedTransaction
 from minting.chain import (
     BlockhashExpired,
     ChainClient,
+    InvalidAccount,
     InvalidMint,
     InvalidWallet,
     MintRequest,
@@ -141,3 +142,38 @@ def test_a_priority_fee_adds_a_compute_budget_and_still_mints(localnet):
 
 def test_token_balance_is_zero_without_a_token_account(client):
     assert client.token_balance(str(Keypair().pubkey())) == 0
+
+
+def test_an_account_that_is_not_a_mint_is_invalid_mint(client):
+    not_a_mint = ChainClient(
+        rpc_url=client.rpc_url, authority=client.authority, mint=client.authority.pubkey(), decimals=9
+    )
+    with pytest.raises(InvalidMint, match="is not a token mint"):
+        not_a_mint.verify_mint()
+
+
+def test_a_cluster_refusing_lookup_tables_falls_back_to_legacy_packing(localnet, monkeypatch):
+    client = new_client(localnet.url, lookup_tables=True)
+    targets = wallets(30)
+    land(client, client.build_mints([MintRequest(w, 1) for w in targets], memo="setup"))
+
+    # Fake: the localnet has the lookup table program, so its refusal is simulated at the one call that uses it.
+    def refuse(*args, **kwargs):
+        raise InvalidAccount("the lookup table program is not deployed")
+
+    monkeypatch.setattr(client, "execute", refuse)
+    signed = client.build_mints([MintRequest(w, 2) for w in targets], memo="legacy")
+
+    assert [len(s.requests) for s in signed] == [20, 10]
+    assert client.lookup_tables.disabled_because == "the lookup table program is not deployed"
+    land(client, signed)
+    assert {balance(localnet.url, client.mint, w) for w in targets} == {3}
+    assert supply(localnet.url, client.mint) == 90
+    client.close()
+
+
+def test_waiting_for_a_slot_the_chain_does_not_reach_is_rpc_timeout(localnet):
+    client = new_client(localnet.url, lookup_tables=True)
+    with pytest.raises(RpcTimeout):
+        client.lookup_tables._wait_for_slot(10**9, timeout=0.1)
+    client.close()
