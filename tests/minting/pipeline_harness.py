@@ -187,9 +187,12 @@ class CeleryProcess:
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT)
         handle.close()
         if self.kind == "worker":
-            wait_until(lambda: self.exited() or b" ready." in self.log.read_bytes(), timeout=60, message="worker ready")
-            assert not self.exited(), self.output()
+            wait_until(lambda: self.exited() or self.ready(), timeout=60, message="worker ready")
+            assert self.ready(), self.output()  # (it may already have died at a crash point, after being ready)
         return self
+
+    def ready(self) -> bool:
+        return b" ready." in self.log.read_bytes()
 
     def exited(self) -> bool:
         return self.process is not None and self.process.poll() is not None
@@ -214,8 +217,8 @@ class CeleryProcess:
             self.process.wait()
 
 
-@pytest.fixture
-def celery_processes(transactional_db, tmp_path):
+@pytest.fixture(name="celery_processes")
+def celery_processes_fixture(transactional_db, tmp_path):
     """Factory for worker/beat subprocesses; all are stopped before the test database is flushed."""
     started: list[CeleryProcess] = []
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
