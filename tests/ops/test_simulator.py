@@ -1,0 +1,159 @@
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from meters.models import ApiKey, Meter, MeterReading, User
+from meters.signatures import canonical_message, verify
+from meters.simulator import INTERVAL, floor_interval, interval_kwh, make_meter, readings_at, sun_fraction
+
+BANGKOK_NOON_UTC = datetime(2026, 6, 1, 5, 0, tzinfo=UTC)  # 12:00 local solar time at ~105 E; 100.5 E is close
+
+
+def test_production_is_zero_at_night_and_peaks_around_solar_noon():
+    meter = make_meter("SIM-CURVE-1", longitude=100.5)
+    midnight = BANGKOK_NOON_UTC + timedelta(hours=12)
+    assert interval_kwh(meter, midnight) == Decimal(0)
+    day = [interval_kwh(meter, BANGKOK_NOON_UTC + INTERVAL * k) for k in range(-24, 25)]
+    peak = day.index(max(day))
+    assert 18 <= peak <= 30  # within 1.5 h of 05:00 UTC (solar noon at 100.5 E is 05:18 UTC)
+    assert all(kwh <= Decimal(str(meter.capacity_kw)) * Decimal("0.25") for kwh in day)
+
+
+def test_production_is_exact_watt_hours_and_the_same_on_every_run():
+    meter = make_meter("SIM-CURVE-2", seed=7)
+    again = make_meter("SIM-CURVE-2", seed=7)
+    kwh = interval_kwh(meter, BANGKOK_NOON_UTC, seed=7)
+    assert isinstance(kwh, Decimal) and kwh == kwh.quantize(Decimal("0.001")) and kwh > 0
+    assert interval_kwh(again, BANGKOK_NOON_UTC, seed=7) == kwh
+    assert interval_kwh(meter, BANGKOK_NOON_UTC, seed=8) != kwh
+
+
+def test_sun_fraction_is_a_bell_between_six_and_eighteen_solar_hours():
+    at = lambda hour: sun_fraction(datetime(2026, 6, 1, hour, 0, tzinfo=UTC), 0.0)  # noqa: E731
+    assert (at(5), at(6), at(12), at(18), at(23)) == (0.0, 0.0, 1.0, 0.0, 0.0)
+    assert at(9) == pytest.approx(0.5) == at(15)
+
+
+def test_signed_bodies_carry_a_signature_over_the_canonical_message():
+    meter = make_meter("SIM-SIGN-1", sign=True)
+    (reading,) = readings_at([meter], BANGKOK_NOON_UTC)
+    v1 = reading.v1_body()
+    legacy = reading.legacy_body()
+    message = canonical_message(serial=meter.serial, reading_timestamp=BANGKOK_NOON_UTC, kwh=reading.kwh)
+    assert verify(public_key=meter.public_key, signature=v1["meter_signature"], message=message)
+    assert v1["kwh"] == legacy["kwh_amount"] == format(reading.kwh, "f")
+    assert v1["timestamp"] == legacy["reading_timestamp"] == "2026-06-01T05:00:00Z"
+    assert legacy["meter_serial"] == meter.serial and "meter_serial" not in v1
+    assert reading.v1_body(with_serial=True)["meter_serial"] == meter.serial
+    assert v1["energy_generated"] == float(reading.kwh) and v1["power"] == pytest.approx(float(reading.kwh) * 4)
+
+
+def test_unsigned_meters_send_no_signature():
+    (reading,) = readings_at([make_meter("SIM-PLAIN-1")], BANGKOK_NOON_UTC)
+    assert "meter_signature" not in reading.v1_body() and "meter_signature" not in reading.legacy_body()
+
+
+@pytest.fixture
+def unlimited(settings):
+    settings.INGEST = replace(settings.INGEST, rate_limit_key_per_min=0, rate_limit_user_per_min=0)
+
+
+def simulate(live_server, *args) -> str:
+    out = StringIO()
+    call_command(
+        "simulate_meters",
+        "--url",
+        live_server.url,
+        "--interval",
+        "0",
+        "--until-now",
+        "--backfill",
+        "24",
+        *args,
+        stdout=out,
+    )
+    return out.getvalue()
+
+
+def expected_readings(serials: list[str], *, backfill_hours: int = 24, sign: bool = False) -> dict:
+    """What the simulator must have stored: (serial, interval end) -> kWh, for every producing interval."""
+    meters = [make_meter(serial, sign=sign) for serial in serials]
+    clock, now = floor_interval(timezone.now() - timedelta(hours=backfill_hours)), timezone.now()
+    expected = {}
+    while clock <= now:
+        for reading in readings_at(meters, clock):
+            expected[(reading.meter.serial, reading.timestamp)] = reading.kwh
+        clock += INTERVAL
+    return expected
+
+
+def stored(serial_prefix: str) -> dict:
+    rows = MeterReading.objects.filter(meter__serial__startswith=serial_prefix).select_related("meter")
+    return {(row.meter.serial, row.reading_timestamp): row.kwh_amount for row in rows}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_signed_v1_posts_store_every_producing_interval_of_every_meter(live_server, unlimited):
+    output = simulate(live_server, "--meters", "3", "--sign", "--password", "pw-sim-1", "--username", "solar-1")
+    serials = ["SIM-solar-1-001", "SIM-solar-1-002", "SIM-solar-1-003"]
+    assert stored("SIM-solar-1-") == expected_readings(serials)
+    user = User.objects.get(username="solar-1")
+    meters = Meter.objects.filter(owner=user)
+    assert sorted(m.serial for m in meters) == serials and all(m.public_key for m in meters)
+    assert all(m.wallet_address == user.wallet_address for m in meters)
+    readings = MeterReading.objects.filter(user=user)
+    assert all(r.meter_signature and r.telemetry["weather_condition"] for r in readings)
+    assert f"Done: accepted {readings.count()}" in output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_run_reissues_keys_and_resumes_after_the_stored_readings(live_server, unlimited):
+    simulate(live_server, "--meters", "2", "--password", "pw-sim-2", "--username", "solar-2", "--legacy")
+    first = stored("SIM-solar-2-")
+    output = simulate(live_server, "--meters", "2", "--username", "solar-2", "--sign")
+    assert stored("SIM-solar-2-") == first  # nothing new to post, nothing duplicated
+    assert "Done: none" in output or "duplicate" in output
+    keys = ApiKey.objects.filter(owner__username="solar-2", scope="device")
+    assert keys.filter(revoked_at__isnull=True).count() == 2  # one live key per meter
+    assert all(m.public_key for m in Meter.objects.filter(owner__username="solar-2"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batch_mode_posts_with_a_fleet_key_and_registers_meters_as_an_aggregator(live_server, unlimited):
+    simulate(live_server, "--meters", "4", "--batch", "--password", "pw-sim-3", "--username", "fleet-3")
+    serials = [f"SIM-fleet-3-{i:03d}" for i in range(1, 5)]
+    assert stored("SIM-fleet-3-") == expected_readings(serials)
+    fleet = ApiKey.objects.get(owner__username="fleet-3", scope="fleet", revoked_at__isnull=True)
+    assert fleet.last_used_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wrong_password_or_unknown_user_stops_with_a_message(live_server, unlimited):
+    User.objects.create_user(username="solar-4", password="right-password")
+    with pytest.raises(CommandError, match="401"):
+        simulate(live_server, "--meters", "1", "--username", "solar-4", "--password", "wrong")
+    with pytest.raises(CommandError, match="--password"):
+        simulate(live_server, "--meters", "1", "--username", "nobody-yet")
+
+
+@pytest.mark.django_db
+def test_invalid_options_are_refused():
+    for args, message in (
+        (["--meters", "0"], "--meters"),
+        (["--backfill", "200"], "--backfill"),
+        (["--interval", "-1"], "--interval"),
+    ):
+        with pytest.raises(CommandError, match=message):
+            call_command("simulate_meters", *args)
+
+
+@pytest.mark.django_db
+def test_a_server_that_is_not_there_is_reported_plainly(closed_port_url):
+    User.objects.create_user(username="solar-5", password="pw")
+    with pytest.raises(CommandError, match="Cannot reach"):
+        call_command("simulate_meters", "--url", f"http://{closed_port_url}", "--username", "solar-5", "--password=pw")
