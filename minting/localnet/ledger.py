@@ -166,6 +166,13 @@ def read(path: Path) -> LedgerSnapshot:
 
 def restore(snapshot: LedgerSnapshot, *, archive_capacity: int = DEFAULT_ARCHIVE_CAPACITY) -> LocalChain:
     """A chain in the saved state: accounts set back into a fresh LiteSVM, history and clock as they were."""
+    try:
+        return _restore(snapshot, archive_capacity)
+    except (KeyError, TypeError, ValueError) as error:
+        raise LedgerError(f"the ledger's meta section is damaged: {error!r}") from error
+
+
+def _restore(snapshot: LedgerSnapshot, archive_capacity: int) -> LocalChain:
     meta = snapshot.meta
     chain = LocalChain(archive_capacity=archive_capacity, genesis_hash=Hash.from_string(meta["blockhash"]))
     with chain.lock:

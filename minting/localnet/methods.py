@@ -124,7 +124,7 @@ class ClusterMethods:
         context = self.context(config_of(config))
         try:
             parsed = Hash.from_string(blockhash)
-        except (TypeError, ValueError) as error:
+        except Exception as error:  # solders raises ParseHashError, not a ValueError
             raise invalid_params("Invalid param: Invalid") from error
         return solders_result(IsBlockhashValidResp(self.chain.is_blockhash_valid(parsed), context))
 

@@ -147,7 +147,7 @@ class TransactionMethods:
             return "null"
         max_version = config.get("maxSupportedTransactionVersion")
         transaction = VersionedTransaction.from_bytes(record.raw)
-        version = transaction.version
+        version = transaction.version()
         is_legacy = not isinstance(version, int)
         if max_version is None and not is_legacy:
             raise RpcError(
@@ -155,9 +155,8 @@ class TransactionMethods:
                 f"Transaction version ({version}) is not supported by the requesting client. Please try the "
                 'request again with the following configuration parameter: "maxSupportedTransactionVersion": 0',
             )
-        newest = None if max_version is None else u64_of(max_version, "maxSupportedTransactionVersion")
-        if not is_legacy and newest is not None and version > newest:
-            raise RpcError(UNSUPPORTED_TRANSACTION_VERSION, f"Transaction version ({version}) is not supported")
+        if max_version is not None:  # v0 is the newest version there is, so any number admits every transaction
+            u64_of(max_version, "maxSupportedTransactionVersion")
         result = {
             "slot": record.slot,
             "transaction": encode_transaction(transaction, record.raw, encoding),
@@ -201,7 +200,7 @@ def encode_transaction(transaction: VersionedTransaction, raw: bytes, encoding: 
             for instruction in message.instructions
         ],
     }
-    if isinstance(transaction.version, int):
+    if isinstance(transaction.version(), int):
         ui_message["addressTableLookups"] = [
             {
                 "accountKey": str(lookup.account_key),
