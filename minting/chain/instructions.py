@@ -55,14 +55,21 @@ def associated_token_address(wallet: Pubkey, mint: Pubkey, token_program: Pubkey
 
 
 def create_associated_token_account_idempotent(
-    *, payer: Pubkey, wallet: Pubkey, mint: Pubkey, token_program: Pubkey = TOKEN_PROGRAM_ID
+    *,
+    payer: Pubkey,
+    wallet: Pubkey,
+    mint: Pubkey,
+    token_program: Pubkey = TOKEN_PROGRAM_ID,
+    address: Pubkey | None = None,
 ) -> Instruction:
+    """``address`` is the wallet's ATA when the caller already derived it (derivation costs ~25 us)."""
+    address = address or associated_token_address(wallet, mint, token_program)
     return Instruction(
         ASSOCIATED_TOKEN_PROGRAM_ID,
         bytes([_CREATE_IDEMPOTENT]),
         [
             AccountMeta(payer, is_signer=True, is_writable=True),
-            AccountMeta(associated_token_address(wallet, mint, token_program), is_signer=False, is_writable=True),
+            AccountMeta(address, is_signer=False, is_writable=True),
             AccountMeta(wallet, is_signer=False, is_writable=False),
             AccountMeta(mint, is_signer=False, is_writable=False),
             AccountMeta(SYSTEM_PROGRAM_ID, is_signer=False, is_writable=False),

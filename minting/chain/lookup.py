@@ -2,10 +2,11 @@
 
 A legacy transaction names every account with 32 bytes, so about 19 MintToChecked fit in 1232 bytes; a v0
 transaction whose token accounts (and the mint) come from a table carries 56, where the 64-account lock
-limit is close. A table is created lazily the first time a batch is big enough to pay for it, then extended
-with the token accounts batches use; a new address is usable one slot after it was added, so the first
-batch that adds wallets waits for one slot. Tables live as long as the client (one per process and mint):
-a restarted worker creates a new one, which costs one create transaction and the table's rent.
+limit is close. The table is created lazily the first time a batch is big enough to pay for it, then extended with
+the token accounts batches use until it holds its 256 addresses; a new address is usable one slot after
+it was added, so a batch that adds wallets waits for one slot. Wallets beyond the first 255 are named in
+full (the packer mixes both in one v0 transaction). The table lives as long as the client (one per
+process and mint): a restarted worker creates a new one, costing a create transaction and its rent.
 """
 
 from __future__ import annotations
@@ -44,29 +45,29 @@ class LookupTables:
         if self.disabled_because is not None or len(keys) < self.min_mints:
             return None
         try:
-            self._ensure([self.client.mint, *keys])
+            if self.address is None:
+                self._create()
+            self._extend([self.client.mint, *keys])
         except ChainError as error:
             if not error.permanent:
                 raise
             # A cluster without the lookup table program (or one that refuses it) still gets legacy packing.
             self.disabled_because = str(error)
             return None
+        if len(set(keys).intersection(self.addresses)) < self.min_mints:
+            return None
         return AddressLookupTableAccount(self.address, list(self.addresses))
 
-    def _ensure(self, keys: list[Pubkey]) -> None:
-        """1. Start a new table when there is none or the missing keys do not fit the current one.
-        2. Extend it with the missing keys, EXTEND_CHUNK per transaction, each confirmed.
-        3. Wait until the slot after the last extension, when the new entries become usable."""
+    def _extend(self, keys: list[Pubkey]) -> None:
+        """1. Add the keys the table lacks, as many as still fit, EXTEND_CHUNK per confirmed transaction.
+        2. Wait until the slot after the last extension, when the new entries become usable."""
         known = set(self.addresses)
         missing = list(dict.fromkeys(key for key in keys if key not in known))
-        if self.address is None or len(self.addresses) + len(missing) > TABLE_CAPACITY:
-            self._create()
-            missing = list(dict.fromkeys(keys))[:TABLE_CAPACITY]
+        missing = missing[: TABLE_CAPACITY - len(self.addresses)]
         for start in range(0, len(missing), EXTEND_CHUNK):
             chunk = missing[start : start + EXTEND_CHUNK]
             extend = ix.extend_lookup_table(
-                table=self.address, authority=self.client.authority.pubkey(),
-                payer=self.client.authority.pubkey(), addresses=chunk,
+                table=self.address, authority=self.client.payer, payer=self.client.payer, addresses=chunk,
             )  # fmt: skip
             landed_slot = self.client.execute([extend])
             self.addresses.extend(chunk)
@@ -74,7 +75,7 @@ class LookupTables:
         self._wait_for_slot(self.ready_slot)
 
     def _create(self) -> None:
-        authority = self.client.authority.pubkey()
+        authority = self.client.payer
         recent_slot = int(self.client.rpc.call("getSlot", [{"commitment": "finalized"}]))
         create, address = ix.create_lookup_table(authority=authority, payer=authority, recent_slot=recent_slot)
         self.client.execute([create])

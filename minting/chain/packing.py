@@ -8,7 +8,7 @@ measure it; ``build`` checks the compiled size against the computed one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from solders.address_lookup_table_account import AddressLookupTableAccount
 from solders.instruction import Instruction
@@ -52,46 +52,71 @@ class _Key:
     invoked: bool = False
 
 
-@dataclass
 class Draft:
-    """One transaction being filled; ``size()`` is its exact serialised length."""
+    """One transaction being filled; ``size()`` is its exact serialised length, kept up to date incrementally."""
 
-    payer: Pubkey
-    lookup: AddressLookupTableAccount | None
-    keys: dict[Pubkey, _Key] = field(default_factory=dict)
-    instruction_bytes: int = 0
-    instruction_count: int = 0
-    units: list[Unit] = field(default_factory=list)
+    def __init__(self, payer: Pubkey, lookup: AddressLookupTableAccount | None) -> None:
+        self.payer = payer
+        self.lookup = lookup
+        self._table = frozenset(lookup.addresses) if lookup is not None else frozenset()
+        self.keys: dict[Pubkey, _Key] = {}
+        self.units: list[Unit] = []
+        self.instruction_bytes = 0
+        self.instruction_count = 0
+        self._signers = self._static = self._looked_up_writable = self._looked_up_readonly = 0
+        self._undo: dict[Pubkey, _Key | None] = {}
+        self._count(payer, _Key(signer=True, writable=True), +1)
+        self.keys[payer] = _Key(signer=True, writable=True)
 
-    def __post_init__(self) -> None:
-        self.keys[self.payer] = _Key(signer=True, writable=True)
-        self._table = set(self.lookup.addresses) if self.lookup is not None else set()
+    def _count(self, key: Pubkey, flags: _Key, sign: int) -> None:
+        self._signers += sign * flags.signer
+        if key in self._table and not flags.signer and not flags.invoked:
+            if flags.writable:
+                self._looked_up_writable += sign
+            else:
+                self._looked_up_readonly += sign
+        else:
+            self._static += sign
+
+    def _changes(self, instructions: Sequence[Instruction]) -> dict[Pubkey, _Key]:
+        """The flags each key named by ``instructions`` would have after adding them."""
+        changes: dict[Pubkey, _Key] = {}
+
+        def merge(key: Pubkey, signer: bool, writable: bool, invoked: bool) -> None:
+            flags = changes.get(key)
+            if flags is None:
+                old = self.keys.get(key)
+                flags = changes[key] = _Key(old.signer, old.writable, old.invoked) if old else _Key()
+            flags.signer |= signer
+            flags.writable |= writable
+            flags.invoked |= invoked
+
+        for instruction in instructions:
+            merge(instruction.program_id, False, False, True)
+            for meta in instruction.accounts:
+                merge(meta.pubkey, meta.is_signer, meta.is_writable, False)
+        return changes
 
     def add(self, instructions: Sequence[Instruction]) -> None:
-        for instruction in instructions:
-            self.keys.setdefault(instruction.program_id, _Key()).invoked = True
-            for meta in instruction.accounts:
-                key = self.keys.setdefault(meta.pubkey, _Key())
-                key.signer |= meta.is_signer
-                key.writable |= meta.is_writable
-            self.instruction_bytes += instruction_size(instruction)
-            self.instruction_count += 1
-
-    def _looked_up(self, key: Pubkey, flags: _Key) -> bool:
-        return key in self._table and not flags.signer and not flags.invoked
+        for key, flags in self._changes(instructions).items():
+            old = self.keys.get(key)
+            self._undo.setdefault(key, old)
+            if old is not None:
+                self._count(key, old, -1)
+            self._count(key, flags, +1)
+            self.keys[key] = flags
+        self.instruction_bytes += sum(instruction_size(instruction) for instruction in instructions)
+        self.instruction_count += len(instructions)
 
     def size(self) -> int:
-        looked_up = sum(1 for key, flags in self.keys.items() if self._looked_up(key, flags))
-        static = len(self.keys) - looked_up
-        signers = sum(1 for flags in self.keys.values() if flags.signer)
+        signers, static = self._signers, self._static
+        writable, readonly = self._looked_up_writable, self._looked_up_readonly
         size = compact_u16_size(signers) + SIGNATURE_SIZE * signers
         size += 3 + compact_u16_size(static) + KEY_SIZE * static + KEY_SIZE
         size += compact_u16_size(self.instruction_count) + self.instruction_bytes
         if self.lookup is not None:
             size += 1  # the version prefix
-            if looked_up:
-                writable = sum(1 for key, flags in self.keys.items() if self._looked_up(key, flags) and flags.writable)
-                readonly = looked_up - writable
+            if writable + readonly:
                 size += compact_u16_size(1) + KEY_SIZE
                 size += compact_u16_size(writable) + writable + compact_u16_size(readonly) + readonly
             else:
@@ -102,10 +127,26 @@ class Draft:
     def account_count(self) -> int:
         return len(self.keys)
 
+    def snapshot(self) -> tuple:
+        """What ``restore`` needs to undo the next ``add`` (the keys it will touch are saved lazily by it)."""
+        self._undo: dict[Pubkey, _Key | None] = {}
+        return (self._signers, self._static, self._looked_up_writable, self._looked_up_readonly,
+                self.instruction_bytes, self.instruction_count)  # fmt: skip
+
+    def restore(self, saved: tuple) -> None:
+        for key, flags in self._undo.items():
+            if flags is None:
+                del self.keys[key]
+            else:
+                self.keys[key] = flags
+        (self._signers, self._static, self._looked_up_writable, self._looked_up_readonly,
+         self.instruction_bytes, self.instruction_count) = saved  # fmt: skip
+        self._undo = {}
+
     def copy(self) -> Draft:
-        clone = Draft(self.payer, self.lookup)
+        clone = Draft.__new__(Draft)
+        clone.__dict__.update(self.__dict__)
         clone.keys = {key: _Key(flags.signer, flags.writable, flags.invoked) for key, flags in self.keys.items()}
-        clone.instruction_bytes, clone.instruction_count = self.instruction_bytes, self.instruction_count
         clone.units = list(self.units)
         return clone
 
@@ -130,12 +171,13 @@ def pack(
     compute = 0
     for unit in units:
         if current is not None:
-            candidate = current.copy()
-            candidate.add(unit.instructions)
-            if _fits(candidate, compute + unit.compute_units, max_bytes, max_accounts, max_compute_units):
-                candidate.units.append(unit)
-                current, compute = candidate, compute + unit.compute_units
+            undo = current.snapshot()
+            current.add(unit.instructions)
+            if _fits(current, compute + unit.compute_units, max_bytes, max_accounts, max_compute_units):
+                current.units.append(unit)
+                compute += unit.compute_units
                 continue
+            current.restore(undo)
             drafts.append(current)
         current = Draft(payer, lookup)
         current.add(fixed(len(drafts)))

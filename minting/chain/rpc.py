@@ -13,7 +13,14 @@ from typing import Any
 
 import httpx
 
-from minting.chain.errors import RpcBadResponse, RpcRejected, RpcTimeout, RpcUnavailable, error_from_rpc_error
+from minting.chain.errors import (
+    ChainError,
+    RpcBadResponse,
+    RpcRejected,
+    RpcTimeout,
+    RpcUnavailable,
+    error_from_rpc_error,
+)
 
 
 class Rpc:
@@ -29,6 +36,37 @@ class Rpc:
     def call(self, method: str, params: list | None = None, *, program_ids: Sequence[str] | None = None) -> Any:
         """The ``result`` of one JSON-RPC call; any transport, HTTP or RPC error raised as a ChainError."""
         body = json.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []})
+        return _answer(self._post(method, body), method, program_ids)
+
+    def call_batch(self, method: str, calls: Sequence[tuple[list, Sequence[str] | None]]) -> list[Any]:
+        """One JSON-RPC batch of ``method`` calls: per call its result or its ChainError (returned, not raised).
+
+        A failure of the batch as a whole (transport, HTTP, a refused batch) is raised for all of them.
+        """
+        ids = [next(self._ids) for _ in calls]
+        requests = [
+            {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
+            for i, (params, _) in zip(ids, calls, strict=True)
+        ]
+        body = json.dumps(requests)
+        payload = self._post(method, body)
+        if isinstance(payload, dict):  # a node that refuses batches answers with one error
+            _answer(payload, method, None)
+        if not isinstance(payload, list):
+            raise RpcBadResponse(f"{self.url} answered a {method} batch with a JSON {type(payload).__name__}")
+        by_id = {answer.get("id"): answer for answer in payload if isinstance(answer, dict)}
+        results: list[Any] = []
+        for request_id, (_, program_ids) in zip(ids, calls, strict=True):
+            try:
+                answer = by_id.get(request_id)
+                if answer is None:
+                    raise RpcBadResponse(f"{self.url} left request {request_id} of a {method} batch unanswered")
+                results.append(_answer(answer, method, program_ids))
+            except ChainError as error:
+                results.append(error)
+        return results
+
+    def _post(self, method: str, body: str) -> Any:
         try:
             response = self._http.post(self.url, content=body)
         except httpx.TimeoutException as exc:
@@ -42,16 +80,20 @@ class Rpc:
         if response.status_code >= 400:
             raise RpcRejected(f"{self.url} refused {method}: HTTP {response.status_code}", code="rpc_http_error")
         try:
-            payload = response.json()
+            return response.json()
         except ValueError as exc:
             raise RpcBadResponse(f"{self.url} answered {method} with something that is not JSON") from exc
-        if not isinstance(payload, dict):
-            raise RpcBadResponse(f"{self.url} answered {method} with a JSON {type(payload).__name__}")
-        error = payload.get("error")
-        if error is not None:
-            if not isinstance(error, dict):
-                raise RpcBadResponse(f"{self.url} answered {method} with a malformed error: {error!r}")
-            raise error_from_rpc_error(error, program_ids=program_ids)
-        if "result" not in payload:
-            raise RpcBadResponse(f"{self.url} answered {method} with neither result nor error")
-        return payload["result"]
+
+
+def _answer(payload: Any, method: str, program_ids: Sequence[str] | None) -> Any:
+    """The result of one JSON-RPC response object, or its error raised as a ChainError."""
+    if not isinstance(payload, dict):
+        raise RpcBadResponse(f"{method} was answered with a JSON {type(payload).__name__}")
+    error = payload.get("error")
+    if error is not None:
+        if not isinstance(error, dict):
+            raise RpcBadResponse(f"{method} was answered with a malformed error: {error!r}")
+        raise error_from_rpc_error(error, program_ids=program_ids)
+    if "result" not in payload:
+        raise RpcBadResponse(f"{method} was answered with neither result nor error")
+    return payload["result"]

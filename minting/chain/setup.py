@@ -11,7 +11,8 @@ from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, create_account
 from spl.token.instructions import InitializeMintParams, initialize_mint
 
-from minting.chain.client import MINT_ACCOUNT_SIZE, ChainClient
+from minting.chain.client import ChainClient
+from minting.chain.decoding import MINT_ACCOUNT_SIZE
 from minting.chain.errors import InvalidMint, RpcBadResponse, RpcTimeout, RpcUnavailable, WrongAuthority
 from minting.chain.instructions import TOKEN_PROGRAM_ID
 from minting.chain.keys import create_keypair, load_keypair

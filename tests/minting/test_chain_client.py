@@ -122,3 +122,22 @@ def test_sending_the_same_raw_bytes_twice_mints_once(client, localnet):
     assert client.send_raw(signed.raw, skip_preflight=False) == signed.signature  # AlreadyProcessed: not an error
     assert balance(localnet.url, client.mint, wallet) == 2_010_000_000
     assert supply(localnet.url, client.mint) == 2_010_000_000
+
+
+def test_a_full_lookup_table_is_kept_and_further_wallets_are_named_in_full(localnet):
+    client = new_client(localnet.url, lookup_tables=True)
+    first, later = wallets(270), wallets(40)
+    land(client, client.build_mints([MintRequest(w, 1) for w in first + later], memo="setup"))
+    land(client, client.build_mints([MintRequest(w, 1) for w in first], memo="fill"))
+    table = client.lookup_tables.address
+    assert len(client.lookup_tables.addresses) == 256  # the mint and the first 255 token accounts
+
+    signed = client.build_mints([MintRequest(w, 1) for w in later], memo="beyond")
+
+    assert client.lookup_tables.address == table
+    assert not any(isinstance(VersionedTransaction.from_bytes(s.raw).message, MessageV0) for s in signed)
+    land(client, signed)
+    assert {balance(localnet.url, client.mint, w) for w in later} == {2}
+    assert {balance(localnet.url, client.mint, w) for w in first} == {2}
+    assert supply(localnet.url, client.mint) == 310 * 2
+    client.close()
