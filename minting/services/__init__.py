@@ -17,7 +17,7 @@ from minting.services.operator import (
     readings_mint_now,
     readings_retry,
 )
-from minting.services.policy import in_rollout, outage_delay, retry_delay, rollout_bucket
+from minting.services.policy import outage_delay, retry_delay, rollout_bucket
 from minting.services.reconciliation import ReconcileResult, batches_reconcile
 from minting.services.settlement import Settlement, SettleResult, batches_settle
 
@@ -42,7 +42,6 @@ __all__ = [
     "claim_by_ids",
     "claim_due",
     "control_get",
-    "in_rollout",
     "outage_delay",
     "reading_mint_now",
     "readings_mint",

@@ -113,31 +113,22 @@ def chain_client() -> ChainClient:
         return _client_cache["client"]
 
 
-def mint_address(client: ChainClient) -> str:
-    address = getattr(client, "mint_address", None) or getattr(client, "mint", None)
-    if address:
-        return str(address)
-    latest = TokenMint.objects.order_by("-created_at").values_list("address", flat=True).first()
-    return latest or ""
-
-
 def _build(client: ChainClient, requests: list[MintRequest], memo: str) -> tuple[list[SignedMint], dict[str, str]]:
-    """Build all requests; if the node refuses for good, isolate the wallets it refuses (so one bad wallet
-    does not dead-letter the rest of the batch)."""
+    """Build all requests; if the chain layer refuses one for good (an invalid wallet), build wallet by wallet
+    to find the ones it refuses, so one bad wallet cannot dead-letter the rest of the claim."""
     try:
         return client.build_mints(requests, memo=memo), {}
     except PermanentChainError as exc:
         if is_systemic(exc):
             raise
-        if len(requests) == 1:
-            return [], {requests[0].wallet: str(exc)}
+        refusal = exc
+    if len(requests) == 1:
+        return [], {requests[0].wallet: str(refusal)}
     signed, refused = [], {}
     for index, request in enumerate(requests):
         try:
             signed += client.build_mints([request], memo=f"{memo}-w{index}")
-        except PermanentChainError as exc:
-            if is_systemic(exc):
-                raise
+        except PermanentChainError as exc:  # a systemic error would have failed the whole build above
             refused[request.wallet] = str(exc)
     return signed, refused
 
@@ -165,7 +156,7 @@ def batches_prepare(*, client: ChainClient, claimed: list[ClaimedReading]) -> tu
     for wallet, error in refused.items():
         dead.update({r.id: f"refused by the chain: {error}" for r in by_wallet[wallet]})
 
-    address = mint_address(client)
+    address = str(client.mint)
     prepared, links, covered = [], [], Counter()
     for signed in signed_list:
         wallets = {request.wallet for request in signed.requests}
@@ -201,10 +192,7 @@ def batches_send(client: ChainClient, pairs: list[tuple[MintBatch, SignedMint]])
     the chain decides the batch's fate (reconciliation), never this answer."""
     if not pairs:
         return
-    try:
-        errors = client.send_many([signed for _, signed in pairs])
-    except ChainError as exc:
-        errors = {signed.signature: exc for _, signed in pairs}
+    errors = client.send_many([signed for _, signed in pairs])  # never raises: one outcome per signature
     now = timezone.now()
     ids = [batch.id for batch, _ in pairs]
     with transaction.atomic():

@@ -48,8 +48,3 @@ def rollout_bucket(user_id) -> int:
 
 def rollout_bucket_sql(column: str) -> str:
     return f"((('x' || substr(md5({column}::text), 1, 8))::bit(32)::bigint) %% 100)"
-
-
-def in_rollout(user_id, percentage: int | None = None) -> bool:
-    percentage = settings.TOKENIZATION.auto_mint_percentage if percentage is None else percentage
-    return rollout_bucket(user_id) < percentage

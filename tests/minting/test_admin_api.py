@@ -7,6 +7,7 @@ import pytest
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
+from gridtoken.exceptions import ApplicationError
 from meters.models import MeterReading
 from minting import services
 from minting.chain.keys import create_keypair
@@ -272,3 +273,29 @@ def test_reconciling_on_demand_settles_batches_at_once(operator, chain):
     second = operator.post("/api/admin/tokenization/reconcile").json()
     assert (second["confirmed"], second["minted"]) == (1, 2)
     assert_minted_exactly_once(chain.client(), readings)
+
+
+def test_the_service_refuses_empty_and_oversized_lists_too():
+    with pytest.raises(ApplicationError) as empty:
+        services.readings_mint_now(reading_ids=[])
+    assert empty.value.code == "empty_reading_ids"
+    with pytest.raises(ApplicationError) as too_many:
+        services.readings_mint_now(reading_ids=[uuid.uuid4() for _ in range(1001)])
+    assert too_many.value.code == "too_many_readings"
+
+
+def test_a_list_reports_readings_already_in_flight_without_touching_them(operator):
+    (in_flight,) = make_readings([make_meter()], 1, status="minting")
+    body = {"reading_ids": [str(in_flight.id)]}
+    result = operator.post("/api/admin/meters/mint-batch", body, "application/json").json()["results"][0]
+    assert (result["success"], result["error"]) == (False, "a mint of this reading is in progress")
+    assert MintBatch.objects.count() == 0
+
+
+def test_minting_now_a_reading_the_chain_refuses_is_a_502_and_a_dead_letter(operator, chain):
+    (bad,) = make_readings([make_meter(wallet="11111111111111111111111111111111")], 1)
+    response = operator.post("/api/admin/meters/mint-from-reading", {"reading_id": str(bad.id)}, "application/json")
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "mint_failed"
+    bad.refresh_from_db()
+    assert (bad.status, bad.attempts) == ("failed", 1)

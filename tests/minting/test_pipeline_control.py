@@ -12,9 +12,10 @@ from django.utils import timezone
 from meters.models import MeterReading
 from minting import services
 from minting.chain.keys import create_keypair
-from minting.models import MintingControl, TokenMint
+from minting.models import MintBatch, MintingControl, TokenMint
 from minting.services import control_get, outage_delay, retry_delay
-from minting.triggers import DEBOUNCE_KEY, mint_soon
+from minting.tasks import mint_due_readings, reconcile_batches
+from minting.triggers import DEBOUNCE_KEY, mint_soon, mint_soon_on_commit
 from tests.conftest import free_port
 from tests.minting.pipeline_harness import make_meter, make_readings, set_tokenization
 
@@ -162,3 +163,30 @@ def test_switching_auto_mint_on_triggers_a_mint_after_commit(broker, django_capt
     with django_capture_on_commit_callbacks(execute=True):
         services.auto_mint_set(enabled=True, actor="ops")
     assert queued_tasks(broker) == ["minting.tasks.mint_due_readings"]
+
+
+def test_the_tasks_are_thin_wrappers_that_report_what_they_did():
+    services.auto_mint_set(enabled=False)
+    assert mint_due_readings()["stopped"] == "auto_mint_disabled"
+    assert reconcile_batches() == {
+        "examined": 0, "confirmed": 0, "failed": 0, "expired": 0, "resent": 0, "minted": 0, "error": "",
+    }  # fmt: skip
+
+
+def test_a_trigger_registered_inside_a_transaction_fires_only_after_commit(broker, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        mint_soon_on_commit()
+    assert queued_tasks(broker) == []
+    callbacks[0]()
+    assert queued_tasks(broker) == ["minting.tasks.mint_due_readings"]
+
+
+def test_reconciliation_with_the_chain_unreachable_leaves_batches_for_the_next_run(settings, tmp_path):
+    unreachable_chain(settings, tmp_path)
+    batch = MintBatch.objects.create(
+        signature="never-sent", raw_transaction=b"x", last_valid_block_height=10, mint_address="m",
+        created_at=timezone.now() - timedelta(minutes=1),
+    )  # fmt: skip
+    result = services.batches_reconcile()
+    assert result.examined == 1 and "cannot reach" in result.error
+    assert MintBatch.objects.get(id=batch.id).status == "signed"

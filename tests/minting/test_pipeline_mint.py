@@ -1,11 +1,13 @@
 """The mint procedure in this process against the local chain: batching, reconciliation, on-chain failures."""
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 import redis
 from django.db import transaction
+from django.utils import timezone
 from solders.keypair import Keypair
 from solders.message import Message
 from solders.transaction import VersionedTransaction
@@ -14,8 +16,8 @@ from spl.token.instructions import AuthorityType, SetAuthorityParams, set_author
 from meters.models import MeterReading
 from minting import services
 from minting.chain.keys import load_keypair
-from minting.models import MintBatch
-from minting.services.batching import ZERO_AMOUNT_ERROR, batches_prepare, batches_send
+from minting.models import MintBatch, MintingControl
+from minting.services.batching import ZERO_AMOUNT_ERROR, Prepared, batches_dispatch, batches_prepare, batches_send
 from minting.services.chain_view import as_signed
 from minting.services.claiming import claim_due
 from tests.minting.pipeline_harness import (
@@ -210,3 +212,48 @@ def test_a_reading_worth_less_than_one_base_unit_is_dead_lettered_not_minted(cha
     tiny.refresh_from_db()
     assert (tiny.status, tiny.last_error) == ("failed", ZERO_AMOUNT_ERROR)
     assert chain.client().token_supply() == 0
+
+
+def test_a_claim_of_only_a_refused_wallet_dead_letters_just_that_reading(chain):
+    (bad,) = make_readings([make_meter(wallet="11111111111111111111111111111111")], 1)
+    assert services.readings_mint_due().dead == 1
+    bad.refresh_from_db()
+    assert bad.status == "failed" and "refused by the chain" in bad.last_error
+    assert MintBatch.objects.count() == 0
+
+
+def test_bytes_the_node_refuses_are_resent_until_they_expire_and_then_count_as_a_failed_attempt(
+    settings, make_localnet, tmp_path
+):
+    chain = use_chain(settings, make_localnet(slot_ms=50), tmp_path)  # blockhashes live 7.5 s
+    readings = make_readings([make_meter()], 2)
+    client = chain.client()
+    (batch,) = prepare_without_sending(client)
+    tampered = bytearray(batch.raw_transaction)
+    tampered[65] = 5  # the header now claims 5 signers: the node refuses the bytes as malformed, for good
+    MintBatch.objects.filter(id=batch.id).update(raw_transaction=bytes(tampered))
+    batch.refresh_from_db()
+
+    settled, in_flight = batches_dispatch(
+        client=client, prepared=[Prepared(batch=batch, signed=as_signed(batch))], confirm_timeout=2.5
+    )
+
+    assert (settled.minted, [b.id for b in in_flight]) == (0, [batch.id])
+    batch.refresh_from_db()
+    assert batch.send_attempts >= 2 and batch.error.startswith("refused by the node")
+    wait_until(lambda: client.get_block_height() > batch.last_valid_block_height, message="blockhash expiry")
+    assert services.batches_reconcile(min_age_secs=0).expired == 1
+    assert {(r.status, r.attempts) for r in all_readings()} == {("pending", 1)}
+    assert "refused by the node" in all_readings()[0].last_error
+    services.readings_retry(reading_ids=[r.id for r in readings])
+    assert services.readings_mint_due().minted == 2
+    assert_minted_exactly_once(client, readings)
+
+
+def test_the_first_cycle_that_reaches_the_chain_again_lifts_the_outage_pause(chain):
+    services.chain_outage_record(RuntimeError("was down"))
+    MintingControl.objects.filter(id=1).update(chain_retry_at=timezone.now() - timedelta(seconds=1))
+    readings = make_readings([make_meter()], 2)
+    assert services.readings_mint_due().minted == 2
+    assert services.control_get().chain_failures == 0
+    assert_minted_exactly_once(chain.client(), readings)
