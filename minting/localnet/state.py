@@ -47,7 +47,7 @@ STATUS_CACHE_SLOTS = 300  # how far back getSignatureStatuses looks without sear
 SLOT_HASHES_MAX = 512
 LAMPORTS_PER_SIGNATURE = 5000  # LiteSVM's fee; it charges no prioritization fee
 FAUCET_LAMPORTS = 10**18
-DEFAULT_ARCHIVE_CAPACITY = 20_000
+DEFAULT_ARCHIVE_CAPACITY = 5_000  # full transactions kept for getTransaction; statuses are kept for good
 # Errors a validator raises while sanitising a transaction, before preflight: -32602 "invalid transaction".
 SANITIZE_ERRORS = frozenset(
     {
