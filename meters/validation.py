@@ -146,9 +146,7 @@ def parse_timestamp(value: object, name: str) -> datetime:
 def check_timestamp_window(moment: datetime, *, now: datetime, name: str) -> None:
     cfg = settings.TOKENIZATION
     if moment < now - timedelta(days=cfg.reading_max_age_days):
-        raise _invalid(
-            "timestamp_too_old", f"The reading is older than {cfg.reading_max_age_days} days.", name
-        )
+        raise _invalid("timestamp_too_old", f"The reading is older than {cfg.reading_max_age_days} days.", name)
     if moment > now + timedelta(seconds=cfg.future_tolerance_secs):
         raise _invalid(
             "timestamp_in_future",

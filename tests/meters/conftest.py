@@ -1,6 +1,9 @@
 import asyncio
 import dataclasses
+import json
+import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -76,11 +79,19 @@ def post(api, django_capture_on_commit_callbacks):
     return send
 
 
-def _dumps(body):
-    import json
-    from decimal import Decimal
+def _dumps(body) -> str:
+    return exact_json(body)
 
-    return json.dumps(body, default=lambda value: str(value) if isinstance(value, Decimal) else None)
+
+def exact_json(body) -> str:
+    """JSON text in which every Decimal is a bare JSON number with exactly its digits (as meters send)."""
+
+    def mark(value):
+        if isinstance(value, Decimal):
+            return f"\u0000{value}\u0000"
+        raise TypeError(type(value))
+
+    return re.sub(r'"\\u0000([^"]*)\\u0000"', r"\1", json.dumps(body, default=mark))
 
 
 @pytest.fixture

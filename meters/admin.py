@@ -1,0 +1,158 @@
+"""Operator admin: users, meters (suspend/activate, issue a device key), readings, API keys (issue/revoke).
+
+An API key's plaintext exists only at the moment it is issued: the admin shows it once in a message and
+stores only its hash, exactly like the API does.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.utils.html import format_html
+
+from gridtoken.exceptions import ApplicationError
+from meters.models import ApiKey, Meter, MeterReading, User
+from meters.services.api_keys import api_key_create, api_key_revoke
+from meters.services.meters import meter_set_status
+
+
+def _show_plaintext(request, key: ApiKey, plaintext: str) -> None:
+    messages.warning(
+        request,
+        format_html(
+            "API key {} issued. Copy it now, it is not stored and will not be shown again: <code>{}</code>",
+            key.prefix,
+            plaintext,
+        ),
+    )
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    fieldsets = (*BaseUserAdmin.fieldsets, ("GridToken", {"fields": ("wallet_address",)}))
+    list_display = ("username", "email", "wallet_address", "is_staff", "is_active")
+    search_fields = ("username", "email", "wallet_address")
+
+
+@admin.register(Meter)
+class MeterAdmin(admin.ModelAdmin):
+    list_display = (
+        "serial",
+        "owner",
+        "wallet_address",
+        "status",
+        "meter_type",
+        "zone_id",
+        "has_public_key",
+        "created_at",
+    )
+    list_filter = ("status", "meter_type")
+    search_fields = ("serial", "wallet_address", "owner__username")
+    raw_id_fields = ("owner",)
+    readonly_fields = ("id", "created_at")
+    actions = ("suspend", "activate", "issue_device_key")
+
+    @admin.display(boolean=True, description="Signs readings")
+    def has_public_key(self, meter: Meter) -> bool:
+        return bool(meter.public_key)
+
+    @admin.action(description="Suspend selected meters (their readings are refused)")
+    def suspend(self, request, queryset):
+        for meter in queryset:
+            meter_set_status(meter=meter, status=Meter.Status.SUSPENDED)
+        self.message_user(request, f"{queryset.count()} meter(s) suspended.")
+
+    @admin.action(description="Activate selected meters")
+    def activate(self, request, queryset):
+        for meter in queryset:
+            meter_set_status(meter=meter, status=Meter.Status.ACTIVE)
+        self.message_user(request, f"{queryset.count()} meter(s) activated.")
+
+    @admin.action(description="Issue a new device API key for each selected meter")
+    def issue_device_key(self, request, queryset):
+        for meter in queryset.select_related("owner"):
+            key, plaintext = api_key_create(
+                owner=meter.owner, scope=ApiKey.Scope.DEVICE, meter=meter, name=f"{meter.serial} (admin)"
+            )
+            _show_plaintext(request, key, plaintext)
+
+
+@admin.register(MeterReading)
+class MeterReadingAdmin(admin.ModelAdmin):
+    list_display = ("id", "meter", "kwh_amount", "reading_timestamp", "status", "minted", "attempts", "submitted_at")
+    list_filter = ("status", "minted", ("meter", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("meter__serial", "wallet_address", "mint_tx_signature", "meter_signature")
+    date_hierarchy = "reading_timestamp"
+    list_select_related = ("meter",)
+    raw_id_fields = ("meter", "user", "batch")
+    show_full_result_count = False  # no COUNT(*) over millions of rows per page view
+    # Readings are what meters reported: operators look, the minting pipeline changes status.
+    readonly_fields = [field.name for field in MeterReading._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+class ApiKeyIssueForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ("name", "scope", "owner", "meter")
+
+    def clean(self):
+        data = super().clean()
+        scope, owner, meter = data.get("scope"), data.get("owner"), data.get("meter")
+        if scope == ApiKey.Scope.DEVICE and meter is None:
+            self.add_error("meter", "A device key belongs to one meter.")
+        if scope == ApiKey.Scope.FLEET and meter is not None:
+            self.add_error("meter", "A fleet key is not tied to a meter; leave it empty.")
+        if meter is not None and owner is not None and meter.owner_id != owner.pk:
+            self.add_error("owner", "The key's owner must own the meter.")
+        return data
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "name", "scope", "owner", "meter", "created_at", "last_used_at", "is_active")
+    list_filter = ("scope", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ("prefix", "name", "owner__username", "meter__serial")
+    raw_id_fields = ("owner", "meter")
+    list_select_related = ("owner", "meter")
+    actions = ("revoke",)
+
+    @admin.display(boolean=True, description="Active")
+    def is_active(self, key: ApiKey) -> bool:
+        return key.is_active
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiKeyIssueForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("name", "scope", "owner", "meter")
+        return ("name", "prefix", "scope", "owner", "meter", "created_at", "last_used_at", "revoked_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("prefix", "scope", "owner", "meter", "created_at", "last_used_at", "revoked_at")
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save(update_fields=["name"])
+            return
+        try:
+            key, plaintext = api_key_create(owner=obj.owner, scope=obj.scope, meter=obj.meter, name=obj.name)
+        except ApplicationError as error:  # the form checks the same rules; this is a last resort
+            raise forms.ValidationError(error.message) from error
+        obj.pk, obj.prefix, obj.key_hash, obj.created_at = key.pk, key.prefix, key.key_hash, key.created_at
+        obj._state.adding = False
+        _show_plaintext(request, key, plaintext)
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        for key in queryset:
+            api_key_revoke(key=key)
+        self.message_user(request, f"{queryset.count()} key(s) revoked.")

@@ -1,0 +1,147 @@
+"""The operator admin: API keys issued with the plaintext shown once, revoked; meters suspended; readings browsed."""
+
+import re
+
+import pytest
+from django.contrib.messages import get_messages
+
+from meters.models import ApiKey, Meter
+from meters.services.api_keys import hash_key
+from tests.factories import MeterFactory, ReadingFactory, UserFactory, api_key_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator(client):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def shown_key(response) -> str:
+    [text] = [str(m) for m in get_messages(response.wsgi_request) if "<code>gtk_" in str(m)]
+    return re.search(r"<code>(gtk_[^<]+)</code>", text).group(1)
+
+
+def test_issuing_a_fleet_key_shows_its_plaintext_once_and_stores_its_hash(operator):
+    owner = UserFactory()
+
+    response = operator.post("/admin/meters/apikey/add/", {"name": "aggregator", "scope": "fleet", "owner": owner.pk})
+
+    assert response.status_code == 302
+    key = ApiKey.objects.get(owner=owner)
+    plaintext = shown_key(response)
+    assert key.key_hash == hash_key(plaintext) and key.scope == "fleet" and key.name == "aggregator"
+    first = operator.get(f"/admin/meters/apikey/{key.pk}/change/").content.decode()
+    again = operator.get(f"/admin/meters/apikey/{key.pk}/change/").content.decode()
+    assert plaintext in first  # the one message
+    assert plaintext not in again and key.prefix in again
+
+
+def test_issuing_a_device_key_needs_a_meter_of_the_owner(operator):
+    owner, foreign = UserFactory(), MeterFactory()
+
+    missing = operator.post("/admin/meters/apikey/add/", {"scope": "device", "owner": owner.pk})
+    mismatched = operator.post("/admin/meters/apikey/add/", {"scope": "device", "owner": owner.pk, "meter": foreign.pk})
+    fleet_with_meter = operator.post(
+        "/admin/meters/apikey/add/", {"scope": "fleet", "owner": foreign.owner.pk, "meter": foreign.pk}
+    )
+
+    assert {missing.status_code, mismatched.status_code, fleet_with_meter.status_code} == {200}  # form redisplayed
+    assert not ApiKey.objects.exists()
+
+
+def test_a_device_key_issued_in_the_admin_works(operator, api, recent):
+    meter = MeterFactory()
+    response = operator.post(
+        "/admin/meters/apikey/add/", {"scope": "device", "owner": meter.owner.pk, "meter": meter.pk}
+    )
+
+    from tests.meters.conftest import rfc3339
+
+    submitted = api.post(
+        "/api/meters/submit-reading",
+        {"kwh_amount": "1", "reading_timestamp": rfc3339(recent)},
+        format="json",
+        HTTP_X_API_KEY=shown_key(response),
+    )
+    assert submitted.status_code == 201
+
+
+def test_revoking_keys_in_the_admin(operator):
+    meter = MeterFactory()
+    key, _ = api_key_for(meter=meter)
+
+    operator.post("/admin/meters/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
+
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+
+
+def test_renaming_a_key_keeps_its_hash(operator):
+    key, _ = api_key_for(meter=MeterFactory())
+
+    operator.post(f"/admin/meters/apikey/{key.pk}/change/", {"name": "renamed"})
+
+    stored = ApiKey.objects.get(pk=key.pk)
+    assert (stored.name, stored.key_hash) == ("renamed", key.key_hash)
+
+
+def test_suspending_and_activating_meters(operator):
+    meters = MeterFactory.create_batch(2)
+    ids = [m.pk for m in meters]
+
+    operator.post("/admin/meters/meter/", {"action": "suspend", "_selected_action": ids})
+    assert set(Meter.objects.values_list("status", flat=True)) == {"suspended"}
+    operator.post("/admin/meters/meter/", {"action": "activate", "_selected_action": ids})
+    assert set(Meter.objects.values_list("status", flat=True)) == {"active"}
+
+
+def test_issuing_a_device_key_from_the_meter_list(operator):
+    meter = MeterFactory()
+
+    response = operator.post(
+        "/admin/meters/meter/", {"action": "issue_device_key", "_selected_action": [meter.pk]}, follow=True
+    )
+
+    key = ApiKey.objects.get(meter=meter)
+    assert key.key_hash == hash_key(shown_key(response))
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "?status__exact=pending", "?minted__exact=1", "?q=MTR", "?reading_timestamp__year=2025"],
+)
+def test_the_reading_list_filters_and_searches(operator, query):
+    reading = ReadingFactory()
+
+    response = operator.get(f"/admin/meters/meterreading/{query}")
+
+    assert response.status_code == 200
+    if query in ("", "?status__exact=pending", "?q=MTR"):
+        assert str(reading.pk) in response.content.decode()
+
+
+def test_the_reading_list_filters_by_meter(operator):
+    shown, hidden = ReadingFactory(), ReadingFactory()
+
+    page = operator.get(f"/admin/meters/meterreading/?meter__id__exact={shown.meter_id}").content.decode()
+
+    assert str(shown.pk) in page and str(hidden.pk) not in page
+
+
+def test_admin_pages_render(operator):
+    reading = ReadingFactory()
+    key, _ = api_key_for(meter=reading.meter)
+    for path in [
+        f"/admin/meters/apikey/{key.pk}/change/",
+        "/admin/meters/meter/",
+        f"/admin/meters/meter/{reading.meter_id}/change/",
+        f"/admin/meters/meterreading/{reading.pk}/change/",
+        "/admin/meters/apikey/",
+        "/admin/meters/apikey/add/",
+        "/admin/meters/user/",
+        f"/admin/meters/user/{reading.user_id}/change/",
+    ]:
+        assert operator.get(path).status_code == 200, path
+    assert operator.get("/admin/meters/meterreading/add/").status_code == 403

@@ -1,0 +1,149 @@
+"""GET /api/meters/my-readings and /api/meters/stats: only the caller's readings, paged and totalled."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from meters.models import MeterReading
+from tests.factories import MeterFactory, ReadingFactory
+from tests.meters.conftest import rfc3339
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def get(api):
+    def send(path, *, token=None, key=None, **params):
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {"HTTP_X_API_KEY": key}
+        return api.get(path, params, **headers)
+
+    return send
+
+
+def test_my_readings_lists_only_the_callers_readings(get, meter, user_token):
+    mine = ReadingFactory.create_batch(3, meter=meter)
+    ReadingFactory.create_batch(2)  # another user's
+
+    body = get("/api/meters/my-readings", token=user_token).json()
+
+    assert {r["id"] for r in body["data"]} == {str(r.id) for r in mine}
+    assert body["pagination"] == {
+        "current_page": 1,
+        "total_pages": 1,
+        "total_items": 3,
+        "items_per_page": 20,
+        "has_next": False,
+        "has_previous": False,
+    }
+
+
+def test_a_listed_reading_has_the_submit_shape(get, meter, user_token):
+    reading = ReadingFactory(meter=meter, kwh_amount=Decimal("1.25"))
+
+    [row] = get("/api/meters/my-readings", token=user_token).json()["data"]
+
+    assert row == {
+        "id": str(reading.id),
+        "user_id": str(meter.owner_id),
+        "meter_id": str(meter.id),
+        "meter_serial": meter.serial,
+        "wallet_address": meter.wallet_address,
+        "kwh_amount": "1.250000000",
+        "reading_timestamp": rfc3339(reading.reading_timestamp).replace("Z", ".000000Z"),
+        "submitted_at": row["submitted_at"],
+        "minted": False,
+        "mint_tx_signature": None,
+        "status": "pending",
+    }
+
+
+def test_pages_sorting_and_the_minted_filter(get, meter, user_token, recent):
+    for index in range(5):
+        ReadingFactory(meter=meter, reading_timestamp=recent - timedelta(minutes=15 * index), kwh_amount=index + 1)
+    MeterReading.objects.filter(kwh_amount=5).update(minted=True, status="minted", mint_tx_signature="sig")
+
+    page = get(
+        "/api/meters/my-readings", token=user_token, page=2, page_size=2, sort_by="kwh_amount", sort_order="asc"
+    ).json()
+    minted = get("/api/meters/my-readings", token=user_token, minted="true").json()
+    unminted = get("/api/meters/my-readings", token=user_token, minted="false").json()
+
+    assert [r["kwh_amount"] for r in page["data"]] == ["3.000000000", "4.000000000"]
+    assert page["pagination"]["has_next"] and page["pagination"]["has_previous"]
+    assert page["pagination"]["total_pages"] == 3
+    assert [r["kwh_amount"] for r in minted["data"]] == ["5.000000000"]
+    assert minted["data"][0]["minted"] is True and minted["data"][0]["mint_tx_signature"] == "sig"
+    assert unminted["pagination"]["total_items"] == 4
+
+
+def test_readings_sorted_by_timestamp_descending(get, meter, user_token, recent):
+    for index in range(3):
+        ReadingFactory(meter=meter, reading_timestamp=recent + timedelta(minutes=15 * index))
+
+    data = get("/api/meters/my-readings", token=user_token, sort_by="reading_timestamp").json()["data"]
+
+    assert [r["reading_timestamp"] for r in data] == sorted((r["reading_timestamp"] for r in data), reverse=True)
+
+
+def test_a_page_past_the_end_is_empty(get, meter, user_token):
+    ReadingFactory(meter=meter)
+
+    body = get("/api/meters/my-readings", token=user_token, page=9).json()
+
+    assert body["data"] == [] and body["pagination"]["total_items"] == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"page_size": 101}, "page_size"),
+        ({"page_size": 0}, "page_size"),
+        ({"page": 0}, "page"),
+        ({"page": "x"}, "page"),
+        ({"page": 10**30}, "page"),
+        ({"sort_by": "wallet_address"}, "sort_by"),
+        ({"sort_order": "sideways"}, "sort_order"),
+        ({"minted": "perhaps"}, "minted"),
+    ],
+)
+def test_bad_list_parameters_are_400(get, meter, user_token, params, field):
+    response = get("/api/meters/my-readings", token=user_token, **params)
+
+    assert response.status_code == 400 and response.json()["error"]["field"] == field
+
+
+def test_a_device_key_lists_only_its_meters_readings(get, meter, device_key):
+    own = ReadingFactory(meter=meter)
+    ReadingFactory(meter=MeterFactory(owner=meter.owner))
+
+    data = get("/api/meters/my-readings", key=device_key).json()["data"]
+
+    assert [r["id"] for r in data] == [str(own.id)]
+
+
+def test_stats_total_the_callers_readings_exactly(get, meter, user_token):
+    ReadingFactory(meter=meter, kwh_amount=Decimal("1.000000001"))
+    ReadingFactory(meter=meter, kwh_amount=Decimal("2.5"), minted=True, status="minted", mint_tx_signature="s")
+    ReadingFactory(kwh_amount=Decimal("50"))  # someone else's
+
+    body = get("/api/meters/stats", token=user_token).json()
+
+    assert body == {
+        "total_readings": 2,
+        "unminted_kwh": "1.000000001",
+        "minted_kwh": "2.500000000",
+        "total_kwh": "3.500000001",
+    }
+
+
+def test_stats_without_readings_are_zero(get, user_token):
+    body = get("/api/meters/stats", token=user_token).json()
+
+    zero = "0.000000000"
+    assert body == {"total_readings": 0, "unminted_kwh": zero, "minted_kwh": zero, "total_kwh": zero}
+
+
+def test_reads_need_credentials(api):
+    assert api.get("/api/meters/my-readings").status_code == 401
+    assert api.get("/api/meters/stats").status_code == 401
