@@ -1,0 +1,207 @@
+"""``manage.py demo`` as a user runs it: a subprocess, real PostgreSQL, Redis, chain, web, worker and beat."""
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from io import StringIO
+
+import httpx
+import psycopg
+import pytest
+from django.core.management import CommandError, call_command
+from psycopg import sql
+
+from gridtoken.ops.processes import group_alive
+from meters.models import MeterReading
+from tests.conftest import ROOT, free_port
+
+DEMO_DB = "gt_ops_demo_smoke"
+
+
+def base_env(**overrides) -> dict:
+    env = {**os.environ, "DEBUG": "true", "PYTHONUNBUFFERED": "1"}
+    env.update(overrides)
+    return env
+
+
+def run_demo(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    command = [sys.executable, "manage.py", "demo", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_postgresql_down_is_explained_with_the_commands_that_start_it(closed_port_url):
+    result = run_demo(base_env(DATABASE_URL=f"postgres://postgres@{closed_port_url}/gridtoken"))
+    assert result.returncode == 1
+    assert f"PostgreSQL is not reachable at {closed_port_url}" in result.stderr
+    assert "docker compose up -d db redis" in result.stderr and "pg_ctlcluster" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_redis_down_is_explained_with_the_commands_that_start_it(closed_port_url):
+    result = run_demo(base_env(REDIS_URL=f"redis://{closed_port_url}/0"))
+    assert result.returncode == 1
+    assert "Redis is not reachable" in result.stderr and "redis-server --daemonize yes" in result.stderr
+    assert "docker compose up -d db redis" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_taken_port_is_named_instead_of_failing_later():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_demo(base_env(), "--port", str(port), "--rpc-port", str(free_port()))
+    assert result.returncode == 1
+    assert f"Port {port} on 127.0.0.1 is already in use" in result.stderr and "--port" in result.stderr
+
+
+class Demo:
+    """A running ``manage.py demo`` whose output is read line by line."""
+
+    def __init__(self, env: dict, *args: str) -> None:
+        command = [sys.executable, "manage.py", "demo", *args]
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self.lines.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+        raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(self.lines[-60:]))
+
+    def finish(self, timeout: float = 120) -> int:
+        code = self.process.wait(timeout=timeout)
+        while (line := self._queue.get(timeout=5)) is not None:
+            self.lines.append(line)
+        return code
+
+    def pids(self) -> dict[str, int]:
+        return {m[1]: int(m[2]) for line in self.lines if (m := re.match(r"Started (\S+) \(pid (\d+)\)", line))}
+
+
+@pytest.fixture
+def fresh_database():
+    """The demo creates its database: make sure it does not exist first."""
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DB)))
+    return f"postgres://postgres@127.0.0.1:5432/{DEMO_DB}"
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.timeout(600)
+def test_the_demo_mints_simulated_readings_and_ctrl_c_stops_everything(tmp_path, fresh_database):
+    web, rpc = free_port(), free_port()
+    env = base_env(
+        DATABASE_URL=fresh_database,
+        SOLANA_KEYPAIR_PATH=str(tmp_path / "authority.json"),
+        # The beat sweep every 5 s, so the test does not depend on the on-submit trigger alone.
+        TOKENIZATION_POLLING_INTERVAL_SECS="5",
+    )
+    args = ["--port", str(web), "--rpc-port", str(rpc), "--var-dir", str(tmp_path / "var")]
+    demo = Demo(env, *args, "--producers", "3", "--meters", "2", "--interval", "0.5", "--backfill", "24")
+    try:
+        demo.wait_for(rf"^Dashboard: http://127\.0\.0\.1:{web}/dashboard/$", timeout=300)
+        minted = demo.wait_for(r"^submitted (\d+) \| minted ([1-9]\d*) \| pending", timeout=240)
+        assert int(minted[1]) >= int(minted[2])
+        metrics = httpx.get(f"http://127.0.0.1:{web}/metrics", timeout=10).text
+        assert re.search(r"^gridtoken_readings_minted_total [1-9]", metrics, re.MULTILINE)
+        assert httpx.get(f"http://127.0.0.1:{web}/ready", timeout=10).json()["status"] == "ready"
+        assert httpx.get(f"http://127.0.0.1:{web}/dashboard/", timeout=10).status_code in (200, 302)
+    finally:
+        demo.process.send_signal(signal.SIGINT)
+        code = demo.finish()
+    output = "\n".join(demo.lines)
+    assert code == 0, output
+    assert f"Created database {DEMO_DB}" in output and "Stopped. Ports" in output
+    pids = demo.pids()
+    assert set(pids) >= {"localnet", "web", "worker", "beat", "simulator-1", "simulator-2", "simulator-3"}
+    assert [name for name, pid in pids.items() if group_alive(pid)] == []
+    assert port_free(web) and port_free(rpc)
+    assert any(line.startswith("  operator  demo-operator") for line in demo.lines)
+
+    # Run it again on the same database and ledger: it starts, and stops by itself after --duration.
+    again = Demo(env, *args, "--producers", "1", "--meters", "1", "--duration", "3")
+    assert again.finish(timeout=300) == 0, "\n".join(again.lines)
+    assert "Created database" not in "\n".join(again.lines)
+    assert any(line == f"Dashboard: http://127.0.0.1:{web}/dashboard/" for line in again.lines)
+    assert [name for name, pid in again.pids().items() if group_alive(pid)] == []
+    assert port_free(web) and port_free(rpc)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(600)
+def test_in_process_a_sigint_stops_every_process_the_demo_started(tmp_path, monkeypatch):
+    """The same orchestration, run in this process (its children use this test's database)."""
+    monkeypatch.setenv("SOLANA_KEYPAIR_PATH", str(tmp_path / "authority.json"))
+    web, rpc = free_port(), free_port()
+    out, err = StringIO(), StringIO()
+
+    def interrupt_once_readings_arrive():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not re.search(r"^submitted [1-9]", out.getvalue(), re.MULTILINE):
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_readings_arrive, daemon=True).start()
+    args = ["--port", str(web), "--rpc-port", str(rpc), "--var-dir", str(tmp_path / "var"), "--no-ledger"]
+    call_command("demo", *args, "--producers", "1", "--meters", "2", "--interval", "0.2", stdout=out, stderr=err)
+    output = out.getvalue()
+    pids = {m[1]: int(m[2]) for m in re.finditer(r"^Started (\S+) \(pid (\d+)\)$", output, re.MULTILINE)}
+    assert set(pids) == {"localnet", "web", "worker", "beat", "simulator-1"}
+    assert [name for name, pid in pids.items() if group_alive(pid)] == []
+    assert port_free(web) and port_free(rpc) and "Stopped. Ports" in output
+    assert MeterReading.objects.filter(meter__serial__startswith="DEMO", user__username="demo-producer-1").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(300)
+def test_a_failing_step_stops_what_was_started_and_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOLANA_KEYPAIR_PATH", "/proc/no-such-dir/authority.json")  # chain_init cannot write it
+    web, rpc = free_port(), free_port()
+    out, err = StringIO(), StringIO()
+    args = ["--port", str(web), "--rpc-port", str(rpc), "--var-dir", str(tmp_path / "var"), "--no-ledger"]
+    with pytest.raises(CommandError, match="chain_init failed; everything the demo started has been stopped"):
+        call_command("demo", *args, stdout=out, stderr=err)
+    assert "chain_init exited with code" in err.getvalue() and "Last lines of" in err.getvalue()
+    localnet = int(re.search(r"Started localnet \(pid (\d+)\)", out.getvalue())[1])
+    assert not group_alive(localnet) and port_free(rpc)
+
+
+@pytest.mark.django_db
+def test_out_of_range_sizes_are_refused():
+    with pytest.raises(CommandError, match=r"--producers must be 1\.\.20"):
+        call_command("demo", "--producers", "0")
