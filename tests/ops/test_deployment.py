@@ -1,0 +1,124 @@
+"""Docker cannot run here, so the deployment files are read against what the tests do run."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from config import load
+from gridtoken import observability
+from gridtoken.ops import demo
+from tests.conftest import ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+APP_SERVICES = ("localnet", "init", "web", "worker", "beat")
+PLACEHOLDER_OPTIONS = {"--host", "--port", "--ledger", "--schedule"}
+
+
+def normalised(argv: list[str]) -> list[str]:
+    """Drop the interpreter prefix (``python -m X`` is ``X``) and blank out host/port/path values."""
+    argv = list(argv)
+    if argv[0].endswith(("python", "python3")) or argv[0] == demo.PYTHON:
+        argv = argv[2:] if argv[1] == "-m" else ["python", *argv[1:]]
+    return [("VALUE" if i and argv[i - 1] in PLACEHOLDER_OPTIONS else arg) for i, arg in enumerate(argv)]
+
+
+DEMO = demo.commands(host="127.0.0.1", port=8000, rpc_port=8899, ledger="/x/ledger.bin", beat_schedule="/x/beat")
+
+
+@pytest.mark.parametrize("name", ["localnet", "web", "worker", "beat"])
+def test_compose_runs_the_same_command_as_the_demo(name):
+    assert normalised(SERVICES[name]["command"]) == normalised(DEMO[name])
+
+
+def test_the_one_shot_init_migrates_and_runs_chain_init_before_the_app_starts():
+    script = SERVICES["init"]["command"][-1]
+    assert script == "python manage.py migrate --noinput && " + " ".join(normalised(DEMO["chain_init"]))
+    assert SERVICES["init"]["restart"] == "no"
+    for name in ("web", "worker", "beat"):
+        assert SERVICES[name]["depends_on"] == {"init": {"condition": "service_completed_successfully"}}
+    assert {"db", "redis", "localnet"} <= set(SERVICES["init"]["depends_on"])
+
+
+def test_compose_uses_the_images_and_settings_the_issue_names():
+    assert SERVICES["db"]["image"] == "postgres:15" and SERVICES["redis"]["image"] == "redis:7"
+    assert SERVICES["web"]["environment"]["DB_POOL"] == "true"
+    for name in APP_SERVICES:
+        service = SERVICES[name]
+        assert service["build"] == "." and service["env_file"] == [{"path": ".env", "required": False}]
+        assert service["environment"]["SOLANA_KEYPAIR_PATH"] == "/run/gridtoken/authority.json"
+    # Only the one-shot init may write the authority key; the rest mount it read-only.
+    assert SERVICES["init"]["volumes"] == ["authority:/run/gridtoken"]
+    assert all(SERVICES[n]["volumes"] == ["authority:/run/gridtoken:ro"] for n in ("web", "worker", "beat"))
+    # Published ports are loopback-only.
+    assert all(port.startswith("127.0.0.1:") for service in SERVICES.values() for port in service.get("ports", []))
+
+
+def test_the_image_runs_as_a_non_root_user_and_serves_the_web_command():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert dockerfile.startswith("#") and "\nFROM python:3.11-slim\n" in dockerfile
+    assert "RUN pip install -r requirements.txt" in dockerfile
+    user = re.search(r"^USER (\S+)$", dockerfile, re.MULTILINE)[1]
+    assert user not in ("root", "0")
+    cmd = yaml.safe_load(re.search(r"^CMD (.+)$", dockerfile, re.MULTILINE)[1])
+    assert cmd == SERVICES["web"]["command"]
+
+
+def test_secrets_and_local_state_never_enter_the_image():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", ".secrets", "var", ".venv", ".git", "*.keypair.json"} <= set(ignored)
+
+
+def read_env_file(path: Path) -> dict:
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, value = line.split("=", 1)
+            values[name] = re.split(r"\s+#", value)[0].strip()
+    return values
+
+
+def test_the_staging_example_is_valid_and_runs_on_devnet_with_auto_mint():
+    values = read_env_file(ROOT / ".env.staging.example")
+    cfg = load({**values, "SECRET_KEY": "s" * 50})
+    assert (cfg.service.debug, cfg.chain.cluster, cfg.tokenization.auto_mint_enabled) == (False, "devnet", True)
+    assert "devnet" in cfg.chain.rpc_url and values["SOLANA_KEYPAIR_PATH"].endswith(".json")
+
+
+def test_the_production_example_is_valid_and_starts_in_manual_mode_on_mainnet():
+    values = read_env_file(ROOT / ".env.production.example")
+    cfg = load({**values, "SECRET_KEY": "s" * 50})
+    assert (cfg.chain.cluster, cfg.tokenization.auto_mint_enabled) == ("mainnet-beta", False)
+    assert cfg.ingest.signature_required is True and cfg.service.db_pool is True
+    assert values["SECRET_KEY"] == ""  # a secret is never shipped in an example
+
+
+RULES = yaml.safe_load((ROOT / "docs/alerts/gridtoken-rules.yml").read_text())["groups"][0]["rules"]
+
+
+@pytest.mark.django_db
+def test_every_metric_an_alert_uses_is_exported(client, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    observability.readings_rejected(["validation_error"])  # the counter has series once something is rejected
+    exported = set()
+    for family in text_string_to_metric_families(client.get("/metrics").content.decode()):
+        exported |= {sample.name for sample in family.samples}
+    used = {name for rule in RULES for name in re.findall(r"gridtoken_[a-z_]+", rule["expr"])}
+    assert used and used <= exported
+
+
+def github_anchor(heading: str) -> str:
+    return re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-")
+
+
+def test_every_alert_links_to_a_runbook_section_that_exists():
+    operations = (ROOT / "docs/OPERATIONS.md").read_text()
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", operations, re.MULTILINE)}
+    for rule in RULES:
+        anchor = rule["annotations"]["runbook"].split("#", 1)[1]
+        assert anchor in anchors, rule["alert"]
+        assert rule["alert"] in operations
