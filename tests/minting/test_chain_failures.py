@@ -19,6 +19,7 @@ from minting.chain import (
     RpcTimeout,
     RpcUnavailable,
     SignedMint,
+    TransactionTooLarge,
     WrongAuthority,
 )
 from minting.chain import instructions as ix
@@ -177,3 +178,16 @@ def test_waiting_for_a_slot_the_chain_does_not_reach_is_rpc_timeout(localnet):
     with pytest.raises(RpcTimeout):
         client.lookup_tables._wait_for_slot(10**9, timeout=0.1)
     client.close()
+
+
+def test_a_transaction_over_1232_bytes_is_refused_as_permanent_transaction_too_large(client, localnet):
+    blockhash, last_valid = client.latest_blockhash()
+    message = Message.new_with_blockhash([ix.memo("x" * 1200)], client.authority.pubkey(), blockhash)
+    raw = bytes(VersionedTransaction(message, [client.authority]))
+    assert len(raw) > 1232
+    for skip_preflight in (True, False):
+        with pytest.raises(TransactionTooLarge) as caught:
+            client.send_raw(raw, skip_preflight=skip_preflight)
+        assert caught.value.permanent and caught.value.code == "transaction_too_large"
+    signed = SignedMint(str(VersionedTransaction.from_bytes(raw).signatures[0]), raw, last_valid, (), "")
+    assert isinstance(client.send_many([signed])[signed.signature], TransactionTooLarge)
