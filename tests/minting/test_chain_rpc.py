@@ -37,17 +37,38 @@ class ScriptedRpc:
     def __init__(self) -> None:
         self.routes: dict = {}
         self.calls: list[str] = []
+        self.batch: list[dict | None] = []  # answers to a JSON-RPC batch, by position (None: unanswered)
+        self.whole_batch: object = None  # one answer for the whole batch instead
         scripted = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if isinstance(request, list):
+                    self.answer_batch(request)
+                    return
                 scripted.calls.append(request["method"])
                 route = scripted.routes[request["method"]]
                 status, body = route.pop(0) if isinstance(route, list) else route(request["params"])
                 if not isinstance(body, str):
                     body = json.dumps({"jsonrpc": "2.0", "id": request["id"], **body})
                 self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def answer_batch(self, requests):
+                if scripted.whole_batch is not None:
+                    answer = scripted.whole_batch
+                    body = answer if isinstance(answer, str) else json.dumps(answer)
+                else:
+                    answers = [
+                        {"jsonrpc": "2.0", "id": request["id"], **scripted.batch[i]}
+                        for i, request in enumerate(requests)
+                        if scripted.batch[i] is not None
+                    ]
+                    body = json.dumps(answers)
+                self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body.encode())
@@ -186,3 +207,46 @@ def test_build_mints_validates_the_memo_and_the_merged_amount(client):
 def _transaction(client):
     message = Message.new_with_blockhash([ix.memo("x")], client.authority.pubkey(), Hash.from_string(BLOCKHASH))
     return VersionedTransaction(message, [client.authority])
+
+
+def signed_batch(client, count):
+    blockhash = Hash.from_string(BLOCKHASH)
+    items = []
+    for index in range(count):
+        message = Message.new_with_blockhash([ix.memo(f"b:{index}")], client.authority.pubkey(), blockhash)
+        transaction = VersionedTransaction(message, [client.authority])
+        items.append(SignedMint(str(transaction.signatures[0]), bytes(transaction), 150, (), f"b:{index}"))
+    return items
+
+
+def test_send_many_reads_each_answer_of_a_batch_on_its_own(rpc, client):
+    items = signed_batch(client, 4)
+
+    preflight = {"code": -32002, "message": "Transaction simulation failed", "data": {"err": "AlreadyProcessed"}}
+    expired = {"code": -32002, "message": "Transaction simulation failed", "data": {"err": "BlockhashNotFound"}}
+    rpc.batch = [
+        {"result": items[0].signature},
+        {"error": preflight},
+        {"error": expired},
+        None,  # left unanswered
+    ]
+    outcomes = client.send_many(items)
+    assert outcomes[items[0].signature] is None
+    assert outcomes[items[1].signature] is None  # already processed: it landed before
+    assert outcomes[items[2].signature].code == "blockhash_expired"
+    assert outcomes[items[3].signature].code == "rpc_bad_response"
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "no batches"}}, "rpc_invalid_request"),
+        ({"jsonrpc": "2.0", "id": None, "result": "odd"}, "rpc_bad_response"),
+        ("7", "rpc_bad_response"),
+    ],
+)  # fmt: skip
+def test_a_batch_refused_as_a_whole_gives_every_transaction_that_error(rpc, client, answer, code):
+    items = signed_batch(client, 3)
+    rpc.whole_batch = answer
+    outcomes = client.send_many(items)
+    assert {error.code for error in outcomes.values()} == {code}
