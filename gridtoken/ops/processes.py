@@ -4,7 +4,8 @@ Each child leads a new session (``start_new_session``), so Ctrl-C in a terminal 
 supervising process, which then stops the children in reverse start order: SIGTERM to the group leader
 (uvicorn, Celery and localnet shut down cleanly on it), then SIGTERM to whatever is left of the group
 (e.g. Celery's pool processes), then SIGKILL. A group is gone when ``killpg(pgid, 0)`` finds no process,
-so no grandchild is left holding a port. On Linux each child also gets PR_SET_PDEATHSIG, so even a
+so no grandchild is left holding a port (zombies waiting for init to reap them hold nothing and
+do not count). On Linux each child also gets PR_SET_PDEATHSIG, so even a
 SIGKILLed supervisor does not leave its direct children running.
 """
 
@@ -30,13 +31,25 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 def group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still runs (zombies waiting for init to reap them do not)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # pragma: no cover - a recycled id owned by someone else
         return True
-    return True
+    proc = Path("/proc")
+    if not proc.is_dir():  # pragma: no cover - not Linux: trust killpg
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state not in ("Z", "X"):
+            return True
+    return False
 
 
 @dataclass

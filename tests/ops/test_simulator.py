@@ -1,3 +1,8 @@
+import os
+import re
+import signal
+import threading
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -157,3 +162,64 @@ def test_a_server_that_is_not_there_is_reported_plainly(closed_port_url):
     User.objects.create_user(username="solar-5", password="pw")
     with pytest.raises(CommandError, match="Cannot reach"):
         call_command("simulate_meters", "--url", f"http://{closed_port_url}", "--username", "solar-5", "--password=pw")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replays_with_other_values_are_refused_and_reported(live_server, unlimited):
+    """A second seed posts different kWh for intervals already stored: 409s, shown and counted."""
+    simulate(live_server, "--meters", "1", "--password", "pw-sim-6", "--username", "solar-6")
+    first = stored("SIM-solar-6-")
+    # Meter 002 is new, so the run starts from the backfill again and meter 001 replays with other values.
+    output = simulate(live_server, "--meters", "2", "--username", "solar-6", "--seed", "1")
+    after = stored("SIM-solar-6-")
+    assert {key: kwh for key, kwh in after.items() if key[0] == "SIM-solar-6-001"} == first
+    done = dict(re.findall(r"(accepted|duplicate|rejected) (\d+)", output.splitlines()[-1]))
+    # Where both seeds round to the same watt-hours the replay is idempotent; everywhere else it is a 409.
+    assert int(done["rejected"]) + int(done.get("duplicate", 0)) == len(first) and int(done["rejected"]) > 0
+    assert "refused (409)" in output
+    assert len(after) > len(first)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batch_items_refused_by_the_api_are_reported(live_server, unlimited):
+    simulate(live_server, "--meters", "1", "--batch", "--password", "pw-sim-7", "--username", "fleet-7")
+    output = simulate(live_server, "--meters", "2", "--batch", "--username", "fleet-7", "--seed", "1")
+    assert ("refused (item)" in output and "duplicate_conflict" in output) or "conflict" in output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_refused_as_a_whole_counts_every_reading(live_server, unlimited, settings):
+    settings.INGEST = replace(settings.INGEST, batch_max=1)
+    output = simulate(live_server, "--meters", "2", "--batch", "--password", "pw-sim-8", "--username", "fleet-8")
+    expected = expected_readings(["SIM-fleet-8-001", "SIM-fleet-8-002"])
+    per_tick = Counter(timestamp for _, timestamp in expected)
+    # Ticks where both meters produced are one batch of 2 (refused whole); dawn/dusk ticks may carry 1.
+    assert stored("SIM-fleet-8-") == {key: kwh for key, kwh in expected.items() if per_tick[key[1]] == 1}
+    assert "refused (400)" in output
+    assert f"rejected {sum(n for n in per_tick.values() if n == 2)}" in output.splitlines()[-1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_serial_the_api_refuses_stops_the_simulator(live_server, unlimited):
+    with pytest.raises(CommandError, match="POST /api/meters bad prefix!-001: 400"):
+        simulate(live_server, "--meters", "1", "--prefix", "bad prefix!", "--password", "pw", "--username", "s-9")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_meter_of_another_account_is_not_taken_over(live_server, unlimited):
+    simulate(live_server, "--meters", "1", "--password", "pw-a", "--username", "owner-a", "--prefix", "SHARED")
+    with pytest.raises(CommandError, match="belongs to another account"):
+        simulate(live_server, "--meters", "1", "--password", "pw-b", "--username", "owner-b", "--prefix", "SHARED")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_stops_a_live_run_cleanly(live_server, unlimited):
+    """Caught up with real time, the simulator waits for the next interval; SIGTERM ends it with a summary."""
+    threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    out = StringIO()
+    call_command(
+        "simulate_meters", "--url", live_server.url, "--meters", "1", "--duration", "120",
+        "--password", "pw-sim-10", "--username", "solar-10", stdout=out,
+    )  # fmt: skip
+    assert "Stopping." in out.getvalue() and "Done:" in out.getvalue()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

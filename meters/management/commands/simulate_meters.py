@@ -211,10 +211,16 @@ class Command(BaseCommand):
             raise CommandError("--interval must be >= 0.")
         mode = "batch" if options["batch"] else "legacy" if options["legacy"] else "v1"
         prefix = options["prefix"] or "SIM-" + re.sub(r"[^A-Za-z0-9._-]", "-", options["username"])
-        seed = options["seed"]
         serials = [f"{prefix}-{i:03d}" for i in range(1, options["meters"] + 1)]
-        meters = [make_meter(serial, seed=seed, sign=options["sign"]) for serial in serials]
-        signal.signal(signal.SIGTERM, _stop)
+        meters = [make_meter(serial, seed=options["seed"], sign=options["sign"]) for serial in serials]
+        previous = signal.signal(signal.SIGTERM, _stop)
+        try:
+            self.simulate(meters, mode, options)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def simulate(self, meters: list[SimMeter], mode: str, options) -> None:
+        seed = options["seed"]
         sim = Simulator(url=options["url"], mode=mode, stdout=self.stdout)
         with sim.http:  # closing it ends keep-alive connections (and the server threads holding them)
             try:
