@@ -205,3 +205,19 @@ def test_a_failing_step_stops_what_was_started_and_names_it(tmp_path, monkeypatc
 def test_out_of_range_sizes_are_refused():
     with pytest.raises(CommandError, match=r"--producers must be 1\.\.20"):
         call_command("demo", "--producers", "0")
+
+
+@pytest.mark.django_db
+def test_in_process_an_unreachable_redis_is_a_plain_error(redis_down):
+    with pytest.raises(CommandError, match="Redis is not reachable"):
+        call_command("demo", "--port", str(free_port()), "--rpc-port", str(free_port()))
+
+
+@pytest.mark.django_db
+def test_in_process_a_taken_rpc_port_is_named():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        rpc = taken.getsockname()[1]
+        with pytest.raises(CommandError, match=f"Port {rpc} on 127.0.0.1 is already in use.*--rpc-port"):
+            call_command("demo", "--port", str(free_port()), "--rpc-port", str(rpc))
