@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from dataclasses import dataclass
@@ -97,8 +98,10 @@ def meters_by_reference(*, serials: list[str], ids: list[uuid.UUID]) -> tuple[di
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {MeterRow.COLUMNS} FROM {Meter._meta.db_table} "  # noqa: S608 (constant identifiers)
-            "WHERE serial = ANY(%s::varchar[]) OR id = ANY(%s::uuid[])",
-            [serials, ids],
+            "WHERE serial = ANY(ARRAY(SELECT json_array_elements_text(%s::json))) "
+            "OR id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)::uuid))",
+            # JSON rather than Python lists: psycopg adapts lists element by element in Python.
+            [json.dumps(serials), json.dumps([str(meter_id) for meter_id in ids])],
         )
         for row in cursor.fetchall():
             meter = MeterRow(*row)

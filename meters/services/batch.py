@@ -5,8 +5,8 @@
 3. Per item: access, meter state, body, wallet and signature checks.
 4. In one transaction: take the per-meter locks (one statement, fixed order), load the stored readings in
    each meter's window range (one query), classify each remaining item in order as new, replay or
-   conflict (items of the same batch see each other), then one ``INSERT ... SELECT FROM unnest(...)
-   ON CONFLICT DO NOTHING RETURNING id`` for the new ones.
+   conflict (items of the same batch see each other), then one ``INSERT ... SELECT FROM
+   json_to_recordset(...) ON CONFLICT DO NOTHING RETURNING id`` for the new ones.
 5. Events leave on commit: ``meter_reading_received`` per new row, ``meter_reading_validation_failed``
    per rejected item of a known meter.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import json
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -35,7 +36,6 @@ from meters.services.readings import (
     conflict_within_window,
     lock_meters,
     reading_rejection,
-    row_values,
     shared_fields,
     shared_values,
 )
@@ -43,12 +43,15 @@ from meters.validation import ReadingInput, parse_reading
 from realtime import events
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+_MICROSECOND = timedelta(microseconds=1)
 MISSING_METER = "meter_serial or meter_id is required."
 # SQL text interpolates only the model's own table and column names; every value is a parameter.
+# Row data travels as one JSON text per statement: psycopg adapts Python lists element by element in
+# Python, which for a thousand rows costs more than PostgreSQL's json_to_recordset does.
 WINDOW_READINGS_SQL = (
     "SELECT r.meter_id, r.id, r.kwh_amount, r.reading_timestamp "  # noqa: S608
-    "FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[]) AS q(meter_id, lo, hi) "
-    f"JOIN {TABLE} AS r ON r.meter_id = q.meter_id AND r.reading_timestamp BETWEEN q.lo AND q.hi"
+    "FROM json_to_recordset(%s::json) AS q(meter_id uuid, lo timestamptz, hi timestamptz) "
+    f"JOIN {TABLE} AS r ON r.meter_id = q.meter_id AND r.reading_timestamp >= q.lo AND r.reading_timestamp <= q.hi"
 )
 
 
@@ -133,10 +136,13 @@ def _store(candidates, results, reject, now: datetime) -> None:
     times: dict[uuid.UUID, list[datetime]] = defaultdict(list)
     with connection.cursor() as cursor:
         lock_meters(cursor, meter_ids)
-        cursor.execute(
-            WINDOW_READINGS_SQL,
-            [meter_ids, [ranges[m][0] - window for m in meter_ids], [ranges[m][1] + window for m in meter_ids]],
-        )
+        # Inclusive bounds; with a window the edges themselves are never conflicts, so skip them.
+        edge = window - _MICROSECOND if window else window
+        spans = [
+            {"meter_id": str(m), "lo": (ranges[m][0] - edge).isoformat(), "hi": (ranges[m][1] + edge).isoformat()}
+            for m in meter_ids
+        ]
+        cursor.execute(WINDOW_READINGS_SQL, [json.dumps(spans)])
         for meter_id, reading_id, kwh, moment in cursor.fetchall():
             exact[meter_id][moment] = _Existing(reading_id, kwh, moment)
             times[meter_id].append(moment)
@@ -195,13 +201,23 @@ def _neighbour(moments: list[datetime], moment: datetime, window: timedelta, by_
 @functools.cache
 def _insert_many_sql() -> str:
     names = [name for name, _ in ROW_COLUMNS] + [column for _, column, _ in shared_fields()]
-    arrays = ", ".join(f"%s::{'text' if kind == 'jsonb' else kind}[]" for _, kind in ROW_COLUMNS)
-    selected = [f"r.{name}::jsonb" if kind == "jsonb" else f"r.{name}" for name, kind in ROW_COLUMNS]
-    selected += [f"%s::{kind}" for _, _, kind in shared_fields()]
+    selected = [f"r.{name}" for name, _ in ROW_COLUMNS] + [f"%s::{kind}" for _, _, kind in shared_fields()]
+    record = ", ".join(f"{name} {kind}" for name, kind in ROW_COLUMNS)
     return (
         f"INSERT INTO {TABLE} ({', '.join(names)}) "  # noqa: S608
-        f"SELECT {', '.join(selected)} FROM unnest({arrays}) AS r({', '.join(name for name, _ in ROW_COLUMNS)}) "
+        f"SELECT {', '.join(selected)} FROM json_to_recordset(%s::json) AS r({record}) "
         "ON CONFLICT (meter_id, reading_timestamp) DO NOTHING RETURNING id"
+    )
+
+
+def _row_json(reading: StoredReading, item: ReadingInput) -> str:
+    """One row as JSON text; telemetry is spliced in as already-rendered JSON so its numbers stay exact."""
+    signature = "null" if item.meter_signature is None else json.dumps(item.meter_signature)
+    return (
+        f'{{"id":"{reading.id}","user_id":"{reading.user_id}","meter_id":"{reading.meter.id}",'
+        f'"wallet_address":{json.dumps(reading.wallet_address)},"kwh_amount":"{reading.kwh_amount:f}",'
+        f'"reading_timestamp":"{reading.reading_timestamp.isoformat()}","meter_signature":{signature},'
+        f'"telemetry":{item.telemetry_json}}}'
     )
 
 
@@ -209,6 +225,6 @@ def _insert(cursor, new: list, now: datetime) -> set[uuid.UUID]:
     """One INSERT for all new rows; the ids that were actually inserted."""
     if not new:
         return set()
-    columns = list(zip(*(row_values(reading, item) for _, item, reading in new), strict=True))
-    cursor.execute(_insert_many_sql(), [*shared_values(now), *[list(column) for column in columns]])
+    rows = "[" + ",".join(_row_json(reading, item) for _, item, reading in new) + "]"
+    cursor.execute(_insert_many_sql(), [*shared_values(now), rows])
     return {row[0] for row in cursor.fetchall()}
