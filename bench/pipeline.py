@@ -55,6 +55,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--burst", type=int, default=20000, help="readings in the burst (0 skips phase 2)")
     parser.add_argument("--meters", type=int, default=2000)
     parser.add_argument("--owners", type=int, default=100, help="fleet owners (event groups)")
+    parser.add_argument(
+        "--warm", action="store_true", help="first mint one reading per meter, untimed, so every token account exists"
+    )
     parser.add_argument("--batch-size", type=int, default=500, help="TOKENIZATION_BATCH_SIZE")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes (prefork)")
     parser.add_argument("--debounce-ms", type=int, default=200, help="TOKENIZATION_TRIGGER_DEBOUNCE_MS")
@@ -245,11 +248,11 @@ def report_latency() -> None:
     say(f"  {batches} transactions, {float(per_tx or 0):.1f} readings per transaction")
 
 
-def burst(fleet: Fleet, size: int, concurrency: int) -> None:
+def burst(fleet: Fleet, size: int, concurrency: int, *, label: str = "burst") -> None:
     from minting import services
     from minting.triggers import mint_soon
 
-    say(f"\n== burst: {size} readings submitted with auto-mint off, then switched on")
+    say(f"\n== {label}: {size} readings submitted with auto-mint off, then switched on")
     before = counts().get("minted", 0)
     services.auto_mint_set(enabled=False, actor="bench")
     started = time.monotonic()
@@ -325,6 +328,8 @@ def main() -> None:
         worker = start_worker(args, env, workdir)
         if args.duration:
             offered_load(fleet, args.rate, args.duration)
+        if args.warm:
+            burst(fleet, args.meters, args.concurrency, label="warm-up (creates every token account)")
         if args.burst:
             burst(fleet, args.burst, args.concurrency)
         verify_exactly_once()
