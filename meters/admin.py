@@ -15,6 +15,7 @@ from gridtoken.exceptions import ApplicationError
 from meters.models import ApiKey, Meter, MeterReading, User
 from meters.services.api_keys import api_key_create, api_key_revoke
 from meters.services.meters import meter_set_status
+from minting.admin import mint_now, retry_failed
 
 
 def _show_plaintext(request, key: ApiKey, plaintext: str) -> None:
@@ -89,6 +90,7 @@ class MeterReadingAdmin(admin.ModelAdmin):
     show_full_result_count = False  # no COUNT(*) over millions of rows per page view
     # Readings are what meters reported: operators look, the minting pipeline changes status.
     readonly_fields = [field.name for field in MeterReading._meta.fields]
+    actions = (mint_now, retry_failed)
 
     def has_add_permission(self, request) -> bool:
         return False

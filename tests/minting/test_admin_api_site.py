@@ -122,3 +122,14 @@ def test_the_mint_now_action_reports_an_unreachable_chain(settings, tmp_path):
     mint_now(readings_admin(), request, MeterReading.objects.filter(id=readings[0].id))
     assert first_message(request).startswith("Nothing minted")
     assert MeterReading.objects.get(id=readings[0].id).status == "pending"
+
+
+def test_the_readings_admin_offers_both_actions_and_runs_them(staff_client):
+    failed = make_readings([make_meter()], 2, status="failed", attempts=3)
+    page = staff_client.get("/admin/meters/meterreading/").content.decode()
+    assert 'value="mint_now"' in page and 'value="retry_failed"' in page
+    response = staff_client.post(
+        "/admin/meters/meterreading/", {"action": "retry_failed", "_selected_action": [str(r.id) for r in failed]}
+    )
+    assert response.status_code == 302
+    assert set(MeterReading.objects.values_list("status", "attempts")) == {("pending", 0)}

@@ -257,3 +257,7 @@ def test_the_first_cycle_that_reaches_the_chain_again_lifts_the_outage_pause(cha
     assert services.readings_mint_due().minted == 2
     assert services.control_get().chain_failures == 0
     assert_minted_exactly_once(chain.client(), readings)
+
+
+def test_the_pipeline_client_packs_without_lookup_tables_so_no_two_processes_share_one(chain):
+    assert services.chain_client().lookup_tables is None
