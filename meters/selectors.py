@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -59,6 +60,44 @@ class MeterRow:
     @property
     def is_active(self) -> bool:
         return self.status == Meter.Status.ACTIVE
+
+
+METER_CACHE_SECS = 5.0
+_meter_cache: dict[tuple[str, object], tuple[float, MeterRow]] = {}
+METER_BY = {
+    column: f"SELECT {MeterRow.COLUMNS} FROM {Meter._meta.db_table} WHERE {column} = %s"  # noqa: S608 (constants)
+    for column in ("serial", "id")
+}
+
+
+def meter_get(column: str, reference: object, *, fresh: bool = False) -> tuple[MeterRow, bool]:
+    """The meter whose ``column`` ("serial" or "id") is ``reference``, and whether it came from the cache.
+
+    Single-reading posts name the same meters over and over, so a found meter is remembered in-process
+    for METER_CACHE_SECS. The write re-checks the meter in the database (``meters_reading_insert``
+    answers "stale"), and a refusal is only ever based on a fresh row, so the cache can delay nothing
+    but a cheap re-read. Raises NotFound.
+    """
+    key = (column, reference)
+    if not fresh:
+        cached = _meter_cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1], True
+    with connection.cursor() as cursor:
+        cursor.execute(METER_BY[column], [reference])
+        row = cursor.fetchone()
+    if row is None:
+        _meter_cache.pop(key, None)
+        raise meter_not_found(reference)
+    meter = MeterRow(*row)
+    if len(_meter_cache) >= 10_000:
+        _meter_cache.clear()
+    _meter_cache[key] = (time.monotonic() + METER_CACHE_SECS, meter)
+    return meter, False
+
+
+def meter_cache_clear() -> None:
+    _meter_cache.clear()
 
 
 def meter_reference(*, caller: Caller, serial: str | None, meter_id: uuid.UUID | None) -> tuple[str, object]:

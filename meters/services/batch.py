@@ -6,7 +6,7 @@
 4. In one transaction: take the per-meter locks (one statement, fixed order), load the stored readings in
    each meter's window range (one query), classify each remaining item in order as new, replay or
    conflict (items of the same batch see each other), then one ``INSERT ... SELECT FROM
-   json_to_recordset(...) ON CONFLICT DO NOTHING RETURNING id`` for the new ones.
+   json_populate_recordset(...) ON CONFLICT DO NOTHING RETURNING id`` for the new ones.
 5. Events leave on commit: ``meter_reading_received`` per new row, ``meter_reading_validation_failed``
    per rejected item of a known meter.
 
@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import bisect
-import functools
 import json
 import uuid
 from collections import defaultdict
@@ -28,7 +27,6 @@ from django.db import connection, transaction
 from gridtoken.exceptions import ApplicationError, Conflict, ValidationFailed
 from meters.selectors import Caller, MeterRow, meter_access_error, meter_not_found, meters_by_reference
 from meters.services.readings import (
-    ROW_COLUMNS,
     TABLE,
     StoredReading,
     announce_rejections,
@@ -36,8 +34,8 @@ from meters.services.readings import (
     conflict_within_window,
     lock_meters,
     reading_rejection,
-    shared_fields,
-    shared_values,
+    row_document,
+    shared_document,
 )
 from meters.validation import ReadingInput, parse_reading
 from realtime import events
@@ -163,15 +161,7 @@ def _store(candidates, results, reject, now: datetime) -> None:
             if neighbour is not None:
                 reject(index, conflict_within_window(neighbour), meter, item)
                 continue
-            reading = StoredReading(
-                id=uuid.uuid4(),
-                user_id=meter.owner_id,
-                meter=meter,
-                wallet_address=meter.wallet_address,
-                kwh_amount=item.kwh,
-                reading_timestamp=moment,
-                submitted_at=now,
-            )
+            reading = StoredReading.new(meter, item, now)
             exact[meter.id][moment] = _Existing(reading.id, item.kwh, moment)
             bisect.insort(times[meter.id], moment)
             new.append((index, item, reading))
@@ -198,33 +188,17 @@ def _neighbour(moments: list[datetime], moment: datetime, window: timedelta, by_
     return None
 
 
-@functools.cache
-def _insert_many_sql() -> str:
-    names = [name for name, _ in ROW_COLUMNS] + [column for _, column, _ in shared_fields()]
-    selected = [f"r.{name}" for name, _ in ROW_COLUMNS] + [f"%s::{kind}" for _, _, kind in shared_fields()]
-    record = ", ".join(f"{name} {kind}" for name, kind in ROW_COLUMNS)
-    return (
-        f"INSERT INTO {TABLE} ({', '.join(names)}) "  # noqa: S608
-        f"SELECT {', '.join(selected)} FROM json_to_recordset(%s::json) AS r({record}) "
-        "ON CONFLICT (meter_id, reading_timestamp) DO NOTHING RETURNING id"
-    )
-
-
-def _row_json(reading: StoredReading, item: ReadingInput) -> str:
-    """One row as JSON text; telemetry is spliced in as already-rendered JSON so its numbers stay exact."""
-    signature = "null" if item.meter_signature is None else json.dumps(item.meter_signature)
-    return (
-        f'{{"id":"{reading.id}","user_id":"{reading.user_id}","meter_id":"{reading.meter.id}",'
-        f'"wallet_address":{json.dumps(reading.wallet_address)},"kwh_amount":"{reading.kwh_amount:f}",'
-        f'"reading_timestamp":"{reading.reading_timestamp.isoformat()}","meter_signature":{signature},'
-        f'"telemetry":{item.telemetry_json}}}'
-    )
+INSERT_MANY_SQL = (
+    f"INSERT INTO {TABLE} SELECT * FROM json_populate_recordset(NULL::{TABLE}, %s::json) "  # noqa: S608
+    "ON CONFLICT (meter_id, reading_timestamp) DO NOTHING RETURNING id"
+)
 
 
 def _insert(cursor, new: list, now: datetime) -> set[uuid.UUID]:
     """One INSERT for all new rows; the ids that were actually inserted."""
     if not new:
         return set()
-    rows = "[" + ",".join(_row_json(reading, item) for _, item, reading in new) + "]"
-    cursor.execute(_insert_many_sql(), [*shared_values(now), rows])
+    shared = shared_document(now)
+    rows = "[" + ",".join(row_document(reading, item, shared) for _, item, reading in new) + "]"
+    cursor.execute(INSERT_MANY_SQL, [rows])
     return {row[0] for row in cursor.fetchall()}

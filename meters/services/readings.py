@@ -1,14 +1,17 @@
 """Storing readings: the checks that need the meter, the per-meter lock, idempotent replays and 409s.
 
-Race safety. Every write of a meter's readings first takes a transaction-scoped advisory lock on that meter
-(``pg_advisory_xact_lock(LOCK_NAMESPACE, hashtext(meter_id))``) in its own statement, so the window check
-that follows runs on a snapshot taken after the previous holder committed. Twenty simultaneous identical
-posts therefore create one row (the others see it and answer as a replay), and two posts at different
-timestamps inside the duplicate window cannot both land. The unique (meter, reading_timestamp) constraint
-stays as the last line of defence (``ON CONFLICT DO NOTHING``).
+Race safety. Every write of a meter's readings first takes a transaction-scoped advisory lock on that
+meter (``pg_advisory_xact_lock(LOCK_NAMESPACE, hashtext(meter_id))``), and only then, in a later statement
+and so on a snapshot taken after the previous holder committed, looks for readings inside the duplicate
+window. Twenty simultaneous identical posts therefore create one row (the others see it and answer as a
+replay), and two posts at different timestamps inside the window cannot both land. The unique
+(meter, reading_timestamp) constraint stays as the last line of defence (``ON CONFLICT DO NOTHING``).
 
-The hot path is raw SQL on purpose: lock and load the meter in one statement, insert-unless-a-neighbour
-exists in a second. Only a replay or a conflict costs a third query.
+The single post is one round trip: the meter comes from a short in-process cache (``meter_get``) and
+the write is the server-side function ``meters_reading_insert`` (migration 0002), which takes the lock,
+re-checks the meter, and inserts unless a neighbour exists. Only a replay or a conflict costs another
+query. Rows travel as JSON documents naming every column (``json_populate_record``), built from the model,
+so a column added later is filled with its default without touching this module.
 """
 
 from __future__ import annotations
@@ -21,31 +24,26 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 
 from gridtoken.exceptions import ApplicationError, Conflict, Forbidden, ValidationFailed
 from meters import signatures
-from meters.models import Meter, MeterReading
-from meters.selectors import Caller, MeterRow, meter_access_error, meter_not_found, meter_reference
+from meters.models import MeterReading
+from meters.selectors import Caller, MeterRow, meter_access_error, meter_get, meter_reference
 from meters.validation import ReadingInput, is_wallet_address
 from realtime import events
 
 LOCK_NAMESPACE = 0x4754  # "GT": the advisory-lock class of per-meter reading writes
 TABLE = MeterReading._meta.db_table
-METER_TABLE = Meter._meta.db_table
-ROW_COLUMNS = (
-    ("id", "uuid"),
-    ("user_id", "uuid"),
-    ("meter_id", "uuid"),
-    ("wallet_address", "text"),
-    ("kwh_amount", "numeric"),
-    ("reading_timestamp", "timestamptz"),
-    ("meter_signature", "text"),
-    ("telemetry", "jsonb"),
-)
-_ROW_NAMES = {name for name, _ in ROW_COLUMNS}
+ROW_COLUMNS = ("id", "user_id", "meter_id", "wallet_address", "kwh_amount", "reading_timestamp", "meter_signature")
 STORED_COLUMNS = (
     "id, user_id, wallet_address, kwh_amount, reading_timestamp, submitted_at, minted, mint_tx_signature, status"
+)
+INSERTED, TAKEN, STALE = "inserted", "taken", "stale"
+INSERT_ONE_SQL = "SELECT meters_reading_insert(%s::json, %s, %s, %s, %s, %s, %s)"
+NEIGHBOURS_SQL = (
+    f"SELECT {STORED_COLUMNS} FROM {TABLE} WHERE meter_id = %s "  # noqa: S608 (constant identifiers)
+    "AND reading_timestamp >= %s AND reading_timestamp <= %s"
 )
 
 
@@ -72,6 +70,11 @@ class StoredReading:
     def from_row(cls, meter: MeterRow, row) -> StoredReading:
         return cls(row[0], row[1], meter, *row[2:])
 
+    @classmethod
+    def new(cls, meter: MeterRow, item: ReadingInput, now: datetime) -> StoredReading:
+        """The row ingestion stores: attributed to the meter's owner and wallet, whatever the body said."""
+        return cls(uuid.uuid4(), meter.owner_id, meter, meter.wallet_address, item.kwh, item.reading_timestamp, now)
+
 
 @dataclass(slots=True)
 class SubmitResult:
@@ -80,52 +83,41 @@ class SubmitResult:
 
 
 @functools.cache
-def shared_fields() -> tuple[tuple[object, str, str], ...]:
-    """(field, column, SQL type) of every column whose value is the same for all rows of one request.
-
-    Taken from the model, so a column added later is filled with its default without touching this module.
-    """
-    return tuple(
-        (field, field.column, field.db_type(connection))
-        for field in MeterReading._meta.concrete_fields
-        if field.column not in _ROW_NAMES
-    )
+def _shared_fields() -> tuple:
+    excluded = {*ROW_COLUMNS, "telemetry"}
+    return tuple(field for field in MeterReading._meta.concrete_fields if field.column not in excluded)
 
 
-def shared_values(now: datetime) -> list:
-    values = []
-    for field, column, _ in shared_fields():
-        if column in ("submitted_at", "next_attempt_at"):
-            value = now
-        elif column == "status":
-            value = MeterReading.Status.PENDING
+def _plain(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, Decimal)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def shared_document(now: datetime) -> str:
+    """The JSON members (no braces) of every column that is the same for all rows of one request."""
+    values = {}
+    for field in _shared_fields():
+        if field.column in ("submitted_at", "next_attempt_at"):
+            values[field.column] = now
+        elif field.column == "status":
+            values[field.column] = MeterReading.Status.PENDING
         else:
-            value = field.get_default()
-        values.append(field.get_db_prep_save(value, connection))
-    return values
+            values[field.column] = field.get_default()
+    return json.dumps(values, default=_plain)[1:-1]
 
 
-# SQL text below interpolates only the model's own table and column names; every value is a parameter.
-@functools.cache
-def _insert_one_sql() -> str:
-    columns = [name for name, _ in ROW_COLUMNS] + [column for _, column, _ in shared_fields()]
-    placeholders = [f"%s::{kind}" for _, kind in ROW_COLUMNS] + [f"%s::{kind}" for _, _, kind in shared_fields()]
+def row_document(reading: StoredReading, item: ReadingInput, shared: str) -> str:
+    """One row, every column, as JSON text; telemetry is spliced in already rendered so numbers stay exact."""
+    signature = "null" if item.meter_signature is None else json.dumps(item.meter_signature)
     return (
-        f"INSERT INTO {TABLE} ({', '.join(columns)}) SELECT {', '.join(placeholders)} WHERE NOT EXISTS ("  # noqa: S608
-        f"SELECT 1 FROM {TABLE} WHERE meter_id = %s AND reading_timestamp > %s AND reading_timestamp < %s) "
-        "ON CONFLICT (meter_id, reading_timestamp) DO NOTHING RETURNING id"
+        f'{{"id":"{reading.id}","user_id":"{reading.user_id}","meter_id":"{reading.meter.id}",'
+        f'"wallet_address":{json.dumps(reading.wallet_address)},"kwh_amount":"{reading.kwh_amount:f}",'
+        f'"reading_timestamp":"{reading.reading_timestamp.isoformat()}","meter_signature":{signature},'
+        f'{shared},"telemetry":{item.telemetry_json}}}'
     )
-
-
-LOCK_AND_LOAD_METER_SQL = {
-    column: f"SELECT {MeterRow.COLUMNS}, pg_advisory_xact_lock(%s, hashtext(id::text)) "  # noqa: S608
-    f"FROM {METER_TABLE} WHERE {column} = %s"
-    for column in ("serial", "id")
-}
-NEIGHBOURS_SQL = (
-    f"SELECT {STORED_COLUMNS} FROM {TABLE} WHERE meter_id = %s "  # noqa: S608
-    "AND reading_timestamp >= %s AND reading_timestamp <= %s"
-)
 
 
 def reading_rejection(*, meter: MeterRow, item: ReadingInput) -> ApplicationError | None:
@@ -205,79 +197,71 @@ def lock_meters(cursor, meter_ids: list[uuid.UUID]) -> None:
 def reading_submit(*, caller: Caller, item: ReadingInput, now: datetime) -> SubmitResult:
     """Store one reading, or recognise it as a replay of a stored one.
 
-    1. Lock and load the named meter (404 unknown, 403 another account's or another device's meter).
-    2. Check the meter's state and the body (a rejection of a known meter is announced as an event).
-    3. Insert unless any reading of the meter lies within the duplicate window.
+    1. Find the named meter (404 unknown; 403 another account's, or another meter than a device key's).
+    2. Check the meter's state and the body. A refusal is only ever decided on a freshly read meter, and a
+       rejected reading of a known meter is announced as a validation_failed event.
+    3. ``meters_reading_insert``: lock, re-check the meter, insert unless a neighbour lies in the window.
     4. When nothing was inserted: the same timestamp and kWh is a replay (200, ``duplicate``); anything
        else is a 409.
     """
     column, reference = meter_reference(caller=caller, serial=item.meter_serial, meter_id=item.meter_id)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(LOCK_AND_LOAD_METER_SQL[column], [LOCK_NAMESPACE, reference])
-        row = cursor.fetchone()
-        if row is None:
-            raise meter_not_found(reference)
-        meter = MeterRow(*row[:-1])
-        denied = meter_access_error(caller=caller, meter=meter, meter_id=item.meter_id if column == "serial" else None)
-        if denied is not None:
+    meter_id_to_match = item.meter_id if column == "serial" else None
+    fresh = False
+    for _ in range(3):
+        meter, cached = meter_get(column, reference, fresh=fresh)
+        denied = meter_access_error(caller=caller, meter=meter, meter_id=meter_id_to_match)
+        rejection = None if denied else reading_rejection(meter=meter, item=item)
+        if (denied or rejection) and cached:
+            fresh = True
+            continue
+        if denied:
             raise denied
-        rejection = reading_rejection(meter=meter, item=item)
-        if rejection is None:
-            reading = _insert_unless_neighbour(cursor, meter, item, now)
-            if reading is not None:
-                events.emit([events.reading_received(reading)])
-                return SubmitResult(reading, duplicate=False)
-            existing, rejection = _classify(cursor, meter, item)
-            if existing is not None:
-                return SubmitResult(existing, duplicate=True)
+        if rejection:
+            break
+        reading = StoredReading.new(meter, item, now)
+        outcome = _insert_one(reading, item, now)
+        if outcome == STALE:  # the meter changed since it was read: read it again
+            fresh = True
+            continue
+        if outcome == INSERTED:
+            events.emit([events.reading_received(reading)])
+            return SubmitResult(reading, duplicate=False)
+        existing, rejection = _classify(meter, item)
+        if existing is not None:
+            return SubmitResult(existing, duplicate=True)
+        break
+    else:
+        rejection = Conflict("meter_changed", "The meter changed repeatedly while the reading was stored; retry.")
     announce_rejections([(meter, item, rejection)])
     raise rejection
 
 
-def _insert_unless_neighbour(cursor, meter: MeterRow, item: ReadingInput, now: datetime) -> StoredReading | None:
-    reading = StoredReading(
-        id=uuid.uuid4(),
-        user_id=meter.owner_id,
-        meter=meter,
-        wallet_address=meter.wallet_address,
-        kwh_amount=item.kwh,
-        reading_timestamp=item.reading_timestamp,
-        submitted_at=now,
-    )
+def _insert_one(reading: StoredReading, item: ReadingInput, now: datetime) -> str:
+    meter = reading.meter
     window = timedelta(seconds=settings.TOKENIZATION.duplicate_window_secs)
-    cursor.execute(
-        _insert_one_sql(),
-        [
-            *row_values(reading, item),
-            *shared_values(now),
-            meter.id,
-            item.reading_timestamp - window,
-            item.reading_timestamp + window,
-        ],
-    )
-    return reading if cursor.fetchone() is not None else None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            INSERT_ONE_SQL,
+            [
+                row_document(reading, item, shared_document(now)),
+                LOCK_NAMESPACE,
+                meter.id,
+                meter.owner_id,
+                meter.wallet_address,
+                meter.public_key,
+                window,
+            ],
+        )
+        return cursor.fetchone()[0]
 
 
-def row_values(reading: StoredReading, item: ReadingInput) -> tuple:
-    """The per-row column values, in ROW_COLUMNS order."""
-    return (
-        reading.id,
-        reading.user_id,
-        reading.meter.id,
-        reading.wallet_address,
-        reading.kwh_amount,
-        reading.reading_timestamp,
-        item.meter_signature,
-        item.telemetry_json,
-    )
-
-
-def _classify(cursor, meter: MeterRow, item: ReadingInput) -> tuple[StoredReading | None, ApplicationError | None]:
+def _classify(meter: MeterRow, item: ReadingInput) -> tuple[StoredReading | None, ApplicationError | None]:
     """After an insert found a neighbour: the replayed reading, or the 409 to answer."""
     window = timedelta(seconds=settings.TOKENIZATION.duplicate_window_secs)
     moment = item.reading_timestamp
-    cursor.execute(NEIGHBOURS_SQL, [meter.id, moment - window, moment + window])
-    stored = [StoredReading.from_row(meter, row) for row in cursor.fetchall()]
+    with connection.cursor() as cursor:
+        cursor.execute(NEIGHBOURS_SQL, [meter.id, moment - window, moment + window])
+        stored = [StoredReading.from_row(meter, row) for row in cursor.fetchall()]
     for reading in stored:
         if reading.reading_timestamp == moment:
             if reading.kwh_amount == item.kwh:

@@ -10,16 +10,19 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from rest_framework.test import APIClient
 
+from meters.selectors import meter_cache_clear
 from meters.services import api_keys
 from realtime import events
 from tests.factories import MeterFactory, UserFactory, api_key_for
 
 
 @pytest.fixture(autouse=True)
-def fresh_api_key_cache():
+def fresh_caches():
     api_keys.forget()
+    meter_cache_clear()
     yield
     api_keys.forget()
+    meter_cache_clear()
 
 
 @pytest.fixture

@@ -266,3 +266,40 @@ def test_a_submission_for_someone_elses_meter_is_not_announced_to_them(post, dev
     post(SUBMIT, body(foreign, recent), key=device_key)
 
     assert listener.receive() == []
+
+
+def test_a_meter_suspended_after_it_was_cached_is_refused_at_once(post, meter, device_key, recent):
+    assert post(SUBMIT, body(meter, recent), key=device_key).status_code == 201  # the meter is now cached
+    Meter.objects.filter(pk=meter.pk).update(status=Meter.Status.SUSPENDED)  # as an operator elsewhere would
+
+    response = post(SUBMIT, body(meter, recent + timedelta(minutes=15)), key=device_key)
+
+    assert response.status_code == 403 and response.json()["error"]["code"] == "meter_suspended"
+    assert MeterReading.objects.count() == 1
+
+
+def test_a_meter_reactivated_after_it_was_cached_is_accepted_at_once(post, meter, device_key, recent):
+    Meter.objects.filter(pk=meter.pk).update(status=Meter.Status.SUSPENDED)
+    assert post(SUBMIT, body(meter, recent), key=device_key).status_code == 403  # cached as suspended
+    Meter.objects.filter(pk=meter.pk).update(status=Meter.Status.ACTIVE)
+
+    assert post(SUBMIT, body(meter, recent), key=device_key).status_code == 201
+
+
+def test_a_wallet_changed_after_the_meter_was_cached_gets_the_reading(post, meter, device_key, recent):
+    post(SUBMIT, body(meter, recent), key=device_key)
+    wallet = new_wallet()
+    Meter.objects.filter(pk=meter.pk).update(wallet_address=wallet)
+
+    post(SUBMIT, body(meter, recent + timedelta(minutes=15)), key=device_key)
+
+    assert MeterReading.objects.order_by("reading_timestamp").last().wallet_address == wallet
+
+
+def test_the_stored_row_has_the_model_defaults(post, meter, device_key, recent):
+    response = post(SUBMIT, body(meter, recent), key=device_key)
+
+    reading = MeterReading.objects.get()
+    assert (reading.attempts, reading.last_error, reading.token_amount, reading.batch_id) == (0, "", None, None)
+    assert reading.next_attempt_at == reading.submitted_at
+    assert response.json()["submitted_at"] == reading.submitted_at.isoformat(timespec="microseconds")[:26] + "Z"
