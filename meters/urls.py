@@ -3,8 +3,7 @@
 from django.urls import path
 
 from meters.apis.auth import TokenCreateApi
-from meters.apis.base import method_router
-from meters.apis.meters import MeterCreateApi, MeterListApi, SimulatorMeterRegisterApi
+from meters.apis.meters import MetersApi, SimulatorMeterRegisterApi
 from meters.apis.readings import (
     MeterReadingCreateApi,
     ReadingBatchCreateApi,
@@ -15,7 +14,7 @@ from meters.apis.readings import (
 
 urlpatterns = [
     path("api/auth/token", TokenCreateApi.as_view(), name="auth-token"),
-    path("api/meters", method_router(GET=MeterListApi.as_view(), POST=MeterCreateApi.as_view()), name="meters"),
+    path("api/meters", MetersApi.as_view(), name="meters"),  # GET: MeterListApi, POST: MeterCreateApi
     path("api/meters/submit-reading", ReadingSubmitApi.as_view(), name="reading-submit"),
     path("api/meters/my-readings", ReadingListApi.as_view(), name="reading-list"),
     path("api/meters/stats", ReadingStatsApi.as_view(), name="reading-stats"),

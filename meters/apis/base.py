@@ -1,13 +1,10 @@
-"""What every meters API shares: exact JSON parsing, credential checks, method routing, reading output."""
+"""What every meters API shares: exact JSON parsing, credential checks, reading output."""
 
 from __future__ import annotations
 
-from django.http import JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 from rest_framework.permissions import BasePermission
 from rest_framework.views import APIView
 
-from gridtoken.exceptions import error_body
 from meters.parsers import DecimalJSONParser
 from meters.ratelimit import WriteRateLimit
 from meters.services.api_keys import ApiKeyPrincipal
@@ -43,24 +40,6 @@ class IsFleetKey(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return isinstance(request.auth, ApiKeyPrincipal) and request.auth.scope == "fleet"
-
-
-def method_router(**views):
-    """One path, one APIView per method (``GET=MeterListApi.as_view(), POST=...``); others get a JSON 405."""
-    allowed = ", ".join(sorted(views))
-
-    @csrf_exempt  # each DRF view enforces CSRF itself for session-authenticated requests
-    def route(request, *args, **kwargs):
-        method = "GET" if request.method == "HEAD" else request.method
-        view = views.get(method)
-        if view is None and method == "OPTIONS":
-            view = next(iter(views.values()))
-        if view is None:
-            body = error_body({"code": "method_not_allowed", "message": f'Method "{request.method}" not allowed.'})
-            return JsonResponse(body, status=405, headers={"Allow": allowed})
-        return view(request, *args, **kwargs)
-
-    return route
 
 
 def reading_payload(reading) -> dict:

@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -49,6 +50,12 @@ class MeterListApi(ApiView):
 
     permission_classes = [IsAuthenticated]
 
+    @extend_schema(
+        parameters=[PageInputSerializer],
+        responses=inline_serializer(
+            "MeterPage", {"data": MeterOutputSerializer(many=True), "pagination": serializers.DictField()}
+        ),
+    )
     def get(self, request):
         query = PageInputSerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
@@ -63,6 +70,7 @@ class MeterCreateApi(WriteApiView):
 
     permission_classes = [IsUserCredential]
 
+    @extend_schema_serializer(component_name="MeterCreateInput")
     class InputSerializer(serializers.Serializer):
         serial = serializers.RegexField(SERIAL_PATTERN, error_messages={"invalid": SERIAL_MESSAGE})
         wallet_address = WalletField(required=False, allow_null=True)
@@ -71,6 +79,14 @@ class MeterCreateApi(WriteApiView):
         location = serializers.CharField(max_length=255, required=False, allow_blank=True)
         zone_id = serializers.IntegerField(min_value=-(2**31), max_value=2**31 - 1, required=False, allow_null=True)
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: inline_serializer(
+                "MeterCreated", {"meter": MeterOutputSerializer(), "api_key": serializers.CharField()}
+            )
+        },
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -81,11 +97,26 @@ class MeterCreateApi(WriteApiView):
         )
 
 
+class MetersApi(MeterListApi, MeterCreateApi):
+    """/api/meters: the gateway puts both operations on one path. Each keeps its own class above; this one
+    only routes by method and applies that operation's permissions and rate limit."""
+
+    def _operation(self) -> type[ApiView]:
+        return MeterCreateApi if self.request.method == "POST" else MeterListApi
+
+    def get_permissions(self):
+        return [permission() for permission in self._operation().permission_classes]
+
+    def get_throttles(self):
+        return [throttle() for throttle in self._operation().throttle_classes]
+
+
 class SimulatorMeterRegisterApi(WriteApiView):
     """POST /api/v1/simulator/meters/register: an aggregator (fleet key) registers or re-announces a meter."""
 
     permission_classes = [IsFleetKey]
 
+    @extend_schema_serializer(component_name="SimulatorMeterRegisterInput")
     class InputSerializer(serializers.Serializer):
         meter_id = serializers.RegexField(SERIAL_PATTERN, error_messages={"invalid": SERIAL_MESSAGE})
         wallet_address = WalletField()
@@ -93,6 +124,18 @@ class SimulatorMeterRegisterApi(WriteApiView):
         location = serializers.CharField(max_length=255, required=False, allow_blank=True, allow_null=True)
         zone_id = serializers.IntegerField(min_value=-(2**31), max_value=2**31 - 1, required=False, allow_null=True)
 
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer(
+            "MeterRegistered",
+            {
+                "success": serializers.BooleanField(),
+                "message": serializers.CharField(),
+                "meter_id": serializers.CharField(),
+                "id": serializers.UUIDField(),
+            },
+        ),
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

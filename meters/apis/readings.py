@@ -1,9 +1,11 @@
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from meters.apis.base import ApiView, IsApiKey, WriteApiView, reading_payload
+from meters.apis.docs import READING, batch_schema, stats_schema, submit_schema, v1_schema
 from meters.apis.meters import PageInputSerializer
 from meters.selectors import SORTABLE, Caller, reading_list, reading_stats
 from meters.services.batch import readings_submit_batch
@@ -20,6 +22,7 @@ class ReadingSubmitApi(WriteApiView):
 
     permission_classes = [IsAuthenticated]
 
+    @submit_schema
     def post(self, request):
         now = timezone.now()
         item = parse_reading(
@@ -40,6 +43,7 @@ class MeterReadingCreateApi(WriteApiView):
 
     permission_classes = [IsAuthenticated]
 
+    @v1_schema
     def post(self, request, serial: str):
         now = timezone.now()
         serial = clean_text(serial, "serial", max_length=MAX_SERIAL_LENGTH)
@@ -72,6 +76,7 @@ class ReadingBatchCreateApi(WriteApiView):
 
     permission_classes = [IsApiKey]
 
+    @batch_schema
     def post(self, request):
         body = request.data
         readings = body.get("readings") if isinstance(body, dict) else body
@@ -86,11 +91,18 @@ class ReadingListApi(ApiView):
 
     permission_classes = [IsAuthenticated]
 
+    @extend_schema_serializer(component_name="ReadingListQuery")
     class InputSerializer(PageInputSerializer):
         sort_by = serializers.ChoiceField(choices=SORTABLE, default="submitted_at")
         sort_order = serializers.ChoiceField(choices=("asc", "desc"), default="desc")
         minted = serializers.BooleanField(required=False, allow_null=True, default=None)
 
+    @extend_schema(
+        parameters=[InputSerializer],
+        responses=inline_serializer(
+            "ReadingPage", {"data": READING.__class__(many=True), "pagination": serializers.DictField()}
+        ),
+    )
     def get(self, request):
         query = self.InputSerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
@@ -103,6 +115,7 @@ class ReadingStatsApi(ApiView):
 
     permission_classes = [IsAuthenticated]
 
+    @stats_schema
     def get(self, request):
         stats = reading_stats(caller=Caller.from_request(request))
         return Response(

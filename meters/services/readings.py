@@ -91,9 +91,7 @@ def _shared_fields() -> tuple:
 def _plain(value):
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, (uuid.UUID, Decimal)):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    raise TypeError(f"a default of type {type(value).__name__} needs a JSON form in row documents")
 
 
 def shared_document(now: datetime) -> str:

@@ -1,0 +1,129 @@
+"""OpenAPI descriptions of the meters APIs (drf-spectacular): request/response shapes and the two
+credential schemes. The reading endpoints validate by hand (see meters.validation), so their shapes are
+declared here for the schema only; nothing in this module validates a request."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+
+from meters.validation import TELEMETRY_FIELDS
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "meters.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "A device or fleet key (gtk_...); also accepted as Authorization: Bearer gtk_...",
+        }
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "meters.authentication.BearerTokenAuthentication"
+    name = "userToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "A user token from POST /api/auth/token"}
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(
+        description=description + ' Body: {"error": {"code", "message", "field"?, "details"?}, "request_id"}.'
+    )
+
+
+ERRORS = {
+    400: _error("Invalid body; error.code names the rule."),
+    401: _error("Missing or invalid credentials."),
+    403: _error("Not allowed (another meter or account, suspended meter)."),
+    404: _error("Unknown meter."),
+    409: _error("Conflicting reading (duplicate_reading_conflict, reading_within_duplicate_window)."),
+    429: _error("Rate limited; see Retry-After."),
+}
+
+_telemetry = {name: serializers.JSONField(required=False) for name in TELEMETRY_FIELDS}
+
+READING = inline_serializer(
+    "Reading",
+    {
+        "id": serializers.UUIDField(),
+        "user_id": serializers.UUIDField(),
+        "meter_id": serializers.UUIDField(),
+        "meter_serial": serializers.CharField(),
+        "wallet_address": serializers.CharField(),
+        "kwh_amount": serializers.CharField(help_text="Exact decimal string with nine places, e.g. 1.500000000"),
+        "reading_timestamp": serializers.DateTimeField(),
+        "submitted_at": serializers.DateTimeField(),
+        "minted": serializers.BooleanField(),
+        "mint_tx_signature": serializers.CharField(allow_null=True),
+        "status": serializers.CharField(),
+        "duplicate": serializers.BooleanField(help_text="Only on submissions: true for an idempotent replay"),
+    },
+)
+SUBMIT = inline_serializer(
+    "ReadingSubmit",
+    {
+        "kwh_amount": serializers.CharField(help_text="Number or numeric string, 0 < kWh <= max, <= 9 places"),
+        "reading_timestamp": serializers.DateTimeField(help_text="RFC 3339 with an offset"),
+        "meter_serial": serializers.CharField(required=False),
+        "meter_id": serializers.UUIDField(required=False),
+        "meter_signature": serializers.CharField(required=False),
+        "wallet_address": serializers.CharField(required=False, help_text="Must equal the meter's wallet if sent"),
+        **_telemetry,
+    },
+)
+V1_ITEM_FIELDS = {
+    "kwh": serializers.CharField(help_text="Number or numeric string (alias: kwh_amount)"),
+    "timestamp": serializers.DateTimeField(
+        required=False, help_text="RFC 3339; default now (alias: reading_timestamp)"
+    ),
+    "meter_signature": serializers.CharField(required=False),
+    "wallet_address": serializers.CharField(required=False),
+    **_telemetry,
+}
+V1_READING = inline_serializer("MeterReadingV1", V1_ITEM_FIELDS)
+BATCH = inline_serializer(
+    "ReadingBatch",
+    {
+        "readings": inline_serializer(
+            "ReadingBatchItem",
+            {
+                "meter_serial": serializers.CharField(required=False),
+                "meter_id": serializers.UUIDField(required=False),
+                **V1_ITEM_FIELDS,
+            },
+            many=True,
+        )
+    },
+)
+BATCH_RESULT = inline_serializer(
+    "ReadingBatchResult",
+    {
+        "success_count": serializers.IntegerField(),
+        "failed_count": serializers.IntegerField(),
+        "results": inline_serializer(
+            "ReadingBatchItemResult",
+            {
+                "index": serializers.IntegerField(),
+                "status": serializers.ChoiceField(choices=("accepted", "duplicate", "rejected")),
+                "id": serializers.UUIDField(required=False),
+                "error": serializers.DictField(required=False),
+            },
+            many=True,
+        ),
+    },
+)
+STATS = inline_serializer(
+    "ReadingStats",
+    {name: serializers.CharField() for name in ("unminted_kwh", "minted_kwh", "total_kwh")}
+    | {"total_readings": serializers.IntegerField()},
+)
+
+submit_schema = extend_schema(request=SUBMIT, responses={201: READING, 200: READING, **ERRORS})
+v1_schema = extend_schema(request=V1_READING, responses={201: READING, 200: READING, **ERRORS})
+batch_schema = extend_schema(request=BATCH, responses={200: BATCH_RESULT, **ERRORS})
+stats_schema = extend_schema(responses={200: STATS, 401: ERRORS[401]})
