@@ -1,6 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from gridtoken.exceptions import handler404 as json_not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -10,6 +13,8 @@ urlpatterns = [
     path("", include("meters.urls")),
     path("", include("minting.urls")),
     path("", include("realtime.urls")),
+    # Last: any other /api/ path is a JSON 404 even with DEBUG=true (Django's debug 404 page is HTML).
+    re_path(r"^api/", csrf_exempt(json_not_found)),
 ]
 
 handler400 = "gridtoken.exceptions.handler400"

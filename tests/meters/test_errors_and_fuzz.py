@@ -197,3 +197,12 @@ def test_fuzzed_bodies_never_cause_a_server_error(post, meter, fleet_key, user_t
         if response.status_code >= 400:
             assert_error_shape(response, response.status_code)
     assert all(re.match(SERIAL_PATTERN, serial) for serial in Meter.objects.values_list("serial", flat=True))
+
+
+@pytest.mark.parametrize("method", ["get", "post", "put"])
+def test_unknown_api_paths_are_json_even_in_debug_mode(client, settings, method):
+    settings.DEBUG = True
+
+    response = getattr(client, method)("/api/no/such/path", content_type="application/json")
+
+    assert_error_shape(response, 404, "not_found")
