@@ -84,6 +84,47 @@ def start_server(workers: int, log_level: str, no_events: bool) -> tuple[subproc
     raise SystemExit("gunicorn did not answer within 30 s")
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(server: subprocess.Popen | None) -> dict[str, list[int]]:
+    """The gunicorn workers (children of the master) and this database's other backends."""
+    from django.db import connection
+
+    workers = []
+    if server is not None:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == server.pid:
+                    workers.append(int(stat.parent.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        )
+        backends = [row[0] for row in cursor.fetchall()]
+    return {"gunicorn": workers, "postgres": backends}
+
+
+def cpu_snapshot(server) -> dict[str, dict[int, float]]:
+    return {kind: {pid: process_cpu(pid) for pid in pids} for kind, pids in server_pids(server).items()}
+
+
+def cpu_used(before: dict, after: dict) -> dict[str, float]:
+    return {
+        kind: sum(max(0.0, cpu - before.get(kind, {}).get(pid, 0.0)) for pid, cpu in after[kind].items())
+        for kind in after
+    }
+
+
 def request(host: str, port: int, method: str, path: str, body: bytes | None, headers: dict) -> tuple[int, bytes]:
     connection = http.client.HTTPConnection(host, port, timeout=60)
     try:
@@ -130,6 +171,9 @@ def cleanup(owner_id: str) -> None:
     ApiKey.objects.filter(owner_id=owner_id).delete()
     Meter.objects.filter(owner_id=owner_id).delete()
     User.objects.filter(pk=owner_id).delete()
+    # Deleted rows stay behind as dead tuples; without autovacuum the next run would scan them.
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {MeterReading._meta.db_table}")
 
 
 def client_loop(mode, url, meters, fleet_key, batch_size, start_at, stop_at, base, progress, results) -> None:
@@ -137,6 +181,7 @@ def client_loop(mode, url, meters, fleet_key, batch_size, start_at, stop_at, bas
     port = int(port)
     latencies, statuses, accepted = [], {}, 0
     interval = 0
+    cpu_start = time.process_time()
     while time.time() < start_at:
         time.sleep(0.01)
     while time.time() < stop_at:
@@ -167,7 +212,9 @@ def client_loop(mode, url, meters, fleet_key, batch_size, start_at, stop_at, bas
                 accepted += sum(1 for result in done["results"] if result["status"] == "accepted")
                 progress.value += done["success_count"]
         interval += 1
-    results.put({"latencies": latencies, "statuses": statuses, "accepted": accepted})
+    results.put(
+        {"latencies": latencies, "statuses": statuses, "accepted": accepted, "cpu": time.process_time() - cpu_start}
+    )
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -175,7 +222,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
-def run_mode(mode: str, args, url: str, run: str) -> dict:
+def run_mode(mode: str, args, url: str, run: str, server=None) -> dict:
     from meters.models import MeterReading
 
     per_client = args.batch_size if mode == "batch" else args.meters_per_client
@@ -196,6 +243,7 @@ def run_mode(mode: str, args, url: str, run: str) -> dict:
     for process in processes:
         process.start()
     time.sleep(max(0.0, start_at - time.time()))
+    cpu_before = cpu_snapshot(server)
     last, last_at = 0, start_at
     while time.time() < stop_at:
         time.sleep(2.0)
@@ -203,6 +251,7 @@ def run_mode(mode: str, args, url: str, run: str) -> dict:
         print(f"  [{mode}] t={now - start_at:5.1f}s readings={total:>9,} ({(total - last) / (now - last_at):>9,.0f}/s)")
         last, last_at = total, now
     outcomes = [results.get(timeout=120) for _ in processes]
+    cpu = cpu_used(cpu_before, cpu_snapshot(server))
     for process in processes:
         process.join()
     latencies = [value for outcome in outcomes for value in outcome["latencies"]]
@@ -224,13 +273,29 @@ def run_mode(mode: str, args, url: str, run: str) -> dict:
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "max_ms": max(latencies, default=float("nan")) * 1000,
         "rows_match": stored == accepted,
+        "cpu_ms_per_request": {
+            "gunicorn": cpu["gunicorn"] * 1000 / max(1, len(latencies)),
+            "postgres": cpu["postgres"] * 1000 / max(1, len(latencies)),
+            "clients": sum(outcome["cpu"] for outcome in outcomes) * 1000 / max(1, len(latencies)),
+        },
     }
+    per_request = summary["cpu_ms_per_request"]
+    total_ms = sum(per_request.values())
+    per_reading = accepted / max(1, len(latencies))
+    projected = os.cpu_count() * 1000 / total_ms * per_reading if total_ms else 0.0
+    summary["projected_readings_per_s_on_idle_cores"] = projected
     print(
         f"== {mode}: {summary['readings']:,} readings in {args.duration}s = "
         f"{summary['readings_per_s']:,.0f} readings/s "
         f"({summary['requests_per_s']:,.0f} requests/s); latency p50 {summary['p50_ms']:.1f} ms, "
         f"p90 {summary['p90_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms, max {summary['max_ms']:.1f} ms; "
         f"statuses {statuses}; rows in DB match accepted: {summary['rows_match']} ({stored:,})"
+    )
+    print(
+        f"   CPU per request: gunicorn {per_request['gunicorn']:.2f} ms, postgres backends "
+        f"{per_request['postgres']:.2f} ms, bench clients {per_request['clients']:.2f} ms -> "
+        f"{summary['projected_readings_per_s_on_idle_cores']:,.0f} readings/s if all {os.cpu_count()} cores "
+        "were ours (PostgreSQL background writers and Redis not counted)"
     )
     if not args.keep:
         cleanup(fixtures["owner_id"])
@@ -265,7 +330,7 @@ def main() -> None:
     )
     try:
         modes = ("single", "batch") if args.mode == "both" else (args.mode,)
-        summaries = [run_mode(mode, args, url, run) for mode in modes]
+        summaries = [run_mode(mode, args, url, run, server) for mode in modes]
         print(json.dumps(summaries, default=str))
     finally:
         if server is not None:
