@@ -25,6 +25,7 @@ TOKEN_SUBPROTOCOL = "token"
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_FORBIDDEN_ORIGIN = 4003
 CLOSE_RATE_LIMITED = 4008
+CLOSE_TRY_AGAIN = 1013  # the server could not subscribe the connection (Redis unreachable): reconnect later
 
 
 def header(scope, name: bytes) -> str | None:

@@ -1,30 +1,33 @@
 """The events WebSocket: pushes each user's events to that user, and every event to operators.
 
 Client messages only shape this connection (ping, subscribe); they never touch the database. Events arrive
-from the channel layer as ``{"type": "events.deliver", "events": [...]}`` (see ``realtime.events``) and
-leave as one JSON text frame per event that passes the connection's filter.
+from the channel layer as ``{"type": "events.deliver", "events": [...]}`` (see ``realtime.events``), through
+this process's ``realtime.hub`` (one subscription per group, not per connection), and leave as one JSON
+text frame per event that passes the connection's filter, written by the connection's own writer task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from decimal import Decimal
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 
 from realtime import events
-from realtime.auth import CLOSE_RATE_LIMITED, CLOSE_UNAUTHENTICATED, offered_token_subprotocol
+from realtime.auth import CLOSE_RATE_LIMITED, CLOSE_TRY_AGAIN, CLOSE_UNAUTHENTICATED, offered_token_subprotocol
 from realtime.filters import EventFilter, FilterError, parse_filter
+from realtime.hub import encode, hub_for
 from realtime.throttle import TokenBucket
+
+logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_CHARS = 16_384
-
-
-def encode(message: dict) -> str:
-    return json.dumps(message, separators=(",", ":"))
 
 
 def reject_constant(name: str):
@@ -36,6 +39,10 @@ def decode(text: str):
 
 
 class EventsConsumer(AsyncWebsocketConsumer):
+    # Events come from this process's hub, not from a layer channel per connection: with no layer alias,
+    # Channels neither creates one nor keeps a receive pending on Redis for every connection, so a Redis
+    # outage does not drop the sockets (the hub retries and re-joins).
+    channel_layer_alias = None
     # Knobs are class attributes so ``as_asgi(...)`` can set them per route or per test.
     messages_per_second = 10.0
     message_burst = 10.0
@@ -43,8 +50,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
     # so a client slightly over the limit only sees error frames, while a flood is closed within moments.
     flood_strikes = 20.0
     strikes_forgiven_per_second = 1.0
-    # channels-redis forgets group members after ``group_expiry`` (a day by default); re-join well before.
-    group_refresh_secs = 3600.0
+    # How often this process re-adds its group memberships (lost when Redis restarts; expired after a day).
+    group_refresh_secs = 60.0
     clock = staticmethod(time.monotonic)
 
     user_id: str | None = None
@@ -56,6 +63,15 @@ class EventsConsumer(AsyncWebsocketConsumer):
             if not hasattr(type(self), name):
                 raise TypeError(f"{type(self).__name__} has no option {name!r}")
             setattr(self, name, value)
+
+    async def dispatch(self, message: dict) -> None:
+        """Channels runs ``close_old_connections`` in a worker thread before every handler. No handler here
+        touches the database (authentication ran in the middleware), so that thread hop per client frame is
+        skipped; it also guarantees that client messages cannot reach the database by accident."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -72,8 +88,19 @@ class EventsConsumer(AsyncWebsocketConsumer):
         # Operators see everyone's events through one group; joining their own user group as well would
         # deliver their own events twice.
         self.joined = [events.OPERATORS_GROUP] if self.is_operator else [events.user_group(self.user_id)]
-        await self.join_groups()
-        self.refresher = asyncio.get_running_loop().create_task(self.keep_groups())
+        # Events that arrive between joining and the greeting wait in the outbox; the writer starts after it.
+        self.outbox: asyncio.Queue[list[str]] = asyncio.Queue()
+        self.writer: asyncio.Task | None = None
+        self.hub = hub_for(get_channel_layer(), refresh_secs=self.group_refresh_secs)
+        try:
+            for group in self.joined:
+                await self.hub.join(group, self)
+        except Exception:
+            logger.warning("joining event groups failed", exc_info=True, extra={"user_id": self.user_id})
+            self.user_id = None
+            await self.accept(subprotocol)
+            await self.close(code=CLOSE_TRY_AGAIN)
+            return
         await self.accept(subprotocol)
         await self.send_message(
             {
@@ -88,29 +115,28 @@ class EventsConsumer(AsyncWebsocketConsumer):
                 "limits": {"messages_per_second": self.messages_per_second, "burst": self.message_burst},
             }
         )
+        self.writer = asyncio.get_running_loop().create_task(self.write_frames())
 
     async def disconnect(self, code) -> None:
         if self.user_id is None:
             return
-        self.refresher.cancel()
+        if self.writer is not None:
+            self.writer.cancel()
         for group in self.joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
-
-    async def join_groups(self) -> None:
-        for group in self.joined:
-            await self.channel_layer.group_add(group, self.channel_name)
-
-    async def keep_groups(self) -> None:
-        while True:
-            await asyncio.sleep(self.group_refresh_secs)
-            await self.join_groups()
+            await self.hub.leave(group, self)
 
     # Outbound -----------------------------------------------------------------------------------------
 
-    async def events_deliver(self, message: dict) -> None:
-        for event in message.get("events", []):
-            if self.filter.matches(event):
-                await self.send(text_data=encode(event))
+    def push(self, frames: list[tuple[dict, str]]) -> None:
+        """Called by the hub for every layer message of this connection's group; never waits on the socket."""
+        wanted = [frame for event, frame in frames if self.filter.matches(event)]
+        if wanted:
+            self.outbox.put_nowait(wanted)
+
+    async def write_frames(self) -> None:
+        while True:
+            for frame in await self.outbox.get():
+                await self.send(text_data=frame)
 
     async def send_message(self, message: dict) -> None:
         await self.send(text_data=encode(message))

@@ -174,6 +174,14 @@ def test_balance_is_unavailable_not_an_error_when_the_chain_cannot_be_reached(pr
     ]
 
 
+def test_balances_cover_the_users_wallet_and_every_other_wallet_their_meters_pay_into(people, producer, meter):
+    other = people.meter(producer, serial="SM-ELSEWHERE")
+    other.wallet_address = "SomeOtherWallet"
+    other.save()
+    wallets = [w["wallet"] for w in signed_in(producer).get("/dashboard/balance.json").json()["wallets"]]
+    assert wallets == [producer.wallet_address, "SomeOtherWallet"]
+
+
 def test_user_without_any_wallet_gets_an_empty_balance_list(people):
     user = people.user()
     user.wallet_address = None

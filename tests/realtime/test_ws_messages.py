@@ -183,3 +183,35 @@ async def test_groups_are_rejoined_so_the_layer_never_expires_a_live_connection(
                 break
         assert layer.groups[group][channel] > joined_at
     assert group not in layer.groups or channel not in layer.groups[group]
+
+
+async def test_frames_sent_after_a_refusal_are_ignored():
+    async with websocket() as ws:
+        assert await close_code(ws) == 4001
+        await ws.send_json_to({"type": "ping"})
+        assert await ws.receive_nothing(timeout=0.05)
+
+
+def test_unknown_consumer_option_is_a_type_error():
+    with pytest.raises(TypeError, match="no option 'colour'"):
+        EventsConsumer(colour="blue")
+
+
+async def test_a_message_type_without_handler_is_a_programming_error():
+    with pytest.raises(ValueError, match="no handler"):
+        await EventsConsumer().dispatch({"type": "nothing.here"})
+
+
+async def test_origin_refusal_ignores_a_scope_that_never_connects():
+    from realtime.auth import refuse
+
+    sent = []
+
+    async def receive():
+        return {"type": "websocket.disconnect", "code": 1001}
+
+    async def send(message):
+        sent.append(message)
+
+    await refuse({"type": "websocket"}, receive, send, 4003)
+    assert sent == []

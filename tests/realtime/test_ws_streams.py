@@ -151,3 +151,14 @@ async def test_empty_subscribe_restores_everything(producer, meter):
         assert reply == {"type": "subscribed", "filters": {"event_types": None, "meters": None, "min_amount": None}}
         await layer_publish([event])
         assert await receive_json(ws) == event
+
+
+def test_min_amount_filter_drops_an_event_whose_amount_is_not_a_number():
+    from decimal import Decimal
+
+    from realtime.filters import EventFilter
+
+    only_large = EventFilter(min_amount=Decimal("1"))
+    assert only_large.matches({"type": "tokens_minted", "kwh_amount": "5"})
+    assert not only_large.matches({"type": "tokens_minted", "kwh_amount": "lots"})
+    assert only_large.matches({"type": "batch_minting_completed"})

@@ -1,0 +1,264 @@
+"""End to end in a real headless Chromium: the ASGI app under uvicorn, the Redis layer, the dashboard's JS.
+
+Nothing here downloads a browser or a driver: Selenium is pointed at the Debian packages' binaries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.core.management import call_command, get_commands
+from django.db import connection
+
+from meters.models import MeterReading
+from realtime import events
+from tests.conftest import ROOT, free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+PAGE_TIMEOUT = 60  # generous deadlines for waiting on the page; nothing asserts how fast it was
+
+
+def pipeline_ready() -> bool:
+    """The minted step needs the local chain, chain_init and the Celery tasks (the pipeline issue)."""
+    try:
+        import minting.chain.setup
+        import minting.tasks  # noqa: F401
+    except ImportError:
+        return False
+    return {"localnet", "chain_init"} <= set(get_commands())
+
+
+def ingestion_ready() -> bool:
+    try:
+        from meters.services.api_keys import api_key_create  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not CHROMIUM.exists() or not CHROMEDRIVER.exists(), reason="needs Debian chromium + chromium-driver"
+    ),
+]
+
+
+def database_url() -> str:
+    conf = connection.settings_dict
+    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
+    host, port = conf.get("HOST") or "127.0.0.1", conf.get("PORT") or 5432
+    return f"postgres://{conf.get('USER') or 'postgres'}{password}@{host}:{port}/{conf['NAME']}"
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+class Process:
+    def __init__(self, command: list[str], env: dict, log: Path) -> None:
+        self.log = log
+        with open(log, "ab") as handle:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def processes(tmp_path):
+    """Start subprocesses against the test database and this run's Redis; all stop before the flush."""
+    started: list[Process] = []
+    redis.Redis.from_url(settings.SERVICE.redis_url).flushdb()  # no stale tasks or group members
+
+    def start(name: str, command: list[str], extra_env: dict | None = None) -> Process:
+        env = {
+            **os.environ,
+            "DEBUG": "true",
+            "DB_POOL": "true",
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": settings.SERVICE.redis_url,
+            **(extra_env or {}),
+        }
+        process = Process(command, env, tmp_path / f"{name}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+def start_uvicorn(processes, extra_env: dict | None = None) -> str:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "gridtoken.asgi:application", "--host", "127.0.0.1"]
+    server = processes("uvicorn", [*command, "--port", str(port), "--no-access-log"], extra_env)
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert server.process.poll() is None, server.output()
+        try:
+            with urllib.request.urlopen(f"{base}/login", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_for(answers, 60, "uvicorn answering")
+    return base
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+def sign_in(driver, base: str, user) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/dashboard/")
+    assert driver.current_url.startswith(f"{base}/login")  # the dashboard needs a session
+    driver.find_element(By.ID, "id_username").send_keys(user.username)
+    driver.find_element(By.ID, "id_password").send_keys("correct horse battery")
+    driver.find_element(By.ID, "sign-in").click()
+    wait_for(lambda: driver.current_url == f"{base}/dashboard/", PAGE_TIMEOUT, "landing on the dashboard")
+    wait_for(lambda: text_of(driver, "#connection") == "live", PAGE_TIMEOUT, "the WebSocket going live")
+
+
+def text_of(driver, selector: str) -> str | None:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return driver.find_element(By.CSS_SELECTOR, selector).text.strip()
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
+
+
+def row_status(driver, reading_id: str) -> str | None:
+    return text_of(driver, f'tr[data-reading-id="{reading_id}"] .status')
+
+
+def submit_reading(base: str, meter, kwh: str) -> str:
+    """Through the REST API with the meter's device key when ingestion exists; else as the service would."""
+    if not ingestion_ready():
+        reading = MeterReading.objects.create(
+            user=meter.owner, meter=meter, wallet_address=meter.wallet_address, kwh_amount=kwh,
+            reading_timestamp=datetime.now(UTC),
+        )  # fmt: skip
+        events.publish([events.reading_received(reading)])
+        return str(reading.pk)
+    from meters.services.api_keys import api_key_create
+
+    _key, raw_key = api_key_create(owner=meter.owner, scope="device", meter=meter)
+    body = json.dumps({"kwh_amount": kwh, "reading_timestamp": events.rfc3339()}).encode()
+    request = urllib.request.Request(
+        f"{base}/api/meters/submit-reading", body, {"Content-Type": "application/json", "X-API-Key": raw_key}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 201
+        return json.loads(response.read())["id"]
+
+
+def test_submitted_reading_appears_live_on_the_owners_dashboard_only(
+    processes, browser, people, producer, meter, neighbour_meter
+):
+    base = start_uvicorn(processes, {"TOKENIZATION_AUTO_MINT_ENABLED": "false"})
+    sign_in(browser, base, producer)
+    assert text_of(browser, "#readings tbody") == ""
+
+    neighbours = people.reading(neighbour_meter, "8")
+    events.publish([events.reading_received(neighbours)])
+    reading_id = submit_reading(base, meter, "2.5")
+
+    wait_for(lambda: row_status(browser, reading_id) == "pending", PAGE_TIMEOUT, "the reading appearing as pending")
+    row = text_of(browser, f'tr[data-reading-id="{reading_id}"]')
+    assert meter.serial in row and "2.5" in row
+    assert row_status(browser, str(neighbours.pk)) is None
+    feed = text_of(browser, "#feed")
+    assert "meter_reading_received" in feed and neighbour_meter.serial not in feed
+    assert MeterReading.objects.get(pk=reading_id).status == "pending"
+
+
+@pytest.mark.xfail(
+    not pipeline_ready(),
+    reason="the minting pipeline (manage.py localnet, chain_init, minting.tasks) has not landed yet",
+    run=False,
+    strict=False,
+)
+def test_submitted_reading_turns_minted_on_the_page_through_the_real_pipeline(
+    processes, browser, producer, meter, settings, localnet, tmp_path
+):
+    keypair = tmp_path / "authority.json"
+    settings.CHAIN = dataclasses.replace(settings.CHAIN, rpc_url=localnet.url, keypair_path=keypair)
+    call_command("chain_init", "--new-mint", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    chain_env = {"SOLANA_RPC_URL": localnet.url, "SOLANA_KEYPAIR_PATH": str(keypair)}
+    worker = processes(
+        "worker",
+        [sys.executable, "-m", "celery", "-A", "gridtoken", "worker", "--pool=solo", "--without-gossip",
+         "--without-mingle", "--loglevel=INFO"],
+        chain_env,
+    )  # fmt: skip
+    wait_for(lambda: b" ready." in worker.log.read_bytes() or worker.process.poll() is not None, 60, "worker ready")
+    assert worker.process.poll() is None, worker.output()
+    base = start_uvicorn(processes, chain_env)
+    sign_in(browser, base, producer)
+
+    reading_id = submit_reading(base, meter, "1.5")
+    wait_for(lambda: row_status(browser, reading_id) in ("pending", "minted"), PAGE_TIMEOUT, "the reading appearing")
+    wait_for(lambda: row_status(browser, reading_id) == "minted", 120, "the reading turning minted")
+
+    reading = MeterReading.objects.get(pk=reading_id)
+    assert reading.status == "minted" and reading.mint_tx_signature
+    link = text_of(browser, f'tr[data-reading-id="{reading_id}"] a')
+    assert link == reading.mint_tx_signature
+    assert "tokens_minted" in text_of(browser, "#feed")
+    balance = f'#balances tr[data-wallet="{meter.wallet_address}"] .balance'
+    wait_for(lambda: text_of(browser, balance) == "1.500000000", PAGE_TIMEOUT, "the chain balance showing")
