@@ -84,7 +84,14 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [SERVICE.redis_url], "capacity": 5000, "expiry": 60},
+        # redis-py 8 defaults to a 5 s socket timeout and 100 connections per pool. channels-redis blocks in
+        # BZPOPMIN for 5 s, so the two race and a consumer dies with "Timeout reading"; and 500 sockets
+        # closing at once exhaust the pool ("Too many connections"). Both were seen in bench/ws.py.
+        "CONFIG": {
+            "hosts": [{"address": SERVICE.redis_url, "socket_timeout": 30, "max_connections": 2000}],
+            "capacity": 5000,
+            "expiry": 60,
+        },
     }
 }
 
