@@ -234,18 +234,26 @@ def test_submitted_reading_appears_live_on_the_owners_dashboard_only(
     strict=False,
 )
 def test_submitted_reading_turns_minted_on_the_page_through_the_real_pipeline(
-    processes, browser, producer, meter, settings, localnet, tmp_path
+    processes, browser, people, settings, localnet, tmp_path
 ):
+    """The minted step is the pipeline's own: a Celery worker and beat (sweeping every 2 s) on the local chain."""
+    from solders.keypair import Keypair
+
+    producer = people.user()
+    producer.wallet_address = str(Keypair().pubkey())
+    producer.save()
+    meter = people.meter(producer, serial="SM-E2E-MINT")
     keypair = tmp_path / "authority.json"
     settings.CHAIN = dataclasses.replace(settings.CHAIN, rpc_url=localnet.url, keypair_path=keypair)
     call_command("chain_init", "--new-mint", stdout=open(os.devnull, "w"))  # noqa: SIM115
-    chain_env = {"SOLANA_RPC_URL": localnet.url, "SOLANA_KEYPAIR_PATH": str(keypair)}
+    chain_env = {
+        "SOLANA_RPC_URL": localnet.url, "SOLANA_KEYPAIR_PATH": str(keypair), "TOKENIZATION_POLLING_INTERVAL_SECS": "2",
+    }  # fmt: skip
+    celery = [sys.executable, "-m", "celery", "-A", "gridtoken"]
     worker = processes(
-        "worker",
-        [sys.executable, "-m", "celery", "-A", "gridtoken", "worker", "--pool=solo", "--without-gossip",
-         "--without-mingle", "--loglevel=INFO"],
-        chain_env,
-    )  # fmt: skip
+        "worker", [*celery, "worker", "--pool=solo", "--without-gossip", "--without-mingle", "-l", "INFO"], chain_env
+    )
+    processes("beat", [*celery, "beat", "-l", "INFO", "--schedule", str(tmp_path / "beat-schedule")], chain_env)
     wait_for(lambda: b" ready." in worker.log.read_bytes() or worker.process.poll() is not None, 60, "worker ready")
     assert worker.process.poll() is None, worker.output()
     base = start_uvicorn(processes, chain_env)
@@ -257,8 +265,7 @@ def test_submitted_reading_turns_minted_on_the_page_through_the_real_pipeline(
 
     reading = MeterReading.objects.get(pk=reading_id)
     assert reading.status == "minted" and reading.mint_tx_signature
-    link = text_of(browser, f'tr[data-reading-id="{reading_id}"] a')
-    assert link == reading.mint_tx_signature
+    assert text_of(browser, f'tr[data-reading-id="{reading_id}"] a') == reading.mint_tx_signature
     assert "tokens_minted" in text_of(browser, "#feed")
-    balance = f'#balances tr[data-wallet="{meter.wallet_address}"] .balance'
+    balance = f'#balances tr[data-wallet="{producer.wallet_address}"] .balance'
     wait_for(lambda: text_of(browser, balance) == "1.500000000", PAGE_TIMEOUT, "the chain balance showing")
