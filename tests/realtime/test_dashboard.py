@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 from datetime import timedelta
 
 import pytest
@@ -206,3 +207,31 @@ def test_logout_ends_the_session(producer):
 def test_token_units_are_exact_decimals():
     assert views.token_units(1) == "0.000000001"
     assert views.token_units(123_456_789_012) == "123.456789012"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_balance_is_read_from_the_chain_after_a_real_mint(people, settings, localnet, tmp_path):
+    from django.core.management import call_command
+    from solders.keypair import Keypair
+
+    from minting.services.operator import reading_mint_now
+
+    producer = people.user()
+    producer.wallet_address = str(Keypair().pubkey())
+    producer.save()
+    reading = people.reading(people.meter(producer), "1.25")
+    settings.CHAIN = dataclasses.replace(settings.CHAIN, rpc_url=localnet.url, keypair_path=tmp_path / "authority.json")
+    call_command("chain_init", "--new-mint", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    client = signed_in(producer)
+    assert client.get("/dashboard/balance.json").json()["wallets"][0]["balance"] == "0.000000000"
+
+    _reading, confirmed = reading_mint_now(reading_id=reading.pk)
+
+    assert confirmed
+    wallet = client.get("/dashboard/balance.json").json()["wallets"][0]
+    assert wallet == {
+        "wallet": producer.wallet_address,
+        "status": "ok",
+        "balance": "1.250000000",
+        "base_units": 1_250_000_000,
+    }
