@@ -227,6 +227,31 @@ def test_submitted_reading_appears_live_on_the_owners_dashboard_only(
     assert MeterReading.objects.get(pk=reading_id).status == "pending"
 
 
+def test_operator_sees_everyones_events_and_switches_auto_mint_from_the_page(
+    processes, browser, people, operator, neighbour_meter
+):
+    from selenium.webdriver.common.by import By
+
+    from minting.models import MintingControl
+
+    base = start_uvicorn(processes)
+    sign_in(browser, base, operator)
+    assert text_of(browser, "#fig-auto-mint") == "on"
+
+    browser.find_element(By.ID, "toggle-auto-mint").click()
+    wait_for(lambda: text_of(browser, "#fig-auto-mint") == "off", PAGE_TIMEOUT, "auto-mint showing off")
+    assert MintingControl.objects.get(id=1).auto_mint_enabled is False
+    assert text_of(browser, "#toggle-message") == ""
+
+    reading = people.reading(neighbour_meter, "3")
+    batch = events.batch_completed(batch_id="b-e2e", total_readings=1, successful_mints=1, failed_mints=0)
+    events.publish([events.reading_received(reading), batch])
+    wait_for(lambda: "batch: 1/1 minted" in (text_of(browser, "#feed") or ""), PAGE_TIMEOUT, "the batch event")
+    feed = text_of(browser, "#feed")
+    assert f"{neighbour_meter.serial} 3 kWh received" in feed  # another user's reading, as operators see all
+    assert row_status(browser, str(reading.pk)) is None  # the readings table stays the operator's own
+
+
 @pytest.mark.xfail(
     not pipeline_ready(),
     reason="the minting pipeline (manage.py localnet, chain_init, minting.tasks) has not landed yet",
