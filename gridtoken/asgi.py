@@ -13,6 +13,7 @@ from realtime.routing import websocket_urlpatterns  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
+        # Origin check (ALLOWED_HOSTS / CORS_ALLOWED_ORIGINS, 4003), then token or session auth: realtime/auth.py.
         "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )
