@@ -30,6 +30,7 @@ from meters.services.readings import (
     TABLE,
     StoredReading,
     announce_rejections,
+    announce_stored,
     conflict_same_timestamp,
     conflict_within_window,
     lock_meters,
@@ -38,7 +39,6 @@ from meters.services.readings import (
     shared_document,
 )
 from meters.validation import ReadingInput, parse_reading
-from realtime import events
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
 _MICROSECOND = timedelta(microseconds=1)
@@ -179,7 +179,7 @@ def _store(candidates, results, reject, now: datetime) -> None:
             created.append(reading)
         else:  # only possible if a writer bypassed the meter lock
             reject(index, Conflict("duplicate_reading_conflict", "A conflicting reading was stored concurrently."))
-    events.emit([events.reading_received(reading) for reading in created])
+    announce_stored(created)
 
 
 def _neighbour(moments: list[datetime], moment: datetime, window: timedelta, by_moment: dict):

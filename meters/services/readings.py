@@ -24,13 +24,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from gridtoken.exceptions import ApplicationError, Conflict, Forbidden, ValidationFailed
 from meters import signatures
 from meters.models import MeterReading
 from meters.selectors import Caller, MeterRow, meter_access_error, meter_get, meter_reference
 from meters.validation import ReadingInput, is_wallet_address
+from minting.triggers import mint_soon
 from realtime import events
 
 LOCK_NAMESPACE = 0x4754  # "GT": the advisory-lock class of per-meter reading writes
@@ -157,6 +158,13 @@ def _signature_rejection(meter: MeterRow, item: ReadingInput) -> ApplicationErro
     return None
 
 
+def announce_stored(readings: list[StoredReading]) -> None:
+    """Once the readings' transaction commits: their events, and a (debounced) mint of due readings."""
+    if readings:
+        events.emit([events.reading_received(reading) for reading in readings])
+        transaction.on_commit(mint_soon)
+
+
 def announce_rejections(rejected: list[tuple[MeterRow, ReadingInput, ApplicationError]]) -> None:
     """A ``meter_reading_validation_failed`` event for each rejected reading of a known meter."""
     events.emit(
@@ -222,7 +230,7 @@ def reading_submit(*, caller: Caller, item: ReadingInput, now: datetime) -> Subm
             fresh = True
             continue
         if outcome == INSERTED:
-            events.emit([events.reading_received(reading)])
+            announce_stored([reading])
             return SubmitResult(reading, duplicate=False)
         existing, rejection = _classify(meter, item)
         if existing is not None:
