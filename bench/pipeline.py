@@ -6,8 +6,8 @@
 Sets up its own world: a database (``--database-url``, default ``gt_pipeline_bench``: created, migrated and
 emptied), a ``manage.py localnet`` on a free port, ``chain_init`` with a fresh authority and mint, fleet
 owners with meters (one wallet per meter), and ``celery -A gridtoken worker`` (prefork). Readings go in
-through the ingestion service (``readings_submit_batch``, as the batch endpoint does), each commit followed
-by ``minting.triggers.mint_soon()`` exactly as the ingestion service calls it.
+through the ingestion service (``readings_submit_batch``, as the batch endpoint does), whose commit triggers
+the mint (``minting.triggers.mint_soon``).
 
 1. Offered load: ``--rate`` readings/s for ``--duration`` s from all meters. Latency per reading is
    ``batch.settled_at - reading.submitted_at`` (submit to confirmed mint), p50/p95/p99 from PostgreSQL.
@@ -180,11 +180,9 @@ class Fleet:
         from django.utils import timezone
 
         from meters.services.batch import readings_submit_batch
-        from minting.triggers import mint_soon
 
         now = timezone.now()
         result = readings_submit_batch(caller=self.callers[owner], readings=self.items(owner, count), now=now)
-        mint_soon()  # what the ingestion service does on commit
         if result["failed_count"]:
             raise SystemExit(f"ingestion rejected readings: {result['results'][:3]}")
         return result["success_count"]

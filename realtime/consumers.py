@@ -18,6 +18,7 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
+from gridtoken import observability
 from realtime import events
 from realtime.auth import CLOSE_RATE_LIMITED, CLOSE_TRY_AGAIN, CLOSE_UNAUTHENTICATED, offered_token_subprotocol
 from realtime.filters import EventFilter, FilterError, parse_filter
@@ -55,6 +56,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
     clock = staticmethod(time.monotonic)
 
     user_id: str | None = None
+    counted = False  # in the gridtoken_websocket_connections gauge
 
     def __init__(self, **options) -> None:
         """``as_asgi(messages_per_second=..., clock=...)`` overrides the knobs above (Channels passes them here)."""
@@ -102,6 +104,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TRY_AGAIN)
             return
         await self.accept(subprotocol)
+        await observability.aws_connected()
+        self.counted = True
         await self.send_message(
             {
                 "type": "connected",
@@ -118,6 +122,9 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.writer = asyncio.get_running_loop().create_task(self.write_frames())
 
     async def disconnect(self, code) -> None:
+        if self.counted:
+            self.counted = False
+            await observability.aws_disconnected()
         if self.user_id is None:
             return
         if self.writer is not None:

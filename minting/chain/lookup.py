@@ -7,6 +7,13 @@ the token accounts batches use until it holds its 256 addresses; a new address i
 it was added, so a batch that adds wallets waits for one slot. Wallets beyond the first 255 are named in
 full (the packer mixes both in one v0 transaction). The table lives as long as the client (one per
 process and mint): a restarted worker creates a new one, costing a create transaction and its rent.
+
+A table's address derives from the authority and a slot, so two processes with one authority that create
+theirs in the same slot sign the same create transaction and end up sharing one table, each appending its
+own wallets. A transaction names accounts by their index in the table, so the indexes must come from the
+chain, never from what this process believes it added: after every change the table is read back, and
+transactions are compiled against that. (Appends never move an existing entry, so a read is never stale
+for the entries it holds.)
 """
 
 from __future__ import annotations
@@ -15,11 +22,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from solders.address_lookup_table_account import AddressLookupTableAccount
+from solders.address_lookup_table_account import AddressLookupTable, AddressLookupTableAccount
 from solders.pubkey import Pubkey
 
 from minting.chain import instructions as ix
-from minting.chain.errors import ChainError, RpcTimeout
+from minting.chain.errors import ChainError, PermanentChainError, RpcTimeout
 from minting.chain.packing import Unit
 
 if TYPE_CHECKING:
@@ -60,7 +67,8 @@ class LookupTables:
 
     def _extend(self, keys: list[Pubkey]) -> None:
         """1. Add the keys the table lacks, as many as still fit, EXTEND_CHUNK per confirmed transaction.
-        2. Wait until the slot after the last extension, when the new entries become usable."""
+        2. Read the table back (another process may share it) and wait until the slot after its last
+           extension, when every entry is usable."""
         known = set(self.addresses)
         missing = list(dict.fromkeys(key for key in keys if key not in known))
         missing = missing[: TABLE_CAPACITY - len(self.addresses)]
@@ -69,17 +77,26 @@ class LookupTables:
             extend = ix.extend_lookup_table(
                 table=self.address, authority=self.client.payer, payer=self.client.payer, addresses=chunk,
             )  # fmt: skip
-            landed_slot = self.client.execute([extend])
-            self.addresses.extend(chunk)
-            self.ready_slot = max(self.ready_slot, landed_slot + 1)
+            self.client.execute([extend])
+        if missing:
+            self._read()
         self._wait_for_slot(self.ready_slot)
+
+    def _read(self) -> None:
+        account = self.client.account_data(self.address)
+        if account is None:
+            raise PermanentChainError(f"lookup table {self.address} does not exist")
+        table = AddressLookupTable.deserialize(account[1])
+        self.addresses = list(table.addresses)
+        self.ready_slot = max(self.ready_slot, table.meta.last_extended_slot + 1)
 
     def _create(self) -> None:
         authority = self.client.payer
         recent_slot = int(self.client.rpc.call("getSlot", [{"commitment": "finalized"}]))
         create, address = ix.create_lookup_table(authority=authority, payer=authority, recent_slot=recent_slot)
         self.client.execute([create])
-        self.address, self.addresses, self.ready_slot = address, [], 0
+        self.address, self.ready_slot = address, 0
+        self._read()
 
     def _wait_for_slot(self, slot: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -109,11 +109,6 @@ def chain_client() -> ChainClient:
             if old is not None:
                 old.close()
             client = ChainClient.from_settings()
-            # Address lookup tables are off for the pipeline: each process builds its own table from
-            # (authority, slot), so two worker processes that create one in the same slot share it while each
-            # believes it owns the index order, and mints went to the wrong token accounts (bench/pipeline.py,
-            # prefork -c 2). Legacy packing is exact; re-enable once table ownership is safe across processes.
-            client.lookup_tables = None
             _client_cache["client"] = client
             _client_cache["key"] = key
         return _client_cache["client"]

@@ -141,3 +141,27 @@ def test_a_full_lookup_table_is_kept_and_further_wallets_are_named_in_full(local
     assert {balance(localnet.url, client.mint, w) for w in first} == {2}
     assert supply(localnet.url, client.mint) == 310 * 2
     client.close()
+
+
+def test_two_processes_sharing_an_authority_never_mint_through_each_others_table_indexes(make_localnet):
+    """Two workers (one authority, one mint) that create their table in the same slot build the same create
+    transaction, so they share one table, each extending it with its own wallets. Each must compile against
+    the table's contents on the chain, or its indexes name the other's token accounts."""
+    chain = make_localnet(slot_ms=5000)
+    first = new_client(chain.url, lookup_tables=True)
+    second = new_client(chain.url, authority=first.authority, mint=first.mint, lookup_tables=True)
+    mine, theirs = wallets(30), wallets(30)
+    land(first, first.build_mints([MintRequest(w, 1) for w in mine + theirs], memo="setup"))
+    first.lookup_tables._create()
+    second.lookup_tables._create()
+    assert first.lookup_tables.address == second.lookup_tables.address
+
+    signed = first.build_mints([MintRequest(w, 10) for w in mine], memo="first")
+    signed += second.build_mints([MintRequest(w, 100) for w in theirs], memo="second")
+    assert all(isinstance(VersionedTransaction.from_bytes(s.raw).message, MessageV0) for s in signed)
+    land(first, signed)
+
+    assert {balance(chain.url, first.mint, w) for w in mine} == {11}
+    assert {balance(chain.url, first.mint, w) for w in theirs} == {101}
+    first.close()
+    second.close()

@@ -9,7 +9,7 @@ import redis
 from django.db import transaction
 from django.utils import timezone
 from solders.keypair import Keypair
-from solders.message import Message
+from solders.message import Message, MessageV0
 from solders.transaction import VersionedTransaction
 from spl.token.instructions import AuthorityType, SetAuthorityParams, set_authority
 
@@ -259,5 +259,16 @@ def test_the_first_cycle_that_reaches_the_chain_again_lifts_the_outage_pause(cha
     assert_minted_exactly_once(chain.client(), readings)
 
 
-def test_the_pipeline_client_packs_without_lookup_tables_so_no_two_processes_share_one(chain):
-    assert services.chain_client().lookup_tables is None
+def test_recurring_wallets_are_packed_through_a_lookup_table_and_minted_exactly(chain, settings):
+    set_tokenization(settings, batch_size=100)
+    meters = [make_meter() for _ in range(40)]
+    first = make_readings(meters, 40)
+    assert services.readings_mint_due().minted == 40  # creates the token accounts: legacy create+mint pairs
+    second = make_readings(meters, 40, kwh="0.25")
+
+    assert services.readings_mint_due().minted == 40
+
+    batches = MintBatch.objects.filter(readings__in=second).distinct()
+    messages = [VersionedTransaction.from_bytes(bytes(b.raw_transaction)).message for b in batches]
+    assert len(messages) == 1 and isinstance(messages[0], MessageV0) and messages[0].address_table_lookups
+    assert_minted_exactly_once(chain.client(), first + second)

@@ -127,8 +127,6 @@ def test_the_demo_mints_simulated_readings_and_ctrl_c_stops_everything(tmp_path,
     env = base_env(
         DATABASE_URL=fresh_database,
         SOLANA_KEYPAIR_PATH=str(tmp_path / "authority.json"),
-        # The beat sweep every 5 s, so the test does not depend on the on-submit trigger alone.
-        TOKENIZATION_POLLING_INTERVAL_SECS="5",
     )
     args = ["--port", str(web), "--rpc-port", str(rpc), "--var-dir", str(tmp_path / "var")]
     demo = Demo(env, *args, "--producers", "3", "--meters", "2", "--interval", "0.5", "--backfill", "24")

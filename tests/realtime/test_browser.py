@@ -12,40 +12,22 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
 from django.conf import settings
-from django.core.management import call_command, get_commands
+from django.core.management import call_command
 from django.db import connection
 
 from meters.models import MeterReading
+from meters.services.api_keys import api_key_create
 from realtime import events
 from tests.conftest import ROOT, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 PAGE_TIMEOUT = 60  # generous deadlines for waiting on the page; nothing asserts how fast it was
-
-
-def pipeline_ready() -> bool:
-    """The minted step needs the local chain, chain_init and the Celery tasks (the pipeline issue)."""
-    try:
-        import minting.chain.setup
-        import minting.tasks  # noqa: F401
-    except ImportError:
-        return False
-    return {"localnet", "chain_init"} <= set(get_commands())
-
-
-def ingestion_ready() -> bool:
-    try:
-        from meters.services.api_keys import api_key_create  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 pytestmark = [
@@ -187,16 +169,7 @@ def row_status(driver, reading_id: str) -> str | None:
 
 
 def submit_reading(base: str, meter, kwh: str) -> str:
-    """Through the REST API with the meter's device key when ingestion exists; else as the service would."""
-    if not ingestion_ready():
-        reading = MeterReading.objects.create(
-            user=meter.owner, meter=meter, wallet_address=meter.wallet_address, kwh_amount=kwh,
-            reading_timestamp=datetime.now(UTC),
-        )  # fmt: skip
-        events.publish([events.reading_received(reading)])
-        return str(reading.pk)
-    from meters.services.api_keys import api_key_create
-
+    """Through the REST API with the meter's device key, as the meter would."""
     _key, raw_key = api_key_create(owner=meter.owner, scope="device", meter=meter)
     body = json.dumps({"kwh_amount": kwh, "reading_timestamp": events.rfc3339()}).encode()
     request = urllib.request.Request(
@@ -252,16 +225,13 @@ def test_operator_sees_everyones_events_and_switches_auto_mint_from_the_page(
     assert row_status(browser, str(reading.pk)) is None  # the readings table stays the operator's own
 
 
-@pytest.mark.xfail(
-    not pipeline_ready(),
-    reason="the minting pipeline (manage.py localnet, chain_init, minting.tasks) has not landed yet",
-    run=False,
-    strict=False,
-)
 def test_submitted_reading_turns_minted_on_the_page_through_the_real_pipeline(
     processes, browser, people, settings, localnet, tmp_path
 ):
-    """The minted step is the pipeline's own: a Celery worker and beat (sweeping every 2 s) on the local chain."""
+    """The minted step is the pipeline's own: the on-submit trigger and a Celery worker on the local chain.
+
+    No beat runs, so the reading is minted only if the submit itself asked for it.
+    """
     from solders.keypair import Keypair
 
     producer = people.user()
@@ -271,14 +241,11 @@ def test_submitted_reading_turns_minted_on_the_page_through_the_real_pipeline(
     keypair = tmp_path / "authority.json"
     settings.CHAIN = dataclasses.replace(settings.CHAIN, rpc_url=localnet.url, keypair_path=keypair)
     call_command("chain_init", "--new-mint", stdout=open(os.devnull, "w"))  # noqa: SIM115
-    chain_env = {
-        "SOLANA_RPC_URL": localnet.url, "SOLANA_KEYPAIR_PATH": str(keypair), "TOKENIZATION_POLLING_INTERVAL_SECS": "2",
-    }  # fmt: skip
+    chain_env = {"SOLANA_RPC_URL": localnet.url, "SOLANA_KEYPAIR_PATH": str(keypair)}
     celery = [sys.executable, "-m", "celery", "-A", "gridtoken"]
     worker = processes(
         "worker", [*celery, "worker", "--pool=solo", "--without-gossip", "--without-mingle", "-l", "INFO"], chain_env
     )
-    processes("beat", [*celery, "beat", "-l", "INFO", "--schedule", str(tmp_path / "beat-schedule")], chain_env)
     wait_for(lambda: b" ready." in worker.log.read_bytes() or worker.process.poll() is not None, 60, "worker ready")
     assert worker.process.poll() is None, worker.output()
     base = start_uvicorn(processes, chain_env)

@@ -1,5 +1,7 @@
 """events.publish / events.emit -> Redis channel layer -> the consumers of the real ASGI application."""
 
+import os
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import transaction
@@ -98,3 +100,49 @@ async def test_minted_event_carries_the_signature_and_integer_token_amount(produ
         await sync_to_async(events.publish)([events.tokens_minted(reading, meter_serial=meter.serial)])
         got = await receive_json(ws)
     assert (got["type"], got["transaction_signature"], got["tokens_minted"]) == ("tokens_minted", "Sig1", 1_250_000_000)
+
+
+def publish_in_forked_child(event: dict) -> int:
+    """A forked process (a Celery pool child) publishes through a loop of its own, not its parent's."""
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status, never return into pytest
+        code = 1
+        try:
+            events.publish([event])
+            code = 0 if events._publisher().pid == os.getpid() else 2
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+async def test_publisher_loop_is_reused_in_a_process_and_replaced_in_a_forked_child(producer, meter, people):
+    async with websocket(token=producer.api_token) as ws:
+        await connected(ws)
+        first = await sync_to_async(people.reading)(meter, "1")
+        await sync_to_async(events.publish)([events.reading_received(first)])
+        assert (await receive_json(ws))["reading_id"] == str(first.pk)
+        loop = events._publisher().loop
+
+        second = await sync_to_async(people.reading)(meter, "2")
+        assert await sync_to_async(publish_in_forked_child)(events.reading_received(second)) == 0
+        assert (await receive_json(ws))["reading_id"] == str(second.pk)
+        assert events._publisher().loop is loop and loop.is_running()
+
+
+def test_publishing_with_redis_down_never_fails_the_caller(settings, caplog, producer, meter, people):
+    from channels.layers import channel_layers
+
+    from tests.conftest import free_port
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [f"redis://127.0.0.1:{free_port()}/0"]},
+        }
+    }
+    channel_layers.backends.clear()
+    try:
+        events.publish([events.reading_received(people.reading(meter, "1"))])
+    finally:
+        channel_layers.backends.clear()
+    assert "event publish failed" in caplog.text
