@@ -176,5 +176,15 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]},
     },
     "root": {"handlers": ["console"], "level": SERVICE.log_level},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own defaults attach a plain-text handler to "django" (and "django.server"); one format here.
+        "django": {"handlers": ["console"], "level": SERVICE.log_level, "propagate": False},
+        "django.server": {"handlers": ["console"], "level": SERVICE.log_level, "propagate": False},
+        "django.db.backends": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},  # one INFO line per JSON-RPC call otherwise
+        "httpcore": {"level": "WARNING"},
+        # uvicorn's own lines (handshakes with their query string) through the redacting JSON formatter.
+        "uvicorn": {"handlers": ["console"], "level": SERVICE.log_level, "propagate": False},
+        "uvicorn.access": {"handlers": ["console"], "level": SERVICE.log_level, "propagate": False},
+    },
 }

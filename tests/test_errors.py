@@ -94,3 +94,14 @@ def test_log_lines_are_json_with_extra_fields():
     RequestIdLogFilter().filter(record)
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "minted 3" and line["batch_id"] == "b1" and line["ts"].endswith("Z")
+
+
+def test_uvicorn_handshake_lines_are_json_and_never_carry_the_token():
+    handler = logging.getLogger("uvicorn").handlers[0]
+    record = logging.getLogger("uvicorn.error").makeRecord(
+        "uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:50000", "/ws?token=0123456789abcdef&x=1"), None,
+    )  # fmt: skip
+    line = json.loads(handler.format(record))
+    assert line["message"] == '127.0.0.1:50000 - "WebSocket /ws?token=[redacted]&x=1" [accepted]'
+    assert not logging.getLogger("uvicorn.error").handlers  # it reaches the JSON handler through "uvicorn"
