@@ -56,8 +56,9 @@ class MeterReading(models.Model):
     reading_timestamp = models.DateTimeField()
     submitted_at = models.DateTimeField(default=timezone.now)
     minted = models.BooleanField(default=False)
-    mint_tx_signature = models.CharField(max_length=88, null=True, blank=True)
-    meter_signature = models.TextField(null=True, blank=True)
+    # NULL, not "", as in the gateway's schema: its clients read null for "not minted" / "unsigned".
+    mint_tx_signature = models.CharField(max_length=88, null=True, blank=True)  # noqa: DJ001
+    meter_signature = models.TextField(null=True, blank=True)  # noqa: DJ001
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     token_amount = models.BigIntegerField(null=True, blank=True, help_text="Exact base units minted")
     attempts = models.PositiveIntegerField(default=0)
@@ -80,9 +81,7 @@ class MeterReading(models.Model):
         ]
         indexes = [
             # Serves the sweep: WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at.
-            models.Index(
-                fields=["next_attempt_at"], condition=Q(status="pending"), name="reading_pending_due_idx"
-            ),
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="reading_pending_due_idx"),
             models.Index(fields=["user", "-submitted_at"], name="reading_user_submitted_idx"),
             models.Index(fields=["mint_tx_signature"], name="reading_signature_idx"),
         ]
@@ -115,9 +114,9 @@ class ApiKey(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.scope})"
+
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
-
-    def __str__(self) -> str:
-        return f"{self.prefix}… ({self.scope})"
