@@ -19,6 +19,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until(predicate, *, timeout: float = 90.0, interval: float = 0.2, message: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; generous deadlines, never a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} not reached within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def database_url() -> str:
+    """The test database this process uses, for the subprocesses a test starts (workers, servers)."""
+    from django.db import connection
+
+    conf = connection.settings_dict
+    user = conf.get("USER") or "postgres"
+    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{conf.get('HOST') or '127.0.0.1'}:{conf.get('PORT') or 5432}/{conf['NAME']}"
+
+
 def rpc_call(url: str, method: str, params: list | None = None, timeout: float = 5.0) -> dict:
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})

@@ -25,12 +25,12 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 from solders.keypair import Keypair
 
 from meters.models import Meter, MeterReading, User
 from minting.chain import ChainClient, kwh_to_base_units
 from minting.models import MintBatch
+from tests.conftest import database_url, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 _serials = itertools.count(1)
@@ -69,18 +69,6 @@ def make_readings(meters: list[Meter], count: int, *, kwh: str | Decimal = "1.5"
         )  # fmt: skip
         readings.append(reading)
     return MeterReading.objects.bulk_create(readings)
-
-
-def wait_until(predicate, *, timeout: float = 90.0, interval: float = 0.2, message: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; generous deadlines, never a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} not reached within {timeout:.0f} s")
-        time.sleep(interval)
 
 
 @contextlib.contextmanager
@@ -164,14 +152,6 @@ def assert_minted_exactly_once(client: ChainClient, readings: list[MeterReading]
 
 
 # --- real Celery processes -----------------------------------------------------------------------------
-
-
-def database_url() -> str:
-    """The TEST database this process uses, for worker subprocesses."""
-    conf = connection.settings_dict
-    user = conf.get("USER") or "postgres"
-    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{conf.get('HOST') or '127.0.0.1'}:{conf.get('PORT') or 5432}/{conf['NAME']}"
 
 
 class CeleryProcess:

@@ -173,6 +173,7 @@ def test_in_process_a_sigint_stops_every_process_the_demo_started(tmp_path, monk
             time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGINT)
 
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest itself runs as a background job
     threading.Thread(target=interrupt_once_readings_arrive, daemon=True).start()
     args = ["--port", str(web), "--rpc-port", str(rpc), "--var-dir", str(tmp_path / "var"), "--no-ledger"]
     call_command("demo", *args, "--producers", "1", "--meters", "2", "--interval", "0.2", stdout=out, stderr=err)
@@ -182,7 +183,7 @@ def test_in_process_a_sigint_stops_every_process_the_demo_started(tmp_path, monk
     assert [name for name, pid in pids.items() if group_alive(pid)] == []
     assert port_free(web) and port_free(rpc) and "Stopped. Ports" in output
     assert MeterReading.objects.filter(meter__serial__startswith="DEMO", user__username="demo-producer-1").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler_before
 
 
 @pytest.mark.django_db(transaction=True)

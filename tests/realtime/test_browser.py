@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,16 +17,19 @@ import pytest
 import redis
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 
 from meters.models import MeterReading
 from meters.services.api_keys import api_key_create
 from realtime import events
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, database_url, free_port, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 PAGE_TIMEOUT = 60  # generous deadlines for waiting on the page; nothing asserts how fast it was
+
+
+def wait_for(predicate, timeout: float, what: str):
+    return wait_until(predicate, timeout=timeout, interval=0.1, message=what)
 
 
 pytestmark = [
@@ -37,24 +39,6 @@ pytestmark = [
         not CHROMIUM.exists() or not CHROMEDRIVER.exists(), reason="needs Debian chromium + chromium-driver"
     ),
 ]
-
-
-def database_url() -> str:
-    conf = connection.settings_dict
-    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
-    host, port = conf.get("HOST") or "127.0.0.1", conf.get("PORT") or 5432
-    return f"postgres://{conf.get('USER') or 'postgres'}{password}@{host}:{port}/{conf['NAME']}"
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(0.1)
 
 
 class Process:
