@@ -6,11 +6,11 @@ scrapes reports the fleet's totals without prometheus-client's multiprocess mode
 
 - Rejections: ``HINCRBY`` on one hash, field = the error code (a counter; it restarts from zero when Redis
   is flushed, which Prometheus' ``rate()`` treats as an ordinary counter reset).
-- WebSocket connections: one hash field per process (``host:pid``). Containers reuse pids, so each field
-  also records the process incarnation (a boot id); the first change from a new incarnation replaces the
-  old figure instead of adding to it, atomically (a Lua script), so a restarted server starts from zero.
-  A process killed with SIGKILL leaves its figure behind until a process with the same ``host:pid``
-  starts again; OPERATIONS.md says how to clear it.
+- WebSocket connections: one counter key per process incarnation (``host:pid:boot id``) with a TTL of
+  ``WS_TTL_SECS``, listed in one set. Every change renews the TTL and a keep-alive task on the process's
+  event loop renews it while the process lives, so a process that dies without closing its connections
+  (SIGKILL, OOM, a lost container) drops out of the gauge within ``WS_TTL_SECS``; the scrape forgets
+  processes whose key has expired.
 
 Counting is best effort: a Redis outage must never fail the request or connection being counted.
 """
@@ -35,26 +35,26 @@ logger = logging.getLogger(__name__)
 
 REJECTED_KEY = "gridtoken:metrics:readings_rejected"
 # Hash tags keep both keys in one slot, so the script also runs on Redis Cluster.
-WS_KEY = "gridtoken:metrics:{ws}:connections"
-WS_BOOT_KEY = "gridtoken:metrics:{ws}:boot"
-BOOT_ID = uuid.uuid4().hex
+WS_PROCESSES_KEY = "gridtoken:metrics:{ws}:processes"
+WS_COUNT_PREFIX = "gridtoken:metrics:{ws}:count:"
+WS_TTL_SECS = 90
+BOOT_ID = uuid.uuid4().hex[:12]
 OTHER_REASON = "other"
 # Label values must stay a small, fixed-looking set: an error code, never free text from a client.
 _REASON = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _TIMEOUTS = {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
 
 _WS_CHANGE = """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-  return tonumber(ARGV[3])
-end
-return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[1], ARGV[1])
+local count = redis.call('INCRBY', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return count
 """
 
 _clients: dict[str, redis.Redis] = {}
 # An asyncio client is bound to the event loop that first used it: one per (loop, URL), gone with the loop.
 _async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_keepalives: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> its keep-alive task
 
 
 def redis_url() -> str:
@@ -80,7 +80,7 @@ def _async_client() -> redis.asyncio.Redis:
 
 
 def process_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{socket.gethostname()}:{os.getpid()}:{BOOT_ID}"
 
 
 def reason_label(code: object) -> str:
@@ -107,39 +107,45 @@ def rejected_counts() -> dict[str, int]:
     return {key.decode(): int(value) for key, value in raw.items()}
 
 
-def _ws_change(delta: int) -> None:
-    try:
-        redis_client().eval(_WS_CHANGE, 2, WS_KEY, WS_BOOT_KEY, process_id(), BOOT_ID, delta)
-    except redis.RedisError:
-        logger.warning("could not count a WebSocket connection change", extra={"delta": delta})
-
-
-def ws_connected() -> None:
-    """Call once per accepted WebSocket connection (sync code)."""
-    _ws_change(1)
-
-
-def ws_disconnected() -> None:
-    """Call once per closed connection that ``ws_connected`` counted (sync code)."""
-    _ws_change(-1)
-
-
 async def _aws_change(delta: int) -> None:
+    key = WS_COUNT_PREFIX + process_id()
     try:
-        await _async_client().eval(_WS_CHANGE, 2, WS_KEY, WS_BOOT_KEY, process_id(), BOOT_ID, delta)
+        await _async_client().eval(_WS_CHANGE, 2, WS_PROCESSES_KEY, key, process_id(), delta, WS_TTL_SECS)
     except redis.RedisError:
         logger.warning("could not count a WebSocket connection change", extra={"delta": delta})
+    loop = asyncio.get_running_loop()
+    task = _keepalives.get(loop)
+    if task is None or task.done():
+        _keepalives[loop] = loop.create_task(_keep_alive(key))
+
+
+async def _keep_alive(key: str) -> None:
+    while True:
+        await asyncio.sleep(WS_TTL_SECS / 3)
+        try:
+            await _async_client().expire(key, WS_TTL_SECS)
+        except redis.RedisError:
+            logger.warning("could not renew the WebSocket connection count", extra={"key": key})
 
 
 async def aws_connected() -> None:
-    """``ws_connected`` for consumers running on the event loop."""
+    """Call once per accepted WebSocket connection (on the event loop)."""
     await _aws_change(1)
 
 
 async def aws_disconnected() -> None:
+    """Call once per closed connection that ``aws_connected`` counted."""
     await _aws_change(-1)
 
 
 def ws_connection_count() -> int:
-    values = redis_client().hvals(WS_KEY)
-    return sum(max(int(value), 0) for value in values)
+    """Open connections of every live process; forgets processes whose count expired."""
+    client = redis_client()
+    processes = [member.decode() for member in client.smembers(WS_PROCESSES_KEY)]
+    if not processes:
+        return 0
+    counts = client.mget([WS_COUNT_PREFIX + process for process in processes])
+    gone = [process for process, count in zip(processes, counts, strict=True) if count is None]
+    if gone:
+        client.srem(WS_PROCESSES_KEY, *gone)
+    return sum(max(int(count), 0) for count in counts if count is not None)

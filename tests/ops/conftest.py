@@ -15,10 +15,15 @@ WALLET = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
 
 @pytest.fixture(autouse=True)
 def clean_redis_counters():
-    keys = (observability.REJECTED_KEY, observability.WS_KEY, observability.WS_BOOT_KEY)
-    observability.redis_client().delete(*keys)
+    def clear() -> None:
+        client = observability.redis_client()
+        client.delete(observability.REJECTED_KEY, observability.WS_PROCESSES_KEY)
+        for key in client.scan_iter(observability.WS_COUNT_PREFIX + "*"):
+            client.delete(key)
+
+    clear()
     yield
-    observability.redis_client().delete(*keys)
+    clear()
 
 
 @pytest.fixture

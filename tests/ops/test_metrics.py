@@ -1,4 +1,5 @@
 import asyncio
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -124,31 +125,44 @@ def test_rejections_by_reason_and_websocket_connections_come_from_redis(client, 
     rpc_at(f"http://{closed_port_url}")
     observability.readings_rejected(["kwh_out_of_range", "kwh_out_of_range", "Some Free Text!", None])
     observability.readings_rejected([])
-    for _ in range(3):
-        observability.ws_connected()
-    observability.ws_disconnected()
+    asyncio.run(connections(opened=3, closed=1))
     samples = scrape(client)
     assert value(samples, "gridtoken_readings_rejected_total", reason="kwh_out_of_range") == 2
     assert value(samples, "gridtoken_readings_rejected_total", reason="other") == 2
     assert value(samples, "gridtoken_websocket_connections") == 2
 
 
-def test_async_consumers_count_connections_too(db):
-    async def open_two_close_one():
+async def connections(*, opened: int, closed: int = 0) -> None:
+    for _ in range(opened):
         await observability.aws_connected()
-        await observability.aws_connected()
+    for _ in range(closed):
         await observability.aws_disconnected()
 
-    asyncio.run(open_two_close_one())
-    assert observability.ws_connection_count() == 1
 
-
-def test_a_restarted_process_replaces_its_stale_connection_count(db, monkeypatch):
-    for _ in range(5):
-        observability.ws_connected()  # then the process dies without disconnecting anyone
+def test_a_process_that_dies_with_open_connections_drops_out_of_the_gauge(db, monkeypatch):
+    monkeypatch.setattr(observability, "WS_TTL_SECS", 1)
+    asyncio.run(connections(opened=5))  # then this "process" dies: nothing renews its count
     monkeypatch.setattr(observability, "BOOT_ID", "the-next-incarnation")
-    observability.ws_connected()
+    monkeypatch.setattr(observability, "WS_TTL_SECS", 90)
+    asyncio.run(connections(opened=2, closed=1))
+    assert observability.ws_connection_count() == 6
+
+    time.sleep(1.5)  # the dead incarnation's TTL runs out
+
     assert observability.ws_connection_count() == 1
+    members = observability.redis_client().smembers(observability.WS_PROCESSES_KEY)
+    assert [member.decode() for member in members] == [observability.process_id()]
+
+
+def test_a_live_process_keeps_its_count_alive(db, monkeypatch):
+    monkeypatch.setattr(observability, "WS_TTL_SECS", 0.9)  # renewed every 0.3 s
+
+    async def hold_open() -> int:
+        await observability.aws_connected()
+        await asyncio.sleep(2)  # more than twice the TTL
+        return observability.ws_connection_count()
+
+    assert asyncio.run(hold_open()) == 1
 
 
 def test_redis_down_marks_redis_down_and_keeps_the_database_figures(
@@ -156,7 +170,7 @@ def test_redis_down_marks_redis_down_and_keeps_the_database_figures(
 ):
     rpc_at(f"http://{closed_port_url}")
     observability.readings_rejected(["kwh_out_of_range"])  # must not raise
-    observability.ws_connected()
+    asyncio.run(connections(opened=1))  # must not raise either
     samples = scrape(client)
     assert value(samples, "gridtoken_dependency_up", dependency="redis") == 0
     assert value(samples, "gridtoken_dependency_up", dependency="database") == 1
