@@ -80,6 +80,7 @@ class IngestConfig:
     signature_required: bool
     rate_limit_key_per_min: int
     rate_limit_user_per_min: int
+    rate_limit_login_per_min: int
 
     @classmethod
     def from_env(cls, env: Env) -> IngestConfig:
@@ -88,6 +89,7 @@ class IngestConfig:
             signature_required=env.bool("METER_SIGNATURE_REQUIRED", False),
             rate_limit_key_per_min=env.int("RATE_LIMIT_KEY_PER_MIN", 600, min=0, max=10_000_000),
             rate_limit_user_per_min=env.int("RATE_LIMIT_USER_PER_MIN", 1200, min=0, max=10_000_000),
+            rate_limit_login_per_min=env.int("RATE_LIMIT_LOGIN_PER_MIN", 10, min=0, max=10_000),
         )
 
 

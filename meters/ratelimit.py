@@ -1,4 +1,4 @@
-"""Write rate limits per API key and per user, counted in Redis.
+"""Rate limits counted in Redis: writes per API key and per user, token logins per username.
 
 A sliding window approximated from two fixed one-minute buckets (the current count plus the previous
 bucket's count weighted by how much of it still overlaps the last 60 seconds). This avoids the 2x burst a
@@ -11,6 +11,7 @@ a rate limiter must not take ingestion down with it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -47,6 +48,19 @@ def check_write_allowed(*, key_id=None, user_id=None, now: float | None = None) 
         counters.append((f"gt:rl:key:{key_id}", ingest.rate_limit_key_per_min))
     if user_id is not None and ingest.rate_limit_user_per_min > 0:
         counters.append((f"gt:rl:user:{user_id}", ingest.rate_limit_user_per_min))
+    _count(counters, "writes", now)
+
+
+def check_login_allowed(*, username: str, now: float | None = None) -> None:
+    """Count one token login attempt for ``username`` (right or wrong password): guessing passwords is
+    limited per account, whichever address the guesses come from."""
+    limit = settings.INGEST.rate_limit_login_per_min
+    if limit > 0:
+        digest = hashlib.sha256(username.encode()).hexdigest()[:24]
+        _count([(f"gt:rl:login:{digest}", limit)], "login attempts", now)
+
+
+def _count(counters: list[tuple[str, int]], what: str, now: float | None) -> None:
     if not counters:
         return
     now = time.time() if now is None else now
@@ -67,7 +81,7 @@ def check_write_allowed(*, key_id=None, user_id=None, now: float | None = None) 
         estimate = previous * (WINDOW_SECS - elapsed) / WINDOW_SECS + current
         if estimate > limit:
             raise RateLimited(
-                f"More than {limit} writes per minute for this {name.split(':')[2]}.",
+                f"More than {limit} {what} per minute for this {name.split(':')[2]}.",
                 retry_after=_retry_after(current, previous, limit, elapsed),
             )
 
@@ -86,7 +100,7 @@ def _warn(error: Exception) -> None:
     global _last_warning
     if time.monotonic() - _last_warning > 30:
         _last_warning = time.monotonic()
-        logger.warning("rate limiter unavailable, allowing writes: %s", error)
+        logger.warning("rate limiter unavailable, allowing requests: %s", error)
 
 
 class WriteRateLimit(BaseThrottle):

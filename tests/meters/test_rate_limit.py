@@ -135,3 +135,18 @@ def test_retry_after_covers_a_full_current_window():
     assert ratelimit._retry_after(current=10, previous=0, limit=5, elapsed=30) == 60
     # 6 * 30/60 + 3 = 6 decays by 6/60 per second: 2 over the limit takes 20 s
     assert ratelimit._retry_after(current=3, previous=6, limit=4, elapsed=30) == 20
+
+
+def test_token_logins_are_limited_per_username_right_password_or_not(api, meter, stranger, ingest_settings):
+    ingest_settings(rate_limit_login_per_min=3)
+
+    def login(user, password):
+        return api.post("/api/auth/token", {"username": user.username, "password": password}, format="json")
+
+    codes = [login(meter.owner, "wrong").status_code for _ in range(3)]
+    refused = login(meter.owner, "password")  # the right password, but the account's budget is spent
+
+    assert codes == [401, 401, 401]
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert int(refused["Retry-After"]) >= 1
+    assert login(stranger, "password").status_code == 200  # other accounts are unaffected
