@@ -9,9 +9,11 @@ Redis round trips, not thousands; consumers unpack the list into one WebSocket f
 Delivery is best effort by design: PostgreSQL is the source of truth, so a Redis outage loses live
 notifications, never data.
 
-Publishing runs on one event loop per process, on its own thread, which keeps the layer's Redis
-connections open between publishes. (``async_to_sync`` from a WSGI request or a Celery task would start a
-fresh loop, and with it a fresh Redis connection, for every publish: about 6 ms of CPU each.)
+Where the caller has no event loop behind it (a WSGI request, a Celery task, a management command),
+publishing runs on one event loop per process, on its own thread, which keeps the layer's Redis connections
+open between publishes: ``async_to_sync`` there would start a fresh loop, and with it a fresh Redis
+connection, for every publish (about 6 ms of CPU each). Sync code called from an event loop through
+``sync_to_async`` (views under an ASGI server) publishes on that loop, whose connections stay open anyway.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
@@ -144,12 +146,20 @@ def publish(events: list[dict]) -> None:
             await layer.group_send(group, {"type": LAYER_MESSAGE_TYPE, "events": group_events})
 
     try:
-        if isinstance(layer, InMemoryChannelLayer):  # consumer unit tests: stay on the test's own loop
+        if isinstance(layer, InMemoryChannelLayer) or _called_from_event_loop():
             async_to_sync(send_all)()
         else:
             _publisher().run(send_all(), PUBLISH_TIMEOUT_SECS)
     except Exception:  # a live notification must never fail the write that caused it
         logger.warning("event publish failed", exc_info=True, extra={"events": len(events)})
+
+
+def _called_from_event_loop() -> bool:
+    """Whether this thread runs sync code for an event loop of this process (asgiref's ``sync_to_async``
+    records it), so that ``async_to_sync`` reuses that loop instead of starting one."""
+    local = SyncToAsync.threadlocal
+    loop = getattr(local, "main_event_loop", None)
+    return loop is not None and getattr(local, "main_event_loop_pid", None) == os.getpid() and loop.is_running()
 
 
 class _Publisher:

@@ -104,6 +104,11 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                # A cancelled read can surface as a connection error (redis-py closes the socket it was
+                # reading and channels-redis re-raises what that caused): a reader told to stop must stop,
+                # not retry forever on behalf of a group nobody here listens to any more.
+                if asyncio.current_task().cancelling():
+                    raise asyncio.CancelledError from None
                 # Redis gone: keep the connections open, and re-join once it is back (a restarted Redis has
                 # forgotten every group). Events published meanwhile are lost: the pages resynchronise.
                 logger.warning("channel layer receive failed; retrying", exc_info=True, extra={"group": group})

@@ -154,3 +154,43 @@ async def test_messages_of_other_types_on_the_group_are_ignored(producer, meter)
         await layer_publish([event])
         assert await receive_json(ws) == event
         await asyncio.sleep(0)
+
+
+@pytest.mark.timeout(30)
+async def test_a_reader_stops_when_cancelled_even_if_its_read_fails_with_a_connection_error():
+    """redis-py can turn the cancellation of a blocked read into ConnectionError("Connection closed by
+    server"); the reader must still stop, or a cancelled subscription retries forever."""
+    from realtime.hub import Hub
+
+    class Layer:
+        reads = 0
+
+        async def new_channel(self):
+            return "specific.abc!def"
+
+        async def group_add(self, group, channel):
+            pass
+
+        async def group_discard(self, group, channel):
+            pass
+
+        async def receive(self, channel):
+            self.reads += 1
+            try:
+                await asyncio.Event().wait()  # blocked, as BZPOPMIN is
+            except asyncio.CancelledError:
+                raise redis.ConnectionError("Connection closed by server.") from None
+
+    class Member:
+        def push(self, frames):
+            raise AssertionError("nothing is published")
+
+    layer, member = Layer(), Member()
+    hub = Hub(layer, refresh_secs=60)
+    await hub.join("operators", member)
+    reader = hub.feeds["operators"].reader
+    await asyncio.sleep(0)
+    await hub.leave("operators", member)
+
+    await asyncio.wait({reader}, timeout=5)
+    assert reader.cancelled() and layer.reads == 1
