@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from asgiref.sync import SyncToAsync, async_to_sync
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.layers import get_channel_layer
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def publish(events: list[dict]) -> None:
             await layer.group_send(group, {"type": LAYER_MESSAGE_TYPE, "events": group_events})
 
     try:
-        if isinstance(layer, InMemoryChannelLayer) or _called_from_event_loop():
+        if _called_from_event_loop():
             async_to_sync(send_all)()
         else:
             _publisher().run(send_all(), PUBLISH_TIMEOUT_SECS)
