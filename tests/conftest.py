@@ -41,6 +41,22 @@ def database_url() -> str:
     return f"postgres://{user}{password}@{conf.get('HOST') or '127.0.0.1'}:{conf.get('PORT') or 5432}/{conf['NAME']}"
 
 
+@pytest.fixture
+def broker(settings):
+    """The Celery broker's Redis database, emptied before and after the test."""
+    import redis
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def queued_tasks(broker) -> list[str]:
+    """Names of the tasks waiting in the broker's default queue, oldest first."""
+    return [json.loads(raw)["headers"]["task"] for raw in broker.lrange("celery", 0, -1)]
+
+
 def rpc_call(url: str, method: str, params: list | None = None, timeout: float = 5.0) -> dict:
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})

@@ -1,13 +1,11 @@
 """A committed reading asks the pipeline to mint soon: one debounced task per burst, none for refusals."""
 
 import dataclasses
-import json
 from datetime import timedelta
 
 import pytest
-import redis
-from django.conf import settings
 
+from tests.conftest import queued_tasks
 from tests.meters.conftest import rfc3339
 
 SUBMIT = "/api/meters/submit-reading"
@@ -17,12 +15,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def queued(settings):
+def queued(settings, broker):
     settings.TOKENIZATION = dataclasses.replace(settings.TOKENIZATION, trigger_debounce_ms=2000)
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.flushdb()
-    yield lambda: [json.loads(raw)["headers"]["task"] for raw in broker.lrange("celery", 0, -1)]
-    broker.flushdb()
+    return lambda: queued_tasks(broker)
 
 
 def test_a_stored_reading_enqueues_a_mint(post, meter, device_key, recent, queued):
@@ -48,10 +43,10 @@ def test_a_batch_enqueues_one_mint(post, meter, fleet_key, recent, queued):
     assert queued() == [MINT_TASK]
 
 
-def test_replays_and_refusals_enqueue_nothing(post, meter, device_key, fleet_key, recent, queued):
+def test_replays_and_refusals_enqueue_nothing(post, meter, device_key, fleet_key, recent, queued, broker):
     body = {"kwh_amount": "1.5", "reading_timestamp": rfc3339(recent)}
     post(SUBMIT, body, key=device_key)
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    broker.flushdb()
 
     assert post(SUBMIT, body, key=device_key).json()["duplicate"] is True
     assert post(SUBMIT, {**body, "kwh_amount": "-1"}, key=device_key).status_code == 400

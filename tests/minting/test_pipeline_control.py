@@ -1,12 +1,10 @@
 """Retry policy, the run-time switch, the outage breaker and the debounced trigger (real Redis, no chain)."""
 
 import dataclasses
-import json
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-import redis
 from django.utils import timezone
 
 from meters.models import MeterReading
@@ -16,7 +14,7 @@ from minting.models import MintBatch, MintingControl, TokenMint
 from minting.services import control_get, outage_delay, retry_delay
 from minting.tasks import mint_due_readings, reconcile_batches
 from minting.triggers import DEBOUNCE_KEY, mint_soon, mint_soon_on_commit
-from tests.conftest import free_port
+from tests.conftest import free_port, queued_tasks
 from tests.minting.pipeline_harness import make_meter, make_readings, set_tokenization
 
 pytestmark = pytest.mark.django_db
@@ -118,18 +116,6 @@ def test_clearing_the_breaker_resumes_minting_for_every_worker():
 
 
 # --- the on-submit trigger -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def broker(settings):
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    client.flushdb()
-    yield client
-    client.flushdb()
-
-
-def queued_tasks(broker) -> list[str]:
-    return [json.loads(raw)["headers"]["task"] for raw in broker.lrange("celery", 0, -1)]
 
 
 def test_a_burst_of_a_thousand_triggers_enqueues_one_task(broker, settings):
