@@ -108,9 +108,10 @@ def rejected_counts() -> dict[str, int]:
 
 
 async def _aws_change(delta: int) -> None:
-    key = WS_COUNT_PREFIX + process_id()
+    process = process_id()
+    key = WS_COUNT_PREFIX + process
     try:
-        await _async_client().eval(_WS_CHANGE, 2, WS_PROCESSES_KEY, key, process_id(), delta, WS_TTL_SECS)
+        await _async_client().eval(_WS_CHANGE, 2, WS_PROCESSES_KEY, key, process, delta, WS_TTL_SECS)
     except redis.RedisError:
         logger.warning("could not count a WebSocket connection change", extra={"delta": delta})
     loop = asyncio.get_running_loop()
