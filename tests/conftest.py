@@ -111,6 +111,20 @@ class Localnet:
         self.stop()
         return self.start()
 
+    def set_faults(self, plan: dict) -> dict:
+        """Replace the fault plan (``{}`` clears it; docs/LOCALNET.md); returns it normalised."""
+        return self._control("localnet_setFaults", [plan])
+
+    def faults(self) -> dict:
+        """The current fault plan with what is left of it (remaining counts, seconds left)."""
+        return self._control("localnet_getFaults")
+
+    def _control(self, method: str, params: list | None = None) -> dict:
+        answer = rpc_call(self.url, method, params)
+        if "error" in answer:
+            raise ValueError(f"{method}: {answer['error']['message']}")
+        return answer["result"]
+
 
 @pytest.fixture(scope="session")
 def localnet(tmp_path_factory):

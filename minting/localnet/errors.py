@@ -21,6 +21,7 @@ INTERNAL_ERROR = -32603
 SEND_TRANSACTION_PREFLIGHT_FAILURE = -32002
 TRANSACTION_SIGNATURE_VERIFICATION_FAILURE = -32003
 TRANSACTION_PRECOMPILE_VERIFICATION_FAILURE = -32006
+TRANSACTION_HISTORY_NOT_AVAILABLE = -32011
 UNSUPPORTED_TRANSACTION_VERSION = -32015
 MIN_CONTEXT_SLOT_NOT_REACHED = -32016
 
@@ -56,6 +57,10 @@ def preflight_failure(simulation: RpcSimulateTransactionResult) -> RpcError:
         f"Transaction simulation failed: {describe_transaction_error(simulation.err)}",
         data_json=simulation.to_json(),
     )
+
+
+def history_not_available() -> RpcError:
+    return RpcError(TRANSACTION_HISTORY_NOT_AVAILABLE, "Transaction history is not available from this node")
 
 
 def signature_verification_failure() -> RpcError:

@@ -1,4 +1,8 @@
-"""Cluster, account and token methods of the RPC API (transactions live in ``transactions.py``)."""
+"""Cluster, account and token methods of the RPC API (transactions live in ``transactions.py``).
+
+Every handler that reads chain state asks ``faults.view(method, config)`` for the tip it answers at: the real
+tip, or a lagging replica's (faults.py). Account and token data are always current; only the context slot lags.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +33,9 @@ from solders.rpc.responses import (
 
 from minting.localnet.encoding import check_account_encoding, encode_account
 from minting.localnet.errors import invalid_params
+from minting.localnet.faults import Faults
 from minting.localnet.rpc import (
     API_VERSION,
-    check_min_context_slot,
     config_of,
     positional,
     pubkey_of,
@@ -50,13 +54,12 @@ _COMPACT = (",", ":")
 class ClusterMethods:
     """Handlers that read the chain; each takes the JSON ``params`` list and returns ``result`` JSON text."""
 
-    def __init__(self, chain: LocalChain) -> None:
+    def __init__(self, chain: LocalChain, faults: Faults) -> None:
         self.chain = chain
+        self.faults = faults
 
-    def context(self, config: dict) -> RpcResponseContext:
-        slot = self.chain.slot
-        check_min_context_slot(config, slot)
-        return RpcResponseContext(slot, API_VERSION)
+    def context(self, method: str, config: dict) -> RpcResponseContext:
+        return RpcResponseContext(self.faults.view(method, config).slot, API_VERSION)
 
     def handlers(self) -> dict:
         return {
@@ -76,6 +79,8 @@ class ClusterMethods:
             "getTokenAccountBalance": self.get_token_account_balance,
             "getTokenSupply": self.get_token_supply,
             "getTokenAccountsByOwner": self.get_token_accounts_by_owner,
+            "minimumLedgerSlot": self.minimum_ledger_slot,
+            "getFirstAvailableBlock": self.get_first_available_block,
         }
 
     # -- cluster -----------------------------------------------------------------------------------------
@@ -86,75 +91,86 @@ class ClusterMethods:
 
     def get_slot(self, params: list) -> str:
         (config,) = positional(params, 0, 1)
-        return solders_result(GetSlotResp(self.context(config_of(config)).slot))
+        return solders_result(GetSlotResp(self.faults.view("getSlot", config).slot))
 
     def get_block_height(self, params: list) -> str:
         (config,) = positional(params, 0, 1)
-        check_min_context_slot(config_of(config), self.chain.slot)
-        return solders_result(GetBlockHeightResp(self.chain.block_height))
+        return solders_result(GetBlockHeightResp(self.faults.view("getBlockHeight", config).block_height))
 
     def get_epoch_info(self, params: list) -> str:
         (config,) = positional(params, 0, 1)
-        check_min_context_slot(config_of(config), self.chain.slot)
+        view = self.faults.view("getEpochInfo", config)
         chain = self.chain
         with chain.lock:
             schedule = chain.svm.get_epoch_schedule()
-            epoch, slot_index = schedule.get_epoch_and_slot_index(chain.slot)
+            epoch, slot_index = schedule.get_epoch_and_slot_index(view.slot)
             info = EpochInfo(
-                epoch, slot_index, schedule.get_slots_in_epoch(epoch), chain.slot, chain.block_height,
+                epoch, slot_index, schedule.get_slots_in_epoch(epoch), view.slot, view.block_height,
                 chain.transaction_count,
             )  # fmt: skip
         return solders_result(GetEpochInfoResp(info))
 
     def get_transaction_count(self, params: list) -> str:
         (config,) = positional(params, 0, 1)
-        check_min_context_slot(config_of(config), self.chain.slot)
+        self.faults.view("getTransactionCount", config)
         return str(self.chain.transaction_count)
 
     def get_latest_blockhash(self, params: list) -> str:
+        """The blockhash of the answering node's tip: behind a lagging replica, that slot's blockhash."""
         (config,) = positional(params, 0, 1)
-        blockhash, last_valid, slot = self.chain.latest_blockhash()
-        check_min_context_slot(config_of(config), slot)
+        view = self.faults.view("getLatestBlockhash", config)
         return solders_result(
-            GetLatestBlockhashResp(RpcBlockhash(blockhash, last_valid), RpcResponseContext(slot, API_VERSION))
+            GetLatestBlockhashResp(
+                RpcBlockhash(view.blockhash, view.last_valid_block_height), RpcResponseContext(view.slot, API_VERSION)
+            )
         )
 
     def is_blockhash_valid(self, params: list) -> str:
         blockhash, config = positional(params, 1, 2)
-        context = self.context(config_of(config))
+        view = self.faults.view("isBlockhashValid", config)
         try:
             parsed = Hash.from_string(blockhash)
         except Exception as error:  # solders raises ParseHashError, not a ValueError
             raise invalid_params("Invalid param: Invalid") from error
-        return solders_result(IsBlockhashValidResp(self.chain.is_blockhash_valid(parsed), context))
+        valid = self.chain.is_blockhash_valid(parsed, view.block_height)
+        return solders_result(IsBlockhashValidResp(valid, RpcResponseContext(view.slot, API_VERSION)))
 
     def get_fee_for_message(self, params: list) -> str:
         """LiteSVM's fee: 5000 lamports per signature; null when the message's blockhash is not valid."""
         encoded, config = positional(params, 1, 2)
-        context = self.context(config_of(config))
+        view = self.faults.view("getFeeForMessage", config)
         try:
             message = from_bytes_versioned(base64_bytes(encoded))
         except ValueError as error:
             raise invalid_params(f"invalid message: {error}") from error
         fee = None
-        if self.chain.is_blockhash_valid(message.recent_blockhash):
+        if self.chain.is_blockhash_valid(message.recent_blockhash, view.block_height):
             fee = LAMPORTS_PER_SIGNATURE * message.header.num_required_signatures
-        return solders_result(GetFeeForMessageResp(fee, context))
+        return solders_result(GetFeeForMessageResp(fee, RpcResponseContext(view.slot, API_VERSION)))
 
     def get_minimum_balance_for_rent_exemption(self, params: list) -> str:
         data_len, config = positional(params, 1, 2)
-        check_min_context_slot(config_of(config), self.chain.slot)
+        self.faults.view("getMinimumBalanceForRentExemption", config)
         size = u64_of(data_len, "data length")
         return solders_result(
             GetMinimumBalanceForRentExemptionResp(self.chain.minimum_balance_for_rent_exemption(size))
         )
+
+    def minimum_ledger_slot(self, params: list) -> str:
+        """The oldest slot the node still has: 0, or the start of the history gap fault."""
+        positional(params, 0, 0)
+        return str(self.faults.first_available_slot(self.faults.view("minimumLedgerSlot").slot))
+
+    def get_first_available_block(self, params: list) -> str:
+        positional(params, 0, 0)
+        return str(self.faults.first_available_slot(self.faults.view("getFirstAvailableBlock").slot))
 
     # -- accounts ----------------------------------------------------------------------------------------
 
     def get_balance(self, params: list) -> str:
         address, config = positional(params, 1, 2)
         pubkey = pubkey_of(address)
-        context = self.context(config_of(config))
+        context = self.context("getBalance", config_of(config))
         return solders_result(GetBalanceResp(self.chain.get_balance(pubkey), context))
 
     def decimals_of(self, mint: Pubkey) -> int | None:
@@ -168,7 +184,7 @@ class ClusterMethods:
     def get_account_info(self, params: list) -> str:
         address, config = positional(params, 1, 2)
         pubkey, config = pubkey_of(address), config_of(config)
-        context = self.context(config)
+        context = self.context("getAccountInfo", config)
         value = self._encoded(self.chain.get_account(pubkey), config)
         return with_context(context.slot, json.dumps(value, separators=_COMPACT))
 
@@ -179,7 +195,7 @@ class ClusterMethods:
         if len(addresses) > MAX_MULTIPLE_ACCOUNTS:
             raise invalid_params(f"Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}")
         pubkeys, config = [pubkey_of(address) for address in addresses], config_of(config)
-        context = self.context(config)
+        context = self.context("getMultipleAccounts", config)
         values = [self._encoded(account, config) for account in self.chain.get_accounts(pubkeys)]
         return with_context(context.slot, json.dumps(values, separators=_COMPACT))
 
@@ -188,7 +204,7 @@ class ClusterMethods:
     def get_token_account_balance(self, params: list) -> str:
         address, config = positional(params, 1, 2)
         pubkey = pubkey_of(address)
-        context = self.context(config_of(config))
+        context = self.context("getTokenAccountBalance", config_of(config))
         account = self.chain.get_account(pubkey)
         if account is None:
             raise invalid_params("Invalid param: could not find account")
@@ -203,7 +219,7 @@ class ClusterMethods:
     def get_token_supply(self, params: list) -> str:
         address, config = positional(params, 1, 2)
         pubkey = pubkey_of(address)
-        context = self.context(config_of(config))
+        context = self.context("getTokenSupply", config_of(config))
         account = self.chain.get_account(pubkey)
         if account is None:
             raise invalid_params("Invalid param: could not find mint")
@@ -218,7 +234,7 @@ class ClusterMethods:
         owner, config = pubkey_of(address), config_of(config)
         if not isinstance(token_filter, dict) or len(token_filter) != 1:
             raise invalid_params("Invalid params: expected a filter object with either mint or programId")
-        context = self.context(config)
+        context = self.context("getTokenAccountsByOwner", config)
         mint = None
         if "mint" in token_filter:
             mint = pubkey_of(token_filter["mint"])

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from minting.localnet import ledger
+from minting.localnet.faults import JSON_CONTENT, Faults, HttpReply
 from minting.localnet.methods import ClusterMethods
 from minting.localnet.rpc import Dispatcher
 from minting.localnet.state import LocalChain
@@ -24,22 +25,30 @@ logger = logging.getLogger("minting.localnet")
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 50 * 1024 * 1024
-_STATUS_TEXT = {200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-                411: "Length Required", 413: "Payload Too Large", 431: "Request Header Fields Too Large"}  # fmt: skip
+_STATUS_TEXT = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+                404: "Not Found", 405: "Method Not Allowed", 407: "Proxy Authentication Required",
+                411: "Length Required", 413: "Payload Too Large", 429: "Too Many Requests",
+                431: "Request Header Fields Too Large", 500: "Internal Server Error", 502: "Bad Gateway",
+                503: "Service Unavailable", 504: "Gateway Timeout"}  # fmt: skip
 _CORS = b"Access-Control-Allow-Origin: *\r\n"
 
 
-def build_dispatcher(chain: LocalChain) -> Dispatcher:
-    methods = {**ClusterMethods(chain).handlers(), **TransactionMethods(chain).handlers()}
+def build_dispatcher(chain: LocalChain, faults: Faults | None = None) -> Dispatcher:
+    faults = Faults(chain) if faults is None else faults
+    methods = {
+        **ClusterMethods(chain, faults).handlers(), **TransactionMethods(chain, faults).handlers(),
+        **faults.handlers(),
+    }  # fmt: skip
     return Dispatcher(methods, on_error=lambda method, error: logger.exception("%s failed", method, exc_info=error))
 
 
-def _response(status: int, body: bytes, content_type: bytes, keep_alive: bool) -> bytes:
+def _response(status: int, body: bytes, content_type: bytes, keep_alive: bool, headers: bytes = b"") -> bytes:
     head = (
         f"HTTP/1.1 {status} {_STATUS_TEXT[status]}\r\nContent-Type: ".encode()
         + content_type
         + f"\r\nContent-Length: {len(body)}\r\n".encode()
         + _CORS
+        + headers
         + (b"" if keep_alive else b"Connection: close\r\n")
         + b"\r\n"
     )
@@ -49,8 +58,8 @@ def _response(status: int, body: bytes, content_type: bytes, keep_alive: bool) -
 class HttpRpcProtocol(asyncio.Protocol):
     """One connection: parses pipelined HTTP/1.1 requests from a buffer and answers each in turn."""
 
-    def __init__(self, handle_body: Callable[[bytes], bytes | None]) -> None:
-        self.handle_body = handle_body
+    def __init__(self, handle_post: Callable[[bytes], HttpReply]) -> None:
+        self.handle_post = handle_post
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.continue_sent = False
@@ -95,8 +104,8 @@ class HttpRpcProtocol(asyncio.Protocol):
 
     def _answer(self, method: str, body: bytes, keep_alive: bool) -> bytes:
         if method == "POST":
-            answer = self.handle_body(body)
-            return _response(200, answer or b"", b"application/json; charset=utf-8", keep_alive)
+            status, answer, content_type, headers = self.handle_post(body)
+            return _response(status, answer, content_type, keep_alive, headers)
         if method == "GET":  # the validator's health endpoint, for load balancers and humans
             return _response(200, b"ok", b"text/plain", keep_alive)
         if method == "OPTIONS":  # CORS preflight from browser clients
@@ -167,7 +176,8 @@ class LocalnetServer:
         self.save_interval = save_interval
         self.status_interval = status_interval
         self.out = out
-        self.dispatcher = build_dispatcher(chain)
+        self.faults = Faults(chain, on_change=out)
+        self.dispatcher = build_dispatcher(chain, self.faults)
         self.ticker = SlotTicker(chain, slot_ms)
         self.server: asyncio.AbstractServer | None = None
         self.stop_requested: asyncio.Event | None = None
@@ -179,11 +189,18 @@ class LocalnetServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def handle_post(self, body: bytes) -> HttpReply:
+        """A JSON-RPC request body's reply: the http fault's, if one is on, else the dispatcher's answer."""
+        fault = self.faults.http_reply(body)
+        if fault is not None:
+            return fault
+        return HttpReply(200, self.dispatcher.handle_body(body) or b"", JSON_CONTENT)
+
     async def start(self) -> str:
         loop = asyncio.get_running_loop()
         self.stop_requested = asyncio.Event()
         self.server = await loop.create_server(
-            lambda: HttpRpcProtocol(self.dispatcher.handle_body), self.host, self.port, reuse_address=True
+            lambda: HttpRpcProtocol(self.handle_post), self.host, self.port, reuse_address=True
         )
         self.port = self.server.sockets[0].getsockname()[1]
         self.ticker.start()

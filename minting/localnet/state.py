@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from solders.account import Account
@@ -80,6 +81,19 @@ def next_blockhash(previous: Hash, slot: int) -> Hash:
     return Hash(hashlib.sha256(bytes(previous) + slot.to_bytes(8, "little")).digest())
 
 
+@dataclass(frozen=True, slots=True)
+class ChainView:
+    """The tip as one node sees it: the real tip, or the tip of a replica some slots behind."""
+
+    slot: int
+    block_height: int
+    blockhash: Hash
+
+    @property
+    def last_valid_block_height(self) -> int:
+        return self.block_height + MAX_PROCESSING_AGE
+
+
 def _simulation_result(
     err: Any, meta: TransactionMetadata | None, accounts: list[Account | None] | None = None
 ) -> RpcSimulateTransactionResult:
@@ -144,10 +158,23 @@ class LocalChain:
         with self.lock:
             return self.blockhash, self.blockhash_heights[self.blockhash] + MAX_PROCESSING_AGE, self.slot
 
-    def is_blockhash_valid(self, blockhash: Hash) -> bool:
+    def view(self, lag: int = 0) -> ChainView:
+        """The tip ``lag`` slots back (at most as far back as the slot hashes reach)."""
+        with self.lock:
+            slot, blockhash = self.slot_hashes[min(lag, len(self.slot_hashes) - 1)]
+            return ChainView(slot, self._height_of(slot), blockhash)
+
+    def is_blockhash_valid(self, blockhash: Hash, at_height: int | None = None) -> bool:
+        """Valid at the tip, or at ``at_height`` (a lagging replica, which does not know newer blockhashes)."""
         with self.lock:
             height = self.blockhash_heights.get(blockhash)
-            return height is not None and self.block_height <= height + MAX_PROCESSING_AGE
+            if height is None and at_height is not None:  # pruned at the tip, maybe still young for the replica
+                height = next((self._height_of(slot) for slot, h in self.slot_hashes if h == blockhash), None)
+            at_height = self.block_height if at_height is None else at_height
+            return height is not None and height <= at_height <= height + MAX_PROCESSING_AGE
+
+    def _height_of(self, slot: int) -> int:
+        return self.block_height - (self.slot - slot)  # every slot is a block here
 
     # -- transactions ----------------------------------------------------------------------------------
 
@@ -285,6 +312,12 @@ class LocalChain:
             accounts = [post[key] if key in post else self.svm.get_account(key) for key in addresses]
             return _simulation_result(err, meta, accounts if addresses else None), replacement
 
+    def preflight(self, tx: VersionedTransaction) -> None:
+        """Raise what ``send_transaction``'s preflight would, landing nothing (for sends a fault intercepts)."""
+        simulation, _ = self.simulate_transaction(tx, sig_verify=True, replace_blockhash=False, addresses=[])
+        if simulation.err is not None:
+            raise preflight_failure(simulation)
+
     def request_airdrop(self, recipient: Pubkey, lamports: int) -> str:
         """A faucet transfer landed like any transaction, so it has a signature and a status."""
         with self.lock:
@@ -304,13 +337,18 @@ class LocalChain:
 
     # -- reads -------------------------------------------------------------------------------------------
 
-    def signature_statuses(self, signatures: list[bytes], *, search_history: bool) -> list[tuple[int, Any] | None]:
+    def signature_statuses(
+        self, signatures: list[bytes], *, search_history: bool, at_slot: int | None = None, first_slot: int = 0
+    ) -> list[tuple[int, Any] | None]:
+        """(slot, err) of each landed signature, as a node at ``at_slot`` whose ledger starts at ``first_slot``
+        sees it: later landings are not known yet, earlier ones are pruned."""
         with self.lock:
-            oldest = self.slot - STATUS_CACHE_SLOTS
+            at_slot = self.slot if at_slot is None else at_slot
+            oldest = max(first_slot, at_slot - STATUS_CACHE_SLOTS if not search_history else 0)
             statuses = []
             for signature in signatures:
                 status = self.history.status(signature)
-                if status is not None and not search_history and status[0] < oldest:
+                if status is not None and not oldest <= status[0] <= at_slot:
                     status = None
                 statuses.append(status)
             return statuses

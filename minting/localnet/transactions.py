@@ -1,4 +1,8 @@
-"""Transaction methods: send, simulate, statuses, getTransaction, airdrop."""
+"""Transaction methods: send, simulate, statuses, getTransaction, airdrop.
+
+Sends consult the fault plan (dropped, seen on a fork); status reads answer as the node the plan puts in
+front of them (lagging, pruned, without history) with the finality the plan gives (faults.py).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,16 @@ import json
 import based58
 from solders.rpc.responses import GetSignatureStatusesResp, RpcResponseContext, SimulateTransactionResp
 from solders.transaction import VersionedTransaction
-from solders.transaction_status import TransactionConfirmationStatus, TransactionStatus
+from solders.transaction_status import TransactionStatus
 
 from minting.localnet.errors import (
     UNSUPPORTED_TRANSACTION_VERSION,
     RpcError,
     error_to_ui,
+    history_not_available,
     invalid_params,
 )
+from minting.localnet.faults import PROCESSED, Faults
 from minting.localnet.history import TransactionRecord
 from minting.localnet.rpc import (
     API_VERSION,
@@ -35,7 +41,6 @@ MAX_BASE64_SIZE = 1644  # ceil(1232 / 3) * 4 + slack, as the validator allows
 MAX_BASE58_SIZE = 1683
 TRANSACTION_TYPE = "solana_transaction::versioned::VersionedTransaction"
 MAX_SIGNATURE_STATUSES = 256
-FINALIZED = TransactionConfirmationStatus.Finalized
 
 
 def decode_transaction(encoded: object, encoding: str) -> tuple[bytes, VersionedTransaction]:
@@ -79,8 +84,9 @@ def decode_transaction(encoded: object, encoding: str) -> tuple[bytes, Versioned
 
 
 class TransactionMethods:
-    def __init__(self, chain: LocalChain) -> None:
+    def __init__(self, chain: LocalChain, faults: Faults) -> None:
         self.chain = chain
+        self.faults = faults
 
     def handlers(self) -> dict:
         return {
@@ -92,17 +98,25 @@ class TransactionMethods:
         }
 
     def send_transaction(self, params: list) -> str:
+        """Never lagged (replicas forward sends to the leader). A send the fault plan intercepts (dropped, on a
+        fork) still gets preflight from the node that took it, then its signature, and never lands."""
         encoded, config = positional(params, 1, 2)
         config = config_of(config)
         check_min_context_slot(config, self.chain.slot)
         raw, transaction = decode_transaction(encoded, config.get("encoding") or "base58")
-        signature = self.chain.send_transaction(transaction, raw, preflight=not config.get("skipPreflight", False))
+        preflight = not config.get("skipPreflight", False)
+        if self.faults.intercepts_sends():
+            if preflight:
+                self.chain.preflight(transaction)
+            if self.faults.intercept_send(bytes(transaction.signatures[0])):
+                return f'"{transaction.signatures[0]}"'
+        signature = self.chain.send_transaction(transaction, raw, preflight=preflight)
         return f'"{signature}"'
 
     def simulate_transaction(self, params: list) -> str:
         encoded, config = positional(params, 1, 2)
         config = config_of(config)
-        check_min_context_slot(config, self.chain.slot)
+        view = self.faults.view("simulateTransaction", config)
         sig_verify = bool(config.get("sigVerify", False))
         replace_blockhash = bool(config.get("replaceRecentBlockhash", False))
         if sig_verify and replace_blockhash:
@@ -113,7 +127,7 @@ class TransactionMethods:
         simulation, replacement = self.chain.simulate_transaction(
             transaction, sig_verify=sig_verify, replace_blockhash=replace_blockhash, addresses=addresses
         )
-        result = solders_result(SimulateTransactionResp(simulation, RpcResponseContext(self.chain.slot, API_VERSION)))
+        result = solders_result(SimulateTransactionResp(simulation, RpcResponseContext(view.slot, API_VERSION)))
         if replacement is not None:
             replaced = json.dumps(replacement, separators=(",", ":"))
             result = result.replace('"replacementBlockhash":null', f'"replacementBlockhash":{replaced}', 1)
@@ -127,23 +141,40 @@ class TransactionMethods:
         if len(signatures) > MAX_SIGNATURE_STATUSES:
             raise invalid_params(f"Too many inputs provided; max {MAX_SIGNATURE_STATUSES}")
         keys = [signature_of(signature) for signature in signatures]
-        slot = self.chain.slot
-        found = self.chain.signature_statuses(keys, search_history=bool(config.get("searchTransactionHistory")))
-        statuses = [
-            None if status is None else TransactionStatus(status[0], None, status[1], status[1], FINALIZED)
-            for status in found
-        ]
-        return solders_result(GetSignatureStatusesResp(statuses, RpcResponseContext(slot, API_VERSION)))
+        search_history = bool(config.get("searchTransactionHistory"))
+        if search_history and self.faults.history_unavailable():
+            raise history_not_available()
+        view = self.faults.view("getSignatureStatuses")
+        found = self.chain.signature_statuses(
+            keys, search_history=search_history, at_slot=view.slot,
+            first_slot=self.faults.first_available_slot(view.slot),
+        )  # fmt: skip
+        statuses = [self._status(key, status, view.slot) for key, status in zip(keys, found, strict=True)]
+        return solders_result(GetSignatureStatusesResp(statuses, RpcResponseContext(view.slot, API_VERSION)))
+
+    def _status(self, signature: bytes, landed: tuple | None, at_slot: int) -> TransactionStatus | None:
+        if landed is None:
+            seen = self.faults.fork_slot(signature, at_slot)
+            return None if seen is None else TransactionStatus(seen, 0, None, None, PROCESSED)
+        slot, err = landed
+        confirmations, level = self.faults.confirmation(at_slot - slot)
+        return TransactionStatus(slot, confirmations, err, err, level)
 
     def get_transaction(self, params: list) -> str:
         signature, config = positional(params, 1, 2)
         config = config_of(config)
-        check_min_context_slot(config, self.chain.slot)
+        if self.faults.history_unavailable():
+            raise history_not_available()
+        view = self.faults.view("getTransaction", config)
         encoding = config.get("encoding") or "json"
         if encoding not in ("json", "jsonParsed", "base64", "base58"):
             raise invalid_params(f"Invalid params: unknown variant `{encoding}`")
         record = self.chain.transaction(signature_of(signature))
-        if record is None:
+        if (
+            record is None
+            or not self.faults.first_available_slot(view.slot) <= record.slot <= view.slot
+            or not self.faults.reached(view.slot - record.slot, config.get("commitment"))
+        ):
             return "null"
         max_version = config.get("maxSupportedTransactionVersion")
         transaction = VersionedTransaction.from_bytes(record.raw)
