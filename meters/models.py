@@ -61,6 +61,9 @@ class MeterReading(models.Model):
     meter_signature = models.TextField(null=True, blank=True)  # noqa: DJ001
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     token_amount = models.BigIntegerField(null=True, blank=True, help_text="Exact base units minted")
+    # The conversion the amount was priced with, fixed at the first claim and kept across retries and re-signs.
+    token_ratio = models.DecimalField(max_digits=40, decimal_places=20, null=True, blank=True)
+    token_decimals = models.PositiveSmallIntegerField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     last_error = models.TextField(blank=True, default="")

@@ -7,14 +7,15 @@ deployment. The points, in the order a mint passes them:
 
 - ``after_build``: transaction built and signed, claim transaction not yet committed (everything rolls back);
 - ``after_batch_commit``: batch rows and reading links committed, nothing sent yet;
-- ``after_send``: transactions sent, readings not yet marked minted.
+- ``after_send``: transactions sent, readings not yet marked minted;
+- ``while_settling``: the settle transaction's updates made, not yet committed (everything rolls back).
 """
 
 import os
 import signal
 
 ENV_VAR = "GRIDTOKEN_CRASH_AT"
-POINTS = ("after_build", "after_batch_commit", "after_send")
+POINTS = ("after_build", "after_batch_commit", "after_send", "while_settling")
 
 
 def crash_point(name: str) -> None:

@@ -40,6 +40,10 @@ class MintBatch(models.Model):
     signature = models.CharField(max_length=88, unique=True)
     raw_transaction = models.BinaryField()
     last_valid_block_height = models.BigIntegerField()
+    # The slot its blockhash was read at: a read deciding this batch must have seen at least that slot.
+    context_slot = models.BigIntegerField(default=0)
+    # Per instruction index, the wallet it mints to (null for budget and memo): pins an InstructionError.
+    instruction_wallets = models.JSONField(default=list, blank=True)
     mint_address = models.CharField(max_length=44)
     reading_count = models.PositiveIntegerField(default=0)
     total_token_amount = models.DecimalField(max_digits=30, decimal_places=0, default=0)
@@ -70,6 +74,14 @@ class MintingControl(models.Model):
     chain_failures = models.PositiveIntegerField(default=0)
     chain_retry_at = models.DateTimeField(null=True, blank=True)
     chain_error = models.TextField(blank=True, default="")
+    chain_error_code = models.CharField(max_length=64, blank=True, default="")
+    # Bumped when a mint finds a token account gone (closed by its owner): every process forgets its cache.
+    accounts_epoch = models.PositiveIntegerField(default=0)
+    fee_payer_lamports = models.BigIntegerField(null=True, blank=True)
+    fee_payer_checked_at = models.DateTimeField(null=True, blank=True)
+    # The last time a settlement decision had to wait because the node lagged or lacked history.
+    decisions_blocked_at = models.DateTimeField(null=True, blank=True)
+    decisions_blocked_reason = models.TextField(blank=True, default="")
 
     def __str__(self) -> str:
         return f"auto-mint {'on' if self.auto_mint_enabled else 'off'}"

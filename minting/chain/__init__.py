@@ -8,6 +8,7 @@ from minting.chain.conversion import Conversion, base_units_to_kwh, convert_kwh,
 from minting.chain.errors import (
     BlockhashExpired,
     ChainError,
+    HistoryUnavailable,
     InsufficientFunds,
     InvalidAccount,
     InvalidMint,
@@ -19,19 +20,22 @@ from minting.chain.errors import (
     RpcRejected,
     RpcTimeout,
     RpcUnavailable,
+    SupplyOverflow,
     TransactionFailed,
     TransactionTooLarge,
     TransientChainError,
     WrongAuthority,
     error_from_transaction_err,
 )
-from minting.chain.records import MintRequest, SignatureStatus, SignedMint
+from minting.chain.records import U64_MAX, MintRequest, SignatureStatus, SignedMint
 
 __all__ = [
+    "U64_MAX",
     "BlockhashExpired",
     "ChainClient",
     "ChainError",
     "Conversion",
+    "HistoryUnavailable",
     "InsufficientFunds",
     "InvalidAccount",
     "InvalidMint",
@@ -47,6 +51,7 @@ __all__ = [
     "RpcUnavailable",
     "SignatureStatus",
     "SignedMint",
+    "SupplyOverflow",
     "TransactionFailed",
     "TransactionTooLarge",
     "TransientChainError",

@@ -6,6 +6,7 @@ import base64
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from solders.hash import Hash
 from solders.instruction import Instruction
@@ -27,15 +28,19 @@ from minting.chain.decoding import (
 from minting.chain.errors import (
     BlockhashExpired,
     ChainError,
+    HistoryUnavailable,
+    InsufficientFunds,
     InvalidMint,
+    NodeBehind,
     PermanentChainError,
+    RpcBadResponse,
     RpcTimeout,
     TransactionTooLarge,
     WrongAuthority,
 )
 from minting.chain.lookup import LookupTables
 from minting.chain.packing import MAX_COMPUTE_UNITS, PACKET_DATA_SIZE, Draft, Unit, pack
-from minting.chain.records import U64_MAX, MintRequest, SignatureStatus, SignedMint
+from minting.chain.records import U64_MAX, Blockhash, MintRequest, SignatureStatus, SignedMint
 from minting.chain.rpc import Rpc
 
 MAX_MEMO_BYTES = 120
@@ -47,6 +52,23 @@ COMPUTE_MINT = 8_000
 COMPUTE_ANCHOR_MINT = 40_000
 COMPUTE_MEMO_BASE, COMPUTE_MEMO_PER_BYTE = 20_000, 500
 COMPUTE_BUDGET_INSTRUCTIONS = 300
+LAMPORTS_PER_SIGNATURE = 5000
+TOKEN_ACCOUNT_SIZE = 170  # bytes of an associated token account (165 for spl-token; Token-2022 adds a little)
+
+
+@dataclass
+class Outcomes:
+    """What the chain has decided about some transactions, from reads that have seen enough of it.
+
+    ``landed``: signature -> status at the commitment (with ``err`` when it failed on chain); ``expired``:
+    signatures proven never to land; ``undecided``: the rest. ``blocked`` is the transient error that kept
+    undecided ones from being decided (a lagging node, a node without history), if any.
+    """
+
+    landed: dict[str, SignatureStatus] = field(default_factory=dict)
+    expired: set[str] = field(default_factory=set)
+    undecided: list[str] = field(default_factory=list)
+    blocked: ChainError | None = None
 
 
 class ChainClient:
@@ -83,7 +105,10 @@ class ChainClient:
         self.signers = [authority] if rec_validator is None else [authority, rec_validator]
         self.rpc = Rpc(rpc_url, timeout=timeout, max_connections=concurrent_batches + 4)
         self._known_accounts: set[Pubkey] = set()
+        self._accounts_epoch: int | None = None
         self._token_accounts: dict[tuple[Pubkey, Pubkey], Pubkey] = {}
+        self._rent_per_account: int | None = None
+        self.payer_lamports: int | None = None  # the fee payer's balance at the last build
         self.lookup_tables = LookupTables(self) if lookup_tables else None
 
     @classmethod
@@ -102,28 +127,58 @@ class ChainClient:
     ) -> list[SignedMint]:
         """Signed transactions minting ``requests``; nothing is sent.
 
-        1. Requests to the same wallet are merged into one instruction (amounts summed).
+        1. Requests to the same wallet are merged into one instruction (amounts summed), or as few as u64
+           allows.
         2. One getMultipleAccounts (per 100 wallets) finds the token accounts still missing; only those get a
            create-ATA-idempotent instruction, in the same transaction as their mint.
         3. Instructions are packed into as few transactions as fit 1232 bytes and 64 accounts (v0 messages over
            the client's address lookup tables when those are enabled and hold the accounts).
-        4. Every transaction gets the memo ``f"{memo}:{i}"``, so identical batches never share a signature,
+        4. The fee payer's balance must cover the fees and the new accounts' rent (sends skip preflight, so a
+           dry payer's transactions would vanish without a word): InsufficientFunds otherwise.
+        5. Every transaction gets the memo ``f"{memo}:{i}"``, so identical batches never share a signature,
            the optional priority fee, and one recent blockhash (``recent_blockhash``, from latest_blockhash(),
            lets many calls share one fetch), whose last valid block height is returned.
         """
         memo_bytes = len(f"{memo}:{len(requests)}".encode())
         if not memo or memo_bytes > MAX_MEMO_BYTES:
             raise ValueError(f"memo must be 1..{MAX_MEMO_BYTES - 6} bytes, got {memo!r}")
-        merged = self._merge(requests)
-        if not merged:
+        groups = self._merge(requests)
+        if not groups:
             return []
-        token_accounts = {wallet: self.token_account(wallet) for wallet in merged}
+        token_accounts = {wallet: self.token_account(wallet) for wallet, _ in groups}
         missing = self._missing_accounts(list(token_accounts.values()))
-        units = [self._unit(wallet, token_accounts[wallet] in missing, requests) for wallet, requests in merged.items()]
+        created: set[Pubkey] = set()
+        units = []
+        for wallet, grouped in groups:
+            create = token_accounts[wallet] in missing and wallet not in created
+            created |= {wallet} if create else set()
+            units.append(self._unit(wallet, create, grouped))
         lookup = self.lookup_tables.table_for(units) if self.lookup_tables is not None else None
-        blockhash, last_valid_block_height = recent_blockhash or self.latest_blockhash()
+        recent = recent_blockhash or self.latest_blockhash()
         drafts = pack(units, payer=self.payer, fixed=lambda i: self._fixed(memo, i, 0), lookup=lookup)
-        return [self._sign(draft, memo, i, blockhash, last_valid_block_height) for i, draft in enumerate(drafts)]
+        self._check_payer(transactions=len(drafts), new_accounts=len(created))
+        return [self._sign(draft, memo, i, Blockhash(*recent)) for i, draft in enumerate(drafts)]
+
+    def _check_payer(self, *, transactions: int, new_accounts: int) -> None:
+        """Refuse to sign what the fee payer cannot pay for (a platform fault: fund it)."""
+        if self._rent_per_account is None and new_accounts:
+            rent = self.rpc.call("getMinimumBalanceForRentExemption", [TOKEN_ACCOUNT_SIZE])
+            self._rent_per_account = int(rent)
+        fee = LAMPORTS_PER_SIGNATURE * len(self.signers)
+        if self.priority_fee_microlamports:
+            fee += -(-MAX_COMPUTE_UNITS * self.priority_fee_microlamports // 1_000_000)
+        needed = transactions * fee + new_accounts * (self._rent_per_account or 0)
+        balance = self.balance(self.payer)
+        self.payer_lamports = balance
+        if balance < needed:
+            raise InsufficientFunds(
+                f"the fee payer {self.payer} holds {balance} lamports but {transactions} transaction(s) and "
+                f"{new_accounts} new token account(s) need about {needed}: send it SOL, then minting resumes"
+            )
+
+    def balance(self, address: Pubkey) -> int:
+        result = self.rpc.call("getBalance", [str(address), {"commitment": self.commitment}])
+        return int(rpc_value(result, "getBalance"))
 
     def token_account(self, wallet: Pubkey) -> Pubkey:
         """The wallet's associated token account for the mint (derived once per wallet and mint)."""
@@ -133,14 +188,15 @@ class ChainClient:
             self._token_accounts[(wallet, self.mint)] = cached
         return cached
 
-    def _merge(self, requests: Sequence[MintRequest]) -> dict[Pubkey, list[MintRequest]]:
-        merged: dict[Pubkey, list[MintRequest]] = {}
+    def _merge(self, requests: Sequence[MintRequest]) -> list[tuple[Pubkey, list[MintRequest]]]:
+        """Requests grouped per wallet, a wallet's split into several groups where one u64 cannot hold them."""
+        by_wallet: dict[Pubkey, list[list[MintRequest]]] = {}
         for request in requests:
-            merged.setdefault(ix.parse_wallet(request.wallet), []).append(request)
-        for wallet, grouped in merged.items():
-            if sum(request.amount for request in grouped) > U64_MAX:
-                raise ValueError(f"the amounts for {wallet} add up to more than one u64 instruction can mint")
-        return merged
+            groups = by_wallet.setdefault(ix.parse_wallet(request.wallet), [[]])
+            if sum(r.amount for r in groups[-1]) + request.amount > U64_MAX:
+                groups.append([])
+            groups[-1].append(request)
+        return [(wallet, group) for wallet, groups in by_wallet.items() for group in groups]
 
     def _unit(self, wallet: Pubkey, create: bool, requests: list[MintRequest]) -> Unit:
         amount = sum(request.amount for request in requests)
@@ -182,21 +238,26 @@ class ChainClient:
             )
         return [*fixed, ix.memo(text)]
 
-    def _sign(self, draft: Draft, memo: str, index: int, blockhash: Hash, last_valid: int) -> SignedMint:
+    def _sign(self, draft: Draft, memo: str, index: int, recent: Blockhash) -> SignedMint:
         compute = sum(unit.compute_units for unit in draft.units)
         *budget, memo_instruction = self._fixed(memo, index, compute)
         instructions = [*budget, *(i for unit in draft.units for i in unit.instructions), memo_instruction]
+        wallets = [None] * len(budget)
+        wallets += [unit.requests[0].wallet for unit in draft.units for _ in unit.instructions]
         payer = self.payer
         if draft.lookup is not None:
-            message = MessageV0.try_compile(payer, instructions, [draft.lookup], blockhash)
+            message = MessageV0.try_compile(payer, instructions, [draft.lookup], recent.blockhash)
         else:
-            message = Message.new_with_blockhash(instructions, payer, blockhash)
+            message = Message.new_with_blockhash(instructions, payer, recent.blockhash)
         transaction = VersionedTransaction(message, self.signers)
         raw = bytes(transaction)
         if len(raw) > PACKET_DATA_SIZE:  # the packer's arithmetic is exact; this guards against a bug in it
             raise TransactionTooLarge(f"a packed transaction is {len(raw)} bytes (limit {PACKET_DATA_SIZE})")
         requests = tuple(request for unit in draft.units for request in unit.requests)
-        return SignedMint(str(transaction.signatures[0]), raw, last_valid, requests, memo_instruction.data.decode())
+        return SignedMint(
+            str(transaction.signatures[0]), raw, recent.last_valid_block_height, requests,
+            memo_instruction.data.decode(), context_slot=recent.context_slot, instruction_wallets=(*wallets, None),
+        )  # fmt: skip
 
     # --- accounts ------------------------------------------------------------------------------------
 
@@ -220,6 +281,12 @@ class ChainClient:
     def forget_accounts(self) -> None:
         """Drop the cache of known token accounts (a failed mint may mean one was closed)."""
         self._known_accounts.clear()
+
+    def sync_accounts(self, epoch: int) -> None:
+        """Forget the known token accounts when ``epoch`` moved: some process saw one of them vanish."""
+        if epoch != self._accounts_epoch:
+            self.forget_accounts()
+            self._accounts_epoch = epoch
 
     def account_data(self, address: Pubkey) -> tuple[str, bytes] | None:
         """(owner program, data) of an account, or None when it does not exist."""
@@ -261,13 +328,33 @@ class ChainClient:
 
     # --- sending and confirming ----------------------------------------------------------------------
 
-    def latest_blockhash(self) -> tuple[Hash, int]:
+    def latest_blockhash(self) -> Blockhash:
         result = self.rpc.call("getLatestBlockhash", [{"commitment": self.commitment}])
         value = rpc_value(result, "getLatestBlockhash")
-        return Hash.from_string(value["blockhash"]), int(value["lastValidBlockHeight"])
+        return Blockhash(
+            Hash.from_string(value["blockhash"]), int(value["lastValidBlockHeight"]), _context_slot(result)
+        )
 
     def get_block_height(self) -> int:
-        return int(self.rpc.call("getBlockHeight", [{"commitment": self.commitment}]))
+        return self.get_epoch_info()[0]
+
+    def get_epoch_info(self, *, min_context_slot: int = 0) -> tuple[int, int]:
+        """(block height, slot) at the commitment, read together from a node that has reached ``min_context_slot``
+        (NodeBehind otherwise: a node that has not seen that slot cannot say how high the chain is)."""
+        config: dict = {"commitment": self.commitment}
+        if min_context_slot:
+            config["minContextSlot"] = min_context_slot
+        info = self.rpc.call("getEpochInfo", [config])
+        try:
+            height, slot = int(info["blockHeight"]), int(info["absoluteSlot"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise RpcBadResponse(f"getEpochInfo returned {info!r}") from exc
+        if slot < min_context_slot:
+            raise NodeBehind(f"the node is at slot {slot}, behind slot {min_context_slot} already seen")
+        return height, slot
+
+    def minimum_ledger_slot(self) -> int:
+        return int(self.rpc.call("minimumLedgerSlot", []))
 
     def send_raw(self, raw: bytes, *, skip_preflight: bool = True) -> str:
         """Send signed bytes; returns the signature. Already processed is success: re-sending is recovery."""
@@ -296,10 +383,13 @@ class ChainClient:
 
         Raises the typed error when it fails on chain.
         """
-        blockhash, last_valid = self.latest_blockhash()
-        message = Message.new_with_blockhash(list(instructions), self.payer, blockhash)
+        recent = self.latest_blockhash()
+        message = Message.new_with_blockhash(list(instructions), self.payer, recent.blockhash)
         transaction = VersionedTransaction(message, [self.authority, *extra_signers])
-        signed = SignedMint(str(transaction.signatures[0]), bytes(transaction), last_valid, (), "")
+        signed = SignedMint(
+            str(transaction.signatures[0]), bytes(transaction), recent.last_valid_block_height, (), "",
+            context_slot=recent.context_slot,
+        )  # fmt: skip
         self.send_raw(signed.raw, skip_preflight=False)
         status = self.confirm(signed)
         if status.err is not None:
@@ -338,37 +428,101 @@ class ChainClient:
             outcomes = [outcome for chunk_outcomes in pool.map(send, chunks) for outcome in chunk_outcomes]
         return {item.signature: outcome for item, outcome in zip(signed, outcomes, strict=True)}
 
-    def get_signature_statuses(self, signatures: Sequence[str]) -> dict[str, SignatureStatus | None]:
+    def get_signature_statuses(
+        self, signatures: Sequence[str], *, search_history: bool = True, min_context_slot: int = 0
+    ) -> dict[str, SignatureStatus | None]:
+        """Statuses per signature. A null proves nothing by itself: the answer counts only from a node whose
+        context reached ``min_context_slot`` (NodeBehind otherwise), and only with ``search_history`` for
+        transactions older than the node's status cache (about 300 slots)."""
         statuses: dict[str, SignatureStatus | None] = {}
         for start in range(0, len(signatures), STATUS_CHUNK):
             chunk = list(signatures[start : start + STATUS_CHUNK])
-            result = self.rpc.call("getSignatureStatuses", [chunk, {"searchTransactionHistory": True}])
+            result = self.rpc.call("getSignatureStatuses", [chunk, {"searchTransactionHistory": search_history}])
+            if _context_slot(result) < min_context_slot:
+                raise NodeBehind(
+                    f"getSignatureStatuses answered at slot {_context_slot(result)}, behind slot {min_context_slot}"
+                )
             for signature, status in zip(chunk, rpc_value(result, "getSignatureStatuses"), strict=True):
                 statuses[signature] = None if status is None else status_from_json(signature, status)
         if any(status is not None and status.err is not None for status in statuses.values()):
             self.forget_accounts()
         return statuses
 
+    def outcomes(self, signed: Sequence[SignedMint]) -> Outcomes:
+        """Decide what the chain can prove about ``signed`` (see docs/PIPELINE.md, "Deciding from the chain").
+
+        1. Statuses from the node's status cache: a status at the commitment is a fact whichever node says it.
+        2. For the rest: block height and slot together (getEpochInfo), from a node that has reached every
+           slot these transactions' blockhashes were read at. Those whose last valid block height is passed
+           are asked again, with history, from a node whose context is at or past that slot, and whose ledger
+           reaches back to their blockhash: nothing there proves the transaction never landed and never will.
+           Any read that cannot prove it saw enough leaves the transaction undecided (``blocked`` says why).
+        """
+        result = Outcomes()
+        first = self.get_signature_statuses([s.signature for s in signed], search_history=False)
+        rest = []
+        for item in signed:
+            status = first.get(item.signature)
+            if status is not None and status.reached(self.commitment):
+                result.landed[item.signature] = status
+            else:
+                rest.append(item)
+        if not rest:
+            return result
+        try:
+            height, slot = self.get_epoch_info(min_context_slot=max(item.context_slot for item in rest))
+            past = [item for item in rest if height > item.last_valid_block_height]
+            result.undecided = [item.signature for item in rest if height <= item.last_valid_block_height]
+            if past:
+                second = self.get_signature_statuses([item.signature for item in past], min_context_slot=slot)
+                unseen = [item for item in past if second.get(item.signature) is None]
+                for item in past:
+                    status = second.get(item.signature)
+                    if status is not None and status.reached(self.commitment):
+                        result.landed[item.signature] = status
+                    elif status is not None:
+                        result.undecided.append(item.signature)
+                if unseen:
+                    ledger_start = self.minimum_ledger_slot()
+                    for item in unseen:
+                        if ledger_start <= item.context_slot:
+                            result.expired.add(item.signature)
+                        else:
+                            result.undecided.append(item.signature)
+                            result.blocked = HistoryUnavailable(
+                                f"the node's ledger starts at slot {ledger_start}, after slot {item.context_slot} "
+                                f"of {item.signature}: it cannot prove the transaction never landed"
+                            )
+        except (NodeBehind, HistoryUnavailable) as exc:
+            decided = set(result.landed) | result.expired | set(result.undecided)
+            result.undecided += [item.signature for item in rest if item.signature not in decided]
+            result.blocked = exc
+        return result
+
     def confirm(self, signed: SignedMint, *, timeout: float = 30.0, poll: float = 0.05) -> SignatureStatus:
         """Wait until the transaction lands at the configured commitment (returned, with ``err`` if it failed).
 
-        BlockhashExpired once the block height passes its last valid block height without it landing;
-        RpcTimeout after ``timeout`` seconds (transient: the caller reconciles later).
+        BlockhashExpired once the chain proves it never will (``outcomes``); RpcTimeout after ``timeout``
+        seconds (transient: the caller reconciles later).
         """
         deadline = time.monotonic() + timeout
         interval = poll
         while True:
-            status = self.get_signature_statuses([signed.signature])[signed.signature]
-            if status is not None and status.reached(self.commitment):
-                return status
-            if status is None and self.get_block_height() > signed.last_valid_block_height:
-                # It may have landed between the two calls: only a second miss proves it never will.
-                if self.get_signature_statuses([signed.signature])[signed.signature] is None:
-                    raise BlockhashExpired(
-                        f"{signed.signature} did not land before block height {signed.last_valid_block_height}"
-                    )
-                continue
+            outcomes = self.outcomes([signed])
+            if signed.signature in outcomes.landed:
+                return outcomes.landed[signed.signature]
+            if signed.signature in outcomes.expired:
+                raise BlockhashExpired(
+                    f"{signed.signature} did not land before block height {signed.last_valid_block_height}"
+                )
             if time.monotonic() >= deadline:
                 raise RpcTimeout(f"{signed.signature} not {self.commitment} after {timeout:g} s")
             time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
             interval = min(interval * 2, 0.5)
+
+
+def _context_slot(result: object) -> int:
+    try:
+        return int(result["context"]["slot"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise RpcBadResponse(f"an RPC answer without a context slot: {result!r}"[:300]) from exc

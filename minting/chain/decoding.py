@@ -52,6 +52,7 @@ def status_from_json(signature: str, status: dict) -> SignatureStatus:
         slot=int(status.get("slot", 0)),
         err=status.get("err"),
         confirmation_status=status.get("confirmationStatus"),
+        confirmations=status.get("confirmations"),
     )
 
 

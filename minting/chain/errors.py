@@ -62,6 +62,12 @@ class RpcBadResponse(TransientChainError):
     code = "rpc_bad_response"
 
 
+class HistoryUnavailable(TransientChainError):
+    """The node cannot answer for old transactions (no history, pruned ledger): it can prove nothing absent."""
+
+    code = "history_unavailable"
+
+
 class NotInitialised(PermanentChainError):
     code = "not_initialised"
 
@@ -102,13 +108,27 @@ class TransactionFailed(PermanentChainError):
     code = "transaction_failed"
 
 
+class SupplyOverflow(PermanentChainError):
+    """Minting would push the mint's supply past u64: no mint of this token can succeed any more."""
+
+    code = "supply_overflow"
+
+
 # RPC error codes (solana rpc-client-api custom_error.rs plus JSON-RPC's own) that retrying can cure.
+# Codes not listed anywhere here are a provider's own (load balancers, quotas): transient too.
 _TRANSIENT_RPC_CODES = {
     -32004: ("block_not_available", RpcUnavailable),
     -32005: ("node_behind", NodeBehind),
+    -32007: ("slot_skipped", RpcUnavailable),
     -32014: ("block_status_not_available", RpcUnavailable),
     -32016: ("min_context_slot_not_reached", NodeBehind),
     -32603: ("rpc_internal_error", RpcUnavailable),
+    # The node lacks the history asked for: BlockCleanedUp, LongTermStorageSlotSkipped,
+    # TransactionHistoryNotAvailable, LongTermStorageUnreachable.
+    -32001: ("history_unavailable", HistoryUnavailable),
+    -32009: ("history_unavailable", HistoryUnavailable),
+    -32011: ("history_unavailable", HistoryUnavailable),
+    -32019: ("history_unavailable", HistoryUnavailable),
 }
 _PERMANENT_RPC_CODES = {
     -32003: "signature_verification_failed",
@@ -129,7 +149,7 @@ _TOKEN_ERRORS: dict[int, tuple[type[PermanentChainError], str]] = {
     4: (WrongAuthority, "the signer is not the mint authority"),
     5: (WrongAuthority, "the mint has a fixed supply (no mint authority)"),
     9: (InvalidAccount, "the token account is not initialised"),
-    14: (TransactionFailed, "the amount overflows the mint's supply"),
+    14: (SupplyOverflow, "the amount overflows the mint's supply"),
     17: (InvalidAccount, "the token account is frozen"),
     18: (InvalidMint, "the mint's decimals differ from the instruction's"),
 }
@@ -150,6 +170,7 @@ _TRANSACTION_ERRORS: dict[str, tuple[type[ChainError], str]] = {
     "InsufficientFundsForFee": (InsufficientFunds, "the fee payer cannot pay the fee"),
     "AccountNotFound": (InsufficientFunds, "the fee payer has no SOL (account not found)"),
     "InvalidAccountForFee": (InsufficientFunds, "the fee payer cannot pay fees"),
+    "InsufficientFundsForRent": (InsufficientFunds, "the fee payer cannot pay the rent of a new account"),
     "SignatureFailure": (WrongAuthority, "a signature does not verify"),
     "MissingSignatureForFee": (WrongAuthority, "the fee payer did not sign"),
     "TooManyAccountLocks": (TransactionTooLarge, "the transaction locks too many accounts"),
@@ -168,6 +189,11 @@ def error_from_transaction_err(
     token program's own; without it a custom number is reported as a plain ``TransactionFailed``.
     """
     where = f" ({signature})" if signature else ""
+    if isinstance(err, dict) and len(err) == 1 and "InstructionError" not in err:
+        name = next(iter(err))  # {"InsufficientFundsForRent": {"account_index": 2}} and kin
+        if name in _TRANSACTION_ERRORS:
+            error_type, message = _TRANSACTION_ERRORS[name]
+            return error_type(f"{message}{where}", err=err)
     if isinstance(err, str):
         error_type, message = _TRANSACTION_ERRORS.get(err, (TransactionFailed, f"the transaction failed: {err}"))
         return error_type(f"{message}{where}", err=err)
@@ -180,6 +206,10 @@ def error_from_transaction_err(
             if program in _TOKEN_PROGRAMS and number in _TOKEN_ERRORS:
                 error_type, message = _TOKEN_ERRORS[number]
                 return error_type(f"{prefix}: {message}{where}", err=err)
+            if program == str(ASSOCIATED_TOKEN_PROGRAM_ID) and number == 1:  # the system program's negative lamports
+                return InsufficientFunds(
+                    f"{prefix}: the fee payer cannot pay a new token account's rent{where}", err=err
+                )
             return TransactionFailed(f"{prefix} failed with custom error {number}{where}", err=err)
         name = detail if isinstance(detail, str) else next(iter(detail), "unknown")
         error_type = _INSTRUCTION_ERRORS.get(name, TransactionFailed)
@@ -201,7 +231,9 @@ def error_from_rpc_error(error: dict, *, program_ids: Sequence[str] | None = Non
         return TransactionTooLarge(message, err=error)
     if "blockhash not found" in message.lower():
         return BlockhashExpired(message, err=error)
-    return RpcRejected(message, code=_PERMANENT_RPC_CODES.get(code, "rpc_rejected"), err=error)
+    if code in _PERMANENT_RPC_CODES:
+        return RpcRejected(message, code=_PERMANENT_RPC_CODES[code], err=error)
+    return RpcUnavailable(f"RPC error {code}: {message}", code="rpc_error", err=error)
 
 
 def _program_name(program_id: str) -> str:

@@ -16,7 +16,6 @@ import httpx
 from minting.chain.errors import (
     ChainError,
     RpcBadResponse,
-    RpcRejected,
     RpcTimeout,
     RpcUnavailable,
     error_from_rpc_error,
@@ -73,16 +72,26 @@ class Rpc:
             raise RpcTimeout(f"{method} to {self.url} timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise RpcUnavailable(f"cannot reach {self.url} ({method}): {exc or type(exc).__name__}") from exc
-        if response.status_code == 429:
+        status = response.status_code
+        # Every HTTP error is the provider's (key, quota, plan, outage), never a transaction's: transient for
+        # the pipeline, which pauses and says what to check instead of blaming readings.
+        if status == 429:
             raise RpcUnavailable(f"{self.url} is rate limiting ({method}): HTTP 429", code="rpc_rate_limited")
-        if response.status_code >= 500:
-            raise RpcUnavailable(f"{self.url} failed ({method}): HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise RpcRejected(f"{self.url} refused {method}: HTTP {response.status_code}", code="rpc_http_error")
+        if status >= 500:
+            raise RpcUnavailable(f"{self.url} failed ({method}): HTTP {status}")
+        if status in (401, 403, 407):
+            raise RpcUnavailable(
+                f"{self.url} refused {method}: HTTP {status}: check the RPC URL's API key and plan",
+                code="rpc_unauthorized",
+            )
+        if status >= 400:
+            raise RpcUnavailable(f"{self.url} refused {method}: HTTP {status}", code="rpc_http_error")
         try:
             return response.json()
         except ValueError as exc:
-            raise RpcBadResponse(f"{self.url} answered {method} with something that is not JSON") from exc
+            raise RpcBadResponse(
+                f"{self.url} answered {method} (HTTP {status}) with something that is not JSON"
+            ) from exc
 
 
 def _answer(payload: Any, method: str, program_ids: Sequence[str] | None) -> Any:

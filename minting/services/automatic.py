@@ -10,7 +10,13 @@ from django.conf import settings
 
 from minting.services.batching import CycleResult, chain_client, is_systemic, readings_mint
 from minting.services.claiming import claim_due
-from minting.services.control import chain_outage_clear, chain_outage_record, chain_paused, control_get
+from minting.services.control import (
+    chain_outage_clear,
+    chain_outage_record,
+    chain_paused,
+    control_get,
+    fee_payer_record,
+)
 
 logger = logging.getLogger("minting.automatic")
 
@@ -21,7 +27,8 @@ DRAIN_BUDGET_SECS = 45.0
 @dataclass
 class DrainResult(CycleResult):
     cycles: int = 0
-    stopped: str = ""  # why it stopped early: auto_mint_disabled, rollout_zero, chain_paused, chain_unavailable
+    # why it stopped early: auto_mint_disabled, rollout_zero, chain_paused, chain_unavailable, chain_platform_fault
+    stopped: str = ""
 
     def as_dict(self) -> dict:
         return {
@@ -72,6 +79,13 @@ def readings_mint_due(*, budget_secs: float = DRAIN_BUDGET_SECS) -> DrainResult:
                 raise
             chain_outage_record(exc)
             result.stopped = "chain_unavailable"
+            break
+        if client.payer_lamports is not None:
+            fee_payer_record(client.payer_lamports)
+            client.payer_lamports = None
+        if cycle.platform_failures:
+            result.add(cycle)
+            result.stopped = "chain_platform_fault"
             break
         if cycle.claimed and control.chain_failures:
             chain_outage_clear()

@@ -32,23 +32,25 @@ from django.utils import timezone
 
 from meters.models import MeterReading
 from minting.chain import (
+    U64_MAX,
     ChainClient,
     ChainError,
-    InsufficientFunds,
-    InvalidMint,
+    InvalidWallet,
     MintRequest,
-    NotInitialised,
     PermanentChainError,
     SignedMint,
-    TransientChainError,
-    WrongAuthority,
-    kwh_to_base_units,
 )
 from minting.faults import crash_point
 from minting.models import MintBatch, TokenMint
 from minting.services.chain_view import read_outcomes
 from minting.services.claiming import ClaimedReading, readings_fail_now, readings_link
-from minting.services.settlement import SettleResult, batches_settle
+from minting.services.control import (
+    accounts_epoch_get,
+    chain_outage_record,
+    decisions_blocked_record,
+)
+from minting.services.pricing import readings_price
+from minting.services.settlement import INSTRUCTION_REFUSAL, SettleResult, batches_settle
 from realtime import events
 
 logger = logging.getLogger("minting.batching")
@@ -56,15 +58,14 @@ logger = logging.getLogger("minting.batching")
 CONFIRM_TIMEOUT_SECS = 20.0
 CONFIRM_POLL_SECS = 0.1
 RESEND_EVERY_SECS = 2.0
-# Errors about the platform, not the readings: the chain is unreachable, or its set-up (mint, authority,
-# fee payer, keypair) is wrong. Readings keep their attempts and automatic minting pauses until it is fixed.
-SYSTEMIC_ERRORS = (TransientChainError, NotInitialised, InvalidMint, WrongAuthority, InsufficientFunds)
-SYSTEMIC_CODES = {"decimals_mismatch", "anchor_not_configured", "invalid_keypair"}
 ZERO_AMOUNT_ERROR = "amount below one token base unit: nothing to mint"
 
 
 def is_systemic(error: Exception) -> bool:
-    return isinstance(error, SYSTEMIC_ERRORS) or getattr(error, "code", None) in SYSTEMIC_CODES
+    """Errors about the platform, not the readings: every chain error while building (the RPC unreachable,
+    refusing or lagging; the mint, authority, fee payer or keypair wrong) except a wallet the chain layer
+    refuses. Readings keep their attempts and automatic minting pauses until it is fixed."""
+    return isinstance(error, ChainError) and not isinstance(error, InvalidWallet)
 
 
 @dataclass
@@ -75,10 +76,11 @@ class CycleResult:
     retried: int = 0
     dead: int = 0
     in_flight: int = 0  # batches left for reconciliation
+    platform_failures: int = 0  # batches that failed on chain for the platform's reasons (breaker tripped)
     signatures: list[str] = field(default_factory=list)
 
     def add(self, other: CycleResult) -> None:
-        for name in ("claimed", "batches", "minted", "retried", "dead", "in_flight"):
+        for name in ("claimed", "batches", "minted", "retried", "dead", "in_flight", "platform_failures"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.signatures += other.signatures
 
@@ -86,6 +88,7 @@ class CycleResult:
         self.minted += settled.minted
         self.retried += settled.retried
         self.dead += settled.dead
+        self.platform_failures += settled.platform_failures
 
 
 @dataclass(frozen=True)
@@ -109,29 +112,49 @@ def chain_client() -> ChainClient:
             if old is not None:
                 old.close()
             client = ChainClient.from_settings()
+            if client.anchor is not None:  # the program's mint: its decimals and authority, checked once
+                client.verify_mint()
             _client_cache["client"] = client
             _client_cache["key"] = key
         return _client_cache["client"]
 
 
 def _build(client: ChainClient, requests: list[MintRequest], memo: str) -> tuple[list[SignedMint], dict[str, str]]:
-    """Build all requests; if the chain layer refuses one for good (an invalid wallet), build wallet by wallet
-    to find the ones it refuses, so one bad wallet cannot dead-letter the rest of the claim."""
+    """Build all requests; if building fails for a reason of the requests' own (an invalid wallet, any error
+    that is not the platform's), bisect to find the requests it fails for, so they cannot hold up the rest
+    of the claim. Returns the signed transactions and, per refused request key, why."""
     try:
         return client.build_mints(requests, memo=memo), {}
-    except PermanentChainError as exc:
+    except Exception as exc:
         if is_systemic(exc):
             raise
-        refusal = exc
-    if len(requests) == 1:
-        return [], {requests[0].wallet: str(refusal)}
-    signed, refused = [], {}
-    for index, request in enumerate(requests):
-        try:
-            signed += client.build_mints([request], memo=f"{memo}-w{index}")
-        except PermanentChainError as exc:  # a systemic error would have failed the whole build above
-            refused[request.wallet] = str(exc)
-    return signed, refused
+        if len(requests) == 1:
+            logger.warning("a mint request cannot be built", exc_info=not isinstance(exc, InvalidWallet))
+            return [], {
+                requests[0].key: f"{type(exc).__name__}: {exc}" if not isinstance(exc, ChainError) else str(exc)
+            }
+    middle = len(requests) // 2
+    signed, refused = _build(client, requests[:middle], f"{memo}a")
+    more_signed, more_refused = _build(client, requests[middle:], f"{memo}b")
+    return signed + more_signed, refused | more_refused
+
+
+def _requests(by_wallet: dict[str, list[ClaimedReading]], amounts: dict) -> tuple[list, dict[str, list]]:
+    """One request per wallet (several where one u64 cannot hold a wallet's total), keyed to its readings."""
+    requests, members = [], {}
+    for index, (wallet, readings) in enumerate(by_wallet.items()):
+        chunks: list[list[ClaimedReading]] = [[]]
+        for reading in readings:
+            if sum(amounts[r.id] for r in chunks[-1]) + amounts[reading.id] > U64_MAX:
+                chunks.append([])
+            chunks[-1].append(reading)
+        for part, chunk in enumerate(chunks):
+            total = sum(amounts[r.id] for r in chunk)
+            if total:
+                key = f"{index}.{part}"
+                requests.append(MintRequest(wallet=wallet, amount=total, key=key))
+                members[key] = chunk
+    return requests, members
 
 
 def _dead_letter(failures: dict[uuid.UUID, str]) -> None:
@@ -145,24 +168,27 @@ def batches_prepare(*, client: ChainClient, claimed: list[ClaimedReading]) -> tu
     """Step 1 after the claim, inside its transaction: build, sign, insert batches, link readings.
 
     Returns the prepared batches and how many readings were dead-lettered (permanent build errors).
+    Amounts are fixed at the first claim (``readings_price``); a wallet whose readings together are worth
+    less than one base unit is dead-lettered, not minted as 0.
     """
-    amounts = {r.id: kwh_to_base_units(r.kwh_amount) for r in claimed}
+    client.sync_accounts(accounts_epoch_get())
+    prices = readings_price(claimed)
+    amounts = {reading_id: price.amount for reading_id, price in prices.items()}
     by_wallet: dict[str, list[ClaimedReading]] = defaultdict(list)
     for reading in claimed:
         by_wallet[reading.wallet_address].append(reading)
-    totals = {wallet: sum(amounts[r.id] for r in rs) for wallet, rs in by_wallet.items()}
-    dead = {r.id: ZERO_AMOUNT_ERROR for wallet, rs in by_wallet.items() if totals[wallet] == 0 for r in rs}
-    requests = [MintRequest(wallet=wallet, amount=total) for wallet, total in totals.items() if total > 0]
+    dead = {r.id: ZERO_AMOUNT_ERROR for rs in by_wallet.values() if not sum(amounts[r.id] for r in rs) for r in rs}
+    requests, members_of = _requests(by_wallet, amounts)
     signed_list, refused = _build(client, requests, memo=f"gridtoken:{uuid.uuid4().hex[:16]}") if requests else ([], {})
-    for wallet, error in refused.items():
-        dead.update({r.id: f"refused by the chain: {error}" for r in by_wallet[wallet]})
+    for key, error in refused.items():
+        dead.update({r.id: f"refused by the chain: {error}" for r in members_of[key]})
 
     address = str(client.mint)
     prepared, links, covered = [], [], Counter()
     for signed in signed_list:
-        wallets = {request.wallet for request in signed.requests}
-        covered.update(wallets)
-        members = [r for wallet in wallets for r in by_wallet[wallet]]
+        keys = [request.key for request in signed.requests]
+        covered.update(keys)
+        members = [r for key in keys for r in members_of[key]]
         total = sum(amounts[r.id] for r in members)
         if total != sum(request.amount for request in signed.requests):
             raise RuntimeError(f"transaction {signed.signature} does not mint exactly its readings' amounts")
@@ -171,15 +197,17 @@ def batches_prepare(*, client: ChainClient, claimed: list[ClaimedReading]) -> tu
             signature=signed.signature,
             raw_transaction=signed.raw,
             last_valid_block_height=signed.last_valid_block_height,
+            context_slot=signed.context_slot,
+            instruction_wallets=list(signed.instruction_wallets),
             mint_address=address,
             reading_count=len(members),
             total_token_amount=total,
         )
         prepared.append(Prepared(batch=batch, signed=signed))
-        links += [(r.id, batch.id, amounts[r.id]) for r in members]
-    expected = {request.wallet for request in requests} - set(refused)
+        links += [(r.id, batch.id, amounts[r.id], prices[r.id].ratio, prices[r.id].decimals) for r in members]
+    expected = {request.key for request in requests} - set(refused)
     if set(covered) != expected or any(count > 1 for count in covered.values()):
-        raise RuntimeError("the built transactions do not cover each wallet exactly once")
+        raise RuntimeError("the built transactions do not cover each request exactly once")
 
     MintBatch.objects.bulk_create([p.batch for p in prepared])
     readings_link(links=links)
@@ -188,14 +216,23 @@ def batches_prepare(*, client: ChainClient, claimed: list[ClaimedReading]) -> tu
     return prepared, len(dead)
 
 
+def _names_an_instruction(error: ChainError) -> bool:
+    return isinstance(error.err, dict) and "InstructionError" in error.err
+
+
 def batches_send(client: ChainClient, pairs: list[tuple[MintBatch, SignedMint]]) -> None:
     """Send (or re-send) the committed bytes; record the attempt. A refusal is kept on the batch, but only
-    the chain decides the batch's fate (reconciliation), never this answer."""
+    the chain decides the batch's fate (reconciliation), never this answer. A refusal that names one of the
+    transaction's instructions is its readings' fault; any other (the provider refusing, a node in trouble)
+    is the platform's and pauses automatic minting."""
     if not pairs:
         return
     errors = client.send_many([signed for _, signed in pairs])  # never raises: one outcome per signature
     now = timezone.now()
     ids = [batch.id for batch, _ in pairs]
+    platform = next(
+        (error for error in errors.values() if error is not None and not _names_an_instruction(error)), None
+    )
     with transaction.atomic():
         MintBatch.objects.filter(id__in=ids).update(send_attempts=F("send_attempts") + 1)
         accepted = [batch.id for batch, signed in pairs if errors.get(signed.signature) is None]
@@ -203,12 +240,15 @@ def batches_send(client: ChainClient, pairs: list[tuple[MintBatch, SignedMint]])
         for batch, signed in pairs:
             error = errors.get(signed.signature)
             if isinstance(error, PermanentChainError):
+                prefix = INSTRUCTION_REFUSAL if _names_an_instruction(error) else "refused by the node"
                 MintBatch.objects.filter(id=batch.id, status=MintBatch.Status.SIGNED).update(
-                    error=f"refused by the node: {error}"[:2000]
+                    error=f"{prefix}: {error}"[:2000]
                 )
     failed = {sig: str(err) for sig, err in errors.items() if err is not None}
     if failed:
         logger.warning("send failed; reconciliation will decide", extra={"errors": failed})
+    if platform is not None:
+        chain_outage_record(platform)
 
 
 def batches_dispatch(
@@ -222,9 +262,10 @@ def batches_dispatch(
     result, in_flight = SettleResult(), [p.batch for p in prepared]
     deadline = time.monotonic() + confirm_timeout
     last_send = time.monotonic()
+    blocked = None
     while in_flight:
         try:
-            settlement, in_flight = read_outcomes(client, in_flight)
+            settlement, in_flight, blocked = read_outcomes(client, in_flight)
         except ChainError as exc:
             logger.warning("confirmation interrupted; reconciliation will settle", extra={"error": str(exc)})
             break
@@ -236,6 +277,8 @@ def batches_dispatch(
             batches_send(client, [(batch, signed_of[batch.id]) for batch in in_flight])
             last_send = time.monotonic()
         time.sleep(CONFIRM_POLL_SECS)
+    if in_flight and blocked is not None:
+        decisions_blocked_record(blocked)
     return result, in_flight
 
 

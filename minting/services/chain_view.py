@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from django.conf import settings
-
-from minting.chain import ChainClient, SignedMint
+from minting.chain import ChainClient, ChainError, SignedMint
 from minting.models import MintBatch
-from minting.services.settlement import Settlement
+from minting.services.settlement import Failure, Settlement
 
 logger = logging.getLogger("minting.chain_view")
 
@@ -22,13 +20,6 @@ def chunks(items: list, size: int = STATUS_CHUNK) -> Iterable[list]:
         yield items[start : start + size]
 
 
-def statuses_of(client: ChainClient, signatures: list[str]) -> dict:
-    found: dict = {}
-    for part in chunks(signatures):
-        found.update(client.get_signature_statuses(part))
-    return found
-
-
 def as_signed(batch: MintBatch) -> SignedMint:
     """The committed bytes of a batch, ready to be sent again exactly as first signed."""
     return SignedMint(
@@ -37,49 +28,48 @@ def as_signed(batch: MintBatch) -> SignedMint:
         last_valid_block_height=batch.last_valid_block_height,
         requests=(),
         memo="",
+        context_slot=batch.context_slot,
+        instruction_wallets=tuple(batch.instruction_wallets or ()),
     )
 
 
-def failure_message(batch: MintBatch, err: object) -> str:
-    """The on-chain error named as the chain layer reads it (token program errors by name)."""
+def failure_of(batch: MintBatch, err: object) -> Failure:
+    """The on-chain error as the chain layer types it (token program errors by name), and the wallet of the
+    instruction it names, if the batch recorded one."""
+    signed = as_signed(batch)
     try:
-        return str(as_signed(batch).failure(err))
+        error: ChainError | None = signed.failure(err)
     except Exception:  # undecodable bytes must not stop settlement; the raw payload still says what happened
-        return str(err)
+        error = None
+    wallet, created = None, False
+    if isinstance(err, dict) and isinstance(err.get("InstructionError"), list):
+        index = err["InstructionError"][0]
+        wallets = signed.instruction_wallets
+        if isinstance(index, int) and 0 <= index < len(wallets):
+            wallet = wallets[index]
+            created = index > 0 and wallets[index - 1] == wallet  # create-ATA + mint for the same wallet
+    return Failure(message=str(error or err), error=error, wallet=wallet, created_account=created)
 
 
-def read_outcomes(client: ChainClient, batches: list[MintBatch]) -> tuple[Settlement, list[MintBatch]]:
-    """Decide each batch from the chain: (what to settle, what is still in flight).
-
-    1. Ask for the signatures' statuses; a landed transaction at the configured commitment is decided.
-    2. For the rest, read the block height FIRST, then ask for their statuses again. A transaction whose
-       blockhash is past its last valid block height can never land afterwards, so "height past and still
-       unknown after that height was seen" is proof that it never will; the other order could miss a
-       transaction that landed between the two calls.
-    """
-    settlement, undecided = Settlement(), []
-
-    def classify(batch: MintBatch, status) -> bool:
-        if status is None or not status.reached(settings.CHAIN.commitment):
-            return False
-        if status.err is None:
-            settlement.confirmed.append(batch.id)
-        else:
-            settlement.failed[batch.id] = failure_message(batch, status.err)
-        return True
-
-    first = statuses_of(client, [b.signature for b in batches])
-    pending = [b for b in batches if not classify(b, first.get(b.signature))]
-    if not pending:
-        return settlement, []
-    height = client.get_block_height()
-    second = statuses_of(client, [b.signature for b in pending])
-    for batch in pending:
-        status = second.get(batch.signature)
-        if classify(batch, status):
-            continue
-        if status is None and height > batch.last_valid_block_height:
-            settlement.expired.append(batch.id)
-        else:
-            undecided.append(batch)
-    return settlement, undecided
+def read_outcomes(
+    client: ChainClient, batches: list[MintBatch]
+) -> tuple[Settlement, list[MintBatch], ChainError | None]:
+    """Decide each batch from the chain (``ChainClient.outcomes``): (what to settle, what is still in flight,
+    the transient error that kept some undecided, if any)."""
+    settlement, undecided, blocked = Settlement(), [], None
+    for chunk in chunks(batches):
+        outcomes = client.outcomes([as_signed(batch) for batch in chunk])
+        blocked = outcomes.blocked or blocked
+        for batch in chunk:
+            status = outcomes.landed.get(batch.signature)
+            if status is not None and status.err is None:
+                settlement.confirmed.append(batch.id)
+            elif status is not None:
+                settlement.failed[batch.id] = failure_of(batch, status.err)
+            elif batch.signature in outcomes.expired:
+                settlement.expired.append(batch.id)
+            else:
+                undecided.append(batch)
+    if blocked is not None:
+        logger.warning("some batches stay undecided: %s", blocked, extra={"code": blocked.code})
+    return settlement, undecided, blocked

@@ -19,7 +19,9 @@ from meters.models import MeterReading
 from minting.services.policy import rollout_bucket_sql
 
 READINGS = MeterReading._meta.db_table
-_COLUMNS = "id, user_id, wallet_address, kwh_amount, attempts, status"
+_COLUMNS = (
+    "id, user_id, wallet_address, kwh_amount, attempts, status, token_amount, token_ratio, token_decimals, last_error"
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class ClaimedReading:
     kwh_amount: Decimal
     attempts: int
     status: str
+    token_amount: int | None = None  # fixed at the first claim, with the conversion it came from
+    token_ratio: Decimal | None = None
+    token_decimals: int | None = None
+    last_error: str = ""
 
 
 def _fetch(sql: str, params: dict) -> list[ClaimedReading]:
@@ -72,17 +78,18 @@ def claim_by_ids(*, reading_ids: list[uuid.UUID]) -> list[ClaimedReading]:
     return _fetch(sql, {"ids": list(reading_ids)})
 
 
-def readings_link(*, links: list[tuple[uuid.UUID, uuid.UUID, int]]) -> None:
-    """(reading id, batch id, token amount) -> status minting, linked to its batch, in one statement."""
+def readings_link(*, links: list[tuple[uuid.UUID, uuid.UUID, int, Decimal, int]]) -> None:
+    """(reading id, batch id, token amount, ratio, decimals) -> status minting, linked to its batch, priced."""
     if not links:
         return
-    ids, batch_ids, amounts = zip(*links, strict=True)
+    ids, batch_ids, amounts, ratios, decimals = zip(*links, strict=True)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {READINGS} AS r SET status = 'minting', batch_id = v.batch_id, token_amount = v.amount"  # noqa: S608
-            " FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[]) AS v(id, batch_id, amount)"
-            " WHERE r.id = v.id",
-            [list(ids), list(batch_ids), list(amounts)],
+            f"UPDATE {READINGS} AS r SET status = 'minting', batch_id = v.batch_id, token_amount = v.amount,"  # noqa: S608
+            " token_ratio = v.ratio, token_decimals = v.decimals"
+            " FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::numeric[], %s::smallint[])"
+            " AS v(id, batch_id, amount, ratio, decimals) WHERE r.id = v.id",
+            [list(ids), list(batch_ids), list(amounts), list(ratios), list(decimals)],
         )
 
 
@@ -93,8 +100,7 @@ def readings_fail_now(*, failures: dict[uuid.UUID, str]) -> None:
     ids, errors = zip(*failures.items(), strict=True)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {READINGS} AS r SET status = 'failed', attempts = r.attempts + 1, last_error = v.error,"  # noqa: S608
-            " token_amount = NULL"
+            f"UPDATE {READINGS} AS r SET status = 'failed', attempts = r.attempts + 1, last_error = v.error"  # noqa: S608
             " FROM unnest(%s::uuid[], %s::text[]) AS v(id, error) WHERE r.id = v.id",
             [list(ids), list(errors)],
         )

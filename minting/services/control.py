@@ -44,22 +44,53 @@ def chain_outage_record(error: Exception) -> MintingControl:
         control = MintingControl.objects.select_for_update().get(id=1)
         failures = control.chain_failures + 1
         retry_at = timezone.now() + outage_delay(failures)
+        code = str(getattr(error, "code", "") or type(error).__name__)[:64]
         MintingControl.objects.filter(id=1).update(
-            chain_failures=F("chain_failures") + 1, chain_retry_at=retry_at, chain_error=str(error)[:2000]
+            chain_failures=F("chain_failures") + 1,
+            chain_retry_at=retry_at,
+            chain_error=str(error)[:2000],
+            chain_error_code=code,
         )
     logger.warning(
-        "chain unreachable; automatic minting paused",
-        extra={"chain_failures": failures, "retry_at": retry_at.isoformat(), "error": str(error)},
+        "chain platform fault; automatic minting paused",
+        extra={"chain_failures": failures, "retry_at": retry_at.isoformat(), "code": code, "error": str(error)},
     )
     return control_get()
 
 
 def chain_outage_clear() -> None:
     cleared = MintingControl.objects.filter(id=1, chain_failures__gt=0).update(
-        chain_failures=0, chain_retry_at=None, chain_error=""
+        chain_failures=0, chain_retry_at=None, chain_error="", chain_error_code=""
     )
     if cleared:
         logger.info("chain reachable again; automatic minting resumed")
+
+
+def decisions_blocked_record(error: Exception) -> None:
+    """A settlement had to wait: the node lagged behind what the batch had seen, or lacked its history."""
+    control_get()
+    MintingControl.objects.filter(id=1).update(
+        decisions_blocked_at=timezone.now(), decisions_blocked_reason=f"{getattr(error, 'code', '')}: {error}"[:2000]
+    )
+    logger.warning(
+        "the RPC cannot prove what became of in-flight batches yet; they wait",
+        extra={"code": getattr(error, "code", ""), "error": str(error)},
+    )
+
+
+def fee_payer_record(lamports: int | None) -> None:
+    if lamports is not None:
+        MintingControl.objects.filter(id=1).update(fee_payer_lamports=lamports, fee_payer_checked_at=timezone.now())
+
+
+def accounts_epoch_get() -> int:
+    return MintingControl.objects.filter(id=1).values_list("accounts_epoch", flat=True).first() or 0
+
+
+def accounts_epoch_bump() -> None:
+    """Some token account is gone: every process forgets which accounts exist before its next build."""
+    control_get()
+    MintingControl.objects.filter(id=1).update(accounts_epoch=F("accounts_epoch") + 1)
 
 
 def chain_paused(control: MintingControl) -> bool:

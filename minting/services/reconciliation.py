@@ -20,6 +20,7 @@ from minting.chain import ChainError
 from minting.models import MintBatch
 from minting.services.batching import batches_send, chain_client
 from minting.services.chain_view import STATUS_CHUNK, as_signed, read_outcomes
+from minting.services.control import decisions_blocked_record
 from minting.services.settlement import SettleResult, batches_settle
 
 logger = logging.getLogger("minting.reconciliation")
@@ -60,17 +61,20 @@ def batches_reconcile(
         for start in range(0, len(batches), STATUS_CHUNK):
             chunk = batches[start : start + STATUS_CHUNK]
             result.examined += len(chunk)
-            settlement, undecided = read_outcomes(client, chunk)
-            result.confirmed += len(settlement.confirmed)
-            result.failed += len(settlement.failed)
-            result.expired += len(settlement.expired)
+            settlement, undecided, blocked = read_outcomes(client, chunk)
             if settlement:
                 settled.add(batches_settle(settlement))
+            if blocked is not None:
+                result.error = str(blocked)
+                decisions_blocked_record(blocked)
+            # Resending is harmless either way: the same bytes, the same signature.
             batches_send(client, [(batch, as_signed(batch)) for batch in undecided])
             result.resent += len(undecided)
     except ChainError as exc:
         result.error = str(exc)
         logger.warning("reconciliation could not reach the chain; next run retries", extra={"error": str(exc)})
+    # Only the settles this run won: a worker or another reconciler may have settled some batches first.
+    result.confirmed, result.failed, result.expired = settled.confirmed, settled.failed, settled.expired
     result.minted = settled.minted
     if result.examined:
         logger.info("reconciled in-flight batches", extra=result.as_dict())

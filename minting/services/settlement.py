@@ -17,8 +17,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from meters.models import Meter
+from minting.chain import ChainError, InsufficientFunds, InvalidAccount, InvalidMint, SupplyOverflow, WrongAuthority
+from minting.faults import crash_point
 from minting.models import MintBatch
 from minting.services.claiming import READINGS
+from minting.services.control import accounts_epoch_bump, chain_outage_record
 from minting.services.policy import is_final_attempt, retry_delay
 from realtime import events
 
@@ -28,12 +31,36 @@ logger = logging.getLogger("minting.settlement")
 BATCHES = MintBatch._meta.db_table
 METERS = Meter._meta.db_table
 EXPIRED_ERROR = "blockhash expired before the transaction landed"
+INSTRUCTION_REFUSAL = "instruction refused by the node"
+ACCOUNT_GONE = "the token account is gone (closed?); it is created again with the next mint"
+# On-chain failures that are the platform's (mint authority changed, fee payer dry, supply at its limit):
+# no reading pays an attempt, automatic minting pauses until someone fixes it.
+PLATFORM_ERRORS = (WrongAuthority, InvalidMint, InsufficientFunds, SupplyOverflow)
+# What the token program says about a destination account that does not exist (any more).
+_ABSENT_ACCOUNT = {"IncorrectProgramId", "InvalidAccountData", "UninitializedAccount", "InvalidAccountOwner"}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A batch that landed with an error: the error typed (None if undecodable) and the instruction's wallet."""
+
+    message: str
+    error: ChainError | None = None
+    wallet: str | None = None
+    created_account: bool = False  # the transaction created the wallet's token account before the failure
+
+    @property
+    def account_gone(self) -> bool:
+        if not isinstance(self.error, InvalidAccount) or self.created_account:
+            return False
+        detail = self.error.err["InstructionError"][1] if isinstance(self.error.err, dict) else None
+        return detail == {"Custom": 9} or (isinstance(detail, str) and detail in _ABSENT_ACCOUNT)
 
 
 @dataclass
 class Settlement:
     confirmed: list[uuid.UUID] = field(default_factory=list)
-    failed: dict[uuid.UUID, str] = field(default_factory=dict)  # batch id -> on-chain error
+    failed: dict[uuid.UUID, Failure] = field(default_factory=dict)
     expired: list[uuid.UUID] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -46,12 +73,15 @@ class SettleResult:
     retried: int = 0  # released for another transaction (pending again)
     dead: int = 0  # failed for good after the last attempt
     batches: int = 0
+    # Batches this call won the settle of, by outcome (a batch someone else settled first is not counted).
+    confirmed: int = 0
+    failed: int = 0
+    expired: int = 0
+    platform_failures: int = 0  # failed batches whose error was the platform's (breaker tripped)
 
     def add(self, other: SettleResult) -> None:
-        self.minted += other.minted
-        self.retried += other.retried
-        self.dead += other.dead
-        self.batches += other.batches
+        for name in ("minted", "retried", "dead", "batches", "confirmed", "failed", "expired", "platform_failures"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 def _rows(cursor) -> list[SimpleNamespace]:
@@ -109,25 +139,42 @@ def _confirm(cursor, batch_ids) -> tuple[SettleResult, list[dict]]:
                 "total_token_amount": int(batch.total_token_amount),
             },
         )
-    return SettleResult(minted=len(readings), batches=len(won)), emitted
+    return SettleResult(minted=len(readings), batches=len(won), confirmed=len(won)), emitted
 
 
-def _release(cursor, batch_ids, *, status: str, error: str, consume_attempt: bool) -> tuple[SettleResult, list[dict]]:
-    """Give the batch's readings back: a fresh transaction next (expired) or a retry with back-off (failed)."""
+def _everyone(reading) -> str | None:
+    return "charged"
+
+
+def _no_one(reading) -> str | None:
+    return None
+
+
+def _release(cursor, batch_ids, *, status: str, error: str, charge=_no_one) -> tuple[SettleResult, list[dict]]:
+    """Give the batch's readings back: a fresh transaction next (expired) or a retry with back-off (failed).
+
+    ``charge(reading)`` says whether the reading pays an attempt for this (any non-None answer) or is
+    released at once without one. Amounts stay as priced.
+    """
     won = _claim_batches(cursor, batch_ids, status, error)
     if not won:
         return SettleResult(), []
     cursor.execute(
         f"SELECT r.id, r.user_id, r.meter_id, r.wallet_address, r.kwh_amount, r.attempts, r.batch_id,"  # noqa: S608
-        f" m.serial AS meter_serial FROM {READINGS} AS r JOIN {METERS} AS m ON m.id = r.meter_id"
+        f" r.last_error, m.serial AS meter_serial FROM {READINGS} AS r JOIN {METERS} AS m ON m.id = r.meter_id"
         " WHERE r.batch_id = ANY(%s) AND r.status = 'minting' FOR UPDATE OF r",
         [[b.id for b in won]],
     )
     readings = _rows(cursor)
     now = timezone.now()
-    result, emitted = SettleResult(batches=len(won)), []
+    result = SettleResult(batches=len(won), **{str(status): len(won)})
+    emitted = []
     for reading in readings:
-        if consume_attempt:
+        charged = charge(reading) is not None
+        reading.error = (
+            error if charged or status == MintBatch.Status.EXPIRED else f"released, no attempt used: {error}"
+        )
+        if charged:
             reading.attempts += 1
             final = is_final_attempt(reading.attempts)
             reading.status = "failed" if final else "pending"
@@ -141,23 +188,23 @@ def _release(cursor, batch_ids, *, status: str, error: str, consume_attempt: boo
     if readings:
         cursor.execute(
             f"UPDATE {READINGS} AS r SET status = v.status, attempts = v.attempts,"  # noqa: S608
-            " next_attempt_at = v.next_attempt_at, last_error = %s, token_amount = NULL"
-            " FROM unnest(%s::uuid[], %s::text[], %s::int[], %s::timestamptz[])"
-            " AS v(id, status, attempts, next_attempt_at)"
+            " next_attempt_at = v.next_attempt_at, last_error = v.error"
+            " FROM unnest(%s::uuid[], %s::text[], %s::int[], %s::timestamptz[], %s::text[])"
+            " AS v(id, status, attempts, next_attempt_at, error)"
             " WHERE r.id = v.id",
             [
-                error[:2000],
                 [r.id for r in readings],
                 [r.status for r in readings],
                 [r.attempts for r in readings],
                 [r.next_attempt_at for r in readings],
+                [r.error[:2000] for r in readings],
             ],
         )
     counts: dict[uuid.UUID, int] = {b.id: 0 for b in won}
     for reading in readings:
         counts[reading.batch_id] += 1
     for batch in won:
-        if consume_attempt:
+        if status == MintBatch.Status.FAILED:
             emitted.append(
                 events.batch_completed(
                     batch_id=batch.id,
@@ -175,17 +222,49 @@ def _release(cursor, batch_ids, *, status: str, error: str, consume_attempt: boo
                 "signature": batch.signature,
                 "error": error,
                 "readings": counts[batch.id],
-                "attempt_consumed": consume_attempt,
             },
         )
     return result, emitted
 
 
+def _settle_failure(cursor, batch_id: uuid.UUID, failure: Failure) -> tuple[SettleResult, list[dict]]:
+    """A batch that landed with an error. Who pays an attempt:
+
+    - the platform's error (PLATFORM_ERRORS): no one; automatic minting pauses (the caller trips the breaker);
+    - an instruction of one wallet failed: only that wallet's readings, and not even they when their token
+      account is gone (closed by its owner): every process forgets its account cache and the next mint
+      creates it again (a second such failure in a row does use an attempt);
+    - anything else: every reading of the batch.
+    """
+    error = f"failed on chain: {failure.message}"
+    if isinstance(failure.error, PLATFORM_ERRORS):
+        part, emitted = _release(cursor, [batch_id], status=MintBatch.Status.FAILED, error=f"{error} (platform fault)")
+        part.platform_failures += part.batches
+        return part, emitted
+    if failure.wallet is None:
+        return _release(cursor, [batch_id], status=MintBatch.Status.FAILED, error=error, charge=_everyone)
+    if failure.account_gone:
+        accounts_epoch_bump()
+
+        def charge(reading) -> str | None:
+            if reading.wallet_address != failure.wallet:
+                return None
+            return "charged" if ACCOUNT_GONE in reading.last_error else None
+
+        return _release(cursor, [batch_id], status=MintBatch.Status.FAILED, error=f"{ACCOUNT_GONE}: {failure.message}",
+                        charge=charge)  # fmt: skip
+    return _release(
+        cursor, [batch_id], status=MintBatch.Status.FAILED, error=error,
+        charge=lambda reading: "charged" if reading.wallet_address == failure.wallet else None,
+    )  # fmt: skip
+
+
 def batches_settle(settlement: Settlement) -> SettleResult:
     """Apply what the chain decided, in one transaction; batches already settled by someone else are skipped.
 
-    Expired batches that the node had refused outright (their ``error`` records the refusal) count as a
-    failed attempt of their readings; plain expiry does not, the readings simply get a fresh transaction.
+    Expired batches whose bytes the node refused for one of their instructions count as a failed attempt of
+    their readings; plain expiry does not, the readings simply get a fresh transaction. A platform fault
+    found on chain trips the outage breaker in the same transaction.
     """
     result, emitted = SettleResult(), []
     released_pending = False
@@ -194,35 +273,32 @@ def batches_settle(settlement: Settlement) -> SettleResult:
             part, evs = _confirm(cursor, settlement.confirmed)
             result.add(part)
             emitted += evs
-        for batch_id, error in settlement.failed.items():
-            part, evs = _release(
-                cursor,
-                [batch_id],
-                status=MintBatch.Status.FAILED,
-                error=f"failed on chain: {error}",
-                consume_attempt=True,
-            )
+        platform_error = None
+        for batch_id, failure in settlement.failed.items():
+            part, evs = _settle_failure(cursor, batch_id, failure)
             result.add(part)
             emitted += evs
+            platform_error = failure.error if part.platform_failures else platform_error
         if settlement.expired:
             refused = dict(
                 MintBatch.objects.filter(id__in=settlement.expired, status=MintBatch.Status.SIGNED)
-                .exclude(error="")
+                .filter(error__startswith=INSTRUCTION_REFUSAL)
                 .values_list("id", "error")
             )
             plain = [b for b in settlement.expired if b not in refused]
-            part, evs = _release(
-                cursor, plain, status=MintBatch.Status.EXPIRED, error=EXPIRED_ERROR, consume_attempt=False
-            )
+            part, evs = _release(cursor, plain, status=MintBatch.Status.EXPIRED, error=EXPIRED_ERROR)
             result.add(part)
             emitted += evs
             for batch_id, refusal in refused.items():
                 part, evs = _release(
-                    cursor, [batch_id], status=MintBatch.Status.EXPIRED, error=refusal, consume_attempt=True
+                    cursor, [batch_id], status=MintBatch.Status.EXPIRED, error=refusal, charge=_everyone
                 )
                 result.add(part)
                 emitted += evs
-        released_pending = result.retried > 0
+        if platform_error is not None:
+            chain_outage_record(platform_error)
+        crash_point("while_settling")
+        released_pending = result.retried > 0 and platform_error is None
         events.emit(emitted)
         if released_pending:
             from minting.triggers import mint_soon

@@ -10,7 +10,8 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from minting.chain import ChainClient, MintRequest, NotInitialised
+from minting.chain import ChainClient, InvalidMint, MintRequest, NotInitialised
+from minting.services import chain_client
 from minting.chain.anchor import EnergyTokenProgram, load_idl
 from minting.chain.instructions import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID
 
@@ -95,6 +96,7 @@ def test_the_anchor_strategy_builds_co_signed_mint_tokens_direct_transactions(se
     energy = EnergyTokenProgram(PROGRAM_ID, registry_authority=AUTHORITY, rec_validator=VALIDATOR)
     assert (client.mint, client.token_program) == (energy.mint, TOKEN_2022_PROGRAM_ID)
 
+    client.rpc.call("requestAirdrop", [str(AUTHORITY), 10**9])  # the fee payer must be able to pay
     signed = client.build_mints([MintRequest(str(WALLET), 5), MintRequest(str(WALLET), 7)], memo="anchor")
 
     (transaction,) = [VersionedTransaction.from_bytes(item.raw) for item in signed]
@@ -109,6 +111,14 @@ def test_the_anchor_strategy_builds_co_signed_mint_tokens_direct_transactions(se
     assert [message.account_keys[i] for i in mint.accounts] == [m.pubkey for m in expected.accounts]
     assert bytes(memo.data) == b"anchor:0"
     client.close()
+
+
+@pytest.mark.django_db
+def test_the_pipeline_checks_the_anchor_programs_mint_before_minting_with_it(settings, tmp_path, localnet):
+    """Like the SPL path's decimals check: here the mint is the program's PDA, read from the chain once."""
+    anchor_settings(settings, tmp_path, localnet.url)
+    with pytest.raises(InvalidMint, match="does not exist"):
+        chain_client()  # the program (and so its mint) is not deployed on the local chain
 
 
 @pytest.mark.parametrize("missing", ["energy_token_program_id", "rec_validator_keypair_path"])

@@ -4,6 +4,7 @@ import pytest
 
 from minting.chain import (
     BlockhashExpired,
+    HistoryUnavailable,
     InsufficientFunds,
     InvalidAccount,
     InvalidMint,
@@ -11,6 +12,7 @@ from minting.chain import (
     PermanentChainError,
     RpcRejected,
     RpcUnavailable,
+    SupplyOverflow,
     TransactionFailed,
     TransactionTooLarge,
     TransientChainError,
@@ -42,7 +44,9 @@ def preflight(err):
         ({"code": -32602, "message": "base64 encoded VersionedTransaction too large: 1300 bytes (max 1232)"},
          TransactionTooLarge, "transaction_too_large"),
         ({"code": -32602, "message": "invalid transaction: failed to sanitize"}, RpcRejected, "rpc_invalid_params"),
-        ({"code": -32099, "message": "something new"}, RpcRejected, "rpc_rejected"),
+        ({"code": -32099, "message": "something new"}, RpcUnavailable, "rpc_error"),  # a provider's own
+        ({"code": -32011, "message": "Transaction history is not available from this node"}, HistoryUnavailable,
+         "history_unavailable"),
         ({"code": -32000, "message": "Blockhash not found"}, BlockhashExpired, "blockhash_expired"),
     ],
 )  # fmt: skip
@@ -61,13 +65,14 @@ def test_rpc_errors_map_to_typed_errors(error, expected, code):
         ({"InstructionError": [1, {"Custom": 2}]}, InvalidMint, "invalid_mint"),
         ({"InstructionError": [1, {"Custom": 18}]}, InvalidMint, "invalid_mint"),
         ({"InstructionError": [1, {"Custom": 17}]}, InvalidAccount, "invalid_account"),
-        ({"InstructionError": [1, {"Custom": 14}]}, TransactionFailed, "transaction_failed"),
+        ({"InstructionError": [1, {"Custom": 14}]}, SupplyOverflow, "supply_overflow"),
+        ({"InstructionError": [0, {"Custom": 1}]}, InsufficientFunds, "insufficient_funds"),  # ATA: rent
         ({"InstructionError": [0, {"Custom": 4}]}, TransactionFailed, "transaction_failed"),
         ({"InstructionError": [0, "IncorrectProgramId"]}, InvalidAccount, "invalid_account"),
         ({"InstructionError": [1, "InvalidAccountData"]}, InvalidAccount, "invalid_account"),
         ({"InstructionError": [1, "MissingRequiredSignature"]}, WrongAuthority, "wrong_authority"),
         ({"InstructionError": [1, {"BorshIoError": "x"}]}, TransactionFailed, "transaction_failed"),
-        ({"InsufficientFundsForRent": {"account_index": 0}}, TransactionFailed, "transaction_failed"),
+        ({"InsufficientFundsForRent": {"account_index": 0}}, InsufficientFunds, "insufficient_funds"),
         ("InsufficientFundsForFee", InsufficientFunds, "insufficient_funds"),
         ("AccountNotFound", InsufficientFunds, "insufficient_funds"),
         ("TooManyAccountLocks", TransactionTooLarge, "transaction_too_large"),

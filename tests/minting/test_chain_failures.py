@@ -181,7 +181,7 @@ def test_waiting_for_a_slot_the_chain_does_not_reach_is_rpc_timeout(localnet):
 
 
 def test_a_transaction_over_1232_bytes_is_refused_as_permanent_transaction_too_large(client, localnet):
-    blockhash, last_valid = client.latest_blockhash()
+    blockhash, last_valid, _ = client.latest_blockhash()
     message = Message.new_with_blockhash([ix.memo("x" * 1200)], client.authority.pubkey(), blockhash)
     raw = bytes(VersionedTransaction(message, [client.authority]))
     assert len(raw) > 1232

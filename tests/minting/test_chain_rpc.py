@@ -16,6 +16,7 @@ from solders.transaction import VersionedTransaction
 
 from minting.chain import (
     ChainClient,
+    InsufficientFunds,
     MintRequest,
     NodeBehind,
     RpcBadResponse,
@@ -101,9 +102,19 @@ def client(rpc):
     client = ChainClient(rpc_url=rpc.url, authority=Keypair(), mint=Keypair().pubkey(), decimals=9, timeout=0.5)
     rpc.routes["getLatestBlockhash"] = lambda p: result({"context": {"slot": 1}, "value": {
         "blockhash": BLOCKHASH, "lastValidBlockHeight": 150}})  # fmt: skip
-    rpc.routes["getBlockHeight"] = lambda p: result(10)
+    rpc.routes["getEpochInfo"] = lambda p: epoch(10)
+    rpc.routes["minimumLedgerSlot"] = lambda p: result(0)
     yield client
     client.close()
+
+
+def epoch(height, slot=None):
+    return result({"absoluteSlot": height if slot is None else slot, "blockHeight": height, "epoch": 0,
+                   "slotIndex": height, "slotsInEpoch": 432000, "transactionCount": 1})  # fmt: skip
+
+
+def statuses(*values, slot=3):
+    return result({"context": {"slot": slot}, "value": list(values)})
 
 
 def echo_signature(params):
@@ -116,7 +127,12 @@ def echo_signature(params):
     [
         ((429, "slow down"), RpcUnavailable, "rpc_rate_limited"),
         ((503, "maintenance"), RpcUnavailable, "rpc_unavailable"),
-        ((404, "no such path"), RpcRejected, "rpc_http_error"),
+        ((403, '{"error": "API key not allowed"}'), RpcUnavailable, "rpc_unauthorized"),
+        ((401, "unauthorized"), RpcUnavailable, "rpc_unauthorized"),
+        ((404, "no such path"), RpcUnavailable, "rpc_http_error"),
+        ((413, "too large"), RpcUnavailable, "rpc_http_error"),
+        ((200, {"error": {"code": -32099, "message": "provider quota"}}), RpcUnavailable, "rpc_error"),
+        ((200, {"error": {"code": -32601, "message": "Method not found"}}), RpcRejected, "rpc_method_not_found"),
         ((200, "<html>proxy error</html>"), RpcBadResponse, "rpc_bad_response"),
         ((200, "[1, 2]"), RpcBadResponse, "rpc_bad_response"),
         ((200, {"error": "broken"}), RpcBadResponse, "rpc_bad_response"),
@@ -125,7 +141,8 @@ def echo_signature(params):
     ],
 )
 def test_http_and_protocol_failures_are_typed(rpc, client, answer, error, code):
-    rpc.routes["getBlockHeight"] = lambda params: answer
+    """Provider errors (HTTP, unknown codes, garbage) are transient: the platform's, never a transaction's."""
+    rpc.routes["getEpochInfo"] = lambda params: answer
     with pytest.raises(error) as caught:
         client.get_block_height()
     assert caught.value.code == code
@@ -133,7 +150,7 @@ def test_http_and_protocol_failures_are_typed(rpc, client, answer, error, code):
 
 
 def test_a_node_slower_than_the_timeout_is_transient_rpc_timeout(rpc, client):
-    rpc.routes["getBlockHeight"] = lambda params: (time.sleep(1.0), result(1))[1]
+    rpc.routes["getEpochInfo"] = lambda params: (time.sleep(1.0), epoch(1))[1]
     with pytest.raises(RpcTimeout) as caught:
         client.get_block_height()
     assert not caught.value.permanent
@@ -165,25 +182,71 @@ def test_execute_raises_the_typed_error_of_a_transaction_that_failed_on_chain(rp
 
 
 def test_confirm_returns_a_transaction_that_lands_just_as_its_blockhash_expires(rpc, client):
-    rpc.routes["getBlockHeight"] = lambda params: result(151)
-    landed = result({"context": {"slot": 3}, "value": [status()]})
-    rpc.routes["getSignatureStatuses"] = [result({"context": {"slot": 3}, "value": [None]}), landed, landed]
+    rpc.routes["getEpochInfo"] = lambda params: epoch(151)
+    rpc.routes["getSignatureStatuses"] = [statuses(None), statuses(status(), slot=151)]
     signed = SignedMint("sig", b"", 150, (), "")
     assert client.confirm(signed).err is None
-    assert rpc.calls.count("getSignatureStatuses") == 3
+    assert rpc.calls.count("getSignatureStatuses") == 2
 
 
 def test_confirm_waits_until_the_configured_commitment(rpc, client):
-    def answer(confirmation):
-        return result({"context": {"slot": 3}, "value": [status(confirmation=confirmation)]})
-
-    rpc.routes["getSignatureStatuses"] = [answer("processed"), answer("confirmed")]
+    rpc.routes["getSignatureStatuses"] = [
+        statuses(status(confirmation="processed")),
+        statuses(status(confirmation="confirmed")),
+    ]
     assert client.confirm(SignedMint("sig", b"", 150, (), ""), poll=0.01).confirmation_status == "confirmed"
 
 
-def test_a_status_without_a_confirmation_level_is_rooted():
+def test_a_status_without_a_confirmation_level_is_rooted_only_without_a_confirmation_count():
     assert SignatureStatus("sig", 1, None, None).reached("finalized")
+    assert not SignatureStatus("sig", 1, None, None, confirmations=3).reached("confirmed")
     assert not SignatureStatus("sig", 1, None, "processed").reached("confirmed")
+
+
+def test_a_lagging_status_read_never_proves_a_transaction_expired(rpc, client):
+    """The height is past the last valid block height, but the status node's context is behind the slot at
+    which that height was seen: its null means nothing yet."""
+    rpc.routes["getEpochInfo"] = lambda params: epoch(400, slot=410)
+    rpc.routes["getSignatureStatuses"] = lambda params: statuses(None, slot=160)
+    outcomes = client.outcomes([SignedMint("sig", b"", 150, (), "", context_slot=5)])
+    assert (outcomes.expired, outcomes.undecided, outcomes.blocked.code) == (set(), ["sig"], "node_behind")
+
+
+def test_a_height_read_behind_the_batchs_own_slot_decides_nothing(rpc, client):
+    seen = []
+    rpc.routes["getEpochInfo"] = lambda params: (seen.append(params[0]), (200, {"error": {
+        "code": -32016, "message": "Minimum context slot has not been reached"}}))[1]  # fmt: skip
+    rpc.routes["getSignatureStatuses"] = lambda params: statuses(None)
+    outcomes = client.outcomes([SignedMint("sig", b"", 150, (), "", context_slot=77)])
+    assert seen[0]["minContextSlot"] == 77 and seen[0]["commitment"] == "confirmed"
+    assert (outcomes.expired, outcomes.undecided, outcomes.blocked.code) == (
+        set(),
+        ["sig"],
+        "min_context_slot_not_reached",
+    )
+
+
+def test_a_node_whose_ledger_starts_after_the_transaction_cannot_prove_it_expired(rpc, client):
+    rpc.routes["getEpochInfo"] = lambda params: epoch(400)
+    rpc.routes["getSignatureStatuses"] = lambda params: statuses(None, slot=400)
+    rpc.routes["minimumLedgerSlot"] = lambda params: result(300)
+    outcomes = client.outcomes([SignedMint("old", b"", 150, (), "", context_slot=5)])
+    assert (outcomes.expired, outcomes.blocked.code) == (set(), "history_unavailable")
+    rpc.routes["minimumLedgerSlot"] = lambda params: result(0)
+    assert client.outcomes([SignedMint("old", b"", 150, (), "", context_slot=5)]).expired == {"old"}
+
+
+def test_a_node_without_history_is_transient_history_unavailable(rpc, client):
+    def answer(params):
+        if params[1]["searchTransactionHistory"]:
+            return 200, {"error": {"code": -32011, "message": "Transaction history is not available from this node"}}
+        return statuses(None)
+
+    rpc.routes["getEpochInfo"] = lambda params: epoch(400)
+    rpc.routes["getSignatureStatuses"] = answer
+    outcomes = client.outcomes([SignedMint("sig", b"", 150, (), "")])
+    assert outcomes.blocked.code == "history_unavailable" and not outcomes.blocked.permanent
+    assert outcomes.undecided == ["sig"]
 
 
 def test_a_failed_status_makes_the_client_forget_known_token_accounts(rpc, client):
@@ -200,8 +263,27 @@ def test_build_mints_validates_the_memo_and_the_merged_amount(client):
         client.build_mints([MintRequest(wallet, 1)], memo="")
     with pytest.raises(ValueError, match="memo"):
         client.build_mints([MintRequest(wallet, 1)], memo="m" * 200)
-    with pytest.raises(ValueError, match="more than one u64"):
-        client.build_mints([MintRequest(wallet, 2**63), MintRequest(wallet, 2**63)], memo="big")
+
+
+def test_a_wallets_amounts_beyond_one_u64_are_split_over_instructions(rpc, client):
+    wallet = str(Keypair().pubkey())
+    rpc.routes["getMultipleAccounts"] = lambda params: result(
+        {"context": {"slot": 1}, "value": [{"data": ["", "base64"]}]}
+    )
+    rpc.routes["getBalance"] = lambda params: result({"context": {"slot": 1}, "value": 10**9})
+    (signed,) = client.build_mints([MintRequest(wallet, 2**63, "a"), MintRequest(wallet, 2**63, "b")], memo="big")
+    assert [r.key for r in signed.requests] == ["a", "b"]
+    assert signed.instruction_wallets == (wallet, wallet, None) and signed.context_slot == 1
+
+
+def test_a_fee_payer_that_cannot_pay_is_refused_before_anything_is_signed(rpc, client):
+    wallet = str(Keypair().pubkey())
+    rpc.routes["getMultipleAccounts"] = lambda params: result({"context": {"slot": 1}, "value": [None]})
+    rpc.routes["getMinimumBalanceForRentExemption"] = lambda params: result(2_039_280)
+    rpc.routes["getBalance"] = lambda params: result({"context": {"slot": 1}, "value": 2_000_000})
+    with pytest.raises(InsufficientFunds, match="2000000 lamports") as caught:
+        client.build_mints([MintRequest(wallet, 5)], memo="dry")
+    assert caught.value.permanent and client.payer_lamports == 2_000_000
 
 
 def _transaction(client):

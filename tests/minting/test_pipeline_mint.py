@@ -10,8 +10,18 @@ from django.db import transaction
 from django.utils import timezone
 from solders.keypair import Keypair
 from solders.message import Message, MessageV0
+from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
-from spl.token.instructions import AuthorityType, SetAuthorityParams, set_authority
+from spl.token.constants import TOKEN_PROGRAM_ID
+from spl.token.instructions import (
+    AuthorityType,
+    BurnCheckedParams,
+    CloseAccountParams,
+    SetAuthorityParams,
+    burn_checked,
+    close_account,
+    set_authority,
+)
 
 from meters.models import MeterReading
 from minting import services
@@ -144,6 +154,14 @@ def test_an_orphaned_batch_expires_after_its_blockhash_and_its_readings_get_a_fr
     assert_minted_exactly_once(client, all_readings())
 
 
+def send_as(client, payer: Keypair, instructions) -> None:
+    """A transaction of someone else's (a user's), paid and signed by them, waited for."""
+    message = Message.new_with_blockhash(instructions, payer.pubkey(), client.latest_blockhash().blockhash)
+    tx = VersionedTransaction(message, [payer])
+    client.send_raw(bytes(tx), skip_preflight=False)
+    wait_until(lambda: client.get_signature_statuses([str(tx.signatures[0])])[str(tx.signatures[0])] is not None)
+
+
 def change_mint_authority(client, payer: Keypair, current: Keypair, new: Keypair) -> None:
     """A real SetAuthority transaction: with a stranger as mint authority, our mints fail on chain."""
     instruction = set_authority(
@@ -155,14 +173,19 @@ def change_mint_authority(client, payer: Keypair, current: Keypair, new: Keypair
             new_authority=new.pubkey(),
         )
     )
-    blockhash, _ = client.latest_blockhash()
+    blockhash = client.latest_blockhash().blockhash
     signers = [payer] if current.pubkey() == payer.pubkey() else [payer, current]
     tx = VersionedTransaction(Message.new_with_blockhash([instruction], payer.pubkey(), blockhash), signers)
     client.send_raw(bytes(tx))
     wait_until(lambda: client.get_signature_statuses([str(tx.signatures[0])])[str(tx.signatures[0])] is not None)
 
 
-def test_a_transaction_that_fails_on_chain_retries_its_readings_and_then_mints_them_once(
+def lift_pause() -> None:
+    """What waiting out the outage back-off does."""
+    MintingControl.objects.filter(id=1).update(chain_retry_at=timezone.now() - timedelta(seconds=1))
+
+
+def test_a_mint_authority_changed_on_chain_pauses_minting_and_charges_no_reading(
     chain, settings, django_capture_on_commit_callbacks
 ):
     set_tokenization(settings, max_retry_attempts=3, initial_retry_delay_secs=300)
@@ -175,20 +198,75 @@ def test_a_transaction_that_fails_on_chain_retries_its_readings_and_then_mints_t
     events = captured_events(f"user.{meter.owner_id}")
     with events as received, django_capture_on_commit_callbacks(execute=True):
         failed = services.readings_mint_due()
-    assert (failed.claimed, failed.retried, failed.minted) == (3, 3, 0)
-    assert [(e["type"], e["final"], e["attempts"]) for e in received(f"user.{meter.owner_id}")] == [
-        ("mint_failed", False, 1)
-    ] * 3
+    assert (failed.claimed, failed.retried, failed.minted, failed.stopped) == (3, 3, 0, "chain_platform_fault")
+    assert received(f"user.{meter.owner_id}") == []  # nothing for the producer to worry about
     (bad,) = MintBatch.objects.all()
     assert bad.status == "failed" and "authority" in bad.error
-    assert {(r.status, r.attempts) for r in all_readings()} == {("pending", 1)}
-    assert services.readings_mint_due().claimed == 0  # backing off, not due yet
+    assert {(r.status, r.attempts) for r in all_readings()} == {("pending", 0)}
+    control = services.control_get()
+    assert control.chain_error_code == "wrong_authority" and "not the mint authority" in control.chain_error
 
     change_mint_authority(client, authority, stranger, authority)
-    assert services.readings_retry(reading_ids=[r.id for r in all_readings()]) == 3
+    lift_pause()
     assert services.readings_mint_due().minted == 3
-    assert {r.attempts for r in all_readings()} == {1}
+    assert {r.attempts for r in all_readings()} == {0}
+    assert services.control_get().chain_failures == 0
     assert_minted_exactly_once(client, all_readings())
+
+
+def test_a_fee_payer_without_sol_pauses_minting_before_anything_is_signed(chain, settings):
+    client = chain.client()
+    authority = load_keypair(chain.keypair_path)
+    readings = make_readings([make_meter()], 2)
+    sink = Keypair().pubkey()
+    drain = client.balance(authority.pubkey()) - 6_000  # leaves less than one fee and one account's rent
+    client.execute([transfer(TransferParams(from_pubkey=authority.pubkey(), to_pubkey=sink, lamports=drain))])
+
+    result = services.readings_mint_due()
+
+    assert (result.claimed, result.stopped) == (0, "chain_unavailable")
+    assert MintBatch.objects.count() == 0 and {(r.status, r.attempts) for r in all_readings()} == {("pending", 0)}
+    control = services.control_get()
+    assert control.chain_error_code == "insufficient_funds" and "send it SOL" in control.chain_error
+    assert control.fee_payer_lamports is None or control.fee_payer_lamports < 10_000
+    client.rpc.call("requestAirdrop", [str(authority.pubkey()), 10**10])
+    lift_pause()
+    assert services.readings_mint_due().minted == 2
+    assert services.control_get().fee_payer_lamports > 10**9
+    assert_minted_exactly_once(client, readings)
+
+
+def test_a_closed_token_account_is_created_again_without_using_an_attempt(chain, settings):
+    client = chain.client()
+    owner = Keypair()
+    meter = make_meter(wallet=str(owner.pubkey()))
+    client.rpc.call("requestAirdrop", [str(owner.pubkey()), 10**9])
+    first = make_readings([meter], 1, kwh="1")
+    assert services.readings_mint_due().minted == 1  # creates the account
+    first += make_readings([meter], 1, kwh="1")
+    assert services.readings_mint_due().minted == 1  # finds it: from now on the process knows it exists
+    # The owner burns what they hold and closes the account; this process still believes it exists.
+    account = client.token_account(owner.pubkey())
+    close = [
+        burn_checked(BurnCheckedParams(program_id=TOKEN_PROGRAM_ID, mint=client.mint, account=account,
+                                        owner=owner.pubkey(), amount=2 * 10**9, decimals=9)),
+        close_account(CloseAccountParams(program_id=TOKEN_PROGRAM_ID, account=account, dest=owner.pubkey(),
+                                         owner=owner.pubkey())),
+    ]  # fmt: skip
+    send_as(client, owner, close)
+    assert client.account_data(account) is None
+
+    second = make_readings([meter, make_meter()], 4, kwh="1")
+    services.readings_mint_due()
+    failed = MintBatch.objects.filter(status="failed").get()
+    assert "gone" in failed.error
+    assert all(r.attempts == 0 for r in MeterReading.objects.filter(id__in=[r.id for r in second]))
+    assert services.readings_mint_due().minted >= 2  # the retry creates the account again
+    rows = MeterReading.objects.filter(id__in=[r.id for r in second])
+    assert {(r.status, r.attempts) for r in rows} == {("minted", 0)}
+    assert client.token_balance(str(owner.pubkey())) == 2 * 10**9
+    assert client.token_supply() == 6 * 10**9 - 2 * 10**9  # six minted, two burnt by their owner
+    assert {r.status for r in MeterReading.objects.filter(id__in=[r.id for r in first])} == {"minted"}
 
 
 def test_a_wallet_the_chain_refuses_is_dead_lettered_without_holding_up_the_others(chain):
@@ -222,7 +300,7 @@ def test_a_claim_of_only_a_refused_wallet_dead_letters_just_that_reading(chain):
     assert MintBatch.objects.count() == 0
 
 
-def test_bytes_the_node_refuses_are_resent_until_they_expire_and_then_count_as_a_failed_attempt(
+def test_bytes_the_node_refuses_are_resent_until_they_expire_and_then_minted_anew_without_an_attempt(
     settings, make_localnet, tmp_path
 ):
     chain = use_chain(settings, make_localnet(slot_ms=50), tmp_path)  # blockhashes live 7.5 s
@@ -242,10 +320,10 @@ def test_bytes_the_node_refuses_are_resent_until_they_expire_and_then_count_as_a
     batch.refresh_from_db()
     assert batch.send_attempts >= 2 and batch.error.startswith("refused by the node")
     wait_until(lambda: client.get_block_height() > batch.last_valid_block_height, message="blockhash expiry")
+    assert services.control_get().chain_failures >= 1  # a refusal naming no instruction is the platform's
     assert services.batches_reconcile(min_age_secs=0).expired == 1
-    assert {(r.status, r.attempts) for r in all_readings()} == {("pending", 1)}
-    assert "refused by the node" in all_readings()[0].last_error
-    services.readings_retry(reading_ids=[r.id for r in readings])
+    assert {(r.status, r.attempts) for r in all_readings()} == {("pending", 0)}
+    lift_pause()
     assert services.readings_mint_due().minted == 2
     assert_minted_exactly_once(client, readings)
 

@@ -7,12 +7,17 @@ from datetime import timedelta
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
+from spl.token.constants import TOKEN_PROGRAM_ID
 
 from meters.models import MeterReading
-from minting.models import MintBatch
-from minting.services import Settlement, batches_settle, claim_by_ids, claim_due, rollout_bucket
+from minting.chain import error_from_transaction_err
+from minting.models import MintBatch, MintingControl
+from minting.services import Settlement, batches_settle, claim_by_ids, claim_due, control_get, rollout_bucket
+from minting.services.chain_view import failure_of
 from minting.services.claiming import readings_link
 from minting.services.policy import rollout_bucket_sql
+from minting.services.settlement import INSTRUCTION_REFUSAL, Failure
+from tests.conftest import queued_tasks
 from tests.minting.pipeline_harness import captured_events, make_meter, make_readings, make_user, set_tokenization
 
 pytestmark = pytest.mark.django_db
@@ -122,13 +127,24 @@ def test_operators_can_claim_pending_and_failed_readings_but_not_minted_rejected
 # --- settling ------------------------------------------------------------------------------------------
 
 
-def signed_batch(readings, *, amount: int = 1_500_000_000) -> MintBatch:
+def signed_batch(readings, *, amount: int = 1_500_000_000, instruction_wallets=()) -> MintBatch:
     batch = MintBatch.objects.create(
         signature=f"sig-{uuid.uuid4().hex}", raw_transaction=b"not a transaction", last_valid_block_height=100,
         mint_address="mint", reading_count=len(readings), total_token_amount=amount * len(readings),
+        instruction_wallets=list(instruction_wallets),
     )  # fmt: skip
-    readings_link(links=[(r.id, batch.id, amount) for r in readings])
+    readings_link(links=[(r.id, batch.id, amount, 1, 9) for r in readings])
     return batch
+
+
+def failure(err, *, wallets=(), created=False) -> Failure:
+    """What chain_view makes of an on-chain error: typed as the token program's when it names a mint."""
+    programs = [str(TOKEN_PROGRAM_ID)] * 8
+    wallet = None
+    if isinstance(err, dict) and "InstructionError" in err and err["InstructionError"][0] < len(wallets):
+        wallet = wallets[err["InstructionError"][0]]
+    error = error_from_transaction_err(err, program_ids=programs)
+    return Failure(message=str(error), error=error, wallet=wallet, created_account=created)
 
 
 def test_confirming_a_batch_mints_its_readings_and_tells_owners_and_operators(django_capture_on_commit_callbacks):
@@ -163,7 +179,9 @@ def test_settling_a_batch_twice_changes_nothing_the_second_time(django_capture_o
     batch = signed_batch(readings)
     batches_settle(Settlement(confirmed=[batch.id]))
     with django_capture_on_commit_callbacks() as callbacks:
-        again = batches_settle(Settlement(confirmed=[batch.id], expired=[batch.id], failed={batch.id: "late"}))
+        again = batches_settle(
+            Settlement(confirmed=[batch.id], expired=[batch.id], failed={batch.id: Failure(message="late")})
+        )
     assert (again.minted, again.retried, again.dead, again.batches) == (0, 0, 0, 0)
     assert callbacks == []
     assert MintBatch.objects.get(id=batch.id).status == "confirmed"
@@ -178,12 +196,13 @@ def test_a_batch_that_failed_on_chain_retries_its_readings_with_backoff_and_uses
     batch = signed_batch(readings)
     before = timezone.now()
 
-    result = batches_settle(Settlement(failed={batch.id: "{'InstructionError': [0, 'Custom']}"}))
+    result = batches_settle(Settlement(failed={batch.id: Failure(message="the transaction failed: oops")}))
 
-    assert (result.retried, result.dead) == (2, 0)
+    assert (result.retried, result.dead, result.failed) == (2, 0, 1)
     assert MintBatch.objects.get(id=batch.id).status == "failed"
     for row in MeterReading.objects.filter(id__in=[r.id for r in readings]):
-        assert (row.status, row.attempts, row.token_amount, row.minted) == ("pending", 1, None, False)
+        # The amount stays as priced: a retry mints exactly what the first try would have.
+        assert (row.status, row.attempts, row.token_amount, row.minted) == ("pending", 1, 1_500_000_000, False)
         assert row.next_attempt_at >= before + timedelta(seconds=300)
         assert "failed on chain" in row.last_error
 
@@ -195,7 +214,7 @@ def test_the_last_failed_attempt_dead_letters_the_reading_and_says_so(settings, 
     batch = signed_batch([reading])
 
     with captured_events(f"user.{meter.owner_id}") as received, django_capture_on_commit_callbacks(execute=True):
-        result = batches_settle(Settlement(failed={batch.id: "boom"}))
+        result = batches_settle(Settlement(failed={batch.id: Failure(message="boom")}))
 
     assert result.dead == 1
     reading.refresh_from_db()
@@ -211,15 +230,97 @@ def test_an_expired_batch_releases_its_readings_at_once_without_using_an_attempt
     assert (result.retried, result.dead) == (2, 0)
     assert MintBatch.objects.get(id=batch.id).status == "expired"
     for row in MeterReading.objects.filter(id__in=[r.id for r in readings]):
-        assert (row.status, row.attempts, row.token_amount) == ("pending", 1, None)
+        assert (row.status, row.attempts, row.token_amount) == ("pending", 1, 1_500_000_000)
         assert row.next_attempt_at <= timezone.now()
 
 
-def test_an_expired_batch_that_the_node_refused_counts_as_a_failed_attempt():
+def test_an_expired_batch_whose_instruction_the_node_refused_counts_as_a_failed_attempt():
     (reading,) = make_readings([make_meter()], 1)
     batch = signed_batch([reading])
-    MintBatch.objects.filter(id=batch.id).update(error="refused by the node: signature verification failed")
+    MintBatch.objects.filter(id=batch.id).update(error=f"{INSTRUCTION_REFUSAL}: instruction 1 failed: InvalidSeeds")
     batches_settle(Settlement(expired=[batch.id]))
     reading.refresh_from_db()
     assert (reading.status, reading.attempts) == ("pending", 1)
-    assert "signature verification" in reading.last_error
+    assert "InvalidSeeds" in reading.last_error
+
+
+def test_an_expired_batch_the_provider_refused_uses_no_attempt():
+    (reading,) = make_readings([make_meter()], 1)
+    batch = signed_batch([reading])
+    MintBatch.objects.filter(id=batch.id).update(error="refused by the node: HTTP 403")
+    batches_settle(Settlement(expired=[batch.id]))
+    reading.refresh_from_db()
+    assert (reading.status, reading.attempts) == ("pending", 0)
+
+
+def test_an_instruction_that_fails_charges_only_its_wallets_readings(settings):
+    set_tokenization(settings, initial_retry_delay_secs=300)
+    good, bad = make_meter(), make_meter()
+    readings = make_readings([good, bad], 4)
+    wallets = [None, good.wallet_address, bad.wallet_address, None]  # budget, mint, mint, memo
+    batch = signed_batch(readings, instruction_wallets=wallets)
+
+    frozen = failure({"InstructionError": [2, {"Custom": 17}]}, wallets=wallets)
+    result = batches_settle(Settlement(failed={batch.id: frozen}))
+
+    assert (result.retried, result.dead, result.failed, result.platform_failures) == (4, 0, 1, 0)
+    rows = MeterReading.objects.filter(id__in=[r.id for r in readings])
+    charged = {(row.wallet_address, row.attempts, row.next_attempt_at <= timezone.now()) for row in rows}
+    assert charged == {(bad.wallet_address, 1, False), (good.wallet_address, 0, True)}
+    assert all("frozen" in row.last_error for row in rows)
+    assert control_get().chain_failures == 0
+
+
+@pytest.mark.parametrize(
+    ("err", "code"),
+    [
+        ({"InstructionError": [1, {"Custom": 4}]}, "wrong_authority"),  # the mint authority was changed
+        ({"InstructionError": [1, {"Custom": 14}]}, "supply_overflow"),
+        ({"InsufficientFundsForRent": {"account_index": 0}}, "insufficient_funds"),
+    ],
+)
+def test_a_platform_fault_on_chain_charges_no_one_and_pauses_minting(
+    err, code, broker, django_capture_on_commit_callbacks
+):
+    meter = make_meter()
+    readings = make_readings([meter], 2)
+    batch = signed_batch(readings, instruction_wallets=[None, meter.wallet_address, None])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = batches_settle(Settlement(failed={batch.id: failure(err, wallets=[None, meter.wallet_address])}))
+
+    assert (result.platform_failures, result.retried) == (1, 2)
+    assert {(r.status, r.attempts) for r in MeterReading.objects.filter(id__in=[r.id for r in readings])} == {
+        ("pending", 0)
+    }
+    control = control_get()
+    assert control.chain_failures == 1 and control.chain_error_code == code and control.chain_retry_at is not None
+    assert queued_tasks(broker) == []  # no mint trigger while paused
+
+
+def test_a_closed_token_account_is_recreated_for_free_once_then_charged():
+    meter = make_meter()
+    (reading,) = make_readings([meter], 1)
+    wallets = [meter.wallet_address, None]
+    gone = failure({"InstructionError": [0, "IncorrectProgramId"]}, wallets=wallets)
+    epoch = control_get().accounts_epoch
+
+    batches_settle(Settlement(failed={signed_batch([reading], instruction_wallets=wallets).id: gone}))
+    reading.refresh_from_db()
+    assert (reading.status, reading.attempts) == ("pending", 0)
+    assert MintingControl.objects.get(id=1).accounts_epoch == epoch + 1  # every process forgets its cache
+
+    MeterReading.objects.filter(id=reading.id).update(status="pending")
+    batches_settle(Settlement(failed={signed_batch([reading], instruction_wallets=wallets).id: gone}))
+    reading.refresh_from_db()
+    assert reading.attempts == 1  # the same again: not a vanished account after all
+
+
+def test_failure_of_names_the_wallet_and_whether_the_transaction_created_its_account():
+    batch = MintBatch(
+        signature="s", raw_transaction=b"x", last_valid_block_height=1, instruction_wallets=[None, "W", "W", None]
+    )
+    found = failure_of(batch, {"InstructionError": [2, "IncorrectProgramId"]})
+    assert (found.wallet, found.created_account) == ("W", True)
+    assert failure_of(batch, {"InstructionError": [9, "IncorrectProgramId"]}).wallet is None
+    assert failure_of(batch, "AccountInUse").wallet is None
