@@ -2,13 +2,19 @@
 
 An API key's plaintext exists only at the moment it is issued: the admin shows it once in a message and
 stores only its hash, exactly like the API does.
+
+Readings are money records: the admin never deletes one (no permission, so no button and no action,
+even for superusers), nor a meter or user that has readings. The foreign keys PROTECT them anyway; the
+admin refuses first because Django's confirmation page would load and list every protected reading.
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import Exists, OuterRef
 from django.utils.html import format_html
 
 from gridtoken.exceptions import ApplicationError
@@ -29,15 +35,49 @@ def _show_plaintext(request, key: ApiKey, plaintext: str) -> None:
     )
 
 
+class KeepsReadingsAdmin(admin.ModelAdmin):
+    """Deletes rows only while no reading refers to them through ``readings_field``."""
+
+    readings_field: str
+
+    def _has_readings(self, pk):
+        return Exists(MeterReading.objects.filter(**{self.readings_field: pk}))
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if obj is not None and MeterReading.objects.filter(**{self.readings_field: obj.pk}).exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (self._delete_selected_without_readings, name, description)
+        return actions
+
+    @staticmethod
+    def _delete_selected_without_readings(modeladmin, request, queryset):
+        kept = [str(obj) for obj in queryset.filter(modeladmin._has_readings(OuterRef("pk")))[:11]]
+        if kept:
+            names = ", ".join(kept[:10]) + (" ..." if len(kept) > 10 else "")
+            modeladmin.message_user(
+                request, f"Nothing deleted: {names} have readings and cannot be deleted.", messages.ERROR
+            )
+            return None
+        return delete_selected(modeladmin, request, queryset)
+
+
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(KeepsReadingsAdmin, BaseUserAdmin):
+    readings_field = "user"
     fieldsets = (*BaseUserAdmin.fieldsets, ("GridToken", {"fields": ("wallet_address",)}))
     list_display = ("username", "email", "wallet_address", "is_staff", "is_active")
     search_fields = ("username", "email", "wallet_address")
 
 
 @admin.register(Meter)
-class MeterAdmin(admin.ModelAdmin):
+class MeterAdmin(KeepsReadingsAdmin):
+    readings_field = "meter"
     list_display = (
         "serial",
         "owner",
@@ -93,6 +133,9 @@ class MeterReadingAdmin(admin.ModelAdmin):
     actions = (mint_now, retry_failed)
 
     def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 

@@ -3,12 +3,21 @@
 1. Parse and check every item in Python (no query).
 2. One query loads every meter the items name.
 3. Per item: access, meter state, body, wallet and signature checks.
-4. In one transaction: take the per-meter locks (one statement, fixed order), load the stored readings in
-   each meter's window range (one query), classify each remaining item in order as new, replay or
-   conflict (items of the same batch see each other), then one ``INSERT ... SELECT FROM
+4. In one transaction: one statement takes the per-meter write locks (fixed order) and reads the meters
+   again ``FOR SHARE``; an item whose meter changed since step 2 is checked again against the row read
+   under the lock (suspended, re-walleted, re-owned: the single post's error codes). Then load the stored
+   readings in each meter's window range (one query), classify each remaining item in order as new,
+   replay or conflict (items of the same batch see each other), and one ``INSERT ... SELECT FROM
    json_populate_recordset(...) ON CONFLICT DO NOTHING RETURNING id`` for the new ones.
 5. Events leave on commit: ``meter_reading_received`` per new row, ``meter_reading_validation_failed``
    per rejected item of a known meter.
+
+Why ``FOR SHARE``: the advisory lock orders reading writers only; meter writes (suspending, a fleet
+re-registration changing the wallet) do not take it. The row lock makes such a write wait until the
+readings commit, so every row stores the owner and wallet the meter has when it commits, and a meter
+suspended before the lock is taken gets no readings. (``FOR KEY SHARE`` would not conflict with those
+updates.) The checks of step 3 are not repeated for unchanged meters, so signatures are verified
+outside the lock.
 
 ``success_count`` counts accepted and duplicate items, ``failed_count`` rejected ones.
 """
@@ -25,15 +34,16 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from gridtoken.exceptions import ApplicationError, Conflict, ValidationFailed
+from meters.models import Meter
 from meters.selectors import Caller, MeterRow, meter_access_error, meter_not_found, meters_by_reference
 from meters.services.readings import (
+    LOCK_NAMESPACE,
     TABLE,
     StoredReading,
     announce_rejections,
     announce_stored,
     conflict_same_timestamp,
     conflict_within_window,
-    lock_meters,
     reading_rejection,
     row_document,
     shared_document,
@@ -56,6 +66,18 @@ WINDOW_READINGS_SQL = (
     # and would otherwise hash-join against a full scan of the readings table.
     "OFFSET 0) AS r"
 )
+
+# The advisory locks are taken while the locks CTE is scanned, which the sort below LockRows finishes
+# before the first meter row is locked; pg_advisory_xact_lock is volatile, so the CTE is never inlined.
+LOCK_METERS_SQL = (
+    "WITH ids AS (SELECT DISTINCT m::uuid AS id FROM json_array_elements_text(%s::json) AS m), "  # noqa: S608
+    "locks AS (SELECT count(pg_advisory_xact_lock(%s, k)) AS taken "
+    "FROM (SELECT hashtext(id::text) AS k FROM ids GROUP BY 1 ORDER BY 1) AS keys) "
+    f"SELECT {', '.join(f'meter.{column.strip()}' for column in MeterRow.COLUMNS.split(','))} "
+    f"FROM {Meter._meta.db_table} AS meter, locks "
+    "WHERE meter.id IN (SELECT id FROM ids) AND locks.taken >= 0 ORDER BY meter.id FOR SHARE OF meter"
+)
+METER_CHANGED = "The meter changed while the readings were stored; retry."
 
 
 class _Existing:
@@ -121,24 +143,27 @@ def readings_submit_batch(*, caller: Caller, readings: object, now: datetime) ->
 
     with transaction.atomic():
         if candidates:
-            _store(candidates, results, reject, now)
+            _store(caller, candidates, results, reject, now)
         announce_rejections(rejected_known)
     failed = sum(1 for result in results if result["status"] == REJECTED)
     return {"success_count": len(results) - failed, "failed_count": failed, "results": results}
 
 
-def _store(candidates, results, reject, now: datetime) -> None:
+def _store(caller: Caller, candidates, results, reject, now: datetime) -> None:
     window = timedelta(seconds=settings.TOKENIZATION.duplicate_window_secs)
-    ranges: dict[uuid.UUID, list[datetime]] = {}
-    for _, item, meter in candidates:
-        span = ranges.setdefault(meter.id, [item.reading_timestamp, item.reading_timestamp])
-        span[0] = min(span[0], item.reading_timestamp)
-        span[1] = max(span[1], item.reading_timestamp)
-    meter_ids = list(ranges)
-    exact: dict[uuid.UUID, dict[datetime, _Existing]] = defaultdict(dict)
-    times: dict[uuid.UUID, list[datetime]] = defaultdict(list)
     with connection.cursor() as cursor:
-        lock_meters(cursor, meter_ids)
+        locked = _lock_meters(cursor, list({meter.id for _, _, meter in candidates}))
+        candidates = _recheck(caller, candidates, locked, reject)
+        if not candidates:
+            return
+        ranges: dict[uuid.UUID, list[datetime]] = {}
+        for _, item, meter in candidates:
+            span = ranges.setdefault(meter.id, [item.reading_timestamp, item.reading_timestamp])
+            span[0] = min(span[0], item.reading_timestamp)
+            span[1] = max(span[1], item.reading_timestamp)
+        meter_ids = list(ranges)
+        exact: dict[uuid.UUID, dict[datetime, _Existing]] = defaultdict(dict)
+        times: dict[uuid.UUID, list[datetime]] = defaultdict(list)
         # Inclusive bounds; with a window the edges themselves are never conflicts, so skip them.
         edge = window - _MICROSECOND if window else window
         spans = [
@@ -180,6 +205,41 @@ def _store(candidates, results, reject, now: datetime) -> None:
         else:  # only possible if a writer bypassed the meter lock
             reject(index, Conflict("duplicate_reading_conflict", "A conflicting reading was stored concurrently."))
     announce_stored(created)
+
+
+def _lock_meters(cursor, meter_ids: list[uuid.UUID]) -> dict[uuid.UUID, MeterRow]:
+    """Take the meters' write locks and share-lock their rows; the meters as they are now, by id.
+
+    The ids travel as one JSON text: psycopg adapts Python lists element by element in Python.
+    """
+    cursor.execute(LOCK_METERS_SQL, [json.dumps([str(meter_id) for meter_id in meter_ids]), LOCK_NAMESPACE])
+    return {row[0]: MeterRow(*row) for row in cursor.fetchall()}
+
+
+def _recheck(caller: Caller, candidates, locked: dict[uuid.UUID, MeterRow], reject) -> list:
+    """The candidates still allowed by their meter as read under the lock, carrying that meter row."""
+    allowed = []
+    for index, item, seen in candidates:
+        meter = locked.get(seen.id)
+        if meter == seen:
+            allowed.append((index, item, meter))
+            continue
+        if meter is None:
+            reject(index, meter_not_found(item.meter_serial or item.meter_id))
+            continue
+        if item.meter_serial is not None and meter.serial != item.meter_serial:
+            reject(index, Conflict("meter_changed", METER_CHANGED), meter, item)
+            continue
+        denied = meter_access_error(caller=caller, meter=meter)
+        if denied is not None:
+            reject(index, denied)
+            continue
+        rejection = reading_rejection(meter=meter, item=item)
+        if rejection is not None:
+            reject(index, rejection, meter, item)
+            continue
+        allowed.append((index, item, meter))
+    return allowed
 
 
 def _neighbour(moments: list[datetime], moment: datetime, window: timedelta, by_moment: dict):

@@ -187,19 +187,6 @@ def _short(value: object) -> str | None:
     return str(value)[:64]
 
 
-def lock_meters(cursor, meter_ids: list[uuid.UUID]) -> None:
-    """Take the per-meter write locks in one statement, in a fixed order (no deadlock between batches).
-
-    The ids travel as one JSON text: psycopg adapts Python lists element by element in Python, which for
-    a thousand values costs more than the whole statement.
-    """
-    cursor.execute(
-        "SELECT pg_advisory_xact_lock(%s, k) FROM (SELECT hashtext(m) AS k FROM json_array_elements_text(%s::json) "
-        "AS m GROUP BY 1 ORDER BY 1) AS keys",
-        [LOCK_NAMESPACE, json.dumps([str(meter_id) for meter_id in meter_ids])],
-    )
-
-
 def reading_submit(*, caller: Caller, item: ReadingInput, now: datetime) -> SubmitResult:
     """Store one reading, or recognise it as a replay of a stored one.
 

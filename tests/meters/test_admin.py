@@ -3,9 +3,10 @@
 import re
 
 import pytest
+from django.contrib import admin
 from django.contrib.messages import get_messages
 
-from meters.models import ApiKey, Meter
+from meters.models import ApiKey, Meter, MeterReading
 from meters.services.api_keys import hash_key
 from tests.factories import MeterFactory, ReadingFactory, UserFactory, api_key_for
 
@@ -145,3 +146,74 @@ def test_admin_pages_render(operator):
     ]:
         assert operator.get(path).status_code == 200, path
     assert operator.get("/admin/meters/meterreading/add/").status_code == 403
+
+
+# Readings are money records: the admin never deletes them, nor the meters and users they belong to (the
+# foreign keys PROTECT them, and the admin refuses before it would list every protected reading on its
+# confirmation page).
+
+
+def test_readings_cannot_be_deleted_in_the_admin_even_by_a_superuser(operator):
+    reading = ReadingFactory()
+    readings_admin = admin.site._registry[MeterReading]
+
+    changelist = operator.get("/admin/meters/meterreading/").content.decode()
+    change_page = operator.get(f"/admin/meters/meterreading/{reading.pk}/change/").content.decode()
+    delete_view = operator.get(f"/admin/meters/meterreading/{reading.pk}/delete/")
+    confirmed = operator.post(f"/admin/meters/meterreading/{reading.pk}/delete/", {"post": "yes"})
+    action = operator.post(
+        "/admin/meters/meterreading/",
+        {"action": "delete_selected", "_selected_action": [reading.pk], "post": "yes"},
+    )
+
+    assert 'value="delete_selected"' not in changelist and 'value="mint_now"' in changelist
+    assert f"/admin/meters/meterreading/{reading.pk}/delete/" not in change_page
+    assert (delete_view.status_code, confirmed.status_code) == (403, 403)
+    assert action.status_code == 302  # "No action selected": the action does not exist here
+    assert MeterReading.objects.filter(pk=reading.pk).exists()
+    assert readings_admin.has_delete_permission(confirmed.wsgi_request) is False
+    assert readings_admin.has_delete_permission(confirmed.wsgi_request, reading) is False
+
+
+@pytest.mark.parametrize("kind", ["meter", "user"])
+def test_a_meter_or_user_with_readings_cannot_be_deleted_in_the_admin(operator, kind):
+    reading = ReadingFactory()
+    target = reading.meter if kind == "meter" else reading.user
+    base = f"/admin/meters/{kind}/"
+
+    change_page = operator.get(f"{base}{target.pk}/change/").content.decode()
+    delete_view = operator.get(f"{base}{target.pk}/delete/")
+    confirmed = operator.post(f"{base}{target.pk}/delete/", {"post": "yes"})
+    action = operator.post(base, {"action": "delete_selected", "_selected_action": [target.pk], "post": "yes"})
+
+    assert f"{base}{target.pk}/delete/" not in change_page
+    assert (delete_view.status_code, confirmed.status_code) == (403, 403)
+    assert action.status_code == 302
+    assert "have readings and cannot be deleted" in " ".join(str(m) for m in get_messages(action.wsgi_request))
+    assert type(target).objects.filter(pk=target.pk).exists()
+    assert MeterReading.objects.filter(pk=reading.pk).exists()
+
+
+def test_a_meter_without_readings_can_still_be_deleted_in_the_admin(operator):
+    meter, spare = MeterFactory(), MeterFactory()
+    api_key_for(meter=meter)
+
+    single = operator.post(f"/admin/meters/meter/{meter.pk}/delete/", {"post": "yes"})
+    action = operator.post(
+        "/admin/meters/meter/", {"action": "delete_selected", "_selected_action": [spare.pk], "post": "yes"}
+    )
+
+    assert (single.status_code, action.status_code) == (302, 302)
+    assert not Meter.objects.filter(pk__in=[meter.pk, spare.pk]).exists()
+    assert not ApiKey.objects.filter(meter_id=meter.pk).exists()
+
+
+def test_a_selection_with_one_meter_with_readings_deletes_nothing(operator):
+    reading, bare = ReadingFactory(), MeterFactory()
+
+    operator.post(
+        "/admin/meters/meter/",
+        {"action": "delete_selected", "_selected_action": [reading.meter_id, bare.pk], "post": "yes"},
+    )
+
+    assert Meter.objects.filter(pk__in=[reading.meter_id, bare.pk]).count() == 2

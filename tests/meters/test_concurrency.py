@@ -2,14 +2,17 @@
 
 import itertools
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from rest_framework.test import APIClient
+from solders.keypair import Keypair
 
-from meters.models import MeterReading
-from tests.factories import MeterFactory, api_key_for
+from meters.models import Meter, MeterReading
+from meters.services.meters import meter_register_for_fleet
+from tests.factories import MeterFactory, UserFactory, api_key_for
 from tests.meters.conftest import rfc3339
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,3 +98,94 @@ def test_overlapping_batches_never_store_two_readings_inside_a_window(moment):
     winning_shift = (MeterReading.objects.first().reading_timestamp - moment).seconds % 900
     expected = 24 if winning_shift == 0 else 12
     assert sum(r.json()["success_count"] for r in responses) == expected
+
+
+def while_a_meter_change_is_uncommitted(change, action):
+    """Run ``action`` while another connection holds ``change`` (a meter write) in an open transaction.
+
+    The other connection commits as soon as ``action`` waits for one of its locks, or when ``action``
+    is done without waiting: so a writer that locks the meter sees the change, one that does not, not.
+    """
+    changed, done = threading.Event(), threading.Event()
+    failure = []
+
+    def hold():
+        try:
+            with transaction.atomic():
+                change()
+                changed.set()
+                with connection.cursor() as cursor:
+                    while not done.is_set():
+                        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                                       [connection.connection.info.backend_pid])  # fmt: skip
+                        if cursor.fetchone()[0]:
+                            break
+                        time.sleep(0.02)
+        except BaseException as error:  # surfaced in the test's thread
+            failure.append(error)
+            changed.set()
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert changed.wait(10) and not failure
+        return action()
+    finally:
+        done.set()
+        holder.join(10)
+        assert not failure, failure
+
+
+def post_batch(key, meters, at):
+    body = {"readings": [{"meter_serial": meter.serial, "kwh": "1", "timestamp": rfc3339(at)} for meter in meters]}
+    return APIClient().post("/api/v1/meters/batch/readings", body, format="json", HTTP_X_API_KEY=key)
+
+
+def test_a_batch_credits_the_wallet_a_fleet_re_registration_sets_while_it_is_stored(moment):
+    meter = MeterFactory()
+    _, key = api_key_for(owner=meter.owner)
+    new_wallet = str(Keypair().pubkey())
+
+    response = while_a_meter_change_is_uncommitted(
+        lambda: meter_register_for_fleet(owner=meter.owner, serial=meter.serial, wallet_address=new_wallet),
+        lambda: post_batch(key, [meter], moment),
+    )
+
+    assert response.status_code == 200 and response.json()["results"][0]["status"] == "accepted"
+    assert Meter.objects.get(pk=meter.pk).wallet_address == new_wallet
+    assert MeterReading.objects.get(meter=meter).wallet_address == new_wallet
+
+
+def test_a_batch_item_of_a_meter_suspended_while_it_is_stored_is_rejected(moment):
+    meter = MeterFactory()
+    other = MeterFactory(owner=meter.owner)
+    _, key = api_key_for(owner=meter.owner)
+
+    response = while_a_meter_change_is_uncommitted(
+        lambda: Meter.objects.filter(pk=meter.pk).update(status=Meter.Status.SUSPENDED),
+        lambda: post_batch(key, [meter, other], moment),
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["success_count"], body["failed_count"]) == (1, 1)
+    assert body["results"][0]["error"]["code"] == "meter_suspended"
+    assert body["results"][1]["status"] == "accepted"
+    assert not MeterReading.objects.filter(meter=meter).exists()
+    assert MeterReading.objects.filter(meter=other).count() == 1
+
+
+def test_a_batch_item_of_a_meter_handed_to_another_account_while_it_is_stored_is_rejected(moment):
+    meter = MeterFactory()
+    _, key = api_key_for(owner=meter.owner)
+    buyer = UserFactory()
+
+    response = while_a_meter_change_is_uncommitted(
+        lambda: Meter.objects.filter(pk=meter.pk).update(owner=buyer, wallet_address=buyer.wallet_address),
+        lambda: post_batch(key, [meter], moment),
+    )
+
+    assert response.json()["results"][0]["error"]["code"] == "forbidden"
+    assert not MeterReading.objects.filter(meter=meter).exists()

@@ -66,6 +66,22 @@ def test_a_batch_page_lists_its_readings_and_cannot_be_edited(staff_client):
     assert MintBatch.objects.filter(id=batch.id).exists()
 
 
+def test_mint_batches_and_their_readings_cannot_be_deleted_in_the_admin_even_by_a_superuser(staff_client):
+    batch, readings = confirmed_batch_with_readings()
+
+    changelist = staff_client.get("/admin/minting/mintbatch/").content.decode()
+    page = staff_client.get(f"/admin/minting/mintbatch/{batch.id}/change/").content.decode()
+    action = staff_client.post(
+        "/admin/minting/mintbatch/", {"action": "delete_selected", "_selected_action": [str(batch.id)], "post": "yes"}
+    )
+
+    assert 'value="delete_selected"' not in changelist
+    assert f"/admin/minting/mintbatch/{batch.id}/delete/" not in page and "-DELETE" not in page
+    assert admin.site._registry[MintBatch].has_delete_permission(action.wsgi_request, batch) is False
+    assert MintBatch.objects.filter(id=batch.id).exists()
+    assert MeterReading.objects.filter(batch=batch).count() == len(readings)
+
+
 def test_operators_switch_auto_mint_from_the_control_row(staff_client):
     assert staff_client.get("/admin/minting/mintingcontrol/").status_code == 200  # seeds the row
     response = staff_client.post("/admin/minting/mintingcontrol/1/change/", {})  # checkbox unticked = off
