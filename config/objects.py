@@ -93,6 +93,16 @@ class IngestConfig:
         )
 
 
+def _commitment(env: Env) -> str:
+    if env.raw("SOLANA_COMMITMENT") == "processed":
+        raise ConfigError(
+            "SOLANA_COMMITMENT", "processed",
+            "confirmed or finalized: a processed transaction can still vanish with a dropped fork, so deciding "
+            "that a mint landed, failed or expired at processed could mint twice or lose it",
+        )  # fmt: skip
+    return env.str("SOLANA_COMMITMENT", "confirmed", choices=("confirmed", "finalized"))
+
+
 @dataclass(frozen=True)
 class ChainConfig:
     rpc_url: str
@@ -116,7 +126,7 @@ class ChainConfig:
             rpc_url=env.url("SOLANA_RPC_URL", "http://127.0.0.1:8899", schemes=("http", "https")),
             keypair_path=Path(keypair) if keypair else BASE_DIR / ".secrets" / "authority.json",
             cluster=env.str("SOLANA_CLUSTER", "localnet", choices=SOLANA_CLUSTERS),
-            commitment=env.str("SOLANA_COMMITMENT", "confirmed", choices=("processed", "confirmed", "finalized")),
+            commitment=_commitment(env),
             energy_token_mint=env.raw("ENERGY_TOKEN_MINT"),
             energy_token_program_id=env.raw("ENERGY_TOKEN_PROGRAM_ID"),
             rec_validator_keypair_path=Path(rec_validator) if rec_validator else None,

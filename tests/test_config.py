@@ -27,6 +27,8 @@ def test_defaults_match_the_spec():
         ("TOKENIZATION_MINT_STRATEGY", "magic", "spl, anchor"),
         ("REDIS_URL", "http://x", "redis://"),
         ("DATABASE_URL", "mysql://u@h/db", "postgres://"),
+        ("SOLANA_COMMITMENT", "processed", "dropped fork"),
+        ("SOLANA_COMMITMENT", "recent", "confirmed, finalized"),
     ],
 )
 def test_an_invalid_value_names_variable_value_and_allowed_range(name, value, allowed):
