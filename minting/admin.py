@@ -14,7 +14,7 @@ from django.utils.html import format_html
 
 from gridtoken.exceptions import ApplicationError
 from meters.models import MeterReading
-from minting import services
+from minting import selectors, services
 from minting.models import MintBatch, MintingControl, TokenMint
 
 
@@ -136,15 +136,67 @@ class MintBatchAdmin(ReadOnlyAdmin):
 
 @admin.register(MintingControl)
 class MintingControlAdmin(admin.ModelAdmin):
-    list_display = ("auto_mint_enabled", "updated_at", "updated_by", "chain_failures", "chain_retry_at")
-    fields = ("auto_mint_enabled", "updated_at", "updated_by", "chain_failures", "chain_retry_at", "chain_error")
-    readonly_fields = ("updated_at", "updated_by", "chain_failures", "chain_retry_at", "chain_error")
+    """The switch is the only editable field; everything else is what the workers record (``accounts_epoch``
+    is an internal cache generation, not shown)."""
+
+    list_display = (
+        "auto_mint_enabled",
+        "updated_at",
+        "updated_by",
+        "paused",
+        "chain_error_code",
+        "chain_failures",
+        "chain_retry_at",
+        "fee_payer_sol",
+        "decisions_blocked_at",
+    )
+    fieldsets = (
+        (None, {"fields": ("auto_mint_enabled", "updated_at", "updated_by")}),
+        (
+            "Outage breaker",
+            {"fields": ("paused", "chain_error_code", "chain_error", "chain_failures", "chain_retry_at")},
+        ),
+        ("Fee payer", {"fields": ("fee_payer_address", "fee_payer_sol", "fee_payer_lamports", "fee_payer_checked_at")}),
+        ("Settlement decisions", {"fields": ("decisions_blocked", "decisions_blocked_at", "decisions_blocked_reason")}),
+    )
+    readonly_fields = (
+        "updated_at",
+        "updated_by",
+        "paused",
+        "chain_error_code",
+        "chain_error",
+        "chain_failures",
+        "chain_retry_at",
+        "fee_payer_address",
+        "fee_payer_sol",
+        "fee_payer_lamports",
+        "fee_payer_checked_at",
+        "decisions_blocked",
+        "decisions_blocked_at",
+        "decisions_blocked_reason",
+    )
 
     def has_add_permission(self, request) -> bool:
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.display(description="paused now", boolean=True)
+    def paused(self, obj: MintingControl) -> bool:
+        return selectors.chain_state(control=obj)["paused"]
+
+    @admin.display(description="fee payer (SOL)")
+    def fee_payer_sol(self, obj: MintingControl) -> str:
+        return selectors.lamports_as_sol(obj.fee_payer_lamports) or "-"
+
+    @admin.display(description="fee payer address")
+    def fee_payer_address(self, obj: MintingControl) -> str:
+        return selectors.fee_payer_address() or "-"
+
+    @admin.display(description=f"decisions blocked (last {selectors.DECISIONS_BLOCKED_RECENT.seconds} s)", boolean=True)
+    def decisions_blocked(self, obj: MintingControl) -> bool:
+        return selectors.chain_state(control=obj)["decisions_blocked"]
 
     def changelist_view(self, request, extra_context=None):
         services.control_get()  # seed the row so there is always one to edit

@@ -1,18 +1,40 @@
-"""Reads for operators: unminted readings, batch statistics, the pipeline's status."""
+"""Reads for operators: unminted readings, batch statistics, the pipeline's status, the chain's state."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from meters.models import MeterReading
-from minting.models import MintBatch
+from minting.models import MintBatch, MintingControl, TokenMint
 from minting.services.control import control_get
 
 RECENT_WINDOW = timedelta(hours=24)
+# Every blocked settlement re-records decisions_blocked_at (the reconciler runs every 10 s), so a stamp
+# older than this means the node has caught up, or no batch is waiting any more.
+DECISIONS_BLOCKED_RECENT = timedelta(seconds=120)
+# The dashboard's warning; the alert rules use the same figure (docs/alerts/gridtoken-rules.yml).
+FEE_PAYER_LOW_LAMPORTS = 50_000_000  # 0.05 SOL: ~10,000 transaction fees, or ~24 new token accounts' rent
+# The codes the breaker records (minting/chain/errors.py); docs/OPERATIONS.md has a runbook entry for each.
+PAUSE_REASONS = (
+    "rpc_unauthorized",
+    "rpc_rate_limited",
+    "rpc_unavailable",
+    "rpc_timeout",
+    "rpc_error",
+    "insufficient_funds",
+    "wrong_authority",
+    "supply_overflow",
+    "node_behind",
+    "min_context_slot_not_reached",
+    "history_unavailable",
+)
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def unminted_reading_list(*, limit: int = 50) -> QuerySet[MeterReading]:
@@ -71,10 +93,64 @@ def tokenization_status() -> dict:
         "unminted_readings_count": unminted_reading_count(),
         "readings_by_status": reading_status_counts(),
         "recent_batch_stats": batch_stats(),
-        "chain": {
-            "failures": control.chain_failures,
-            "paused_until": control.chain_retry_at,
-            "last_error": control.chain_error,
-        },
+        "chain": {**chain_state(control=control), "fee_payer_address": fee_payer_address()},
         "updated_by": control.updated_by,
     }
+
+
+def control_peek() -> MintingControl | None:
+    """The control row as it is, or ``None`` before first use; unlike ``control_get`` it never writes."""
+    return MintingControl.objects.filter(id=1).first()
+
+
+def reason_code(code: str) -> str:
+    """A stored code as a label value: the code when it looks like one, ``other`` otherwise (never free text)."""
+    return code if _CODE.fullmatch(code) else "other"
+
+
+def lamports_as_sol(lamports: int | None) -> str | None:
+    """Exact decimal SOL (no float): 12_500_000 -> ``"0.0125"``."""
+    if lamports is None:
+        return None
+    return format(Decimal(lamports).scaleb(-9).normalize(), "f")
+
+
+def fee_payer_address() -> str | None:
+    """The mint authority of the mint in use: it signs and pays for every mint transaction."""
+    return TokenMint.objects.order_by("-created_at", "-id").values_list("authority", flat=True).first()
+
+
+def chain_state(*, control: MintingControl | None, now: datetime | None = None) -> dict:
+    """What the workers last learnt about the chain, as operators see it (status API, dashboard, /ready).
+
+    ``paused``: the outage breaker holds automatic minting until ``paused_until``; ``reason_code`` says why
+    (and ``last_error`` what to fix). ``decisions_blocked``: in the last ``DECISIONS_BLOCKED_RECENT``,
+    settling an in-flight batch had to wait because the RPC lagged or lacked history.
+    """
+    now = now or timezone.now()
+    if control is None:
+        control = MintingControl(auto_mint_enabled=settings.TOKENIZATION.auto_mint_enabled)
+    paused = control.chain_retry_at is not None and control.chain_retry_at > now
+    blocked_at = control.decisions_blocked_at
+    return {
+        "paused": paused,
+        "reason_code": reason_code(control.chain_error_code or "other") if paused else None,
+        "failures": control.chain_failures,
+        "paused_until": control.chain_retry_at,
+        "last_error": control.chain_error,
+        "last_error_code": control.chain_error_code or None,
+        "fee_payer_lamports": control.fee_payer_lamports,
+        "fee_payer_sol": lamports_as_sol(control.fee_payer_lamports),
+        "fee_payer_checked_at": control.fee_payer_checked_at,
+        "decisions_blocked": blocked_at is not None and now - blocked_at <= DECISIONS_BLOCKED_RECENT,
+        "decisions_blocked_at": blocked_at,
+        "decisions_blocked_reason": control.decisions_blocked_reason,
+        "decisions_blocked_code": decisions_blocked_code(control.decisions_blocked_reason),
+    }
+
+
+def decisions_blocked_code(reason: str) -> str | None:
+    """The code prefix of a recorded reason (``"node_behind: ..."`` -> ``node_behind``)."""
+    if not reason:
+        return None
+    return reason_code(reason.split(":", 1)[0].strip())

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from meters.models import Meter, MeterReading
 from minting.models import MintBatch, MintingControl
+from minting.selectors import FEE_PAYER_LOW_LAMPORTS, chain_state, control_peek, fee_payer_address
 from realtime.events import rfc3339
 
 RECENT_READINGS = 25
@@ -49,10 +50,35 @@ def wallet_list(*, user) -> list[str]:
     return wallets
 
 
-def auto_mint_enabled() -> bool:
+def auto_mint_enabled(control: MintingControl | None) -> bool:
     """The control row wins once it exists; before that the environment's default is what workers will use."""
-    row = MintingControl.objects.filter(id=1).values_list("auto_mint_enabled", flat=True).first()
-    return settings.TOKENIZATION.auto_mint_enabled if row is None else row
+    return settings.TOKENIZATION.auto_mint_enabled if control is None else control.auto_mint_enabled
+
+
+def _moment(value: datetime | None) -> str | None:
+    return rfc3339(value) if value else None
+
+
+def chain_banner(*, control: MintingControl | None, now: datetime) -> dict:
+    """The chain's state as the page shows it: the breaker's pause, blocked decisions, the fee payer."""
+    chain = chain_state(control=control, now=now)
+    lamports = chain["fee_payer_lamports"]
+    return {
+        "paused": chain["paused"],
+        "reason_code": chain["reason_code"],
+        "message": chain["last_error"] if chain["paused"] else "",
+        "paused_until": _moment(chain["paused_until"]) if chain["paused"] else None,
+        "failures": chain["failures"],
+        "decisions_blocked": chain["decisions_blocked"],
+        "decisions_blocked_code": chain["decisions_blocked_code"] if chain["decisions_blocked"] else None,
+        "decisions_blocked_reason": chain["decisions_blocked_reason"] if chain["decisions_blocked"] else "",
+        "decisions_blocked_at": _moment(chain["decisions_blocked_at"]),
+        "fee_payer_address": fee_payer_address(),
+        "fee_payer_lamports": chain["fee_payer_lamports"],
+        "fee_payer_sol": chain["fee_payer_sol"],
+        "fee_payer_low": lamports is not None and lamports < FEE_PAYER_LOW_LAMPORTS,
+        "fee_payer_checked_at": _moment(chain["fee_payer_checked_at"]),
+    }
 
 
 def batch_as_dict(batch: MintBatch | None) -> dict | None:
@@ -73,6 +99,7 @@ def batch_as_dict(batch: MintBatch | None) -> dict | None:
 def pipeline_figures(*, now: datetime | None = None) -> dict:
     """What operators watch: the backlog, what is on its way to the chain, throughput and failures."""
     now = now or timezone.now()
+    control = control_peek()
     readings = MeterReading.objects.aggregate(
         pending=Count("id", filter=Q(status=MeterReading.Status.PENDING)),
         minting=Count("id", filter=Q(status=MeterReading.Status.MINTING)),
@@ -97,6 +124,7 @@ def pipeline_figures(*, now: datetime | None = None) -> dict:
         "failed_readings": readings["failed"],
         "failed_batches_last_hour": batches["failed_last_hour"],
         "last_batch": batch_as_dict(MintBatch.objects.order_by("-created_at").first()),
-        "auto_mint_enabled": auto_mint_enabled(),
+        "auto_mint_enabled": auto_mint_enabled(control),
+        "chain": chain_banner(control=control, now=now),
         "as_of": rfc3339(now),
     }

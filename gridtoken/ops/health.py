@@ -3,6 +3,10 @@
 Each check returns ``None`` when the dependency answers, or a short reason when it does not. Reasons name
 the failure's kind (``ConnectionRefusedError``, ``timeout``, an RPC error code), never a URL or
 credential, because ``/ready`` answers without authentication. The full error goes to the log.
+
+Advisory checks (``ADVISORY_CHECKS``) report what the workers see of the chain: they can make the answer
+``degraded`` (still 200: restarting or unrouting web pods would cure nothing the workers suffer from),
+never ``down``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from django.conf import settings
 from django.db import connection
 
 from gridtoken.observability import redis_client
+from minting.selectors import chain_state, control_peek
 
 logger = logging.getLogger(__name__)
 
@@ -74,31 +79,59 @@ def check_rpc() -> str | None:
     return f"HTTP {response.status_code}"
 
 
+def check_minting() -> str | None:
+    """``None`` while automatic minting runs freely; else ``"degraded: ..."`` naming codes only (an error
+    message may carry the RPC URL and its API key). Unknown when the database cannot say: that is the
+    database check's failure, not a second one."""
+    try:
+        chain = chain_state(control=control_peek())
+    except Exception as exc:
+        logger.warning("minting state unreadable", extra={"error": str(exc)})
+        return f"unknown: {_reason(exc)}"
+    finally:
+        connection.close()
+    problems = []
+    if chain["paused"]:
+        problems.append(f"paused by the outage breaker ({chain['reason_code']})")
+    if chain["decisions_blocked"]:
+        problems.append(f"settlement decisions blocked ({chain['decisions_blocked_code']})")
+    return f"degraded: {'; '.join(problems)}" if problems else None
+
+
 CHECKS: dict[str, Callable[[], str | None]] = {
     "database": check_database,
     "redis": check_redis,
     "rpc": check_rpc,
 }
+ADVISORY_CHECKS: dict[str, Callable[[], str | None]] = {
+    "minting": check_minting,
+}
 
 
 def readiness(timeout: float = READY_TIMEOUT_SECS) -> dict[str, str]:
-    """Run every check at once; name -> ``"ok"`` or ``"down: <reason>"``.
+    """Run every check at once; name -> ``"ok"``, ``"down: <reason>"`` (dependencies), or an advisory
+    check's own ``"degraded: <reason>"`` / ``"unknown: <reason>"``.
 
     A fresh executor per call: a check stuck past its own timeout (a blackholed database host without
     ``connect_timeout``) must not queue the next probe behind it.
     """
-    executor = ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="ready")
+    checks = {**CHECKS, **ADVISORY_CHECKS}
+    executor = ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="ready")
     try:
         # Each check runs in a copy of this context, so its log lines keep the request id.
-        futures = {name: executor.submit(contextvars.copy_context().run, check) for name, check in CHECKS.items()}
+        futures = {name: executor.submit(contextvars.copy_context().run, check) for name, check in checks.items()}
         wait(futures.values(), timeout=timeout)
         results = {}
         for name, future in futures.items():
+            advisory = name in ADVISORY_CHECKS
             if not future.done():
-                results[name] = "down: timeout"
+                results[name] = "unknown: timeout" if advisory else "down: timeout"
+                continue
+            reason = future.result()
+            if reason is None:
+                results[name] = "ok"
             else:
-                reason = future.result()
-                results[name] = "ok" if reason is None else f"down: {reason}"
+                results[name] = reason if advisory else f"down: {reason}"
         return results
     finally:
         executor.shutdown(wait=False, cancel_futures=True)

@@ -9,6 +9,8 @@ show only this process' share. Instead every scrape derives the figures from fac
   minted readings, so they only grow and ``histogram_quantile(rate(...))`` works as usual.
 - Redis: readings the API rejected (never stored) and open WebSocket connections (``gridtoken.observability``).
 - The RPC node: ``getHealth``, for the "RPC down" alert.
+- The minting control row: the outage breaker's pause and its reason, the fee payer's balance at the last
+  build, the last time settling had to wait for the node.
 
 Cost: a handful of aggregate queries, each a scan of the readings or batches table. That is milliseconds at
 the demo's scale and roughly 100-300 ms per million readings; past that, archive old readings or move the
@@ -33,7 +35,8 @@ from prometheus_client.registry import Collector
 from gridtoken import observability
 from gridtoken.ops.health import check_rpc
 from meters.models import MeterReading
-from minting.models import MintBatch, MintingControl
+from minting.models import MintBatch
+from minting.selectors import PAUSE_REASONS, chain_state, control_peek
 from minting.services.policy import rollout_bucket_sql
 
 logger = logging.getLogger(__name__)
@@ -96,10 +99,14 @@ def readings_with_rollout():
     return MeterReading.objects.annotate(rollout_bucket=bucket), Q(rollout_bucket__lt=percentage)
 
 
-def control_state() -> tuple[bool, int]:
-    """(auto-mint on, consecutive chain failures) from the run-time control row, or the environment's seed."""
-    row = MintingControl.objects.filter(pk=1).values_list("auto_mint_enabled", "chain_failures").first()
-    return (settings.TOKENIZATION.auto_mint_enabled, 0) if row is None else row
+def pause_series(reason: str | None) -> list[tuple[str, int]]:
+    """``gridtoken_minting_paused`` as a state set: every known reason always has a series (0, or 1 for the
+    one in force), so sums and alerts never meet a missing series; a code outside the list gets its own
+    series while it is in force (codes are a fixed set in the code, so the label stays bounded)."""
+    series = [(code, int(code == reason)) for code in PAUSE_REASONS]
+    if reason is not None and reason not in PAUSE_REASONS:
+        series.append((reason, 1))
+    return series
 
 
 class PipelineCollector(Collector):
@@ -177,18 +184,47 @@ class PipelineCollector(Collector):
             row["failed"],
         )
         yield from self._batches(now)
-        enabled, chain_failures = control_state()
+        control = control_peek()
+        enabled = settings.TOKENIZATION.auto_mint_enabled if control is None else control.auto_mint_enabled
         yield GaugeMetricFamily("gridtoken_auto_mint_enabled", "1 when automatic minting is on.", int(enabled))
-        yield GaugeMetricFamily(
-            "gridtoken_chain_outage_failures",
-            "Consecutive failed chain probes of the workers' outage breaker (0: minting is not paused).",
-            chain_failures,
-        )
         yield GaugeMetricFamily(
             "gridtoken_auto_mint_percentage",
             "Share of users minted automatically (rollout).",
             settings.TOKENIZATION.auto_mint_percentage,
         )
+        yield from self._chain(chain_state(control=control, now=now))
+
+    def _chain(self, chain: dict):
+        yield GaugeMetricFamily(
+            "gridtoken_chain_outage_failures",
+            "Consecutive failed chain probes of the workers' outage breaker (0 once a cycle reaches the chain).",
+            chain["failures"],
+        )
+        paused = GaugeMetricFamily(
+            "gridtoken_minting_paused",
+            "1 on the reason the outage breaker holds automatic minting for now, 0 on every other reason.",
+            labels=["reason"],
+        )
+        for reason, in_force in pause_series(chain["reason_code"]):
+            paused.add_metric([reason], in_force)
+        yield paused
+        blocked_at = chain["decisions_blocked_at"]
+        yield GaugeMetricFamily(
+            "gridtoken_chain_decisions_blocked_timestamp_seconds",
+            "Unix time settling an in-flight batch last had to wait for a lagging or history-less RPC (0: never).",
+            blocked_at.timestamp() if blocked_at else 0,
+        )
+        if chain["fee_payer_lamports"] is not None:
+            yield GaugeMetricFamily(
+                "gridtoken_fee_payer_lamports",
+                "The fee payer's SOL balance, in lamports, at the last mint build.",
+                chain["fee_payer_lamports"],
+            )
+            yield GaugeMetricFamily(
+                "gridtoken_fee_payer_checked_timestamp_seconds",
+                "Unix time the fee payer's balance was last read.",
+                chain["fee_payer_checked_at"].timestamp() if chain["fee_payer_checked_at"] else 0,
+            )
 
     def _batches(self, now: datetime):
         by_status = dict(MintBatch.objects.values_list("status").annotate(n=Count("pk")).order_by())

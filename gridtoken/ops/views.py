@@ -15,14 +15,24 @@ def health_view(request):
 
 @require_safe
 def ready_view(request):
-    """Every dependency answers (a readiness probe); 503 names the ones that do not."""
+    """Every dependency answers (a readiness probe); 503 names the ones that do not.
+
+    ``degraded`` (automatic minting paused, settlement waiting for the node) still answers 200: it is the
+    workers' and the chain's trouble, which taking this pod out of rotation or restarting it cannot cure.
+    """
     checks = health.readiness()
-    down = sorted(name for name, result in checks.items() if result != "ok")
+    down = sorted(name for name in health.CHECKS if checks[name] != "ok")
+    degraded = sorted(name for name in health.ADVISORY_CHECKS if checks[name] != "ok")
     if down:
-        response = JsonResponse({"status": "unavailable", "checks": checks, "down": down}, status=503)
+        body = {"status": "unavailable", "checks": checks, "down": down}
+        if degraded:
+            body["degraded"] = degraded
+        response = JsonResponse(body, status=503)
         # health.py already logged each failure with its cause; skip Django's generic 5xx error line.
         response._has_been_logged = True
         return response
+    if degraded:
+        return JsonResponse({"status": "degraded", "checks": checks, "degraded": degraded})
     return JsonResponse({"status": "ready", "checks": checks})
 
 

@@ -2,9 +2,11 @@
 
 import dataclasses
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from gridtoken.exceptions import ApplicationError
@@ -108,6 +110,64 @@ def test_status_reports_the_switch_the_backlog_and_recent_batches(operator, sett
     assert stats["batches"]["confirmed"] == 1
     assert (stats["readings_minted"], stats["tokens_minted"]) == (4, 6_000_000_000)
     assert body["chain"]["failures"] == 0
+
+
+def test_status_reports_a_pause_its_reason_the_fee_payer_and_blocked_decisions(operator):
+    now = timezone.now()
+    until, checked, blocked = now + timedelta(seconds=30), now - timedelta(seconds=20), now - timedelta(seconds=5)
+    TokenMint.objects.create(address="Mint111", decimals=9, token_program="Tok", authority="Auth111", rpc_url="x")
+    MintingControl.objects.create(
+        id=1,
+        auto_mint_enabled=True,
+        chain_failures=4,
+        chain_retry_at=until,
+        chain_error_code="wrong_authority",
+        chain_error="instruction 1 (spl-token): the signer is not the mint authority",
+        fee_payer_lamports=12_500_000,
+        fee_payer_checked_at=checked,
+        decisions_blocked_at=blocked,
+        decisions_blocked_reason="node_behind: Node is behind by 42 slots",
+        accounts_epoch=3,
+    )
+
+    chain = operator.get("/api/admin/tokenization/status").json()["chain"]
+
+    assert chain == {
+        "paused": True,
+        "reason_code": "wrong_authority",
+        "failures": 4,
+        "paused_until": until.isoformat().replace("+00:00", "Z"),
+        "last_error": "instruction 1 (spl-token): the signer is not the mint authority",
+        "last_error_code": "wrong_authority",
+        "fee_payer_address": "Auth111",
+        "fee_payer_lamports": 12_500_000,
+        "fee_payer_sol": "0.0125",
+        "fee_payer_checked_at": checked.isoformat().replace("+00:00", "Z"),
+        "decisions_blocked": True,
+        "decisions_blocked_at": blocked.isoformat().replace("+00:00", "Z"),
+        "decisions_blocked_reason": "node_behind: Node is behind by 42 slots",
+        "decisions_blocked_code": "node_behind",
+    }  # accounts_epoch is internal: not shown
+
+
+def test_status_after_the_pause_and_the_block_have_passed_keeps_the_last_error(operator):
+    MintingControl.objects.create(
+        id=1,
+        auto_mint_enabled=True,
+        chain_failures=2,  # counted until a cycle reaches the chain again; only chain_retry_at pauses
+        chain_retry_at=timezone.now() - timedelta(seconds=1),
+        chain_error_code="rpc_rate_limited",
+        chain_error="https://rpc.example is rate limiting (getLatestBlockhash): HTTP 429",
+        decisions_blocked_at=timezone.now() - timedelta(minutes=3),
+        decisions_blocked_reason="history_unavailable: no history",
+    )
+
+    chain = operator.get("/api/admin/tokenization/status").json()["chain"]
+
+    assert (chain["paused"], chain["reason_code"], chain["last_error_code"]) == (False, None, "rpc_rate_limited")
+    assert chain["failures"] == 2 and chain["last_error"].endswith("HTTP 429")
+    assert chain["decisions_blocked"] is False and chain["decisions_blocked_code"] == "history_unavailable"
+    assert (chain["fee_payer_lamports"], chain["fee_payer_sol"], chain["fee_payer_address"]) == (None, None, None)
 
 
 def test_toggling_auto_mint_switches_the_shared_row(operator):

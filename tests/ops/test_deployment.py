@@ -10,6 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from config import load
 from gridtoken import observability
 from gridtoken.ops import demo
+from minting.models import MintingControl
+from minting.selectors import DECISIONS_BLOCKED_RECENT, FEE_PAYER_LOW_LAMPORTS
 from tests.conftest import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -104,6 +106,8 @@ RULES = yaml.safe_load((ROOT / "docs/alerts/gridtoken-rules.yml").read_text())["
 def test_every_metric_an_alert_uses_is_exported(client, rpc_at, closed_port_url):
     rpc_at(f"http://{closed_port_url}")
     observability.readings_rejected(["validation_error"])  # the counter has series once something is rejected
+    # The fee payer's balance is reported once a worker has read it at a mint build.
+    MintingControl.objects.create(id=1, auto_mint_enabled=True, fee_payer_lamports=1_000_000_000)
     exported = set()
     for family in text_string_to_metric_families(client.get("/metrics").content.decode()):
         exported |= {sample.name for sample in family.samples}
@@ -122,3 +126,37 @@ def test_every_alert_links_to_a_runbook_section_that_exists():
         anchor = rule["annotations"]["runbook"].split("#", 1)[1]
         assert anchor in anchors, rule["alert"]
         assert rule["alert"] in operations
+
+
+def rule(name: str) -> dict:
+    (found,) = [r for r in RULES if r["alert"] == name]
+    return found
+
+
+def test_every_rule_has_a_known_severity_and_a_valid_duration():
+    for r in RULES:
+        assert r["labels"]["severity"] in {"page", "warning", "info"}, r["alert"]
+        assert re.fullmatch(r"(\d+[smh])+", r.get("for", "0s")), r["alert"]
+
+
+def test_the_pause_alert_keeps_the_reason_and_bridges_gaps_shorter_than_its_for():
+    expr = rule("GridTokenMintingPaused")["expr"]
+    assert (
+        "by (job, reason)" in expr
+        and "{{ $labels.reason }}" in rule("GridTokenMintingPaused")["annotations"]["summary"]
+    )
+    window = re.search(r"max_over_time\(gridtoken_minting_paused\[(\d+)m\]\)", expr).group(1)
+    assert int(rule("GridTokenMintingPaused")["for"].rstrip("m")) >= int(window)  # one blip never fires
+
+
+def test_fee_payer_alerts_use_the_dashboards_threshold_and_do_not_overlap():
+    low, critical = rule("GridTokenFeePayerLow"), rule("GridTokenFeePayerCritical")
+    assert f"< {FEE_PAYER_LOW_LAMPORTS}" in low["expr"] and ">= 10000000" in low["expr"]
+    assert "< 10000000" in critical["expr"]
+    assert (low["labels"]["severity"], critical["labels"]["severity"]) == ("warning", "page")
+
+
+def test_the_decisions_alert_window_matches_what_counts_as_recent():
+    expr = rule("GridTokenDecisionsBlocked")["expr"]
+    assert f"< {int(DECISIONS_BLOCKED_RECENT.total_seconds())}" in expr
+    assert rule("GridTokenDecisionsBlocked")["for"] == "5m"

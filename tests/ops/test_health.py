@@ -5,11 +5,14 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
+from django.utils import timezone
 
 from gridtoken.ops import health
+from minting.models import MintingControl
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.django_db
@@ -29,7 +32,10 @@ def test_ready_when_database_redis_and_rpc_answer(client, localnet, rpc_at):
     rpc_at(localnet.url)
     response = client.get("/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok", "rpc": "ok"}}
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "redis": "ok", "rpc": "ok", "minting": "ok"},
+    }
 
 
 def test_redis_down_makes_the_service_not_ready_and_says_so(client, localnet, rpc_at, redis_down):
@@ -47,6 +53,86 @@ def test_rpc_down_makes_the_service_not_ready_and_says_so(client, rpc_at, closed
     assert response.status_code == 503
     assert response.json()["down"] == ["rpc"]
     assert response.json()["checks"]["rpc"] == "down: ConnectError"
+
+
+def control(**fields) -> MintingControl:
+    MintingControl.objects.update_or_create(id=1, defaults={"auto_mint_enabled": True, **fields})
+    return MintingControl.objects.get(id=1)
+
+
+# The checks run in their own threads, on their own connections: the row must be committed to be seen.
+committed = pytest.mark.django_db(transaction=True)
+
+
+@committed
+def test_minting_paused_by_the_breaker_is_degraded_not_unready(client, localnet, rpc_at):
+    rpc_at(localnet.url)
+    control(
+        chain_failures=3,
+        chain_retry_at=timezone.now() + timedelta(seconds=30),
+        chain_error_code="rpc_unauthorized",
+        chain_error="https://rpc.example/?api-key=SECRET refused getLatestBlockhash: HTTP 401: check the API key",
+    )
+    response = client.get("/ready")
+    assert response.status_code == 200  # a probe that fails would restart or unroute pods for nothing
+    body = response.json()
+    assert body["status"] == "degraded" and body["degraded"] == ["minting"]
+    assert body["checks"]["minting"] == "degraded: paused by the outage breaker (rpc_unauthorized)"
+    assert {body["checks"][name] for name in ("database", "redis", "rpc")} == {"ok"}
+    assert "SECRET" not in response.content.decode()  # codes only: a message may carry the RPC URL's key
+
+
+@committed
+def test_decisions_blocked_in_the_last_two_minutes_are_degraded(client, localnet, rpc_at):
+    rpc_at(localnet.url)
+    control(
+        decisions_blocked_at=timezone.now() - timedelta(seconds=30),
+        decisions_blocked_reason="history_unavailable: getSignatureStatuses without searchTransactionHistory",
+    )
+    response = client.get("/ready")
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
+    assert response.json()["checks"]["minting"] == "degraded: settlement decisions blocked (history_unavailable)"
+
+
+@committed
+def test_both_pause_and_blocked_decisions_are_named(rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    control(
+        chain_retry_at=timezone.now() + timedelta(seconds=5),
+        chain_error_code="node_behind",
+        decisions_blocked_at=timezone.now(),
+        decisions_blocked_reason="min_context_slot_not_reached: slot 90 < 120",
+    )
+    assert health.readiness()["minting"] == (
+        "degraded: paused by the outage breaker (node_behind); "
+        "settlement decisions blocked (min_context_slot_not_reached)"
+    )
+
+
+@committed
+def test_an_old_block_and_an_elapsed_pause_are_ready_again(client, localnet, rpc_at):
+    rpc_at(localnet.url)
+    control(
+        chain_failures=2,  # the breaker counts until a cycle reaches the chain; only retry_at pauses
+        chain_retry_at=timezone.now() - timedelta(seconds=1),
+        chain_error_code="rpc_unavailable",
+        decisions_blocked_at=timezone.now() - timedelta(seconds=121),
+        decisions_blocked_reason="node_behind: Node is behind by 42 slots",
+    )
+    response = client.get("/ready")
+    assert (response.status_code, response.json()["status"]) == (200, "ready")
+    assert response.json()["checks"]["minting"] == "ok"
+
+
+@committed
+def test_a_degraded_service_with_a_dependency_down_is_unavailable(client, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    control(chain_retry_at=timezone.now() + timedelta(seconds=60), chain_error_code="rpc_unavailable")
+    response = client.get("/ready")
+    assert response.status_code == 503
+    assert (response.json()["status"], response.json()["down"]) == ("unavailable", ["rpc"])
+    assert response.json()["degraded"] == ["minting"]
 
 
 def test_an_rpc_url_that_is_not_a_solana_node_is_down(live_server, rpc_at):
@@ -132,6 +218,8 @@ def test_a_server_whose_dependencies_are_all_down_is_alive_but_not_ready(closed_
         ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10)
         assert ready.status_code == 503
         assert ready.json()["down"] == ["database", "redis", "rpc"]
+        # Without the database the minting state is unknown, which is the database's failure, not a fourth.
+        assert ready.json()["checks"]["minting"].startswith("unknown: ")
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         assert 'gridtoken_dependency_up{dependency="database"} 0.0' in metrics
     finally:

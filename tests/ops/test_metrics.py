@@ -4,12 +4,14 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from gridtoken import observability
 from gridtoken.ops.metrics import latency_quantile, pipeline_snapshot
 from meters.models import Meter, User
 from minting.models import MintingControl
+from minting.selectors import PAUSE_REASONS
 from minting.services.policy import rollout_bucket
 
 pytestmark = pytest.mark.django_db
@@ -119,6 +121,81 @@ def test_auto_mint_state_and_chain_outage_follow_the_control_row(client, pipelin
     assert value(samples, "gridtoken_auto_mint_enabled") == 0
     assert value(samples, "gridtoken_chain_outage_failures") == 4
     assert value(samples, "gridtoken_auto_mint_percentage") == settings.TOKENIZATION.auto_mint_percentage
+
+
+def paused_series(samples: dict) -> dict[str, float]:
+    return {dict(labels)["reason"]: v for (name, labels), v in samples.items() if name == "gridtoken_minting_paused"}
+
+
+def test_nothing_is_paused_blocked_or_known_about_the_fee_payer_before_the_workers_say_so(
+    client, rpc_at, closed_port_url
+):
+    rpc_at(f"http://{closed_port_url}")
+    samples = scrape(client)
+    # Every reason has its series from the start, so sum() and alerts never meet a missing one.
+    assert paused_series(samples) == dict.fromkeys(PAUSE_REASONS, 0)
+    assert value(samples, "gridtoken_chain_outage_failures") == 0
+    assert value(samples, "gridtoken_chain_decisions_blocked_timestamp_seconds") == 0
+    assert not any(name.startswith("gridtoken_fee_payer") for name, _ in samples)
+    assert not MintingControl.objects.exists()  # a scrape writes nothing
+
+
+def test_a_pause_by_the_breaker_is_one_series_set_to_1_on_its_reason(client, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    MintingControl.objects.create(
+        id=1,
+        auto_mint_enabled=True,
+        chain_failures=5,
+        chain_retry_at=timezone.now() + timedelta(seconds=40),
+        chain_error_code="insufficient_funds",
+        chain_error="the fee payer Auth111 holds 0 lamports but 1 transaction(s) ... need about 5000: send it SOL",
+    )
+    samples = scrape(client)
+    assert paused_series(samples) == {**dict.fromkeys(PAUSE_REASONS, 0), "insufficient_funds": 1}
+    assert value(samples, "gridtoken_chain_outage_failures") == 5
+
+
+def test_an_unlisted_code_gets_its_own_series_and_free_text_never_becomes_a_label(client, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    retry_at = timezone.now() + timedelta(seconds=40)
+    MintingControl.objects.create(
+        id=1, auto_mint_enabled=True, chain_failures=1, chain_retry_at=retry_at, chain_error_code="not_initialised"
+    )
+    assert paused_series(scrape(client))["not_initialised"] == 1
+    MintingControl.objects.filter(id=1).update(chain_error_code="Some Error: with text")
+    series = paused_series(scrape(client))
+    assert series["other"] == 1 and sum(series.values()) == 1
+
+
+def test_an_elapsed_pause_is_not_paused_even_while_the_breaker_still_counts(client, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    MintingControl.objects.create(
+        id=1,
+        auto_mint_enabled=True,
+        chain_failures=2,
+        chain_retry_at=timezone.now() - timedelta(seconds=1),
+        chain_error_code="rpc_unavailable",
+    )
+    samples = scrape(client)
+    assert sum(paused_series(samples).values()) == 0
+    assert value(samples, "gridtoken_chain_outage_failures") == 2
+
+
+def test_fee_payer_balance_and_blocked_decisions_follow_the_control_row(client, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    checked, blocked = timezone.now() - timedelta(seconds=8), timezone.now() - timedelta(seconds=3)
+    MintingControl.objects.create(
+        id=1,
+        auto_mint_enabled=True,
+        fee_payer_lamports=12_345_678_901,
+        fee_payer_checked_at=checked,
+        decisions_blocked_at=blocked,
+        decisions_blocked_reason="node_behind: Node is behind by 42 slots",
+    )
+    samples = scrape(client)
+    assert value(samples, "gridtoken_fee_payer_lamports") == 12_345_678_901
+    assert value(samples, "gridtoken_fee_payer_checked_timestamp_seconds") == checked.timestamp()
+    assert value(samples, "gridtoken_chain_decisions_blocked_timestamp_seconds") == blocked.timestamp()
 
 
 def test_rejections_by_reason_and_websocket_connections_come_from_redis(client, rpc_at, closed_port_url):

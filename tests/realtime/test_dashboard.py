@@ -7,8 +7,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from minting.models import MintBatch, MintingControl
+from minting.models import MintBatch, MintingControl, TokenMint
 from realtime import views
+from realtime.events import rfc3339
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db
@@ -137,7 +138,7 @@ def test_operator_sees_pipeline_figures(people, operator, meter):
 
     figures = signed_in(operator).get("/dashboard/stats.json").json()
 
-    assert {k: figures[k] for k in figures if k not in ("last_batch", "as_of")} == {
+    assert {k: figures[k] for k in figures if k not in ("last_batch", "chain", "as_of")} == {
         "pending": 3,
         "in_flight_batches": 1,
         "in_flight_readings": 1,
@@ -164,6 +165,118 @@ def test_operator_dashboard_renders_the_pipeline_panel_with_the_toggle(people, o
     assert 'id="pipeline"' in html and 'id="toggle-auto-mint"' in html
     assert '<dd id="fig-pending">1</dd>' in html
     assert response.cookies["csrftoken"].value  # the toggle's fetch sends it back
+
+
+def banner(html: str, banner_id: str) -> str:
+    start = html.index(f'id="{banner_id}"')
+    return html[html.rindex("<div", 0, start) : html.index("</div>", start)]
+
+
+def test_operator_dashboard_shows_no_banner_while_the_chain_is_fine(operator):
+    html = signed_in(operator).get("/dashboard/").content.decode()
+    for banner_id in ("minting-paused-banner", "decisions-blocked-banner", "fee-payer-banner"):
+        assert " hidden>" in banner(html, banner_id)
+    assert '<span id="fig-fee-payer-sol" data-low="false">unknown</span>' in html
+
+
+def test_a_pause_by_the_breaker_shows_its_reason_message_and_end_on_the_dashboard(operator, producer):
+    until = timezone.now() + timedelta(seconds=45)
+    MintingControl.objects.create(
+        id=1,
+        auto_mint_enabled=True,
+        chain_failures=6,
+        chain_retry_at=until,
+        chain_error_code="rpc_unauthorized",
+        chain_error="https://rpc.example refused getBalance: HTTP 401: check the RPC URL's API key & plan",
+    )
+    html = signed_in(operator).get("/dashboard/").content.decode()
+    paused = banner(html, "minting-paused-banner")
+    assert " hidden" not in paused and 'role="alert"' in paused
+    assert '<code id="paused-reason">rpc_unauthorized</code>' in paused
+    assert f'<time id="paused-until">{rfc3339(until)}</time>' in paused
+    assert "check the RPC URL&#x27;s API key &amp; plan" in paused  # escaped: the message is text, never HTML
+    assert '<span id="paused-failures">6</span>' in paused
+    # Producers see none of it: the banners belong to the operator's pipeline panel.
+    assert "minting-paused-banner" not in signed_in(producer).get("/dashboard/").content.decode()
+
+
+def test_stats_json_carries_the_chain_state_the_page_refreshes_its_banners_from(operator):
+    now = timezone.now()
+    until, blocked, checked = now + timedelta(seconds=30), now - timedelta(seconds=4), now - timedelta(days=1)
+    TokenMint.objects.create(address="Mint111", decimals=9, token_program="Tok", authority="Auth111", rpc_url="x")
+    MintingControl.objects.create(
+        id=1,
+        auto_mint_enabled=True,
+        chain_failures=2,
+        chain_retry_at=until,
+        chain_error_code="insufficient_funds",
+        chain_error="the fee payer Auth111 holds 4000 lamports but ... need about 5000: send it SOL",
+        fee_payer_lamports=4_000,
+        fee_payer_checked_at=checked,
+        decisions_blocked_at=blocked,
+        decisions_blocked_reason="history_unavailable: the node has no transaction history",
+        accounts_epoch=7,
+    )
+    chain = signed_in(operator).get("/dashboard/stats.json").json()["chain"]
+    assert chain == {
+        "paused": True,
+        "reason_code": "insufficient_funds",
+        "message": "the fee payer Auth111 holds 4000 lamports but ... need about 5000: send it SOL",
+        "paused_until": rfc3339(until),
+        "failures": 2,
+        "decisions_blocked": True,
+        "decisions_blocked_code": "history_unavailable",
+        "decisions_blocked_reason": "history_unavailable: the node has no transaction history",
+        "decisions_blocked_at": rfc3339(blocked),
+        "fee_payer_address": "Auth111",
+        "fee_payer_lamports": 4_000,
+        "fee_payer_sol": "0.000004",
+        "fee_payer_low": True,
+        "fee_payer_checked_at": rfc3339(checked),
+    }  # accounts_epoch is internal: not shown
+
+
+def test_blocked_decisions_and_a_low_fee_payer_show_their_banners(operator):
+    MintingControl.objects.create(
+        id=1,
+        auto_mint_enabled=True,
+        fee_payer_lamports=49_999_999,
+        decisions_blocked_at=timezone.now() - timedelta(seconds=10),
+        decisions_blocked_reason="node_behind: Node is behind by 42 slots",
+    )
+    TokenMint.objects.create(address="Mint111", decimals=9, token_program="Tok", authority="Auth111", rpc_url="x")
+    html = signed_in(operator).get("/dashboard/").content.decode()
+    blocked = banner(html, "decisions-blocked-banner")
+    assert " hidden" not in blocked and '<code id="blocked-code">node_behind</code>' in blocked
+    assert "Node is behind by 42 slots" in blocked
+    low = banner(html, "fee-payer-banner")
+    assert " hidden" not in low and '<span id="low-fee-payer-sol">0.049999999</span>' in low
+    assert '<code id="low-fee-payer-address">Auth111</code>' in low
+    assert '<span id="fig-fee-payer-sol" data-low="true">0.049999999 SOL</span>' in html
+    assert " hidden>" in banner(html, "minting-paused-banner")
+
+
+def test_an_old_block_an_elapsed_pause_and_a_funded_payer_show_no_banner(operator):
+    MintingControl.objects.create(
+        id=1,
+        auto_mint_enabled=True,
+        chain_failures=3,
+        chain_retry_at=timezone.now() - timedelta(seconds=1),
+        chain_error_code="rpc_unavailable",
+        fee_payer_lamports=2_500_000_000,
+        decisions_blocked_at=timezone.now() - timedelta(minutes=5),
+        decisions_blocked_reason="node_behind: Node is behind by 42 slots",
+    )
+    html = signed_in(operator).get("/dashboard/").content.decode()
+    for banner_id in ("minting-paused-banner", "decisions-blocked-banner", "fee-payer-banner"):
+        assert " hidden>" in banner(html, banner_id)
+    assert '<span id="fig-fee-payer-sol" data-low="false">2.5 SOL</span>' in html
+
+
+def test_the_page_script_refreshes_the_banners_from_the_stats(client):
+    script = b"".join(client.get("/dashboard/assets/dashboard.js").streaming_content).decode()
+    for banner_id in ("minting-paused-banner", "decisions-blocked-banner", "fee-payer-banner", "fig-fee-payer-sol"):
+        assert f'"{banner_id}"' in script
 
 
 def test_balance_is_unavailable_not_an_error_when_the_chain_cannot_be_reached(producer, meter, settings):

@@ -153,9 +153,36 @@
       const last = figures.last_batch;
       setText("fig-last-batch", last ? last.status + " · " + last.reading_count + " readings" : "none yet");
       showAutoMint(figures.auto_mint_enabled);
+      showChain(figures.chain);
     } catch (error) {
       console.warn("stats refresh failed", error);
     }
+  }
+
+  function showBanner(id, visible) {
+    const banner = document.getElementById(id);
+    if (banner) banner.hidden = !visible;
+  }
+
+  function showChain(chain) {
+    if (!chain) return;
+    showBanner("minting-paused-banner", chain.paused);
+    setText("paused-reason", chain.reason_code || "");
+    setText("paused-until", chain.paused_until || "");
+    setText("paused-failures", chain.failures);
+    setText("paused-message", chain.message || "");
+    showBanner("decisions-blocked-banner", chain.decisions_blocked);
+    setText("blocked-code", chain.decisions_blocked_code || "");
+    setText("blocked-at", chain.decisions_blocked_at || "");
+    setText("blocked-reason", chain.decisions_blocked_reason || "");
+    showBanner("fee-payer-banner", chain.fee_payer_low);
+    setText("low-fee-payer-sol", chain.fee_payer_sol || "");
+    setText("low-fee-payer-address", chain.fee_payer_address || "the mint authority");
+    const sol = chain.fee_payer_sol === null || chain.fee_payer_sol === undefined ? "unknown" : chain.fee_payer_sol + " SOL";
+    setText("fig-fee-payer-sol", sol);
+    const balance = document.getElementById("fig-fee-payer-sol");
+    if (balance) balance.dataset.low = String(Boolean(chain.fee_payer_low));
+    setText("fig-fee-payer-address", chain.fee_payer_address || "");
   }
 
   function showAutoMint(enabled) {
