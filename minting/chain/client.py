@@ -106,6 +106,9 @@ class ChainClient:
         self.rpc = Rpc(rpc_url, timeout=timeout, max_connections=concurrent_batches + 4)
         self._known_accounts: set[Pubkey] = set()
         self._accounts_epoch: int | None = None
+        # The highest slot any answer showed: later reads must come from nodes at least that far (a lagging
+        # replica's blockhash may have expired already, its "no such account" may predate the account).
+        self.seen_slot = 0
         self._token_accounts: dict[tuple[Pubkey, Pubkey], Pubkey] = {}
         self._rent_per_account: int | None = None
         self.payer_lamports: int | None = None  # the fee payer's balance at the last build
@@ -273,7 +276,7 @@ class ChainClient:
         config = {"encoding": "base64", "commitment": self.commitment, "dataSlice": {"offset": 0, "length": 0}}
         for start in range(0, len(addresses), ACCOUNTS_CHUNK):
             chunk = addresses[start : start + ACCOUNTS_CHUNK]
-            result = self.rpc.call("getMultipleAccounts", [[str(a) for a in chunk], config])
+            result = self._fresh("getMultipleAccounts", [[str(a) for a in chunk]], config)
             values = rpc_value(result, "getMultipleAccounts")
             existing |= {address for address, account in zip(chunk, values, strict=True) if account is not None}
         return existing
@@ -329,11 +332,29 @@ class ChainClient:
     # --- sending and confirming ----------------------------------------------------------------------
 
     def latest_blockhash(self) -> Blockhash:
-        result = self.rpc.call("getLatestBlockhash", [{"commitment": self.commitment}])
+        result = self._fresh("getLatestBlockhash", [], {"commitment": self.commitment})
         value = rpc_value(result, "getLatestBlockhash")
         return Blockhash(
             Hash.from_string(value["blockhash"]), int(value["lastValidBlockHeight"]), _context_slot(result)
         )
+
+    def _fresh(self, method: str, params: list, config: dict, *, tries: int = 8) -> dict:
+        """A read from a node that has seen at least ``seen_slot``. Behind a load balancer the next try usually
+        reaches another node; after ``tries`` lagging answers NodeBehind is raised (transient)."""
+        for attempt in range(tries):
+            call_config = {**config, "minContextSlot": self.seen_slot} if self.seen_slot else config
+            try:
+                result = self.rpc.call(method, [*params, call_config])
+            except NodeBehind:
+                if attempt == tries - 1:
+                    raise
+                time.sleep(0.02 * (attempt + 1))
+                continue
+            slot = _context_slot(result)
+            if slot >= self.seen_slot:
+                self.seen_slot = slot
+                return result
+        raise NodeBehind(f"{method}: every node asked was behind slot {self.seen_slot}")
 
     def get_block_height(self) -> int:
         return self.get_epoch_info()[0]
@@ -351,6 +372,7 @@ class ChainClient:
             raise RpcBadResponse(f"getEpochInfo returned {info!r}") from exc
         if slot < min_context_slot:
             raise NodeBehind(f"the node is at slot {slot}, behind slot {min_context_slot} already seen")
+        self.seen_slot = max(self.seen_slot, slot)
         return height, slot
 
     def minimum_ledger_slot(self) -> int:
@@ -438,6 +460,7 @@ class ChainClient:
         for start in range(0, len(signatures), STATUS_CHUNK):
             chunk = list(signatures[start : start + STATUS_CHUNK])
             result = self.rpc.call("getSignatureStatuses", [chunk, {"searchTransactionHistory": search_history}])
+            self.seen_slot = max(self.seen_slot, _context_slot(result))
             if _context_slot(result) < min_context_slot:
                 raise NodeBehind(
                     f"getSignatureStatuses answered at slot {_context_slot(result)}, behind slot {min_context_slot}"

@@ -56,7 +56,7 @@ def reconcile_now() -> None:
     reconcile_batches.apply_async()
 
 
-@pytest.mark.parametrize("point", ["after_build", "after_batch_commit", "after_send"])
+@pytest.mark.parametrize("point", ["after_build", "after_batch_commit", "after_send", "while_settling"])
 def test_a_worker_killed_at_any_step_is_finished_by_a_fresh_worker_exactly_once(chain, celery_processes, point):
     readings = submit(12)
     doomed = celery_processes(chain=chain, env={"GRIDTOKEN_CRASH_AT": point})
@@ -68,7 +68,7 @@ def test_a_worker_killed_at_any_step_is_finished_by_a_fresh_worker_exactly_once(
     else:
         assert [b.status for b in batches] == ["signed"] and statuses(readings) <= {"minting", "pending"}
         landed = chain.client().get_signature_statuses([batches[0].signature])[batches[0].signature]
-        assert (landed is not None) == (point == "after_send")
+        assert (landed is not None) == (point in ("after_send", "while_settling"))
 
     celery_processes(chain=chain)
     mint_soon(force=True)  # what the next submission or sweep would do
