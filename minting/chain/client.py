@@ -314,8 +314,8 @@ class ChainClient:
         """The mint as the chain has it; InvalidMint when it is missing or not a mint."""
         account = self.account_data(self.mint)
         if account is None:
-            raise InvalidMint(f"the mint {self.mint} does not exist on {self.rpc_url}")
-        return parse_mint(f"{self.mint} on {self.rpc_url}", str(self.mint), *account)
+            raise InvalidMint(f"the mint {self.mint} does not exist on {self.rpc.where}")
+        return parse_mint(f"{self.mint} on {self.rpc.where}", str(self.mint), *account)
 
     def verify_mint(self) -> MintInfo:
         """The mint, checked: it exists, has our decimals and our key (or the program's PDA) as mint authority."""

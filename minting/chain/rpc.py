@@ -10,6 +10,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -25,6 +26,9 @@ from minting.chain.errors import (
 class Rpc:
     def __init__(self, url: str, *, timeout: float = 10.0, max_connections: int = 16) -> None:
         self.url = url
+        # Messages name the host only: providers put API keys in the path or the query string.
+        parts = urlsplit(url)
+        self.where = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
         self._ids = itertools.count(1)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._http = httpx.Client(timeout=timeout, limits=limits, headers={"Content-Type": "application/json"})
@@ -52,14 +56,14 @@ class Rpc:
         if isinstance(payload, dict):  # a node that refuses batches answers with one error
             _answer(payload, method, None)
         if not isinstance(payload, list):
-            raise RpcBadResponse(f"{self.url} answered a {method} batch with a JSON {type(payload).__name__}")
+            raise RpcBadResponse(f"{self.where} answered a {method} batch with a JSON {type(payload).__name__}")
         by_id = {answer.get("id"): answer for answer in payload if isinstance(answer, dict)}
         results: list[Any] = []
         for request_id, (_, program_ids) in zip(ids, calls, strict=True):
             try:
                 answer = by_id.get(request_id)
                 if answer is None:
-                    raise RpcBadResponse(f"{self.url} left request {request_id} of a {method} batch unanswered")
+                    raise RpcBadResponse(f"{self.where} left request {request_id} of a {method} batch unanswered")
                 results.append(_answer(answer, method, program_ids))
             except ChainError as error:
                 results.append(error)
@@ -69,28 +73,28 @@ class Rpc:
         try:
             response = self._http.post(self.url, content=body)
         except httpx.TimeoutException as exc:
-            raise RpcTimeout(f"{method} to {self.url} timed out ({type(exc).__name__})") from exc
+            raise RpcTimeout(f"{method} to {self.where} timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
-            raise RpcUnavailable(f"cannot reach {self.url} ({method}): {exc or type(exc).__name__}") from exc
+            raise RpcUnavailable(f"cannot reach {self.where} ({method}): {exc or type(exc).__name__}") from exc
         status = response.status_code
         # Every HTTP error is the provider's (key, quota, plan, outage), never a transaction's: transient for
         # the pipeline, which pauses and says what to check instead of blaming readings.
         if status == 429:
-            raise RpcUnavailable(f"{self.url} is rate limiting ({method}): HTTP 429", code="rpc_rate_limited")
+            raise RpcUnavailable(f"{self.where} is rate limiting ({method}): HTTP 429", code="rpc_rate_limited")
         if status >= 500:
-            raise RpcUnavailable(f"{self.url} failed ({method}): HTTP {status}")
+            raise RpcUnavailable(f"{self.where} failed ({method}): HTTP {status}")
         if status in (401, 403, 407):
             raise RpcUnavailable(
-                f"{self.url} refused {method}: HTTP {status}: check the RPC URL's API key and plan",
+                f"{self.where} refused {method}: HTTP {status}: check the RPC URL's API key and plan",
                 code="rpc_unauthorized",
             )
         if status >= 400:
-            raise RpcUnavailable(f"{self.url} refused {method}: HTTP {status}", code="rpc_http_error")
+            raise RpcUnavailable(f"{self.where} refused {method}: HTTP {status}", code="rpc_http_error")
         try:
             return response.json()
         except ValueError as exc:
             raise RpcBadResponse(
-                f"{self.url} answered {method} (HTTP {status}) with something that is not JSON"
+                f"{self.where} answered {method} (HTTP {status}) with something that is not JSON"
             ) from exc
 
 

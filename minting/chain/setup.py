@@ -60,7 +60,7 @@ def initialise_chain(*, new_mint: bool = False, out: Callable[[str], None] = pri
             if is_local(chain.rpc_url, chain.cluster)
             else ("check SOLANA_RPC_URL and the node")
         )
-        raise SetupError(f"cannot reach {chain.rpc_url}: {hint} ({error})") from error
+        raise SetupError(f"cannot reach {client.rpc.where}: {hint} ({error})") from error
     finally:
         client.close()
 
@@ -97,7 +97,7 @@ def _mint(client: ChainClient, configured: str | None, new_mint: bool, out: Call
         return _create(client, out)
     client.mint = Pubkey.from_string(recorded.address)
     if client.account_data(client.mint) is None:
-        out(f"the recorded mint {recorded.address} does not exist on {client.rpc_url} (a fresh chain?)")
+        out(f"the recorded mint {recorded.address} does not exist on {client.rpc.where} (a fresh chain?)")
         return _create(client, out)
     try:
         client.verify_mint()
@@ -153,7 +153,7 @@ def _create(client: ChainClient, out: Callable[[str], None]) -> TokenMint:
     client.execute(instructions, [mint])
     client.mint = mint.pubkey()
     client.verify_mint()
-    out(f"created the mint {mint.pubkey()} ({client.decimals} decimals, mint authority {payer}) on {client.rpc_url}")
+    out(f"created the mint {mint.pubkey()} ({client.decimals} decimals, mint authority {payer}) on {client.rpc.where}")
     return _record(client, str(TOKEN_PROGRAM_ID))
 
 

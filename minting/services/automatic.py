@@ -77,6 +77,9 @@ def readings_mint_due(*, budget_secs: float = DRAIN_BUDGET_SECS) -> DrainResult:
         except Exception as exc:
             if not is_systemic(exc):
                 raise
+            if client is not None and client.payer_lamports is not None:
+                fee_payer_record(client.payer_lamports)  # a dry fee payer is why, most of all then
+                client.payer_lamports = None
             chain_outage_record(exc)
             result.stopped = "chain_unavailable"
             break

@@ -11,9 +11,9 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from minting.chain import ChainClient, InvalidMint, MintRequest, NotInitialised
-from minting.services import chain_client
 from minting.chain.anchor import EnergyTokenProgram, load_idl
 from minting.chain.instructions import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID
+from minting.services import chain_client
 
 PROGRAM_ID = Pubkey.from_string("94G1r674LmRDmLN2UPjDFD8Eh7zT8JaSaxv9v68GyEur")
 AUTHORITY = Keypair.from_seed(bytes([7]) * 32).pubkey()

@@ -158,7 +158,7 @@ def test_a_node_slower_than_the_timeout_is_transient_rpc_timeout(rpc, client):
 
 def test_a_result_without_its_value_is_a_bad_response(rpc, client):
     rpc.routes["getLatestBlockhash"] = lambda params: result({"blockhash": BLOCKHASH})
-    with pytest.raises(RpcBadResponse, match="getLatestBlockhash returned no value"):
+    with pytest.raises(RpcBadResponse, match="without a context slot"):
         client.latest_blockhash()
 
 
@@ -332,3 +332,13 @@ def test_a_batch_refused_as_a_whole_gives_every_transaction_that_error(rpc, clie
     rpc.whole_batch = answer
     outcomes = client.send_many(items)
     assert {error.code for error in outcomes.values()} == {code}
+
+
+def test_error_messages_name_the_provider_host_never_its_api_key():
+    client = ChainClient(
+        rpc_url="http://127.0.0.1:1/v2/SECRETKEY?api-key=SECRET2", authority=Keypair(), mint=Keypair().pubkey(),
+        decimals=9, timeout=0.5,
+    )  # fmt: skip
+    with pytest.raises(RpcUnavailable) as caught:
+        client.get_block_height()
+    assert "http://127.0.0.1:1" in str(caught.value) and "SECRET" not in str(caught.value)

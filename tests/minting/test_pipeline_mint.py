@@ -228,7 +228,7 @@ def test_a_fee_payer_without_sol_pauses_minting_before_anything_is_signed(chain,
     assert MintBatch.objects.count() == 0 and {(r.status, r.attempts) for r in all_readings()} == {("pending", 0)}
     control = services.control_get()
     assert control.chain_error_code == "insufficient_funds" and "send it SOL" in control.chain_error
-    assert control.fee_payer_lamports is None or control.fee_payer_lamports < 10_000
+    assert control.fee_payer_lamports < 10_000  # the balance that stopped it, for the dashboard and the alert
     client.rpc.call("requestAirdrop", [str(authority.pubkey()), 10**10])
     lift_pause()
     assert services.readings_mint_due().minted == 2
@@ -350,3 +350,58 @@ def test_recurring_wallets_are_packed_through_a_lookup_table_and_minted_exactly(
     messages = [VersionedTransaction.from_bytes(bytes(b.raw_transaction)).message for b in batches]
     assert len(messages) == 1 and isinstance(messages[0], MessageV0) and messages[0].address_table_lookups
     assert_minted_exactly_once(chain.client(), first + second)
+
+
+def test_amounts_are_priced_once_and_a_ratio_change_applies_only_to_readings_not_yet_priced(chain, settings):
+    client = chain.client()
+    meter = make_meter()
+    (early,) = make_readings([meter], 1, kwh="2")
+    with transaction.atomic():
+        (batch,) = [p.batch for p in batches_prepare(client=client, claimed=claim_due(limit=10))[0]]
+    services.batches_settle(services.Settlement(expired=[batch.id]))  # released: it must be re-signed
+    set_tokenization(settings, kwh_to_token_ratio=Decimal("3"))
+    (late,) = make_readings([meter], 1, kwh="2")
+
+    assert services.readings_mint_due().minted == 2
+
+    early.refresh_from_db()
+    late.refresh_from_db()
+    assert (early.token_amount, early.token_ratio, early.token_decimals) == (2 * 10**9, Decimal(1), 9)
+    assert (late.token_amount, late.token_ratio) == (6 * 10**9, Decimal(3))
+    assert client.token_balance(meter.wallet_address) == 8 * 10**9 == client.token_supply()
+
+
+def test_readings_worth_a_fraction_of_a_base_unit_each_are_minted_together(chain, settings):
+    set_tokenization(settings, kwh_to_token_ratio=Decimal("0.5"))
+    meter = make_meter()
+    tiny = make_readings([meter], 3, kwh="0.000000001")  # half a base unit each
+
+    assert services.readings_mint_due().minted == 3
+
+    rows = MeterReading.objects.filter(id__in=[r.id for r in tiny])
+    assert sorted(r.token_amount for r in rows) == [0, 0, 1]  # 1.5 base units floor to 1, none lost twice
+    assert chain.client().token_balance(meter.wallet_address) == 1
+
+
+def test_a_request_that_cannot_be_built_is_isolated_without_holding_up_the_claim(chain, monkeypatch):
+    """A fake: no real input makes the builder raise a non-chain error, but a bug or an odd value might."""
+    meters = [make_meter() for _ in range(6)]
+    readings = make_readings(meters, 12)
+    cursed = meters[4].wallet_address
+    client = services.chain_client()
+    real = client.build_mints
+
+    def build(requests, **kwargs):
+        if any(r.wallet == cursed for r in requests):
+            raise ArithmeticError("odd value")
+        return real(requests, **kwargs)
+
+    monkeypatch.setattr(client, "build_mints", build)
+    result = services.readings_mint_due()
+
+    assert (result.minted, result.dead) == (10, 2)
+    failed = MeterReading.objects.filter(status="failed")
+    assert {r.wallet_address for r in failed} == {cursed}
+    assert all("ArithmeticError: odd value" in r.last_error for r in failed)
+    assert services.control_get().chain_failures == 0
+    assert_minted_exactly_once(chain.client(), [r for r in readings if r.wallet_address != cursed])
