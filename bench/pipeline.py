@@ -1,7 +1,7 @@
 """The automatic minting pipeline end to end: submit -> on-submit trigger -> Celery worker -> local chain.
 
     python bench/pipeline.py [--rate 200] [--duration 60] [--burst 20000] [--meters 2000] [--owners 100]
-                             [--batch-size 500] [--concurrency 2] [--debounce-ms 200]
+                             [--batch-size 500] [--concurrency 2] [--debounce-ms 200] [--faults JSON]
 
 Sets up its own world: a database (``--database-url``, default ``gt_pipeline_bench``: created, migrated and
 emptied), a ``manage.py localnet`` on a free port, ``chain_init`` with a fresh authority and mint, fleet
@@ -13,6 +13,9 @@ the mint (``minting.triggers.mint_soon``).
    ``batch.settled_at - reading.submitted_at`` (submit to confirmed mint), p50/p95/p99 from PostgreSQL.
 2. Burst: ``--burst`` readings submitted with auto-mint off, then switched on; sustained minted readings/s
    is the burst over the time from the switch to the last reading minted.
+
+``--faults`` starts the local chain with a fault plan (docs/LOCALNET.md), e.g. a provider pool that mixes in
+a replica 250 slots behind: ``--faults '{"lag": {"slots": 250, "every": 2}}'``.
 
 Ends by checking exactness: every reading minted once, the mint's supply equals the sum of the readings'
 ``token_amount`` and every wallet's balance equals its readings' sum. Prints figures, never pass/fail on time.
@@ -62,6 +65,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes (prefork)")
     parser.add_argument("--debounce-ms", type=int, default=200, help="TOKENIZATION_TRIGGER_DEBOUNCE_MS")
     parser.add_argument("--in-flight", type=int, default=8, help="BLOCKCHAIN_CONCURRENT_BATCHES")
+    parser.add_argument("--faults", default="", help="the local chain's fault plan (JSON, docs/LOCALNET.md)")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/gt_pipeline_bench")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/5"))
     return parser.parse_args()
@@ -95,10 +99,11 @@ def create_database(url: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def start_localnet(port: int, workdir: Path) -> subprocess.Popen:
+def start_localnet(port: int, workdir: Path, faults: str = "") -> subprocess.Popen:
     from minting.chain.rpc import Rpc
 
     command = [sys.executable, "manage.py", "localnet", "--port", str(port), "--ledger", str(workdir / "ledger")]
+    command += ["--faults", faults] if faults else []
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
     rpc = Rpc(f"http://127.0.0.1:{port}", timeout=1)
     deadline = time.monotonic() + 30
@@ -318,11 +323,12 @@ def main() -> None:
 
     localnet = worker = None
     try:
-        localnet = start_localnet(port, workdir)
+        localnet = start_localnet(port, workdir, args.faults)
         call_command("chain_init", stdout=open(os.devnull, "w"))  # noqa: SIM115
         fleet = Fleet(args.owners, args.meters)
         say(f"localnet :{port}, {args.owners} owners, {args.meters} meters/wallets, batch size {args.batch_size}, "
-            f"{args.concurrency} worker processes, debounce {args.debounce_ms} ms, {os.cpu_count()} CPUs")  # fmt: skip
+            f"{args.concurrency} worker processes, debounce {args.debounce_ms} ms, {os.cpu_count()} CPUs"
+            f"{f', faults {args.faults}' if args.faults else ''}")  # fmt: skip
         worker = start_worker(args, env, workdir)
         if args.duration:
             offered_load(fleet, args.rate, args.duration)
