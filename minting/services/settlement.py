@@ -142,19 +142,19 @@ def _confirm(cursor, batch_ids) -> tuple[SettleResult, list[dict]]:
     return SettleResult(minted=len(readings), batches=len(won), confirmed=len(won)), emitted
 
 
-def _everyone(reading) -> str | None:
-    return "charged"
+def _everyone(reading) -> bool:
+    return True
 
 
-def _no_one(reading) -> str | None:
-    return None
+def _no_one(reading) -> bool:
+    return False
 
 
 def _release(cursor, batch_ids, *, status: str, error: str, charge=_no_one) -> tuple[SettleResult, list[dict]]:
     """Give the batch's readings back: a fresh transaction next (expired) or a retry with back-off (failed).
 
-    ``charge(reading)`` says whether the reading pays an attempt for this (any non-None answer) or is
-    released at once without one. Amounts stay as priced.
+    ``charge(reading)`` says whether the reading pays an attempt for this or is released at once without
+    one. Amounts stay as priced.
     """
     won = _claim_batches(cursor, batch_ids, status, error)
     if not won:
@@ -170,7 +170,7 @@ def _release(cursor, batch_ids, *, status: str, error: str, charge=_no_one) -> t
     result = SettleResult(batches=len(won), **{str(status): len(won)})
     emitted = []
     for reading in readings:
-        charged = charge(reading) is not None
+        charged = charge(reading)
         reading.error = (
             error if charged or status == MintBatch.Status.EXPIRED else f"released, no attempt used: {error}"
         )
@@ -246,16 +246,14 @@ def _settle_failure(cursor, batch_id: uuid.UUID, failure: Failure) -> tuple[Sett
     if failure.account_gone:
         accounts_epoch_bump()
 
-        def charge(reading) -> str | None:
-            if reading.wallet_address != failure.wallet:
-                return None
-            return "charged" if ACCOUNT_GONE in reading.last_error else None
+        def charge(reading) -> bool:  # the same wallet's account gone twice in a row is not a vanished account
+            return reading.wallet_address == failure.wallet and ACCOUNT_GONE in reading.last_error
 
         return _release(cursor, [batch_id], status=MintBatch.Status.FAILED, error=f"{ACCOUNT_GONE}: {failure.message}",
                         charge=charge)  # fmt: skip
     return _release(
         cursor, [batch_id], status=MintBatch.Status.FAILED, error=error,
-        charge=lambda reading: "charged" if reading.wallet_address == failure.wallet else None,
+        charge=lambda reading: reading.wallet_address == failure.wallet,
     )  # fmt: skip
 
 

@@ -89,12 +89,13 @@ def sweeps_run(worker) -> int:
 
 
 def test_two_beats_at_once_mint_every_reading_once_in_the_batches_the_readings_need(chain, celery_processes):
-    readings = make_readings([make_meter(), make_meter()], 3 * BATCH_SIZE)
     # Two pool processes, so the two beats' ticks really run at the same time.
     worker = celery_processes(
         chain=chain, args=["--pool=prefork", "-c", "2", "-n", "races@%h", "--without-gossip", "--without-mingle"]
     )
     beats = [celery_processes("beat", chain=chain, env={"TOKENIZATION_POLLING_INTERVAL_SECS": "1"}) for _ in "ab"]
+    wait_until(lambda: all(sweeps_sent(beat) >= 1 for beat in beats), message="both beats ticking")
+    readings = make_readings([make_meter(), make_meter()], 3 * BATCH_SIZE)  # no trigger: the sweeps find them
 
     wait_until(lambda: all_minted(readings), message="every reading minted by the sweeps")
     done = MintBatch.objects.count()
