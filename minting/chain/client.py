@@ -338,23 +338,18 @@ class ChainClient:
             Hash.from_string(value["blockhash"]), int(value["lastValidBlockHeight"]), _context_slot(result)
         )
 
-    def _fresh(self, method: str, params: list, config: dict, *, tries: int = 8) -> dict:
-        """A read from a node that has seen at least ``seen_slot``. Behind a load balancer the next try usually
-        reaches another node; after ``tries`` lagging answers NodeBehind is raised (transient)."""
-        for attempt in range(tries):
-            call_config = {**config, "minContextSlot": self.seen_slot} if self.seen_slot else config
-            try:
-                result = self.rpc.call(method, [*params, call_config])
-            except NodeBehind:
-                if attempt == tries - 1:
-                    raise
-                time.sleep(0.02 * (attempt + 1))
-                continue
-            slot = _context_slot(result)
-            if slot >= self.seen_slot:
-                self.seen_slot = slot
-                return result
-        raise NodeBehind(f"{method}: every node asked was behind slot {self.seen_slot}")
+    def _fresh(self, method: str, params: list, config: dict) -> dict:
+        """A read from a node that has seen at least ``seen_slot`` (see ``_until_fresh``)."""
+
+        def read() -> dict:
+            minimum = self.seen_slot
+            result = self.rpc.call(method, [*params, {**config, "minContextSlot": minimum} if minimum else config])
+            if _context_slot(result) < minimum:  # a node that ignores minContextSlot
+                raise NodeBehind(f"{method} answered at slot {_context_slot(result)}, behind slot {minimum}")
+            self.seen_slot = _context_slot(result)
+            return result
+
+        return _until_fresh(read)
 
     def get_block_height(self) -> int:
         return self.get_epoch_info()[0]
@@ -482,7 +477,17 @@ class ChainClient:
            Any read that cannot prove it saw enough leaves the transaction undecided (``blocked`` says why).
         """
         result = Outcomes()
-        first = self.get_signature_statuses([s.signature for s in signed], search_history=False)
+        try:
+            first = _until_fresh(
+                lambda: self.get_signature_statuses(
+                    [s.signature for s in signed],
+                    search_history=False,
+                    min_context_slot=max(item.context_slot for item in signed),
+                )
+            )
+        except NodeBehind as exc:
+            result.undecided, result.blocked = [item.signature for item in signed], exc
+            return result
         rest = []
         for item in signed:
             status = first.get(item.signature)
@@ -493,11 +498,15 @@ class ChainClient:
         if not rest:
             return result
         try:
-            height, slot = self.get_epoch_info(min_context_slot=max(item.context_slot for item in rest))
+            height, slot = _until_fresh(
+                lambda: self.get_epoch_info(min_context_slot=max(item.context_slot for item in rest))
+            )
             past = [item for item in rest if height > item.last_valid_block_height]
             result.undecided = [item.signature for item in rest if height <= item.last_valid_block_height]
             if past:
-                second = self.get_signature_statuses([item.signature for item in past], min_context_slot=slot)
+                second = _until_fresh(
+                    lambda: self.get_signature_statuses([item.signature for item in past], min_context_slot=slot)
+                )
                 unseen = [item for item in past if second.get(item.signature) is None]
                 for item in past:
                     status = second.get(item.signature)
@@ -542,6 +551,19 @@ class ChainClient:
                 raise RpcTimeout(f"{signed.signature} not {self.commitment} after {timeout:g} s")
             time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
             interval = min(interval * 2, 0.5)
+
+
+def _until_fresh(read, *, tries: int = 8):
+    """``read()`` again while it answers NodeBehind: behind a load balancer the next try usually reaches another
+    node. After ``tries`` lagging answers NodeBehind is raised (transient: "not yet")."""
+    for attempt in range(tries):
+        try:
+            return read()
+        except NodeBehind:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _context_slot(result: object) -> int:

@@ -203,6 +203,12 @@ def test_a_status_without_a_confirmation_level_is_rooted_only_without_a_confirma
     assert not SignatureStatus("sig", 1, None, "processed").reached("confirmed")
 
 
+def test_a_status_read_from_a_node_behind_the_transactions_own_slot_is_asked_again(rpc, client):
+    rpc.routes["getSignatureStatuses"] = [statuses(None, slot=2), statuses(status(), slot=9)]
+    outcomes = client.outcomes([SignedMint("sig", b"", 150, (), "", context_slot=5)])
+    assert list(outcomes.landed) == ["sig"] and outcomes.blocked is None
+
+
 def test_a_lagging_status_read_never_proves_a_transaction_expired(rpc, client):
     """The height is past the last valid block height, but the status node's context is behind the slot at
     which that height was seen: its null means nothing yet."""
@@ -216,7 +222,7 @@ def test_a_height_read_behind_the_batchs_own_slot_decides_nothing(rpc, client):
     seen = []
     rpc.routes["getEpochInfo"] = lambda params: (seen.append(params[0]), (200, {"error": {
         "code": -32016, "message": "Minimum context slot has not been reached"}}))[1]  # fmt: skip
-    rpc.routes["getSignatureStatuses"] = lambda params: statuses(None)
+    rpc.routes["getSignatureStatuses"] = lambda params: statuses(None, slot=100)
     outcomes = client.outcomes([SignedMint("sig", b"", 150, (), "", context_slot=77)])
     assert seen[0]["minContextSlot"] == 77 and seen[0]["commitment"] == "confirmed"
     assert (outcomes.expired, outcomes.undecided, outcomes.blocked.code) == (

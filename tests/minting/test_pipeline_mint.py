@@ -27,6 +27,7 @@ from meters.models import MeterReading
 from minting import services
 from minting.chain.keys import load_keypair
 from minting.models import MintBatch, MintingControl
+from minting.services import reconciliation
 from minting.services.batching import ZERO_AMOUNT_ERROR, Prepared, batches_dispatch, batches_prepare, batches_send
 from minting.services.chain_view import as_signed
 from minting.services.claiming import claim_due
@@ -124,6 +125,28 @@ def test_reconciliation_marks_a_batch_that_landed_but_was_never_marked(chain):
 
     assert (result.confirmed, result.resent, result.minted) == (1, 0, 3)
     assert MintBatch.objects.get().send_attempts == 1
+    assert_minted_exactly_once(client, all_readings())
+
+
+def test_reconciliation_counts_only_the_settles_it_won(chain, monkeypatch):
+    """A worker settles the batch between the reconciler's chain read and its settle (the race, provoked by
+    settling from inside the read)."""
+    make_readings([make_meter()], 3)
+    client = chain.client()
+    batches = prepare_without_sending(client)
+    batches_send(client, [(b, as_signed(b)) for b in batches])
+    wait_until(lambda: client.get_signature_statuses([batches[0].signature])[batches[0].signature])
+    real = reconciliation.read_outcomes
+
+    def read_then_lose_the_race(client, chunk):
+        outcome = real(client, chunk)
+        services.batches_settle(outcome[0])  # the worker wins
+        return outcome
+
+    monkeypatch.setattr(reconciliation, "read_outcomes", read_then_lose_the_race)
+    result = services.batches_reconcile(min_age_secs=0)
+
+    assert (result.examined, result.confirmed, result.minted) == (1, 0, 0)
     assert_minted_exactly_once(client, all_readings())
 
 
