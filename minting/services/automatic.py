@@ -53,6 +53,13 @@ def _blocked(control) -> str:
     return ""
 
 
+def _publish_fee_payer(client) -> None:
+    """The fee payer's balance the last build saw, for the dashboard, /metrics and the alerts."""
+    if client is not None and client.payer_lamports is not None:
+        fee_payer_record(client.payer_lamports)
+        client.payer_lamports = None
+
+
 def readings_mint_due(*, budget_secs: float = DRAIN_BUDGET_SECS) -> DrainResult:
     """Mint due readings in full batches until a claim comes back short (nothing more is due).
 
@@ -77,15 +84,11 @@ def readings_mint_due(*, budget_secs: float = DRAIN_BUDGET_SECS) -> DrainResult:
         except Exception as exc:
             if not is_systemic(exc):
                 raise
-            if client is not None and client.payer_lamports is not None:
-                fee_payer_record(client.payer_lamports)  # a dry fee payer is why, most of all then
-                client.payer_lamports = None
+            _publish_fee_payer(client)  # a dry fee payer is why, most of all then
             chain_outage_record(exc)
             result.stopped = "chain_unavailable"
             break
-        if client.payer_lamports is not None:
-            fee_payer_record(client.payer_lamports)
-            client.payer_lamports = None
+        _publish_fee_payer(client)
         if cycle.platform_failures:
             result.add(cycle)
             result.stopped = "chain_platform_fault"
