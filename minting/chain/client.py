@@ -154,7 +154,8 @@ class ChainClient:
         units = []
         for wallet, grouped in groups:
             create = token_accounts[wallet] in missing and wallet not in created
-            created |= {wallet} if create else set()
+            if create:
+                created.add(wallet)
             units.append(self._unit(wallet, create, grouped))
         lookup = self.lookup_tables.table_for(units) if self.lookup_tables is not None else None
         recent = recent_blockhash or self.latest_blockhash()
@@ -344,9 +345,7 @@ class ChainClient:
         def read() -> dict:
             minimum = self.seen_slot
             result = self.rpc.call(method, [*params, {**config, "minContextSlot": minimum} if minimum else config])
-            if _context_slot(result) < minimum:  # a node that ignores minContextSlot
-                raise NodeBehind(f"{method} answered at slot {_context_slot(result)}, behind slot {minimum}")
-            self.seen_slot = _context_slot(result)
+            self._observe(method, _context_slot(result), minimum)  # also catches a node ignoring minContextSlot
             return result
 
         return _until_fresh(read)
@@ -365,10 +364,14 @@ class ChainClient:
             height, slot = int(info["blockHeight"]), int(info["absoluteSlot"])
         except (TypeError, KeyError, ValueError) as exc:
             raise RpcBadResponse(f"getEpochInfo returned {info!r}") from exc
-        if slot < min_context_slot:
-            raise NodeBehind(f"the node is at slot {slot}, behind slot {min_context_slot} already seen")
-        self.seen_slot = max(self.seen_slot, slot)
+        self._observe("getEpochInfo", slot, min_context_slot)
         return height, slot
+
+    def _observe(self, method: str, slot: int, minimum: int) -> None:
+        """Remember the highest slot any answer showed; NodeBehind when this one is below ``minimum``."""
+        self.seen_slot = max(self.seen_slot, slot)
+        if slot < minimum:
+            raise NodeBehind(f"{method} answered at slot {slot}, behind slot {minimum}")
 
     def minimum_ledger_slot(self) -> int:
         return int(self.rpc.call("minimumLedgerSlot", []))
@@ -455,11 +458,7 @@ class ChainClient:
         for start in range(0, len(signatures), STATUS_CHUNK):
             chunk = list(signatures[start : start + STATUS_CHUNK])
             result = self.rpc.call("getSignatureStatuses", [chunk, {"searchTransactionHistory": search_history}])
-            self.seen_slot = max(self.seen_slot, _context_slot(result))
-            if _context_slot(result) < min_context_slot:
-                raise NodeBehind(
-                    f"getSignatureStatuses answered at slot {_context_slot(result)}, behind slot {min_context_slot}"
-                )
+            self._observe("getSignatureStatuses", _context_slot(result), min_context_slot)
             for signature, status in zip(chunk, rpc_value(result, "getSignatureStatuses"), strict=True):
                 statuses[signature] = None if status is None else status_from_json(signature, status)
         if any(status is not None and status.err is not None for status in statuses.values()):

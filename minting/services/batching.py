@@ -32,7 +32,6 @@ from django.utils import timezone
 
 from meters.models import MeterReading
 from minting.chain import (
-    U64_MAX,
     ChainClient,
     ChainError,
     InvalidWallet,
@@ -140,20 +139,17 @@ def _build(client: ChainClient, requests: list[MintRequest], memo: str) -> tuple
 
 
 def _requests(by_wallet: dict[str, list[ClaimedReading]], amounts: dict) -> tuple[list, dict[str, list]]:
-    """One request per wallet (several where one u64 cannot hold a wallet's total), keyed to its readings."""
+    """One request per reading worth something, keyed to it (the client merges a wallet's requests into as
+    few instructions as u64 allows); a wallet's readings priced at 0 ride along with its first request."""
     requests, members = [], {}
-    for index, (wallet, readings) in enumerate(by_wallet.items()):
-        chunks: list[list[ClaimedReading]] = [[]]
-        for reading in readings:
-            if sum(amounts[r.id] for r in chunks[-1]) + amounts[reading.id] > U64_MAX:
-                chunks.append([])
-            chunks[-1].append(reading)
-        for part, chunk in enumerate(chunks):
-            total = sum(amounts[r.id] for r in chunk)
-            if total:
-                key = f"{index}.{part}"
-                requests.append(MintRequest(wallet=wallet, amount=total, key=key))
-                members[key] = chunk
+    for readings in by_wallet.values():
+        worth = [r for r in readings if amounts[r.id]]
+        for reading in worth:
+            key = str(reading.id)
+            requests.append(MintRequest(wallet=reading.wallet_address, amount=amounts[reading.id], key=key))
+            members[key] = [reading]
+        if worth:
+            members[str(worth[0].id)] += [r for r in readings if not amounts[r.id]]
     return requests, members
 
 
