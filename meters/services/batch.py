@@ -126,20 +126,9 @@ def readings_submit_batch(*, caller: Caller, readings: object, now: datetime) ->
     candidates: list[tuple[int, ReadingInput, MeterRow]] = []
     for index, item in parsed:
         meter = by_serial.get(item.meter_serial) if item.meter_serial is not None else by_id.get(item.meter_id)
-        if meter is None:
-            reject(index, meter_not_found(item.meter_serial or item.meter_id))
-            continue
-        denied = meter_access_error(
-            caller=caller, meter=meter, meter_id=item.meter_id if item.meter_serial is not None else None
-        )
-        if denied is not None:
-            reject(index, denied)
-            continue
-        rejection = reading_rejection(meter=meter, item=item)
-        if rejection is not None:
-            reject(index, rejection, meter, item)
-            continue
-        candidates.append((index, item, meter))
+        meter_id = item.meter_id if item.meter_serial is not None else None
+        if _allowed(caller, index, item, meter, reject, meter_id=meter_id):
+            candidates.append((index, item, meter))
 
     with transaction.atomic():
         if candidates:
@@ -223,23 +212,27 @@ def _recheck(caller: Caller, candidates, locked: dict[uuid.UUID, MeterRow], reje
         meter = locked.get(seen.id)
         if meter == seen:
             allowed.append((index, item, meter))
-            continue
-        if meter is None:
-            reject(index, meter_not_found(item.meter_serial or item.meter_id))
-            continue
-        if item.meter_serial is not None and meter.serial != item.meter_serial:
+        elif meter is not None and item.meter_serial is not None and meter.serial != item.meter_serial:
             reject(index, Conflict("meter_changed", METER_CHANGED), meter, item)
-            continue
-        denied = meter_access_error(caller=caller, meter=meter)
-        if denied is not None:
-            reject(index, denied)
-            continue
-        rejection = reading_rejection(meter=meter, item=item)
-        if rejection is not None:
-            reject(index, rejection, meter, item)
-            continue
-        allowed.append((index, item, meter))
+        elif _allowed(caller, index, item, meter, reject):
+            allowed.append((index, item, meter))
     return allowed
+
+
+def _allowed(caller: Caller, index: int, item, meter: MeterRow | None, reject, *, meter_id=None) -> bool:
+    """Whether ``meter`` takes ``item`` from ``caller``; if not, the item is rejected with the reason."""
+    if meter is None:
+        reject(index, meter_not_found(item.meter_serial or item.meter_id))
+        return False
+    denied = meter_access_error(caller=caller, meter=meter, meter_id=meter_id)
+    if denied is not None:
+        reject(index, denied)
+        return False
+    rejection = reading_rejection(meter=meter, item=item)
+    if rejection is not None:
+        reject(index, rejection, meter, item)
+        return False
+    return True
 
 
 def _neighbour(moments: list[datetime], moment: datetime, window: timedelta, by_moment: dict):
