@@ -27,7 +27,7 @@ from minting.chain.errors import (
     WrongAuthority,
     error_from_transaction_err,
 )
-from minting.chain.records import U64_MAX, MintRequest, SignatureStatus, SignedMint
+from minting.chain.records import U64_MAX, Generation, InvalidGeneration, MintRequest, SignatureStatus, SignedMint
 
 __all__ = [
     "U64_MAX",
@@ -35,9 +35,11 @@ __all__ = [
     "ChainClient",
     "ChainError",
     "Conversion",
+    "Generation",
     "HistoryUnavailable",
     "InsufficientFunds",
     "InvalidAccount",
+    "InvalidGeneration",
     "InvalidMint",
     "InvalidWallet",
     "MintInfo",

@@ -1,7 +1,10 @@
-"""The ``anchor`` strategy: mint through the energy_token program's ``mint_tokens_direct(amount: u64)``.
+"""The ``anchor`` strategy: mint through the energy_token program's ``mint_tokens_direct(amount: u64)``, or,
+for a request that names its (meter, window), ``mint_generation(meter_id: [u8; 16], window_start_ms: i64,
+amount: u64)``, which the program runs at most once per (meter, window).
 
-The instruction is built by anchorpy from the IDL kept in the repo (``minting/idl/energy_token.json``,
-legacy format). The program binary is not available here, so only its bytes and account metas are tested.
+The instructions are built by anchorpy from the IDL kept in the repo (``minting/idl/energy_token.json``,
+legacy format; ``energy_token.upstream.json`` is the program's own new-format excerpt it was converted from).
+The program binary is not available here, so only their bytes and account metas are tested.
 """
 
 from __future__ import annotations
@@ -13,14 +16,19 @@ from anchorpy import Context, Idl, Program, Provider, Wallet
 from solana.rpc.async_api import AsyncClient
 from solders.instruction import Instruction
 from solders.pubkey import Pubkey
-from spl.token.constants import TOKEN_2022_PROGRAM_ID
+from solders.system_program import ID as SYSTEM_PROGRAM_ID
+from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID
 
+from minting.chain.errors import WrongAuthority
 from minting.chain.instructions import associated_token_address
+from minting.chain.records import U64_MAX, InvalidGeneration, check_generation
 
 IDL_PATH = Path(__file__).resolve().parent.parent / "idl" / "energy_token.json"
 TOKEN_INFO_SEED = b"token_info_2022"
 MINT_SEED = b"mint_2022"
+GENERATION_RECORD_SEED = b"gen_mint"
 MINT_TOKENS_DIRECT = "mint_tokens_direct"
+MINT_GENERATION = "mint_generation"
 
 
 def load_idl(path: Path = IDL_PATH) -> Idl:
@@ -48,6 +56,41 @@ class EnergyTokenProgram:
 
     def user_token_account(self, wallet: Pubkey) -> Pubkey:
         return associated_token_address(wallet, self.mint, self.token_program)
+
+    def generation_record(self, meter_id: bytes, window_start_ms: int) -> Pubkey:
+        """The PDA recording that (meter, window) was minted: [b"gen_mint", meter_id, window_start_ms as i64 LE]."""
+        window = window_start_ms.to_bytes(8, "little", signed=True)
+        return Pubkey.find_program_address([GENERATION_RECORD_SEED, meter_id, window], self.program_id)[0]
+
+    def mint_generation(
+        self, *, wallet: Pubkey, authority: Pubkey, meter_id: bytes, window_start_ms: int, amount: int
+    ) -> Instruction:
+        """Mint ``amount`` to ``wallet``'s token account for one (meter, window); ``authority`` also pays the
+        record's rent. Arguments the program would refuse are refused here, before a fee is spent on them."""
+        check_generation(meter_id, window_start_ms)
+        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= U64_MAX:
+            raise InvalidGeneration(f"amount must be an int in 1..2^64-1 base units, got {amount!r}")
+        if self.rec_validator == authority:
+            # The program's two-party control (RecValidatorIsAuthority): one key may not fill both seats.
+            raise WrongAuthority(
+                f"the REC validator {self.rec_validator} is the authority: mint_generation needs a different key",
+                code="rec_validator_is_authority",
+            )
+        accounts = {
+            "mint": self.mint,
+            "token_info": self.token_info,
+            "destination": self.user_token_account(wallet),
+            "destination_owner": wallet,
+            "mint_record": self.generation_record(meter_id, window_start_ms),
+            "authority": authority,
+            "rec_validator": self.rec_validator,
+            "payer": authority,
+            "token_program": self.token_program,
+            "associated_token_program": ASSOCIATED_TOKEN_PROGRAM_ID,
+            "system_program": SYSTEM_PROGRAM_ID,
+        }
+        context = Context(accounts=accounts)
+        return self._program.instruction[MINT_GENERATION](list(meter_id), window_start_ms, amount, ctx=context)
 
     def mint_tokens_direct(self, *, wallet: Pubkey, authority: Pubkey, amount: int) -> Instruction:
         accounts = {

@@ -50,6 +50,8 @@ ACCOUNTS_CHUNK = 100  # getMultipleAccounts takes at most 100 keys
 COMPUTE_CREATE_ACCOUNT = 40_000
 COMPUTE_MINT = 8_000
 COMPUTE_ANCHOR_MINT = 40_000
+# Not measured (no program binary here): mint_tokens_direct's figure plus the record's PDA search and create.
+COMPUTE_ANCHOR_GENERATION = 60_000
 COMPUTE_MEMO_BASE, COMPUTE_MEMO_PER_BYTE = 20_000, 500
 COMPUTE_BUDGET_INSTRUCTIONS = 300
 LAMPORTS_PER_SIGNATURE = 5000
@@ -131,7 +133,7 @@ class ChainClient:
         """Signed transactions minting ``requests``; nothing is sent.
 
         1. Requests to the same wallet are merged into one instruction (amounts summed), or as few as u64
-           allows.
+           allows; on an anchor client a request with a ``generation`` is its own mint_generation instruction.
         2. One getMultipleAccounts (per 100 wallets) finds the token accounts still missing; only those get a
            create-ATA-idempotent instruction, in the same transaction as their mint.
         3. Instructions are packed into as few transactions as fit 1232 bytes and 64 accounts (v0 messages over
@@ -153,14 +155,18 @@ class ChainClient:
         created: set[Pubkey] = set()
         units = []
         for wallet, grouped in groups:
-            create = token_accounts[wallet] in missing and wallet not in created
+            # Each generation unit of a new wallet creates its account (idempotent): its transaction may land
+            # before the one of the wallet's first unit.
+            create = token_accounts[wallet] in missing and (wallet not in created or self._alone(grouped[0]))
             if create:
                 created.add(wallet)
             units.append(self._unit(wallet, create, grouped))
         lookup = self.lookup_tables.table_for(units) if self.lookup_tables is not None else None
         recent = recent_blockhash or self.latest_blockhash()
         drafts = pack(units, payer=self.payer, fixed=lambda i: self._fixed(memo, i, 0), lookup=lookup)
-        self._check_payer(transactions=len(drafts), new_accounts=len(created))
+        # A generation's record is a new account too unless a replay finds it (counted at the larger ATA rent).
+        records = sum(1 for _, grouped in groups if self._alone(grouped[0]))
+        self._check_payer(transactions=len(drafts), new_accounts=len(created) + records)
         return [self._sign(draft, memo, i, Blockhash(*recent)) for i, draft in enumerate(drafts)]
 
     def _check_payer(self, *, transactions: int, new_accounts: int) -> None:
@@ -193,14 +199,23 @@ class ChainClient:
         return cached
 
     def _merge(self, requests: Sequence[MintRequest]) -> list[tuple[Pubkey, list[MintRequest]]]:
-        """Requests grouped per wallet, a wallet's split into several groups where one u64 cannot hold them."""
+        """Requests grouped per wallet, a wallet's split into several groups where one u64 cannot hold them.
+
+        On an anchor client a request with a generation is a group of its own (one mint_generation each)."""
         by_wallet: dict[Pubkey, list[list[MintRequest]]] = {}
+        alone: list[tuple[Pubkey, list[MintRequest]]] = []
         for request in requests:
+            if self._alone(request):
+                alone.append((ix.parse_wallet(request.wallet), [request]))
+                continue
             groups = by_wallet.setdefault(ix.parse_wallet(request.wallet), [[]])
             if sum(r.amount for r in groups[-1]) + request.amount > U64_MAX:
                 groups.append([])
             groups[-1].append(request)
-        return [(wallet, group) for wallet, groups in by_wallet.items() for group in groups]
+        return [(wallet, group) for wallet, groups in by_wallet.items() for group in groups] + alone
+
+    def _alone(self, request: MintRequest) -> bool:
+        return request.generation is not None and self.anchor is not None
 
     def _unit(self, wallet: Pubkey, create: bool, requests: list[MintRequest]) -> Unit:
         amount = sum(request.amount for request in requests)
@@ -214,7 +229,15 @@ class ChainClient:
                 )
             )
             compute += COMPUTE_CREATE_ACCOUNT
-        if self.anchor is not None:
+        if self._alone(requests[0]):
+            meter_id, window_start_ms = requests[0].generation.meter_id, requests[0].generation.window_start_ms
+            instructions.append(
+                self.anchor.mint_generation(
+                    wallet=wallet, authority=payer, meter_id=meter_id, window_start_ms=window_start_ms, amount=amount
+                )
+            )
+            compute += COMPUTE_ANCHOR_GENERATION
+        elif self.anchor is not None:
             instructions.append(self.anchor.mint_tokens_direct(wallet=wallet, authority=payer, amount=amount))
             compute += COMPUTE_ANCHOR_MINT
         else:

@@ -8,7 +8,7 @@ from django.conf import settings
 from solders.pubkey import Pubkey
 
 from minting.chain.anchor import EnergyTokenProgram
-from minting.chain.errors import NotInitialised, PermanentChainError
+from minting.chain.errors import NotInitialised, PermanentChainError, WrongAuthority
 from minting.chain.instructions import TOKEN_PROGRAM_ID
 from minting.chain.keys import load_keypair
 
@@ -40,6 +40,13 @@ def client_from_settings(cls: type[ChainClient]) -> ChainClient:
                 code="anchor_not_configured",
             )
         rec_validator = load_keypair(chain.rec_validator_keypair_path, setting="REC_VALIDATOR_KEYPAIR_PATH")
+        if rec_validator.pubkey() == authority.pubkey():
+            # mint_generation refuses it on chain (RecValidatorIsAuthority): the co-signature must be a second key.
+            raise WrongAuthority(
+                f"REC_VALIDATOR_KEYPAIR_PATH ({chain.rec_validator_keypair_path}) holds the authority's key "
+                f"{authority.pubkey()} (SOLANA_KEYPAIR_PATH): the REC validator must be a different, registered key",
+                code="rec_validator_is_authority",
+            )
         program = EnergyTokenProgram(
             Pubkey.from_string(chain.energy_token_program_id),
             # The platform authority is the registry's authority in this deployment (see docs/CHAIN.md).

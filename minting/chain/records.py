@@ -11,7 +11,38 @@ from solders.transaction import VersionedTransaction
 from minting.chain.errors import ChainError, error_from_transaction_err
 
 U64_MAX = 2**64 - 1
+I64_MAX = 2**63 - 1
 COMMITMENT_ORDER = ("processed", "confirmed", "finalized")
+METER_ID_BYTES = 16
+WINDOW_MS = 900_000  # the energy_token program's settlement window: 15 minutes
+
+
+class InvalidGeneration(ValueError):
+    """A (meter, window) the energy_token program's mint_generation would refuse."""
+
+
+def check_generation(meter_id: bytes, window_start_ms: int) -> None:
+    """Refuse what mint_generation fails on chain (a permanent failure, after paying the fee)."""
+    if not isinstance(meter_id, bytes) or len(meter_id) != METER_ID_BYTES:
+        raise InvalidGeneration(f"meter_id must be {METER_ID_BYTES} bytes (a UUID's .bytes), got {meter_id!r}")
+    if isinstance(window_start_ms, bool) or not isinstance(window_start_ms, int):
+        raise InvalidGeneration(f"window_start_ms must be an int, not {type(window_start_ms).__name__}")
+    # The program requires window_start_ms > 0 (MisalignedWindow), so the epoch itself is refused too.
+    if not 0 < window_start_ms <= I64_MAX or window_start_ms % WINDOW_MS:
+        raise InvalidGeneration(
+            f"window_start_ms must be a positive multiple of {WINDOW_MS} (15 minutes) below 2^63, got {window_start_ms}"
+        )
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The (meter, 15-minute window) a mint is for: the anchor strategy mints it at most once on chain."""
+
+    meter_id: bytes
+    window_start_ms: int
+
+    def __post_init__(self) -> None:
+        check_generation(self.meter_id, self.window_start_ms)
 
 
 @dataclass(frozen=True)
@@ -20,11 +51,14 @@ class MintRequest:
 
     ``key`` is the caller's name for the request (the pipeline's: which readings it carries); requests to one
     wallet are merged into as few instructions as u64 allows, and each keeps its key on the SignedMint.
+    With ``generation``, an anchor client mints the request alone through mint_generation (never merged); the
+    SPL strategy has no per-window record and mints it like any other request.
     """
 
     wallet: str
     amount: int
     key: str = ""
+    generation: Generation | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.amount, bool) or not isinstance(self.amount, int):
@@ -33,6 +67,8 @@ class MintRequest:
             raise ValueError(f"amount must be in 1..2^64-1 base units, got {self.amount}")
         if not isinstance(self.wallet, str):
             raise TypeError(f"wallet must be a base58 str, not {type(self.wallet).__name__}")
+        if self.generation is not None and not isinstance(self.generation, Generation):
+            raise TypeError(f"generation must be a Generation, not {type(self.generation).__name__}")
 
 
 class Blockhash(NamedTuple):
