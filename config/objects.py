@@ -14,6 +14,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 U64_MAX = 2**64 - 1
 I64_MAX = 2**63 - 1
 SOLANA_CLUSTERS = ("localnet", "devnet", "testnet", "mainnet-beta")
+# What a reading mints: its own positive net kWh, its export energy, or nothing until its settlement window's
+# net surplus is minted once per (meter, window). docs/METER_DATA.md.
+MINT_BASES = ("reading", "export", "window")
+VEE_RULES = ("capacity", "spike", "frozen", "gap", "clock_drift", "meter_quality")
+VEE_ACTIONS = ("off", "flag", "hold", "reject")
+VEE_DEFAULT_ACTIONS = "capacity=hold,spike=hold,frozen=flag,gap=flag,clock_drift=flag,meter_quality=hold"
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,9 @@ class TokenizationConfig:
     max_retry_delay_secs: int
     trigger_debounce_ms: int
     mint_strategy: str
+    mint_basis: str
+    window_secs: int
+    window_grace_secs: int
 
     @classmethod
     def from_env(cls, env: Env) -> TokenizationConfig:
@@ -56,7 +65,17 @@ class TokenizationConfig:
             max_retry_delay_secs=env.int("TOKENIZATION_MAX_RETRY_DELAY_SECS", 3600, min=1, max=7 * 86400),
             trigger_debounce_ms=env.int("TOKENIZATION_TRIGGER_DEBOUNCE_MS", 200, min=0, max=5000),
             mint_strategy=env.str("TOKENIZATION_MINT_STRATEGY", "spl", choices=("spl", "anchor")),
+            mint_basis=env.str("TOKENIZATION_MINT_BASIS", "reading", choices=MINT_BASES),
+            window_secs=env.int("TOKENIZATION_WINDOW_SECS", 900, min=60, max=3600),
+            window_grace_secs=env.int("TOKENIZATION_WINDOW_GRACE_SECS", 120, min=0, max=86400),
         )
+        if 3600 % cfg.window_secs:
+            raise ConfigError("TOKENIZATION_WINDOW_SECS", cfg.window_secs, "a divisor of 3600 (900 for 15 minutes)")
+        if cfg.mint_strategy == "anchor" and cfg.mint_basis == "window" and cfg.window_secs % 900:
+            raise ConfigError(
+                "TOKENIZATION_WINDOW_SECS", cfg.window_secs, "900, 1800 or 3600: the energy_token program's "
+                "mint_generation takes windows on 15-minute boundaries only",
+            )  # fmt: skip
         if cfg.max_retry_delay_secs < cfg.initial_retry_delay_secs:
             raise ConfigError(
                 "TOKENIZATION_MAX_RETRY_DELAY_SECS",
@@ -91,6 +110,49 @@ class IngestConfig:
             rate_limit_user_per_min=env.int("RATE_LIMIT_USER_PER_MIN", 1200, min=0, max=10_000_000),
             rate_limit_login_per_min=env.int("RATE_LIMIT_LOGIN_PER_MIN", 10, min=0, max=10_000),
         )
+
+
+@dataclass(frozen=True)
+class VeeConfig:
+    """Validation, estimation and editing of meter data: each rule's action and its thresholds."""
+
+    actions: dict[str, str]
+    capacity_margin: Decimal
+    spike_factor: Decimal
+    spike_history: int
+    frozen_secs: int
+    gap_tolerance_secs: int
+    clock_drift_secs: int
+
+    @classmethod
+    def from_env(cls, env: Env) -> VeeConfig:
+        return cls(
+            actions=_vee_actions(env),
+            capacity_margin=env.decimal("VEE_CAPACITY_MARGIN", "1.1", ge=Decimal(1), le=Decimal(10)),
+            spike_factor=env.decimal("VEE_SPIKE_FACTOR", "10", gt=Decimal(1), le=Decimal(1000)),
+            spike_history=env.int("VEE_SPIKE_HISTORY", 8, min=1, max=96),
+            frozen_secs=env.int("VEE_FROZEN_SECS", 86400, min=60, max=30 * 86400),
+            gap_tolerance_secs=env.int("VEE_GAP_TOLERANCE_SECS", 60, min=0, max=86400),
+            clock_drift_secs=env.int("VEE_CLOCK_DRIFT_SECS", 60, min=1, max=86400),
+        )
+
+    def action(self, rule: str, overrides: dict | None = None) -> str:
+        """A rule's action for one meter: the meter's own override (``Meter.vee_rules``) or the configured one."""
+        if overrides and overrides.get(rule) in VEE_ACTIONS:
+            return overrides[rule]
+        return self.actions[rule]
+
+
+def _vee_actions(env: Env) -> dict[str, str]:
+    text = env.str("VEE_ACTIONS", VEE_DEFAULT_ACTIONS)
+    actions = dict(part.split("=", 1) for part in VEE_DEFAULT_ACTIONS.split(","))
+    for part in text.split(","):
+        rule, _, action = part.strip().partition("=")
+        if rule not in VEE_RULES or action not in VEE_ACTIONS:
+            expected = f"rule=action pairs; rules {', '.join(VEE_RULES)}; actions {', '.join(VEE_ACTIONS)}"
+            raise ConfigError("VEE_ACTIONS", text, expected)
+        actions[rule] = action
+    return actions
 
 
 def _commitment(env: Env) -> str:
@@ -177,6 +239,7 @@ class AppConfig:
     service: ServiceConfig
     tokenization: TokenizationConfig
     ingest: IngestConfig
+    vee: VeeConfig
     chain: ChainConfig
 
 
@@ -194,5 +257,6 @@ def load(source=None) -> AppConfig:
         service=service,
         tokenization=TokenizationConfig.from_env(env),
         ingest=IngestConfig.from_env(env),
+        vee=VeeConfig.from_env(env),
         chain=ChainConfig.from_env(env, debug=service.debug),
     )

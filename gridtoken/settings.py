@@ -6,6 +6,7 @@ CONFIG = config.load()
 SERVICE = CONFIG.service
 TOKENIZATION = CONFIG.tokenization
 INGEST = CONFIG.ingest
+VEE = CONFIG.vee
 CHAIN = CONFIG.chain
 
 BASE_DIR = config.objects.BASE_DIR

@@ -8,6 +8,8 @@ from django.utils import timezone
 # kWh is kept exactly as the meter sent it, to 9 decimal places (the token's own precision).
 KWH_DECIMAL_PLACES = 9
 KWH_MAX_DIGITS = 18
+# Register totals are larger than any one interval: numeric(24, 9) holds a billion MWh.
+REGISTER_MAX_DIGITS = 24
 
 
 class User(AbstractUser):
@@ -30,6 +32,23 @@ class Meter(models.Model):
     location = models.CharField(max_length=255, blank=True, default="")
     zone_id = models.IntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Meter data (docs/METER_DATA.md): what VEE checks against, and how the meter's registers behave.
+    capacity_kw = models.DecimalField(
+        max_digits=12, decimal_places=3, null=True, blank=True, help_text="Rated capacity; VEE's capacity check"
+    )
+    register_max_kwh = models.DecimalField(
+        max_digits=REGISTER_MAX_DIGITS,
+        decimal_places=KWH_DECIMAL_PLACES,
+        null=True,
+        blank=True,
+        help_text="Where the energy registers roll over to 0 (e.g. 1000000 for six kWh digits); empty: never",
+    )
+    register_baseline_at = models.DateTimeField(
+        null=True, blank=True, help_text="Register reads from here on start a new baseline (meter replaced)"
+    )
+    vee_rules = models.JSONField(
+        default=dict, blank=True, help_text='Per-rule action overrides, e.g. {"spike": "flag", "capacity": "reject"}'
+    )
 
     class Meta:
         ordering = ["serial"]
@@ -45,6 +64,14 @@ class MeterReading(models.Model):
         MINTED = "minted"
         FAILED = "failed"
         REJECTED = "rejected"
+        RECORDED = "recorded"  # stored and shown, nothing to mint (zero, negative, or counted in a window)
+        HELD = "held"  # a VEE rule holds it for an operator; never minted until approved
+        AWAITING_WINDOW = "awaiting_window"  # window basis: waits for its settlement window to complete
+
+    class Source(models.TextChoices):
+        INTERVAL = "interval"  # the energy of an interval, as sent
+        REGISTER = "register"  # a cumulative register read; the interval's energy is derived from the previous
+        WINDOW = "window"  # derived: the net of one meter's settlement window (window basis)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # No single-column FK indexes: reading_user_submitted_idx and the (meter, reading_timestamp) unique
@@ -52,8 +79,27 @@ class MeterReading(models.Model):
     user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="readings", db_index=False)
     meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="readings", db_index=False)
     wallet_address = models.CharField(max_length=44)
+    # Signed net kWh of the interval: export/generation minus import/consumption, as the meter sent it.
     kwh_amount = models.DecimalField(max_digits=KWH_MAX_DIGITS, decimal_places=KWH_DECIMAL_PLACES)
     reading_timestamp = models.DateTimeField()
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.INTERVAL)
+    generated_kwh = models.DecimalField(
+        max_digits=KWH_MAX_DIGITS, decimal_places=KWH_DECIMAL_PLACES, null=True, blank=True
+    )
+    consumed_kwh = models.DecimalField(
+        max_digits=KWH_MAX_DIGITS, decimal_places=KWH_DECIMAL_PLACES, null=True, blank=True
+    )
+    interval_secs = models.PositiveIntegerField(null=True, blank=True)
+    import_register_kwh = models.DecimalField(
+        max_digits=REGISTER_MAX_DIGITS, decimal_places=KWH_DECIMAL_PLACES, null=True, blank=True
+    )
+    export_register_kwh = models.DecimalField(
+        max_digits=REGISTER_MAX_DIGITS, decimal_places=KWH_DECIMAL_PLACES, null=True, blank=True
+    )
+    # What the pipeline mints (TOKENIZATION_MINT_BASIS decides it when the reading is stored); 0 for none.
+    mintable_kwh = models.DecimalField(max_digits=KWH_MAX_DIGITS, decimal_places=KWH_DECIMAL_PLACES, default=0)
+    flags = models.JSONField(default=list, blank=True, help_text="Quality and VEE flags (docs/METER_DATA.md)")
+    window_start = models.DateTimeField(null=True, blank=True, help_text="Window basis: its settlement window")
     submitted_at = models.DateTimeField(default=timezone.now)
     minted = models.BooleanField(default=False)
     # NULL, not "", as in the gateway's schema: its clients read null for "not minted" / "unsigned".
@@ -75,8 +121,20 @@ class MeterReading(models.Model):
     class Meta:
         ordering = ["-submitted_at"]
         constraints = [
-            models.UniqueConstraint(fields=["meter", "reading_timestamp"], name="reading_unique_meter_timestamp"),
-            models.CheckConstraint(condition=Q(kwh_amount__gt=0), name="reading_kwh_positive"),
+            models.UniqueConstraint(
+                fields=["meter", "reading_timestamp"],
+                condition=~Q(source="window"),
+                name="reading_unique_meter_timestamp",
+            ),
+            # One mint per (meter, settlement window), whatever races or crashes.
+            models.UniqueConstraint(
+                fields=["meter", "window_start"], condition=Q(source="window"), name="reading_one_per_window"
+            ),
+            models.CheckConstraint(condition=Q(mintable_kwh__gte=0), name="reading_mintable_not_negative"),
+            models.CheckConstraint(
+                condition=Q(mintable_kwh__gt=0) | Q(status__in=["recorded", "held", "awaiting_window", "rejected"]),
+                name="reading_minted_only_if_mintable",
+            ),
             models.CheckConstraint(
                 condition=Q(minted=False) | Q(status="minted", mint_tx_signature__isnull=False),
                 name="reading_minted_has_signature",
@@ -87,6 +145,11 @@ class MeterReading(models.Model):
             models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="reading_pending_due_idx"),
             models.Index(fields=["user", "-submitted_at"], name="reading_user_submitted_idx"),
             models.Index(fields=["mint_tx_signature"], name="reading_signature_idx"),
+            # Serves window settlement: the readings still waiting for their window, per meter.
+            models.Index(
+                fields=["meter", "window_start"], condition=Q(status="awaiting_window"), name="reading_awaiting_idx"
+            ),
+            models.Index(fields=["status"], condition=Q(status="held"), name="reading_held_idx"),
         ]
 
     def __str__(self) -> str:

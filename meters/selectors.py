@@ -7,6 +7,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
@@ -54,8 +55,15 @@ class MeterRow:
     wallet_address: str
     public_key: str
     status: str
+    capacity_kw: Decimal | None = None
+    register_max_kwh: Decimal | None = None
+    register_baseline_at: datetime | None = None
+    vee_rules: dict | None = None
 
-    COLUMNS = "id, serial, owner_id, wallet_address, public_key, status"
+    COLUMNS = (
+        "id, serial, owner_id, wallet_address, public_key, status, capacity_kw, register_max_kwh, "
+        "register_baseline_at, vee_rules"
+    )
 
     @property
     def is_active(self) -> bool:

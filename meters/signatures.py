@@ -7,7 +7,8 @@ The message is UTF-8 text of four fields joined by ``:``::
 - ``serial``: the meter's serial exactly as registered.
 - ``timestamp``: the reading timestamp in UTC as ``YYYY-MM-DDTHH:MM:SSZ``, or ``YYYY-MM-DDTHH:MM:SS.ffffffZ``
   (exactly six fraction digits) when it has a sub-second part.
-- ``kwh``: the amount in plain decimal notation with exactly nine decimal places, e.g. ``1.500000000``.
+- ``kwh``: the amount in plain decimal notation with exactly nine decimal places, e.g. ``1.500000000``. A
+  register read signs its export register total (its import total when it sends no export register).
 
 Timestamp and kWh have fixed formats and come last, so no two (serial, timestamp, kWh) triples give the
 same message even when a serial contains ``:``. The signature is 64 bytes, sent base58 (Solana's usual
@@ -36,6 +37,14 @@ def canonical_timestamp(moment: datetime) -> str:
 
 def canonical_kwh(kwh: Decimal) -> str:
     return format(kwh.quantize(KWH_QUANTUM), "f")
+
+
+def signed_kwh(item) -> Decimal:
+    """The kWh a reading's signature covers: its amount, or a register read's export (else import) total."""
+    if item.registers is None:
+        return item.kwh
+    registers = item.registers
+    return registers.export_kwh if registers.export_kwh is not None else registers.import_kwh
 
 
 def canonical_message(*, serial: str, reading_timestamp: datetime, kwh: Decimal) -> bytes:

@@ -17,13 +17,14 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 
 from django.conf import settings
 from solders.pubkey import Pubkey
 
 from gridtoken.exceptions import ApplicationError, ValidationFailed
-from meters.models import KWH_DECIMAL_PLACES, KWH_MAX_DIGITS
+from meters.models import KWH_DECIMAL_PLACES, KWH_MAX_DIGITS, MeterReading
+from meters.registers import Registers, registers_from_body
 
 KWH_QUANTUM = Decimal(1).scaleb(-KWH_DECIMAL_PLACES)
 # The column is numeric(18, 9): whatever the configured maximum, nothing at or above 10^9 fits.
@@ -56,9 +57,18 @@ TELEMETRY_NUMBERS = (
     "carbon_offset",
     "max_sell_price",
     "max_buy_price",
+    "power_generated",
+    "power_consumed",
+    "reactive_power_kvar",
+    "nodal_price",
+    "carbon_intensity",
 )
-TELEMETRY_FIELDS = (*TELEMETRY_NUMBERS, "zone_id", "rec_eligible", "weather_condition")
+# Kept as sent (strings or integers) so a fleet's own identifiers survive: GridTokenX sends all of these.
+TELEMETRY_IDENTIFIERS = ("reading_id", "user_id", "interval_seconds", "quality", "wallet_address")
+TELEMETRY_FIELDS = (*TELEMETRY_NUMBERS, "zone_id", "rec_eligible", "weather_condition", *TELEMETRY_IDENTIFIERS)
 _TELEMETRY_SET = frozenset(TELEMETRY_FIELDS)
+_GOOD_QUALITY = frozenset({"", "good", "ok", "valid", "normal", "measured", "actual"})
+MAX_INTERVAL_SECS = 86400
 
 
 @dataclass(slots=True)
@@ -73,6 +83,14 @@ class ReadingInput:
     meter_signature: str | None = None
     wallet_address: str | None = None
     telemetry_json: str = "{}"
+    # The energy picture (docs/METER_DATA.md): interval readings carry kwh (signed net), register reads totals.
+    source: str = MeterReading.Source.INTERVAL
+    registers: Registers | None = None
+    generated: Decimal | None = None
+    consumed: Decimal | None = None
+    interval_secs: int | None = None
+    flags: list[str] | None = None  # found while parsing: a wallet that is not the meter's, unusable fields
+    meter_quality: bool = False  # the meter itself marked the reading as not good
     error: ApplicationError | None = None
     # What the client sent, for the validation_failed event.
     raw_kwh: object = None
@@ -97,7 +115,10 @@ def clean_text(value: object, name: str, *, max_length: int, required: bool = Fa
 
 
 def parse_kwh(value: object, name: str) -> Decimal:
-    """An exact kWh amount: 0 < kWh <= TOKENIZATION_MAX_READING_KWH with at most 9 decimal places."""
+    """An exact signed kWh amount: |kWh| <= TOKENIZATION_MAX_READING_KWH with at most 9 decimal places.
+
+    Positive is surplus (export), negative a deficit (import), zero an interval without either; only
+    positive amounts are ever minted."""
     if isinstance(value, bool) or value is None:
         raise _invalid("validation_error", "A number (or a numeric string) is required.", name)
     if isinstance(value, Decimal):
@@ -112,8 +133,8 @@ def parse_kwh(value: object, name: str) -> Decimal:
     else:
         raise _invalid("validation_error", "A number (or a numeric string) is required.", name)
     limit = min(settings.TOKENIZATION.max_reading_kwh, KWH_COLUMN_LIMIT - KWH_QUANTUM)
-    if not amount.is_finite() or amount <= 0 or amount > limit:
-        raise _invalid("kwh_out_of_range", f"kWh must be greater than 0 and at most {limit}.", name)
+    if not amount.is_finite() or abs(amount) > limit:
+        raise _invalid("kwh_out_of_range", f"kWh must be at most {limit} in magnitude.", name)
     if _decimal_places(amount) > KWH_DECIMAL_PLACES:
         raise _invalid("kwh_too_precise", f"kWh has more than {KWH_DECIMAL_PLACES} decimal places.", name)
     return amount.quantize(KWH_QUANTUM)
@@ -217,10 +238,55 @@ def telemetry_json(data: dict) -> str:
             text = "true" if value else "false"
         elif name == "weather_condition":
             text = json.dumps(clean_text(value, name, max_length=MAX_TEXT_LENGTH))
+        elif name in TELEMETRY_IDENTIFIERS:
+            text = _identifier(value)
+            if text is None:
+                continue
         else:
             text = _telemetry_number(value, name)
         parts.append(f'"{name}":{text}')
     return "{" + ",".join(parts) + "}"
+
+
+def _identifier(value: object) -> str | None:
+    """A fleet's identifier as JSON text when it can be stored as sent (a short printable string, an integer,
+    or a short list of them); None drops it (it is context, never a reason to refuse the reading)."""
+    if isinstance(value, list) and len(value) <= 8:
+        items = [_identifier(item) for item in value]
+        return None if None in items else "[" + ",".join(items) + "]"
+    if isinstance(value, str) and len(value) <= 128 and value.isprintable():
+        return json.dumps(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63:
+        return str(value)
+    return None
+
+
+def _energy(value: object, name: str, flags: list[str]) -> Decimal | None:
+    """A direction's energy (kWh, zero or more). Meters send floats with any number of digits: the amount is
+    cut (never rounded up) to the token's 9 places. Unusable values are flagged, not refused."""
+    if value is None:
+        return None
+    if not isinstance(value, bool) and isinstance(value, (int, Decimal)):
+        amount = Decimal(value)
+        if amount.is_finite() and 0 <= amount < KWH_COLUMN_LIMIT:
+            return amount.quantize(KWH_QUANTUM, rounding=ROUND_DOWN)
+    flags.append(f"{name}_unusable")
+    return None
+
+
+def _interval(value: object, flags: list[str]) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool) and isinstance(value, int) and 0 < value <= MAX_INTERVAL_SECS:
+        return value
+    flags.append("interval_unusable")
+    return None
+
+
+def _meter_quality(value: object) -> bool:
+    """Whether a meter's own quality mark (a string or a list of strings) says the reading is not good."""
+    marks = value if isinstance(value, list) else [value]
+    return any(not isinstance(mark, str) or mark.strip().lower() not in _GOOD_QUALITY for mark in marks)
 
 
 def _signature_text(value: object) -> str | None:
@@ -257,7 +323,12 @@ def parse_reading(
     else:
         item.meter_serial = clean_text(data.get("meter_serial"), "meter_serial", max_length=MAX_SERIAL_LENGTH)
         if data.get("meter_id") is not None:
-            item.meter_id = parse_uuid(data["meter_id"], "meter_id")
+            try:
+                item.meter_id = parse_uuid(data["meter_id"], "meter_id")
+            except ValidationFailed:
+                if item.meter_serial is None:
+                    raise
+                # GridTokenX's monitoring payload repeats its serial as meter_id: the serial names the meter.
     try:
         _parse_body(item, data, kwh_key=kwh_key, timestamp_key=timestamp_key, required=timestamp_required, now=now)
     except ApplicationError as error:
@@ -280,9 +351,13 @@ def _parse_body(item: ReadingInput, data: dict, *, kwh_key: str, timestamp_key: 
         timestamp_key = _ALIASES[timestamp_key]
     item.raw_kwh = data.get(kwh_key)
     item.raw_timestamp = data.get(timestamp_key)
-    if item.raw_kwh is None:
-        raise _invalid("validation_error", "This field is required.", kwh_key)
-    item.kwh = parse_kwh(item.raw_kwh, kwh_key)
+    item.registers = registers_from_body(data)
+    if item.registers is not None:
+        item.source = MeterReading.Source.REGISTER  # any kwh sent alongside stays in telemetry, unused
+    elif item.raw_kwh is None:
+        raise _invalid("validation_error", "This field (or register totals) is required.", kwh_key)
+    else:
+        item.kwh = parse_kwh(item.raw_kwh, kwh_key)
     if item.raw_timestamp is None:
         if required:
             raise _invalid("validation_error", "This field is required.", timestamp_key)
@@ -291,9 +366,15 @@ def _parse_body(item: ReadingInput, data: dict, *, kwh_key: str, timestamp_key: 
         item.reading_timestamp = parse_timestamp(item.raw_timestamp, timestamp_key)
         item.timestamp_sent = True
     check_timestamp_window(item.reading_timestamp, now=now, name=timestamp_key)
+    flags: list[str] = []
     wallet = data.get("wallet_address")
-    if wallet is not None and not isinstance(wallet, str):
-        raise _invalid("invalid_wallet_address", "Not a base58 Solana address (32 bytes).", "wallet_address")
-    item.wallet_address = wallet
+    if wallet is not None:  # never credited: the meter's registered wallet is paid; compared once the meter is known
+        item.wallet_address = wallet if isinstance(wallet, str) else ""
+    item.generated = _energy(data.get("energy_generated"), "energy_generated", flags)
+    item.consumed = _energy(data.get("energy_consumed"), "energy_consumed", flags)
+    item.interval_secs = _interval(data.get("interval_seconds", data.get("interval_secs")), flags)
+    if data.get("quality") is not None:
+        item.meter_quality = _meter_quality(data["quality"])
+    item.flags = flags
     item.meter_signature = _signature_text(data.get("meter_signature"))
     item.telemetry_json = telemetry_json(data)

@@ -56,6 +56,7 @@ class ReadingFactory(factory.django.DjangoModelFactory):
     user = factory.LazyAttribute(lambda reading: reading.meter.owner)
     wallet_address = factory.LazyAttribute(lambda reading: reading.meter.wallet_address)
     kwh_amount = Decimal("1.500000000")
+    mintable_kwh = factory.LazyAttribute(lambda reading: max(reading.kwh_amount, Decimal(0)))
     reading_timestamp = factory.Sequence(
         lambda n: timezone.now().replace(microsecond=0) - timedelta(minutes=15 * ((n % 500) + 1))
     )

@@ -60,4 +60,17 @@ def reading_payload(reading) -> dict:
         "minted": reading.minted,
         "mint_tx_signature": reading.mint_tx_signature,
         "status": reading.status,
+        "source": reading.source,
+        "generated_kwh": _kwh(reading.generated_kwh),
+        "consumed_kwh": _kwh(reading.consumed_kwh),
+        "interval_secs": reading.interval_secs,
+        "import_register_kwh": _kwh(reading.import_register_kwh),
+        "export_register_kwh": _kwh(reading.export_register_kwh),
+        "mintable_kwh": format(reading.mintable_kwh, "f"),
+        "flags": reading.flags,
+        "window_start": None if reading.window_start is None else rfc3339(reading.window_start),
     }
+
+
+def _kwh(value) -> str | None:
+    return None if value is None else format(value, "f")

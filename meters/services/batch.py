@@ -35,15 +35,19 @@ from django.db import connection, transaction
 
 from gridtoken.exceptions import ApplicationError, Conflict, ValidationFailed
 from meters.models import Meter
+from meters.registers import Registers
 from meters.selectors import Caller, MeterRow, meter_access_error, meter_not_found, meters_by_reference
+from meters.services.energy import assess, contexts_load, late_register_read, needs_context
 from meters.services.readings import (
     LOCK_NAMESPACE,
     TABLE,
     StoredReading,
+    SubmitResult,
     announce_rejections,
     announce_stored,
     conflict_same_timestamp,
     conflict_within_window,
+    reading_get,
     reading_rejection,
     row_document,
     shared_document,
@@ -57,11 +61,12 @@ MISSING_METER = "meter_serial or meter_id is required."
 # Row data travels as one JSON text per statement: psycopg adapts Python lists element by element in
 # Python, which for a thousand rows costs more than PostgreSQL's json_to_recordset does.
 WINDOW_READINGS_SQL = (
-    "SELECT q.meter_id, r.id, r.kwh_amount, r.reading_timestamp "  # noqa: S608
+    "SELECT q.meter_id, r.id, r.kwh_amount, r.reading_timestamp, r.import_register_kwh, r.export_register_kwh "  # noqa: S608
     "FROM json_to_recordset(%s::json) AS q(meter_id uuid, lo timestamptz, hi timestamptz) "
     "CROSS JOIN LATERAL ("
-    f"SELECT id, kwh_amount, reading_timestamp FROM {TABLE} "
-    "WHERE meter_id = q.meter_id AND reading_timestamp >= q.lo AND reading_timestamp <= q.hi "
+    f"SELECT id, kwh_amount, reading_timestamp, import_register_kwh, export_register_kwh FROM {TABLE} "
+    "WHERE meter_id = q.meter_id AND NOT (source = 'window') AND reading_timestamp >= q.lo "
+    "AND reading_timestamp <= q.hi "
     # OFFSET 0 keeps this a per-meter index probe: the planner guesses 100 rows for json_to_recordset
     # and would otherwise hash-join against a full scan of the readings table.
     "OFFSET 0) AS r"
@@ -81,12 +86,18 @@ METER_CHANGED = "The meter changed while the readings were stored; retry."
 
 
 class _Existing:
-    """A stored reading's identity for in-batch classification."""
+    """A stored reading's identity for in-batch classification: what a replay must repeat."""
 
-    __slots__ = ("id", "kwh_amount", "reading_timestamp")
+    __slots__ = ("id", "kwh_amount", "reading_timestamp", "registers")
 
-    def __init__(self, reading_id, kwh_amount, reading_timestamp) -> None:
+    def __init__(self, reading_id, kwh_amount, reading_timestamp, registers=None) -> None:
         self.id, self.kwh_amount, self.reading_timestamp = reading_id, kwh_amount, reading_timestamp
+        self.registers = registers
+
+    def replayed_by(self, item: ReadingInput) -> bool:
+        if item.registers is not None:
+            return self.registers == item.registers
+        return self.registers is None and self.kwh_amount == item.kwh
 
 
 def readings_submit_batch(*, caller: Caller, readings: object, now: datetime) -> dict:
@@ -138,13 +149,13 @@ def readings_submit_batch(*, caller: Caller, readings: object, now: datetime) ->
     return {"success_count": len(results) - failed, "failed_count": failed, "results": results}
 
 
-def _store(caller: Caller, candidates, results, reject, now: datetime) -> None:
+def _store(caller: Caller, candidates, results, reject, now: datetime) -> list[StoredReading]:
     window = timedelta(seconds=settings.TOKENIZATION.duplicate_window_secs)
     with connection.cursor() as cursor:
         locked = _lock_meters(cursor, list({meter.id for _, _, meter in candidates}))
         candidates = _recheck(caller, candidates, locked, reject)
         if not candidates:
-            return
+            return []
         ranges: dict[uuid.UUID, list[datetime]] = {}
         for _, item, meter in candidates:
             span = ranges.setdefault(meter.id, [item.reading_timestamp, item.reading_timestamp])
@@ -160,8 +171,9 @@ def _store(caller: Caller, candidates, results, reject, now: datetime) -> None:
             for m in meter_ids
         ]
         cursor.execute(WINDOW_READINGS_SQL, [json.dumps(spans)])
-        for meter_id, reading_id, kwh, moment in cursor.fetchall():
-            exact[meter_id][moment] = _Existing(reading_id, kwh, moment)
+        for meter_id, reading_id, kwh, moment, imported, exported in cursor.fetchall():
+            registers = None if imported is None and exported is None else Registers(imported, exported)
+            exact[meter_id][moment] = _Existing(reading_id, kwh, moment, registers)
             times[meter_id].append(moment)
         for moments in times.values():
             moments.sort()
@@ -171,7 +183,7 @@ def _store(caller: Caller, candidates, results, reject, now: datetime) -> None:
             moment = item.reading_timestamp
             same = exact[meter.id].get(moment)
             if same is not None:
-                if same.kwh_amount == item.kwh:
+                if same.replayed_by(item):
                     results[index] = {"index": index, "status": DUPLICATE, "id": str(same.id)}
                 else:
                     reject(index, conflict_same_timestamp(same), meter, item)
@@ -180,10 +192,11 @@ def _store(caller: Caller, candidates, results, reject, now: datetime) -> None:
             if neighbour is not None:
                 reject(index, conflict_within_window(neighbour), meter, item)
                 continue
-            reading = StoredReading.new(meter, item, now)
-            exact[meter.id][moment] = _Existing(reading.id, item.kwh, moment)
+            reading_id = uuid.uuid4()
+            exact[meter.id][moment] = _Existing(reading_id, item.kwh, moment, item.registers)
             bisect.insort(times[meter.id], moment)
-            new.append((index, item, reading))
+            new.append((index, item, meter, reading_id))
+        new = _assess(cursor, new, reject, now)
         inserted = _insert(cursor, new, now)
 
     created = []
@@ -194,6 +207,67 @@ def _store(caller: Caller, candidates, results, reject, now: datetime) -> None:
         else:  # only possible if a writer bypassed the meter lock
             reject(index, Conflict("duplicate_reading_conflict", "A conflicting reading was stored concurrently."))
     announce_stored(created)
+    return created
+
+
+def _assess(cursor, new: list, reject, now: datetime) -> list[tuple[int, ReadingInput, StoredReading]]:
+    """The energy picture of each new item, in timestamp order per meter (so arrival order never changes what
+    registers derive); items a VEE rule rejects are rejected. Re-derives stored reads a late read splits."""
+    contextual = [(item, meter) for _, item, meter, _ in new if needs_context(item)]
+    contexts = contexts_load(cursor, contextual) if contextual else {}
+    rows = []
+    for index, item, meter, reading_id in sorted(new, key=lambda entry: entry[1].reading_timestamp):
+        try:
+            verdict = assess(item, meter, contexts.get(meter.id), reading_id=reading_id, now=now)
+        except ApplicationError as error:
+            reject(index, error, meter, item)
+            continue
+        if verdict.resplit is not None and not _resplit(cursor, verdict.resplit):
+            verdict = late_register_read(verdict)
+        rows.append((index, item, StoredReading.new(meter, item, now, verdict, reading_id)))
+    rows.sort(key=lambda row: row[0])
+    return rows
+
+
+RESPLIT_SQL = (
+    f"UPDATE {TABLE} SET kwh_amount = %s, generated_kwh = %s, consumed_kwh = %s, mintable_kwh = %s, status = %s "  # noqa: S608
+    "WHERE id = %s AND token_amount IS NULL AND batch_id IS NULL "
+    "AND (status IN ('pending', 'held', 'awaiting_window') OR (status = 'recorded' AND window_start IS NULL)) "
+    "RETURNING id"
+)
+
+
+def _resplit(cursor, change) -> bool:
+    """Re-derive a stored read's energy from the late read before it; False when it was claimed meanwhile
+    (the UPDATE waits for a claiming transaction's row lock, then re-checks the row as it committed)."""
+    cursor.execute(
+        RESPLIT_SQL,
+        [change.kwh, change.generated, change.consumed, change.mintable, change.status, change.reading_id],
+    )
+    return cursor.fetchone() is not None
+
+
+def reading_store_one(*, caller: Caller, item: ReadingInput, meter: MeterRow, now: datetime):
+    """The single post of a reading that needs its meter's other readings (a register read, the window basis,
+    history rules): the batch path with one item, answered as the single post answers."""
+    results: list[dict | None] = [None]
+    errors: list[ApplicationError] = []
+    rejected_known: list = []
+
+    def reject(index: int, error: ApplicationError, known: MeterRow | None = None, known_item=None) -> None:
+        results[index] = {"index": index, "status": REJECTED}
+        errors.append(error)
+        if known is not None:
+            rejected_known.append((known, known_item, error))
+
+    with transaction.atomic():
+        created = _store(caller, [(0, item, meter)], results, reject, now)
+        announce_rejections(rejected_known)
+    if errors:
+        raise errors[0]
+    if created:
+        return SubmitResult(created[0], duplicate=False)
+    return SubmitResult(reading_get(meter, uuid.UUID(results[0]["id"])), duplicate=True)
 
 
 def _lock_meters(cursor, meter_ids: list[uuid.UUID]) -> dict[uuid.UUID, MeterRow]:
@@ -248,7 +322,7 @@ def _neighbour(moments: list[datetime], moment: datetime, window: timedelta, by_
 
 INSERT_MANY_SQL = (
     f"INSERT INTO {TABLE} SELECT * FROM json_populate_recordset(NULL::{TABLE}, %s::json) "  # noqa: S608
-    "ON CONFLICT (meter_id, reading_timestamp) DO NOTHING RETURNING id"
+    "ON CONFLICT (meter_id, reading_timestamp) WHERE NOT (source = 'window') DO NOTHING RETURNING id"
 )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -30,21 +30,28 @@ from gridtoken.exceptions import ApplicationError, Conflict, Forbidden, Validati
 from meters import signatures
 from meters.models import MeterReading
 from meters.selectors import Caller, MeterRow, meter_access_error, meter_get, meter_reference
-from meters.validation import ReadingInput, is_wallet_address
+from meters.services.energy import Assessment, assess, needs_context
+from meters.validation import ReadingInput
 from minting.triggers import mint_soon
 from realtime import events
 
 LOCK_NAMESPACE = 0x4754  # "GT": the advisory-lock class of per-meter reading writes
 TABLE = MeterReading._meta.db_table
 ROW_COLUMNS = ("id", "user_id", "meter_id", "wallet_address", "kwh_amount", "reading_timestamp", "meter_signature")
+# The energy picture, decided per row by meters.services.energy.
+ENERGY_COLUMNS = (
+    "source", "generated_kwh", "consumed_kwh", "interval_secs", "import_register_kwh", "export_register_kwh",
+    "mintable_kwh", "flags", "window_start", "status",
+)  # fmt: skip
 STORED_COLUMNS = (
-    "id, user_id, wallet_address, kwh_amount, reading_timestamp, submitted_at, minted, mint_tx_signature, status"
+    "id, user_id, wallet_address, kwh_amount, reading_timestamp, submitted_at, minted, mint_tx_signature, "
+    + ", ".join(ENERGY_COLUMNS)
 )
 INSERTED, TAKEN, STALE = "inserted", "taken", "stale"
 INSERT_ONE_SQL = "SELECT meters_reading_insert(%s::json, %s, %s, %s, %s, %s, %s)"
 NEIGHBOURS_SQL = (
     f"SELECT {STORED_COLUMNS} FROM {TABLE} WHERE meter_id = %s "  # noqa: S608 (constant identifiers)
-    "AND reading_timestamp >= %s AND reading_timestamp <= %s"
+    "AND NOT (source = 'window') AND reading_timestamp >= %s AND reading_timestamp <= %s"
 )
 
 
@@ -61,6 +68,15 @@ class StoredReading:
     submitted_at: datetime
     minted: bool = False
     mint_tx_signature: str | None = None
+    source: str = MeterReading.Source.INTERVAL
+    generated_kwh: Decimal | None = None
+    consumed_kwh: Decimal | None = None
+    interval_secs: int | None = None
+    import_register_kwh: Decimal | None = None
+    export_register_kwh: Decimal | None = None
+    mintable_kwh: Decimal = Decimal(0)
+    flags: list = field(default_factory=list)
+    window_start: datetime | None = None
     status: str = MeterReading.Status.PENDING
 
     @property
@@ -69,12 +85,34 @@ class StoredReading:
 
     @classmethod
     def from_row(cls, meter: MeterRow, row) -> StoredReading:
-        return cls(row[0], row[1], meter, *row[2:])
+        reading = cls(row[0], row[1], meter, *row[2:])
+        if isinstance(reading.flags, str):
+            reading.flags = json.loads(reading.flags)
+        return reading
 
     @classmethod
-    def new(cls, meter: MeterRow, item: ReadingInput, now: datetime) -> StoredReading:
+    def new(cls, meter: MeterRow, item: ReadingInput, now: datetime, verdict: Assessment, reading_id=None):
         """The row ingestion stores: attributed to the meter's owner and wallet, whatever the body said."""
-        return cls(uuid.uuid4(), meter.owner_id, meter, meter.wallet_address, item.kwh, item.reading_timestamp, now)
+        registers = item.registers
+        return cls(
+            reading_id or uuid.uuid4(),
+            meter.owner_id,
+            meter,
+            meter.wallet_address,
+            verdict.kwh,
+            item.reading_timestamp,
+            now,
+            source=item.source,
+            generated_kwh=verdict.generated,
+            consumed_kwh=verdict.consumed,
+            interval_secs=item.interval_secs,
+            import_register_kwh=registers.import_kwh if registers else None,
+            export_register_kwh=registers.export_kwh if registers else None,
+            mintable_kwh=verdict.mintable,
+            flags=verdict.flags,
+            window_start=verdict.window_start,
+            status=verdict.status,
+        )
 
 
 @dataclass(slots=True)
@@ -85,8 +123,8 @@ class SubmitResult:
 
 @functools.cache
 def _shared_fields() -> tuple:
-    excluded = {*ROW_COLUMNS, "telemetry"}
-    return tuple(field for field in MeterReading._meta.concrete_fields if field.column not in excluded)
+    excluded = {*ROW_COLUMNS, *ENERGY_COLUMNS, "telemetry"}
+    return tuple(column for column in MeterReading._meta.concrete_fields if column.column not in excluded)
 
 
 def _plain(value):
@@ -98,24 +136,33 @@ def _plain(value):
 def shared_document(now: datetime) -> str:
     """The JSON members (no braces) of every column that is the same for all rows of one request."""
     values = {}
-    for field in _shared_fields():
-        if field.column in ("submitted_at", "next_attempt_at"):
-            values[field.column] = now
-        elif field.column == "status":
-            values[field.column] = MeterReading.Status.PENDING
+    for column in _shared_fields():
+        if column.column in ("submitted_at", "next_attempt_at"):
+            values[column.column] = now
         else:
-            values[field.column] = field.get_default()
+            values[column.column] = column.get_default()
     return json.dumps(values, default=_plain)[1:-1]
+
+
+def _number(value) -> str:
+    return "null" if value is None else f'"{value:f}"'
 
 
 def row_document(reading: StoredReading, item: ReadingInput, shared: str) -> str:
     """One row, every column, as JSON text; telemetry is spliced in already rendered so numbers stay exact."""
     signature = "null" if item.meter_signature is None else json.dumps(item.meter_signature)
+    window = "null" if reading.window_start is None else f'"{reading.window_start.isoformat()}"'
+    interval = "null" if reading.interval_secs is None else str(reading.interval_secs)
     return (
         f'{{"id":"{reading.id}","user_id":"{reading.user_id}","meter_id":"{reading.meter.id}",'
         f'"wallet_address":{json.dumps(reading.wallet_address)},"kwh_amount":"{reading.kwh_amount:f}",'
         f'"reading_timestamp":"{reading.reading_timestamp.isoformat()}","meter_signature":{signature},'
-        f'{shared},"telemetry":{item.telemetry_json}}}'
+        f'"source":"{reading.source}","generated_kwh":{_number(reading.generated_kwh)},'
+        f'"consumed_kwh":{_number(reading.consumed_kwh)},"interval_secs":{interval},'
+        f'"import_register_kwh":{_number(reading.import_register_kwh)},'
+        f'"export_register_kwh":{_number(reading.export_register_kwh)},'
+        f'"mintable_kwh":"{reading.mintable_kwh:f}","flags":{json.dumps(reading.flags)},"window_start":{window},'
+        f'"status":"{reading.status}",{shared},"telemetry":{item.telemetry_json}}}'
     )
 
 
@@ -125,16 +172,6 @@ def reading_rejection(*, meter: MeterRow, item: ReadingInput) -> ApplicationErro
         return Forbidden("meter_suspended", f"Meter {meter.serial} is suspended.")
     if item.error is not None:
         return item.error
-    if item.wallet_address is not None and item.wallet_address != meter.wallet_address:
-        if not is_wallet_address(item.wallet_address):
-            return ValidationFailed(
-                "invalid_wallet_address", "Not a base58 Solana address (32 bytes).", field="wallet_address"
-            )
-        return ValidationFailed(
-            "wallet_mismatch",
-            "Readings are credited to the meter's wallet; the wallet_address sent is a different one.",
-            field="wallet_address",
-        )
     if meter.public_key or settings.INGEST.signature_required:
         return _signature_rejection(meter, item)
     return None
@@ -147,7 +184,9 @@ def _signature_rejection(meter: MeterRow, item: ReadingInput) -> ApplicationErro
         return ValidationFailed(
             "invalid_signature", "The meter has no public key to verify signatures with.", field="meter_signature"
         )
-    message = signatures.canonical_message(serial=meter.serial, reading_timestamp=item.reading_timestamp, kwh=item.kwh)
+    message = signatures.canonical_message(
+        serial=meter.serial, reading_timestamp=item.reading_timestamp, kwh=signatures.signed_kwh(item)
+    )
     if not signatures.verify(public_key=meter.public_key, signature=item.meter_signature, message=message):
         hint = "" if item.timestamp_sent else " (a signed reading must carry its timestamp)"
         return ValidationFailed(
@@ -211,7 +250,16 @@ def reading_submit(*, caller: Caller, item: ReadingInput, now: datetime) -> Subm
             raise denied
         if rejection:
             break
-        reading = StoredReading.new(meter, item, now)
+        if needs_context(item):  # registers, windows, history rules: the batch path's locked read of the meter
+            from meters.services.batch import reading_store_one
+
+            return reading_store_one(caller=caller, item=item, meter=meter, now=now)
+        try:
+            verdict = assess(item, meter, None, reading_id=uuid.uuid4(), now=now)
+        except ApplicationError as error:
+            rejection = error
+            break
+        reading = StoredReading.new(meter, item, now, verdict)
         outcome = _insert_one(reading, item, now)
         if outcome == STALE:  # the meter changed since it was read: read it again
             fresh = True
@@ -248,6 +296,12 @@ def _insert_one(reading: StoredReading, item: ReadingInput, now: datetime) -> st
         return cursor.fetchone()[0]
 
 
+def reading_get(meter: MeterRow, reading_id: uuid.UUID) -> StoredReading:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {STORED_COLUMNS} FROM {TABLE} WHERE id = %s", [reading_id])  # noqa: S608
+        return StoredReading.from_row(meter, cursor.fetchone())
+
+
 def _classify(meter: MeterRow, item: ReadingInput) -> tuple[StoredReading | None, ApplicationError | None]:
     """After an insert found a neighbour: the replayed reading, or the 409 to answer."""
     window = timedelta(seconds=settings.TOKENIZATION.duplicate_window_secs)
@@ -257,7 +311,7 @@ def _classify(meter: MeterRow, item: ReadingInput) -> tuple[StoredReading | None
         stored = [StoredReading.from_row(meter, row) for row in cursor.fetchall()]
     for reading in stored:
         if reading.reading_timestamp == moment:
-            if reading.kwh_amount == item.kwh:
+            if reading.source == item.source and reading.kwh_amount == item.kwh:
                 return reading, None
             return None, conflict_same_timestamp(reading)
     near = [r for r in stored if abs(r.reading_timestamp - moment) < window]

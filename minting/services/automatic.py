@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from meters.services.windows import windows_settle
 from minting.services.batching import CycleResult, chain_client, is_systemic, readings_mint
 from minting.services.claiming import claim_due
 from minting.services.control import (
@@ -65,11 +66,13 @@ def readings_mint_due(*, budget_secs: float = DRAIN_BUDGET_SECS) -> DrainResult:
 
     The control row is read before every cycle, so switching auto-mint off stops every worker at its next
     cycle. An unreachable chain pauses automatic minting (exponential back-off in the control row) and
-    consumes no reading attempts; the first cycle that reaches the chain again clears the pause.
+    consumes no reading attempts; the first cycle that reaches the chain again clears the pause. Complete
+    settlement windows are settled first, so their derived readings are minted in the same drain.
     """
     cfg = settings.TOKENIZATION
     result, client = DrainResult(), None
     started = time.monotonic()
+    windows_settle()  # complete settlement windows become readings to mint (window basis)
     while True:
         control = control_get()
         result.stopped = _blocked(control)

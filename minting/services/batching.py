@@ -34,6 +34,7 @@ from meters.models import MeterReading
 from minting.chain import (
     ChainClient,
     ChainError,
+    Generation,
     InvalidWallet,
     MintRequest,
     PermanentChainError,
@@ -146,11 +147,23 @@ def _requests(by_wallet: dict[str, list[ClaimedReading]], amounts: dict) -> tupl
         worth = [r for r in readings if amounts[r.id]]
         for reading in worth:
             key = str(reading.id)
-            requests.append(MintRequest(wallet=reading.wallet_address, amount=amounts[reading.id], key=key))
+            requests.append(
+                MintRequest(
+                    wallet=reading.wallet_address, amount=amounts[reading.id], key=key, generation=_generation(reading)
+                )
+            )
             members[key] = [reading]
         if worth:
             members[str(worth[0].id)] += [r for r in readings if not amounts[r.id]]
     return requests, members
+
+
+def _generation(reading: ClaimedReading) -> Generation | None:
+    """A settlement window's mint names its (meter, window): the anchor strategy's mint_generation records it on
+    chain (the SPL strategy has no such record and ignores it)."""
+    if reading.source != MeterReading.Source.WINDOW:
+        return None
+    return Generation(meter_id=reading.meter_id.bytes, window_start_ms=int(reading.window_start.timestamp()) * 1000)
 
 
 def _dead_letter(failures: dict[uuid.UUID, str]) -> None:

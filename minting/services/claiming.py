@@ -19,8 +19,10 @@ from meters.models import MeterReading
 from minting.services.policy import rollout_bucket_sql
 
 READINGS = MeterReading._meta.db_table
+# kwh_amount here is what the reading mints (its mintable_kwh, by the mint basis), not its signed net.
 _COLUMNS = (
-    "id, user_id, wallet_address, kwh_amount, attempts, status, token_amount, token_ratio, token_decimals, last_error"
+    "id, user_id, wallet_address, mintable_kwh, attempts, status, token_amount, token_ratio, token_decimals,"
+    " last_error, meter_id, source, window_start"
 )
 
 
@@ -36,6 +38,9 @@ class ClaimedReading:
     token_ratio: Decimal | None = None
     token_decimals: int | None = None
     last_error: str = ""
+    meter_id: uuid.UUID | None = None
+    source: str = "interval"
+    window_start: datetime | None = None
 
 
 def _fetch(sql: str, params: dict) -> list[ClaimedReading]:

@@ -107,7 +107,7 @@ def _confirm(cursor, batch_ids) -> tuple[SettleResult, list[dict]]:
         " last_error = ''"
         f" FROM {BATCHES} AS b, {METERS} AS m"
         " WHERE b.id = ANY(%s) AND r.batch_id = b.id AND r.status = 'minting' AND m.id = r.meter_id"
-        " RETURNING r.id, r.user_id, r.meter_id, r.wallet_address, r.kwh_amount, r.token_amount,"
+        " RETURNING r.id, r.user_id, r.meter_id, r.wallet_address, r.mintable_kwh AS kwh_amount, r.token_amount,"
         " r.mint_tx_signature, r.batch_id, m.serial AS meter_serial",
         [[b.id for b in won]],
     )
@@ -160,7 +160,7 @@ def _release(cursor, batch_ids, *, status: str, error: str, charge=_no_one) -> t
     if not won:
         return SettleResult(), []
     cursor.execute(
-        f"SELECT r.id, r.user_id, r.meter_id, r.wallet_address, r.kwh_amount, r.attempts, r.batch_id,"  # noqa: S608
+        f"SELECT r.id, r.user_id, r.meter_id, r.wallet_address, r.mintable_kwh AS kwh_amount, r.attempts, r.batch_id,"  # noqa: S608
         f" r.last_error, m.serial AS meter_serial FROM {READINGS} AS r JOIN {METERS} AS m ON m.id = r.meter_id"
         " WHERE r.batch_id = ANY(%s) AND r.status = 'minting' FOR UPDATE OF r",
         [[b.id for b in won]],

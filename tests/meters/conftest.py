@@ -56,6 +56,19 @@ def stranger(db):
     return UserFactory()
 
 
+# The energy picture of a plain positive interval reading, as every reading endpoint returns it.
+INTERVAL_FIELDS = {
+    "source": "interval",
+    "generated_kwh": None,
+    "consumed_kwh": None,
+    "interval_secs": None,
+    "import_register_kwh": None,
+    "export_register_kwh": None,
+    "flags": [],
+    "window_start": None,
+}
+
+
 def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 

@@ -49,7 +49,7 @@ def test_replays_and_refusals_enqueue_nothing(post, meter, device_key, fleet_key
     broker.flushdb()
 
     assert post(SUBMIT, body, key=device_key).json()["duplicate"] is True
-    assert post(SUBMIT, {**body, "kwh_amount": "-1"}, key=device_key).status_code == 400
+    assert post(SUBMIT, {**body, "kwh_amount": "1000"}, key=device_key).status_code == 400
     batch = {"readings": [{"meter_serial": meter.serial, "kwh": "1.5", "timestamp": rfc3339(recent)}]}
     assert post(BATCH, batch, key=fleet_key).json()["results"][0]["status"] == "duplicate"
     assert queued() == []

@@ -7,7 +7,7 @@ import pytest
 
 from meters.models import MeterReading
 from tests.factories import MeterFactory, ReadingFactory
-from tests.meters.conftest import rfc3339
+from tests.meters.conftest import INTERVAL_FIELDS, rfc3339
 
 pytestmark = pytest.mark.django_db
 
@@ -50,11 +50,13 @@ def test_a_listed_reading_has_the_submit_shape(get, meter, user_token):
         "meter_serial": meter.serial,
         "wallet_address": meter.wallet_address,
         "kwh_amount": "1.250000000",
+        "mintable_kwh": "1.250000000",
         "reading_timestamp": rfc3339(reading.reading_timestamp).replace("Z", ".000000Z"),
         "submitted_at": row["submitted_at"],
         "minted": False,
         "mint_tx_signature": None,
         "status": "pending",
+        **INTERVAL_FIELDS,
     }
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from meters.models import Meter, MeterReading
 from tests.factories import MeterFactory, ReadingFactory, api_key_for, new_wallet
-from tests.meters.conftest import rfc3339
+from tests.meters.conftest import INTERVAL_FIELDS, rfc3339
 
 SUBMIT = "/api/meters/submit-reading"
 pytestmark = pytest.mark.django_db
@@ -30,11 +30,13 @@ def test_a_reading_is_stored_for_the_meters_owner_and_wallet(post, meter, device
         "meter_serial": meter.serial,
         "wallet_address": meter.wallet_address,
         "kwh_amount": "2.250000000",
+        "mintable_kwh": "2.250000000",
         "reading_timestamp": rfc3339(recent).replace("Z", ".000000Z"),
         "submitted_at": response.json()["submitted_at"],
         "minted": False,
         "mint_tx_signature": None,
         "status": "pending",
+        **INTERVAL_FIELDS,
         "duplicate": False,
     }
     assert response.json()["submitted_at"].endswith("Z")
@@ -69,23 +71,26 @@ def test_a_body_wallet_equal_to_the_meters_is_accepted(post, meter, device_key, 
     assert response.status_code == 201
 
 
-def test_a_body_wallet_other_than_the_meters_is_rejected_and_nothing_is_stored(post, meter, device_key, recent):
-    response = post(SUBMIT, body(meter, recent, wallet_address=new_wallet()), key=device_key)
+@pytest.mark.parametrize(
+    ("wallet", "flag"),
+    [(new_wallet(), "wallet_mismatch"), ("not-a-wallet-0OIl", "wallet_invalid"), (7, "wallet_invalid")],
+)
+def test_a_body_wallet_is_never_credited_nor_a_reason_to_drop_the_reading(
+    post, meter, device_key, recent, wallet, flag
+):
+    response = post(SUBMIT, body(meter, recent, wallet_address=wallet), key=device_key)
 
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "wallet_mismatch"
-    assert not MeterReading.objects.exists()
+    assert response.status_code == 201
+    assert response.json()["flags"] == [flag]
+    assert response.json()["wallet_address"] == meter.wallet_address
+    stored = MeterReading.objects.get()
+    assert (stored.wallet_address, stored.flags, stored.status) == (meter.wallet_address, [flag], "pending")
 
 
-def test_a_malformed_body_wallet_is_invalid_wallet_address(post, meter, device_key, recent):
-    response = post(SUBMIT, body(meter, recent, wallet_address="not-a-wallet-0OIl"), key=device_key)
+def test_the_meters_own_wallet_in_the_body_raises_no_flag(post, meter, device_key, recent):
+    response = post(SUBMIT, body(meter, recent, wallet_address=meter.wallet_address), key=device_key)
 
-    assert response.json()["error"] == {
-        "code": "invalid_wallet_address",
-        "message": "Not a base58 Solana address (32 bytes).",
-        "field": "wallet_address",
-    }
-    assert not MeterReading.objects.exists()
+    assert response.json()["flags"] == []
 
 
 def test_user_id_in_the_body_is_ignored(post, meter, device_key, recent, stranger):

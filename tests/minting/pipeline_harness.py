@@ -65,7 +65,7 @@ def make_readings(meters: list[Meter], count: int, *, kwh: str | Decimal = "1.5"
         moment = BASE_MOMENT + timedelta(minutes=15 * next(_moments))
         reading = MeterReading(
             user_id=meter.owner_id, meter=meter, wallet_address=meter.wallet_address, kwh_amount=Decimal(kwh),
-            reading_timestamp=moment, **fields,
+            mintable_kwh=Decimal(kwh), reading_timestamp=moment, **fields,
         )  # fmt: skip
         readings.append(reading)
     return MeterReading.objects.bulk_create(readings)

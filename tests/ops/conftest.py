@@ -77,6 +77,7 @@ class Rows:
             meter=self.meter,
             wallet_address=WALLET,
             kwh_amount=Decimal("1.5"),
+            mintable_kwh=Decimal("1.5"),
             reading_timestamp=self.now - timedelta(minutes=self._minute),
             submitted_at=submitted_at or self.now,
             status=status,

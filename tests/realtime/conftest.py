@@ -69,7 +69,12 @@ class People:
         self.count += 1
         fields.setdefault("reading_timestamp", datetime.now(UTC) - timedelta(minutes=self.count))
         return MeterReading.objects.create(
-            user=meter.owner, meter=meter, wallet_address=meter.wallet_address, kwh_amount=Decimal(kwh), **fields
+            user=meter.owner,
+            meter=meter,
+            wallet_address=meter.wallet_address,
+            kwh_amount=Decimal(kwh),
+            mintable_kwh=Decimal(kwh),
+            **fields,
         )
 
 
