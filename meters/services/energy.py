@@ -34,7 +34,7 @@ from gridtoken.exceptions import ValidationFailed
 from meters.models import MeterReading
 from meters.registers import Registers, derive
 from meters.selectors import MeterRow
-from meters.validation import KWH_COLUMN_LIMIT, ReadingInput, is_wallet_address
+from meters.validation import KWH_COLUMN_LIMIT, KWH_QUANTUM, ReadingInput, is_wallet_address
 
 Status, Source = MeterReading.Status, MeterReading.Source
 TABLE = MeterReading._meta.db_table
@@ -275,14 +275,22 @@ def assess(
                 flags,
             )
         )
-    return Assessment(kwh, generated, consumed, mintable, status, list(dict.fromkeys(flags)), window_start, resplit)
+    return Assessment(
+        _exact(kwh), _exact(generated), _exact(consumed), _exact(mintable), status, list(dict.fromkeys(flags)),
+        window_start, resplit,
+    )  # fmt: skip
+
+
+def _exact(value: Decimal | None) -> Decimal | None:
+    return None if value is None else value.quantize(KWH_QUANTUM)
 
 
 def late_register_read(verdict: Assessment) -> Assessment:
     """A late read whose following read was claimed while the late one was assessed: it adds no energy."""
     held = verdict.status == Status.HELD
+    zero = _exact(ZERO)
     return Assessment(
-        ZERO, ZERO, ZERO, ZERO, Status.HELD if held else Status.RECORDED, [*verdict.flags, "late_register_read"]
+        zero, zero, zero, zero, Status.HELD if held else Status.RECORDED, [*verdict.flags, "late_register_read"]
     )
 
 
@@ -343,15 +351,24 @@ def _vee(item, meter: MeterRow, context, *, exported, elapsed, now) -> list[str]
 
 
 def _frozen(item: ReadingInput, meter: MeterRow, context: MeterContext) -> bool:
-    """Both registers unchanged since a read at least VEE_FROZEN_SECS before this one."""
-    previous = context.before(item.reading_timestamp, source=Source.REGISTER, after=meter.register_baseline_at)
-    if previous is None or previous.registers != item.registers:
-        return False
+    """Both registers unchanged since a read at least VEE_FROZEN_SECS before this one (the run of equal reads is
+    followed back through the context, then, if it starts before what the context holds, in the database)."""
     limit = item.reading_timestamp - timedelta(seconds=settings.VEE.frozen_secs)
-    if previous.moment <= limit:
+    run_start = None
+    for reading in reversed(context.readings):
+        if reading.moment >= item.reading_timestamp or reading.source != Source.REGISTER:
+            continue
+        if meter.register_baseline_at is not None and reading.moment < meter.register_baseline_at:
+            break
+        if reading.registers != item.registers:
+            return run_start is not None and run_start <= limit
+        run_start = reading.moment
+    if run_start is None:
+        return False
+    if run_start <= limit:
         return True
     registers, start = item.registers, meter.register_baseline_at or _EPOCH
     with connection.cursor() as cursor:
-        cursor.execute(FROZEN_SINCE_SQL, [meter.id, previous.moment, start, registers.import_kwh, registers.export_kwh])
+        cursor.execute(FROZEN_SINCE_SQL, [meter.id, run_start, start, registers.import_kwh, registers.export_kwh])
         since = cursor.fetchone()[0]
     return since is not None and since <= limit

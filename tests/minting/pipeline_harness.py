@@ -138,7 +138,7 @@ def assert_minted_exactly_once(client: ChainClient, readings: list[MeterReading]
     for row in rows:
         assert row.status == MeterReading.Status.MINTED, (row.id, row.status, row.last_error)
         assert row.minted is True
-        assert row.token_amount == kwh_to_base_units(row.kwh_amount)
+        assert row.token_amount == kwh_to_base_units(row.mintable_kwh)
         assert row.batch is not None and row.batch.status == MintBatch.Status.CONFIRMED
         assert row.mint_tx_signature == row.batch.signature
         per_wallet[row.wallet_address] += row.token_amount
