@@ -61,8 +61,26 @@ def reading_received(reading) -> dict:
         "meter_serial": reading.meter.serial,
         "wallet_address": reading.wallet_address,
         "kwh_amount": _kwh(reading.kwh_amount),
+        "mintable_kwh": _kwh(reading.mintable_kwh),
+        "source": reading.source,
+        "flags": reading.flags,
         "reading_timestamp": rfc3339(reading.reading_timestamp),
         "status": reading.status,
+        "timestamp": rfc3339(),
+    }
+
+
+def reading_reviewed(reading, *, approved: bool) -> dict:
+    """An operator approved or rejected a reading a VEE rule held."""
+    return {
+        "type": "meter_reading_reviewed",
+        "user_id": str(reading.user_id),
+        "reading_id": str(reading.id),
+        "meter_id": str(reading.meter_id),
+        "meter_serial": reading.meter.serial,
+        "decision": "approved" if approved else "rejected",
+        "status": reading.status,
+        "flags": reading.flags,
         "timestamp": rfc3339(),
     }
 

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 USER_EVENT_TYPES = frozenset(
-    {"meter_reading_received", "tokens_minted", "meter_reading_validation_failed", "mint_failed"}
+    {
+        "meter_reading_received",
+        "tokens_minted",
+        "meter_reading_validation_failed",
+        "mint_failed",
+        "meter_reading_reviewed",
+    }
 )
 OPERATOR_EVENT_TYPES = USER_EVENT_TYPES | {"batch_minting_completed"}
 MAX_METERS = 1000

@@ -2,8 +2,8 @@
 
 Readings stored under the window basis wait (``awaiting_window``) in the window their timestamp falls in
 (start-stamped: [start, start + TOKENIZATION_WINDOW_SECS)). A window is complete in **event time** once the
-meter has sent a reading at or after its end plus ``TOKENIZATION_WINDOW_GRACE_SECS``; a meter that went quiet
-has its window completed by the wall clock one window later still. ``windows_settle`` then, under the meter's
+meter has sent a reading at or after its end plus ``TOKENIZATION_WINDOW_GRACE_SECS``. A meter that went quiet
+(nothing received for a whole window's length) has its past windows completed by the wall clock. ``windows_settle`` then, under the meter's
 write lock (the same lock every reading write takes, so no reading can slip into a window being settled):
 
 1. skips the window while any reading in it is held for an operator;
@@ -39,9 +39,10 @@ COMPLETE_SQL = (
     "SELECT w.meter_id, w.window_start FROM ("  # noqa: S608
     f" SELECT DISTINCT meter_id, window_start FROM {TABLE} WHERE status = 'awaiting_window') AS w"
     " CROSS JOIN LATERAL ("
-    f" SELECT max(reading_timestamp) AS latest FROM {TABLE}"
+    f" SELECT max(reading_timestamp) AS latest, max(submitted_at) AS heard FROM {TABLE}"
     " WHERE meter_id = w.meter_id AND NOT (source = 'window')) AS l"
-    " WHERE l.latest >= w.window_start + %(complete)s OR %(now)s >= w.window_start + %(complete)s + %(quiet)s"
+    " WHERE l.latest >= w.window_start + %(complete)s"
+    " OR (%(now)s >= w.window_start + %(complete)s AND l.heard <= %(now)s - %(quiet)s)"
     " ORDER BY w.window_start LIMIT %(limit)s"
 )
 WINDOW_READINGS_SQL = (
