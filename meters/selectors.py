@@ -191,19 +191,30 @@ def paginate(queryset, *, page: int, page_size: int) -> dict:
     }
 
 
-def reading_list(*, caller: Caller, page: int, page_size: int, sort_by: str, sort_order: str, minted=None) -> dict:
+def reading_list(
+    *, caller: Caller, page: int, page_size: int, sort_by: str, sort_order: str, minted=None, **filters
+) -> dict:
+    """A page of the caller's readings; ``filters`` narrow by ``meter_serial``, ``status`` or ``source``."""
     readings = _own_readings(caller).select_related("meter")
     if minted is not None:
         readings = readings.filter(minted=minted)
+    if filters.get("meter_serial") is not None:
+        readings = readings.filter(meter__serial=filters["meter_serial"])
+    for name in ("status", "source"):
+        if filters.get(name) is not None:
+            readings = readings.filter(**{name: filters[name]})
     prefix = "-" if sort_order == "desc" else ""
     return paginate(readings.order_by(f"{prefix}{sort_by}", f"{prefix}id"), page=page, page_size=page_size)
 
 
 def reading_stats(*, caller: Caller) -> dict:
+    """Totals over the caller's readings: ``total_kwh`` is their net energy as the meters measured it (a window's
+    derived row is not counted again), ``minted_kwh``/``unminted_kwh`` what was minted and what is still to be."""
+    measured = ~Q(source=MeterReading.Source.WINDOW)
     totals = _own_readings(caller).aggregate(
-        total_readings=Count("id"),
-        minted_kwh=Sum("kwh_amount", filter=Q(minted=True)),
-        unminted_kwh=Sum("kwh_amount", filter=Q(minted=False)),
-        total_kwh=Sum("kwh_amount"),
+        total_readings=Count("id", filter=measured),
+        minted_kwh=Sum("mintable_kwh", filter=Q(minted=True)),
+        unminted_kwh=Sum("mintable_kwh", filter=Q(minted=False) & ~Q(status=MeterReading.Status.REJECTED)),
+        total_kwh=Sum("kwh_amount", filter=measured),
     )
     return {key: (ZERO_KWH if value is None else value) for key, value in totals.items()}

@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from meters.apis.base import ApiView, IsApiKey, WriteApiView, reading_payload
 from meters.apis.docs import READING, batch_schema, stats_schema, submit_schema, v1_schema
 from meters.apis.meters import PageInputSerializer
+from meters.models import MeterReading
 from meters.selectors import SORTABLE, Caller, reading_list, reading_stats
 from meters.services.batch import readings_submit_batch
 from meters.services.readings import reading_submit
@@ -96,6 +97,9 @@ class ReadingListApi(ApiView):
         sort_by = serializers.ChoiceField(choices=SORTABLE, default="submitted_at")
         sort_order = serializers.ChoiceField(choices=("asc", "desc"), default="desc")
         minted = serializers.BooleanField(required=False, allow_null=True, default=None)
+        meter_serial = serializers.CharField(required=False, default=None, max_length=MAX_SERIAL_LENGTH)
+        status = serializers.ChoiceField(choices=MeterReading.Status.choices, required=False, default=None)
+        source = serializers.ChoiceField(choices=MeterReading.Source.choices, required=False, default=None)
 
     @extend_schema(
         parameters=[InputSerializer],

@@ -3,8 +3,9 @@
 Readings stored under the window basis wait (``awaiting_window``) in the window their timestamp falls in
 (start-stamped: [start, start + TOKENIZATION_WINDOW_SECS)). A window is complete in **event time** once the
 meter has sent a reading at or after its end plus ``TOKENIZATION_WINDOW_GRACE_SECS``. A meter that went quiet
-(nothing received for a whole window's length) has its past windows completed by the wall clock. ``windows_settle`` then, under the meter's
-write lock (the same lock every reading write takes, so no reading can slip into a window being settled):
+(nothing received for a whole window's length) has its past windows completed by the wall clock.
+``windows_settle`` then, under the meter's write lock (the same lock every reading write takes, so no reading
+can slip into a window being settled):
 
 1. skips the window while any reading in it is held for an operator;
 2. sums the waiting readings' net (and generated and consumed) kWh;

@@ -4,6 +4,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from meters.models import MeterReading
 from tests.factories import MeterFactory, ReadingFactory
@@ -137,6 +138,38 @@ def test_stats_total_the_callers_readings_exactly(get, meter, user_token):
         "minted_kwh": "2.500000000",
         "total_kwh": "3.500000001",
     }
+
+
+def test_stats_count_measured_energy_once_and_mint_only_what_is_mintable(get, meter, user_token):
+    ReadingFactory(meter=meter, kwh_amount=Decimal("-0.5"), status="recorded")
+    ReadingFactory(meter=meter, kwh_amount=Decimal("2"), mintable_kwh=0, status="recorded", window_start=timezone.now())
+    window = {"source": "window", "window_start": timezone.now(), "kwh_amount": Decimal("2"), "status": "pending"}
+    ReadingFactory(meter=meter, **window)
+
+    body = get("/api/meters/stats", token=user_token).json()
+
+    assert body == {
+        "total_readings": 2,
+        "unminted_kwh": "2.000000000",
+        "minted_kwh": "0.000000000",
+        "total_kwh": "1.500000000",
+    }
+
+
+def test_the_list_filters_by_meter_status_and_source(get, meter, user_token):
+    other = MeterFactory(owner=meter.owner)
+    mine = ReadingFactory(meter=meter)
+    ReadingFactory(meter=other)
+    recorded = ReadingFactory(meter=other, kwh_amount=Decimal("-1"), status="recorded")
+
+    by_meter = get("/api/meters/my-readings", token=user_token, meter_serial=meter.serial).json()["data"]
+    by_status = get("/api/meters/my-readings", token=user_token, status="recorded").json()["data"]
+    unknown = get("/api/meters/my-readings", token=user_token, meter_serial="NOPE").json()["data"]
+
+    assert [r["id"] for r in by_meter] == [str(mine.id)]
+    assert [r["id"] for r in by_status] == [str(recorded.id)]
+    assert unknown == []
+    assert get("/api/meters/my-readings", token=user_token, source="tidal").status_code == 400
 
 
 def test_stats_without_readings_are_zero(get, user_token):
