@@ -19,7 +19,7 @@ SOLANA_CLUSTERS = ("localnet", "devnet", "testnet", "mainnet-beta")
 MINT_BASES = ("reading", "export", "window")
 VEE_RULES = ("capacity", "spike", "frozen", "gap", "clock_drift", "meter_quality")
 VEE_ACTIONS = ("off", "flag", "hold", "reject")
-VEE_DEFAULT_ACTIONS = "capacity=hold,spike=hold,frozen=flag,gap=flag,clock_drift=flag,meter_quality=hold"
+VEE_DEFAULT_ACTIONS = "capacity=hold,spike=off,frozen=flag,gap=flag,clock_drift=flag,meter_quality=hold"
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,12 @@ class TokenizationConfig:
             window_grace_secs=env.int("TOKENIZATION_WINDOW_GRACE_SECS", 120, min=0, max=86400),
         )
         if 3600 % cfg.window_secs:
-            raise ConfigError("TOKENIZATION_WINDOW_SECS", cfg.window_secs, "a divisor of 3600 (900 for 15 minutes)")
+            raise ConfigError(
+                "TOKENIZATION_WINDOW_SECS", str(cfg.window_secs), "a divisor of 3600 (900 for 15 minutes)"
+            )
         if cfg.mint_strategy == "anchor" and cfg.mint_basis == "window" and cfg.window_secs % 900:
             raise ConfigError(
-                "TOKENIZATION_WINDOW_SECS", cfg.window_secs, "900, 1800 or 3600: the energy_token program's "
+                "TOKENIZATION_WINDOW_SECS", str(cfg.window_secs), "900, 1800 or 3600: the energy_token program's "
                 "mint_generation takes windows on 15-minute boundaries only",
             )  # fmt: skip
         if cfg.max_retry_delay_secs < cfg.initial_retry_delay_secs:

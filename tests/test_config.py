@@ -29,6 +29,10 @@ def test_defaults_match_the_spec():
         ("DATABASE_URL", "mysql://u@h/db", "postgres://"),
         ("SOLANA_COMMITMENT", "processed", "dropped fork"),
         ("SOLANA_COMMITMENT", "recent", "confirmed, finalized"),
+        ("TOKENIZATION_MINT_BASIS", "hourly", "reading, export, window"),
+        ("TOKENIZATION_WINDOW_SECS", "700", "a divisor of 3600"),
+        ("VEE_ACTIONS", "spike=maybe", "actions off, flag, hold, reject"),
+        ("VEE_ACTIONS", "tides=hold", "rules capacity, spike"),
     ],
 )
 def test_an_invalid_value_names_variable_value_and_allowed_range(name, value, allowed):
@@ -36,6 +40,22 @@ def test_an_invalid_value_names_variable_value_and_allowed_range(name, value, al
         load({**BASE, name: value})
     message = str(info.value)
     assert name in message and repr(value) in message and allowed in message
+
+
+def test_vee_actions_override_the_defaults_rule_by_rule():
+    vee = load({**BASE, "VEE_ACTIONS": "spike=hold, gap=reject"}).vee
+    assert vee.actions == {
+        "capacity": "hold", "spike": "hold", "frozen": "flag", "gap": "reject", "clock_drift": "flag",
+        "meter_quality": "hold",
+    }  # fmt: skip
+    assert vee.action("gap", {"gap": "off"}) == "off" and vee.action("gap", {"gap": "bogus"}) == "reject"
+
+
+def test_the_anchor_strategy_needs_windows_on_15_minute_boundaries():
+    anchor = {**BASE, "TOKENIZATION_MINT_STRATEGY": "anchor", "TOKENIZATION_MINT_BASIS": "window"}
+    with pytest.raises(ConfigError, match="mint_generation"):
+        load({**anchor, "TOKENIZATION_WINDOW_SECS": "300"})
+    assert load({**anchor, "TOKENIZATION_WINDOW_SECS": "1800"}).tokenization.window_secs == 1800
 
 
 def test_secret_key_is_required_outside_development():

@@ -46,6 +46,29 @@ ERRORS = {
 }
 
 _telemetry = {name: serializers.JSONField(required=False) for name in TELEMETRY_FIELDS}
+_kwh = {"allow_null": True, "help_text": "Exact decimal string (kWh, nine places) or null"}
+# Register reads (docs/METER_DATA.md): send totals instead of kwh, in any of these shapes.
+_registers = {
+    "registers": serializers.DictField(
+        required=False,
+        help_text='OBIS code -> cumulative total, e.g. {"1-0:1.8.0": "1234.5", "2.8.0": 567}; tariffs 1.8.1-4 and '
+        "2.8.1-4 are summed when the total is absent; GridTokenX's 1.1.1.8.0.255 form is read too",
+    ),
+    "register_unit": serializers.ChoiceField(choices=("kWh", "Wh"), required=False, help_text="Default kWh"),
+    "Total_in": serializers.JSONField(required=False, help_text="Tasmota SML import total, kWh"),
+    "Total_out": serializers.JSONField(required=False, help_text="Tasmota SML export total, kWh"),
+    "total_act": serializers.JSONField(required=False, help_text="Shelly EMData import total, Wh"),
+    "total_act_ret": serializers.JSONField(required=False, help_text="Shelly EMData export total, Wh"),
+    "WH": serializers.JSONField(required=False, help_text="SunSpec lifetime energy, Wh x 10^WH_SF"),
+    "WH_SF": serializers.IntegerField(required=False),
+    "sampledValue": serializers.ListField(required=False, help_text="OCPP Energy.Active.Import/Export.Register"),
+    "energy_generated": serializers.JSONField(required=False, help_text="kWh generated in the interval"),
+    "energy_consumed": serializers.JSONField(required=False, help_text="kWh consumed in the interval"),
+    "interval_seconds": serializers.IntegerField(
+        required=False, help_text="Length of the interval (alias interval_secs)"
+    ),
+    "quality": serializers.JSONField(required=False, help_text="The meter's quality mark(s); not good -> VEE rule"),
+}
 
 READING = inline_serializer(
     "Reading",
@@ -60,30 +83,50 @@ READING = inline_serializer(
         "submitted_at": serializers.DateTimeField(),
         "minted": serializers.BooleanField(),
         "mint_tx_signature": serializers.CharField(allow_null=True),
-        "status": serializers.CharField(),
+        "status": serializers.ChoiceField(
+            choices=("pending", "minting", "minted", "failed", "rejected", "recorded", "held", "awaiting_window")
+        ),
+        "source": serializers.ChoiceField(choices=("interval", "register", "window")),
+        "generated_kwh": serializers.CharField(**_kwh),
+        "consumed_kwh": serializers.CharField(**_kwh),
+        "interval_secs": serializers.IntegerField(allow_null=True),
+        "import_register_kwh": serializers.CharField(**_kwh),
+        "export_register_kwh": serializers.CharField(**_kwh),
+        "mintable_kwh": serializers.CharField(help_text="What this reading mints under the mint basis"),
+        "flags": serializers.ListField(child=serializers.CharField(), help_text="Quality and VEE flags"),
+        "window_start": serializers.DateTimeField(allow_null=True),
         "duplicate": serializers.BooleanField(help_text="Only on submissions: true for an idempotent replay"),
     },
 )
 SUBMIT = inline_serializer(
     "ReadingSubmit",
     {
-        "kwh_amount": serializers.CharField(help_text="Number or numeric string, 0 < kWh <= max, <= 9 places"),
+        "kwh_amount": serializers.CharField(
+            required=False,
+            help_text="Signed net kWh (number or numeric string, |kWh| <= max, <= 9 places); omit for a register read",
+        ),
         "reading_timestamp": serializers.DateTimeField(help_text="RFC 3339 with an offset"),
         "meter_serial": serializers.CharField(required=False),
         "meter_id": serializers.UUIDField(required=False),
         "meter_signature": serializers.CharField(required=False),
-        "wallet_address": serializers.CharField(required=False, help_text="Must equal the meter's wallet if sent"),
+        "wallet_address": serializers.CharField(
+            required=False, help_text="Never credited: a different or malformed one is flagged on the reading"
+        ),
         **_telemetry,
+        **_registers,
     },
 )
 V1_ITEM_FIELDS = {
-    "kwh": serializers.CharField(help_text="Number or numeric string (alias: kwh_amount)"),
+    "kwh": serializers.CharField(
+        required=False, help_text="Signed net kWh (alias: kwh_amount); omit for a register read"
+    ),
     "timestamp": serializers.DateTimeField(
         required=False, help_text="RFC 3339; default now (alias: reading_timestamp)"
     ),
     "meter_signature": serializers.CharField(required=False),
-    "wallet_address": serializers.CharField(required=False),
+    "wallet_address": serializers.CharField(required=False, help_text="Never credited; flagged when not the meter's"),
     **_telemetry,
+    **_registers,
 }
 V1_READING = inline_serializer("MeterReadingV1", V1_ITEM_FIELDS)
 BATCH = inline_serializer(
