@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from meters.models import MeterReading
@@ -155,7 +155,7 @@ def test_racing_settlers_create_one_window_and_the_database_refuses_a_second(cha
         try:
             counts.append(windows_settle())
         finally:
-            close_old_connections()
+            connection.close()
 
     threads = [threading.Thread(target=settle) for _ in range(4)]
     for thread in threads:
@@ -173,3 +173,26 @@ def test_racing_settlers_create_one_window_and_the_database_refuses_a_second(cha
         )  # fmt: skip
     services.readings_mint_due()
     assert_balance(chain, meter, "1.5")
+
+
+def test_a_windows_mint_request_names_its_meter_and_window_for_mint_generation(start):
+    from minting.chain import Generation
+    from minting.services.batching import _requests
+    from minting.services.claiming import claim_due
+
+    meter = make_meter()
+    window = MeterReading.objects.create(
+        user_id=meter.owner_id, meter=meter, wallet_address=meter.wallet_address, kwh_amount=2, mintable_kwh=2,
+        reading_timestamp=start, source="window", window_start=start,
+    )  # fmt: skip
+    reading = MeterReading.objects.create(
+        user_id=meter.owner_id, meter=meter, wallet_address=meter.wallet_address, kwh_amount=1, mintable_kwh=1,
+        reading_timestamp=start,
+    )  # fmt: skip
+    with transaction.atomic():
+        claimed = claim_due(limit=10)
+        requests, _ = _requests({meter.wallet_address: claimed}, {r.id: 1 for r in claimed})
+
+    by_key = {request.key: request.generation for request in requests}
+    expected = Generation(meter_id=meter.id.bytes, window_start_ms=int(start.timestamp()) * 1000)
+    assert by_key == {str(window.id): expected, str(reading.id): None}
