@@ -6,22 +6,48 @@ stores only its hash, exactly like the API does.
 Readings are money records: the admin never deletes one (no permission, so no button and no action,
 even for superusers), nor a meter or user that has readings. The foreign keys PROTECT them anyway; the
 admin refuses first because Django's confirmation page would load and list every protected reading.
+
+Held readings (a VEE rule holds them) are decided here with "Approve held readings" / "Reject held readings",
+which call ``meters.services.holds``; each decision writes an audit line on the ``meters.admin`` logger.
 """
 
 from __future__ import annotations
+
+import logging
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Exists, OuterRef
+from django.utils import timezone
 from django.utils.html import format_html
 
+from config.objects import VEE_ACTIONS, VEE_RULES
 from gridtoken.exceptions import ApplicationError
 from meters.models import ApiKey, Meter, MeterReading, User
+from meters.selectors import meter_cache_clear
 from meters.services.api_keys import api_key_create, api_key_revoke
+from meters.services.holds import readings_approve, readings_reject
 from meters.services.meters import meter_set_status
 from minting.admin import mint_now, retry_failed
+
+audit = logging.getLogger("meters.admin")
+
+# Every flag ingestion and VEE set on a reading (meters/services/energy.py, holds.py, windows.py).
+READING_FLAGS = (
+    "wallet_mismatch",
+    "wallet_invalid",
+    "register_baseline",
+    "register_reset",
+    "register_rollover",
+    "late_register_read",
+    "late_settled_window",
+    "above_maximum",
+    *VEE_RULES,
+)
+# One admin action decides at most this many held readings (one transaction, one lock per meter).
+HOLD_DECISIONS_PER_ACTION = 1000
 
 
 def _show_plaintext(request, key: ApiKey, plaintext: str) -> None:
@@ -75,9 +101,30 @@ class UserAdmin(KeepsReadingsAdmin, BaseUserAdmin):
     search_fields = ("username", "email", "wallet_address")
 
 
+class MeterForm(forms.ModelForm):
+    class Meta:
+        model = Meter
+        fields = "__all__"  # noqa: DJ007 (the admin decides the fields; this form only checks vee_rules)
+
+    def clean_vee_rules(self):
+        rules = self.cleaned_data.get("vee_rules") or {}
+        if not isinstance(rules, dict):
+            raise forms.ValidationError('A JSON object of rule: action, e.g. {"spike": "flag"}.')
+        wrong = sorted(
+            f"{rule}={action}" for rule, action in rules.items() if rule not in VEE_RULES or action not in VEE_ACTIONS
+        )
+        if wrong:
+            raise forms.ValidationError(
+                f"Unknown rule or action: {', '.join(wrong)}. Rules: {', '.join(VEE_RULES)}; "
+                f"actions: {', '.join(VEE_ACTIONS)}."
+            )
+        return rules
+
+
 @admin.register(Meter)
 class MeterAdmin(KeepsReadingsAdmin):
     readings_field = "meter"
+    form = MeterForm
     list_display = (
         "serial",
         "owner",
@@ -85,18 +132,25 @@ class MeterAdmin(KeepsReadingsAdmin):
         "status",
         "meter_type",
         "zone_id",
+        "capacity_kw",
+        "register_baseline_at",
         "has_public_key",
         "created_at",
     )
     list_filter = ("status", "meter_type")
     search_fields = ("serial", "wallet_address", "owner__username")
     raw_id_fields = ("owner",)
-    readonly_fields = ("id", "created_at")
-    actions = ("suspend", "activate", "issue_device_key")
+    # The baseline moves only through the "meter replaced" action, which also drops the cached meter.
+    readonly_fields = ("id", "created_at", "register_baseline_at")
+    actions = ("suspend", "activate", "issue_device_key", "start_register_baseline")
 
     @admin.display(boolean=True, description="Signs readings")
     def has_public_key(self, meter: Meter) -> bool:
         return bool(meter.public_key)
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        meter_cache_clear()  # capacity, register limits and VEE overrides apply to the next reading
 
     @admin.action(description="Suspend selected meters (their readings are refused)")
     def suspend(self, request, queryset):
@@ -118,11 +172,105 @@ class MeterAdmin(KeepsReadingsAdmin):
             )
             _show_plaintext(request, key, plaintext)
 
+    @admin.action(description="Meter replaced: start a new register baseline now")
+    def start_register_baseline(self, request, queryset):
+        now = timezone.now()
+        serials = sorted(queryset.values_list("serial", flat=True))
+        count = queryset.update(register_baseline_at=now)
+        meter_cache_clear()
+        audit.info(
+            "register baseline started",
+            extra={
+                "audit": "meter_register_baseline",
+                "actor": request.user.get_username(),
+                "meters": serials,
+                "baseline_at": now.isoformat(),
+            },
+        )
+        self.message_user(
+            request,
+            f"{count} meter(s): register reads from {now.isoformat(timespec='seconds')} on start a new baseline.",
+        )
+
+
+class ReadingFlagFilter(admin.SimpleListFilter):
+    title = "flag"
+    parameter_name = "flag"
+
+    def lookups(self, request, model_admin):
+        return [(flag, flag) for flag in READING_FLAGS]
+
+    def queryset(self, request, queryset):
+        if self.value() in READING_FLAGS:
+            # jsonb containment (flags @> '["spike"]'): a list containing the flag, whatever else it holds.
+            return queryset.filter(flags__contains=[self.value()])
+        return queryset
+
+
+def _decide_held(modeladmin, request, queryset, *, approve: bool) -> None:
+    actor = request.user.get_username()
+    held = list(
+        queryset.filter(status=MeterReading.Status.HELD).values_list("id", flat=True)[: HOLD_DECISIONS_PER_ACTION + 1]
+    )
+    more = len(held) > HOLD_DECISIONS_PER_ACTION
+    held = held[:HOLD_DECISIONS_PER_ACTION]
+    if not held:
+        modeladmin.message_user(request, "None of the selected readings is held: nothing decided.", messages.WARNING)
+        return
+    if approve:
+        decided = readings_approve(reading_ids=held)
+    else:
+        decided = readings_reject(reading_ids=held, reason=f"rejected by an operator ({actor}, admin)")
+    verb = "approved" if approve else "rejected"
+    audit.info(
+        f"held readings {verb}",
+        extra={
+            "audit": f"readings_{verb}",
+            "actor": actor,
+            "requested": len(held),
+            "decided": decided,
+            "reading_ids": [str(pk) for pk in held],
+        },
+    )
+    # Fewer decided than asked: another operator decided some of them meanwhile (they were no longer held).
+    note = f" {len(held) - decided} were no longer held." if decided < len(held) else ""
+    rest = f" More than {HOLD_DECISIONS_PER_ACTION} were selected: run the action again for the rest." if more else ""
+    level = messages.SUCCESS if decided and not rest else messages.WARNING
+    modeladmin.message_user(request, f"{decided} held reading(s) {verb}.{note}{rest}", level)
+
+
+@admin.action(description="Approve held readings")
+def approve_held(modeladmin, request, queryset) -> None:
+    _decide_held(modeladmin, request, queryset, approve=True)
+
+
+@admin.action(description="Reject held readings")
+def reject_held(modeladmin, request, queryset) -> None:
+    _decide_held(modeladmin, request, queryset, approve=False)
+
 
 @admin.register(MeterReading)
 class MeterReadingAdmin(admin.ModelAdmin):
-    list_display = ("id", "meter", "kwh_amount", "reading_timestamp", "status", "minted", "attempts", "submitted_at")
-    list_filter = ("status", "minted", ("meter", admin.RelatedOnlyFieldListFilter))
+    list_display = (
+        "id",
+        "meter",
+        "source",
+        "net_kwh",
+        "mintable_kwh",
+        "flag_list",
+        "reading_timestamp",
+        "status",
+        "minted",
+        "attempts",
+        "submitted_at",
+    )
+    list_filter = (
+        "source",
+        "status",
+        ReadingFlagFilter,
+        "minted",
+        ("meter", admin.RelatedOnlyFieldListFilter),
+    )
     search_fields = ("meter__serial", "wallet_address", "mint_tx_signature", "meter_signature")
     date_hierarchy = "reading_timestamp"
     list_select_related = ("meter",)
@@ -130,7 +278,15 @@ class MeterReadingAdmin(admin.ModelAdmin):
     show_full_result_count = False  # no COUNT(*) over millions of rows per page view
     # Readings are what meters reported: operators look, the minting pipeline changes status.
     readonly_fields = [field.name for field in MeterReading._meta.fields]
-    actions = (mint_now, retry_failed)
+    actions = (mint_now, retry_failed, approve_held, reject_held)
+
+    @admin.display(description="net kWh", ordering="kwh_amount")
+    def net_kwh(self, reading: MeterReading) -> str:
+        return format(reading.kwh_amount, "f")
+
+    @admin.display(description="flags")
+    def flag_list(self, reading: MeterReading) -> str:
+        return ", ".join(reading.flags or []) or "-"
 
     def has_add_permission(self, request) -> bool:
         return False

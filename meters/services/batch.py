@@ -230,7 +230,8 @@ def _assess(cursor, new: list, reject, now: datetime) -> list[tuple[int, Reading
 
 
 RESPLIT_SQL = (
-    f"UPDATE {TABLE} SET kwh_amount = %s, generated_kwh = %s, consumed_kwh = %s, mintable_kwh = %s, status = %s "  # noqa: S608
+    f"UPDATE {TABLE} SET kwh_amount = %s, generated_kwh = %s, consumed_kwh = %s, mintable_kwh = %s, status = %s, "  # noqa: S608
+    "interval_secs = %s "
     "WHERE id = %s AND token_amount IS NULL AND batch_id IS NULL "
     "AND (status IN ('pending', 'held', 'awaiting_window') OR (status = 'recorded' AND window_start IS NULL)) "
     "RETURNING id"
@@ -242,7 +243,15 @@ def _resplit(cursor, change) -> bool:
     (the UPDATE waits for a claiming transaction's row lock, then re-checks the row as it committed)."""
     cursor.execute(
         RESPLIT_SQL,
-        [change.kwh, change.generated, change.consumed, change.mintable, change.status, change.reading_id],
+        [
+            change.kwh,
+            change.generated,
+            change.consumed,
+            change.mintable,
+            change.status,
+            change.interval_secs,
+            change.reading_id,
+        ],
     )
     return cursor.fetchone() is not None
 

@@ -106,6 +106,7 @@ class Resplit:
     consumed: Decimal
     mintable: Decimal
     status: str
+    interval_secs: int
 
 
 @dataclass(slots=True)
@@ -120,6 +121,7 @@ class Assessment:
     flags: list[str]
     window_start: datetime | None = None
     resplit: Resplit | None = None
+    interval_secs: int | None = None  # as sent, or a register read's time since the previous read
 
 
 def window_of(moment: datetime) -> datetime:
@@ -275,9 +277,10 @@ def assess(
                 flags,
             )
         )
+    seconds = item.interval_secs if elapsed is None else int(elapsed.total_seconds())
     return Assessment(
         _exact(kwh), _exact(generated), _exact(consumed), _exact(mintable), status, list(dict.fromkeys(flags)),
-        window_start, resplit,
+        window_start, resplit, seconds,
     )  # fmt: skip
 
 
@@ -289,9 +292,9 @@ def late_register_read(verdict: Assessment) -> Assessment:
     """A late read whose following read was claimed while the late one was assessed: it adds no energy."""
     held = verdict.status == Status.HELD
     zero = _exact(ZERO)
-    return Assessment(
-        zero, zero, zero, zero, Status.HELD if held else Status.RECORDED, [*verdict.flags, "late_register_read"]
-    )
+    status = Status.HELD if held else Status.RECORDED
+    flags = [*verdict.flags, "late_register_read"]
+    return Assessment(zero, zero, zero, zero, status, flags, interval_secs=verdict.interval_secs)
 
 
 def _register(item: ReadingInput, meter: MeterRow, context: MeterContext | None, flags: list[str]):
@@ -314,7 +317,8 @@ def _register(item: ReadingInput, meter: MeterRow, context: MeterContext | None,
             status = following.status
             if status in (Status.PENDING, Status.RECORDED):
                 status = _status(mintable, None)
-            resplit = Resplit(following.id, net, later.exported, later.imported, mintable, status)
+            seconds = int((following.moment - item.reading_timestamp).total_seconds())
+            resplit = Resplit(following.id, net, later.exported, later.imported, mintable, status, seconds)
         else:
             flags.append("late_register_read")  # the later read's energy, already counted, covers this one
             imported = exported = ZERO

@@ -105,7 +105,7 @@ class StoredReading:
             source=item.source,
             generated_kwh=verdict.generated,
             consumed_kwh=verdict.consumed,
-            interval_secs=item.interval_secs,
+            interval_secs=verdict.interval_secs,
             import_register_kwh=registers.import_kwh if registers else None,
             export_register_kwh=registers.export_kwh if registers else None,
             mintable_kwh=verdict.mintable,

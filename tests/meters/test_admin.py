@@ -1,10 +1,12 @@
 """The operator admin: API keys issued with the plaintext shown once, revoked; meters suspended; readings browsed."""
 
 import re
+from decimal import Decimal
 
 import pytest
 from django.contrib import admin
 from django.contrib.messages import get_messages
+from django.utils import timezone
 
 from meters.models import ApiKey, Meter, MeterReading
 from meters.services.api_keys import hash_key
@@ -217,3 +219,141 @@ def test_a_selection_with_one_meter_with_readings_deletes_nothing(operator):
     )
 
     assert Meter.objects.filter(pk__in=[reading.meter_id, bare.pk]).count() == 2
+
+
+# Meter data review: sources, statuses and flags to filter by, held readings approved or rejected, and the
+# register baseline a replaced meter starts.
+
+
+def changelist_ids(operator, query: str) -> set[str]:
+    page = operator.get(f"/admin/meters/meterreading/{query}").content.decode()
+    return {pk for pk in re.findall(r'name="_selected_action" value="([0-9a-f-]{36})"', page)}
+
+
+def test_the_reading_list_filters_by_source_status_and_flag(operator):
+    meter = MeterFactory()
+    spike = ReadingFactory(meter=meter, status="held", flags=["spike"])
+    both = ReadingFactory(meter=meter, flags=["clock_drift", "spike"], source="register")
+    drift = ReadingFactory(meter=meter, flags=["clock_drift"])
+    plain = ReadingFactory(meter=meter)
+
+    assert changelist_ids(operator, "?flag=spike") == {str(spike.pk), str(both.pk)}
+    assert changelist_ids(operator, "?flag=clock_drift") == {str(both.pk), str(drift.pk)}
+    assert changelist_ids(operator, "?status__exact=held") == {str(spike.pk)}
+    assert changelist_ids(operator, "?source__exact=register") == {str(both.pk)}
+    assert changelist_ids(operator, "") == {str(r.pk) for r in (spike, both, drift, plain)}
+
+
+def test_the_reading_list_shows_source_net_mintable_and_flags(operator):
+    ReadingFactory(kwh_amount=Decimal("-0.250000000"), mintable_kwh=Decimal(0), status="recorded", flags=["gap"])
+
+    page = operator.get("/admin/meters/meterreading/").content.decode()
+
+    assert 'href="?flag=spike"' in page and 'href="?source__exact=window"' in page
+    assert 'href="?status__exact=held"' in page
+    for cell in (
+        '<td class="field-source">Interval</td>',
+        '<td class="field-net_kwh">-0.250000000</td>',
+        '<td class="field-flag_list">gap</td>',
+    ):
+        assert cell in page, cell
+
+
+def test_approving_held_readings_releases_them_and_writes_an_audit_line(operator, caplog):
+    held = ReadingFactory(status="held", flags=["spike"])
+    minted = ReadingFactory(status="minted", minted=True, mint_tx_signature="Sig1", token_amount=1)
+
+    with caplog.at_level("INFO", logger="meters.admin"):
+        response = operator.post(
+            "/admin/meters/meterreading/",
+            {"action": "approve_held", "_selected_action": [held.pk, minted.pk]},
+            follow=True,
+        )
+
+    held.refresh_from_db()
+    minted.refresh_from_db()
+    assert held.status == "pending" and minted.status == "minted"
+    assert "1 held reading(s) approved." in [str(m) for m in response.context["messages"]]
+    [record] = [r for r in caplog.records if r.name == "meters.admin"]
+    assert (record.audit, record.decided, record.reading_ids) == ("readings_approved", 1, [str(held.pk)])
+    assert record.actor == response.wsgi_request.user.get_username()
+
+
+def test_rejecting_held_readings_refuses_them_for_good(operator, caplog):
+    held = [ReadingFactory(status="held", flags=["capacity"]) for _ in range(2)]
+    pending = ReadingFactory()
+
+    with caplog.at_level("INFO", logger="meters.admin"):
+        response = operator.post(
+            "/admin/meters/meterreading/",
+            {"action": "reject_held", "_selected_action": [r.pk for r in [*held, pending]]},
+            follow=True,
+        )
+
+    assert {r.status for r in MeterReading.objects.filter(pk__in=[r.pk for r in held])} == {"rejected"}
+    assert all("rejected by an operator" in r.last_error for r in MeterReading.objects.filter(status="rejected"))
+    assert MeterReading.objects.get(pk=pending.pk).status == "pending"
+    assert "2 held reading(s) rejected." in [str(m) for m in response.context["messages"]]
+    [record] = [r for r in caplog.records if r.name == "meters.admin"]
+    assert (record.audit, record.decided) == ("readings_rejected", 2)
+
+
+def test_deciding_a_selection_without_held_readings_changes_nothing(operator):
+    pending = ReadingFactory()
+
+    response = operator.post(
+        "/admin/meters/meterreading/", {"action": "approve_held", "_selected_action": [pending.pk]}, follow=True
+    )
+
+    assert MeterReading.objects.get(pk=pending.pk).status == "pending"
+    assert "nothing decided" in " ".join(str(m) for m in response.context["messages"])
+
+
+def test_a_replaced_meter_starts_a_new_register_baseline_now(operator, monkeypatch, caplog):
+    from meters import selectors
+
+    replaced, untouched = MeterFactory(), MeterFactory()
+    selectors.meter_get("id", replaced.pk)  # cached, as a submission would leave it
+    before = timezone.now()
+
+    with caplog.at_level("INFO", logger="meters.admin"):
+        operator.post("/admin/meters/meter/", {"action": "start_register_baseline", "_selected_action": [replaced.pk]})
+
+    replaced.refresh_from_db()
+    untouched.refresh_from_db()
+    assert before <= replaced.register_baseline_at <= timezone.now()
+    assert untouched.register_baseline_at is None
+    assert selectors.meter_get("id", replaced.pk) == (selectors.meter_get("id", replaced.pk, fresh=True)[0], False)
+    [record] = [r for r in caplog.records if r.name == "meters.admin"]
+    assert (record.audit, record.meters) == ("meter_register_baseline", [replaced.serial])
+
+
+def test_capacity_register_limit_and_vee_rules_are_edited_on_the_meter_page(operator):
+    meter = MeterFactory()
+    form = {
+        "serial": meter.serial,
+        "owner": meter.owner.pk,
+        "wallet_address": meter.wallet_address,
+        "public_key": "",
+        "status": "active",
+        "meter_type": "",
+        "location": "",
+        "zone_id": "",
+        "created_at_0": "2025-01-01",
+        "created_at_1": "00:00:00",
+        "capacity_kw": "7.500",
+        "register_max_kwh": "1000000",
+        "vee_rules": '{"spike": "flag", "capacity": "reject"}',
+    }
+
+    refused = operator.post(f"/admin/meters/meter/{meter.pk}/change/", {**form, "vee_rules": '{"spike": "ignore"}'})
+    meter.refresh_from_db()
+    assert refused.status_code == 200 and "Unknown rule or action: spike=ignore" in refused.content.decode()
+    assert meter.vee_rules == {} and meter.capacity_kw is None
+
+    saved = operator.post(f"/admin/meters/meter/{meter.pk}/change/", form)
+
+    meter.refresh_from_db()
+    assert saved.status_code == 302
+    assert (meter.capacity_kw, meter.register_max_kwh) == (Decimal("7.500"), Decimal("1000000"))
+    assert meter.vee_rules == {"spike": "flag", "capacity": "reject"}

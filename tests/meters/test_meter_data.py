@@ -144,6 +144,7 @@ def test_register_reads_derive_exact_deltas_in_timestamp_order_whatever_the_arri
         (Decimal("1.5"), Decimal("0.4"), Decimal("1.1"), Decimal("1.1")),
     ]
     assert rows[0].flags == ["register_baseline"] and rows[0].status == Status.RECORDED
+    assert [r.interval_secs for r in rows] == [None, 900, 900, 900]  # t3's interval was split by the late read
     assert sum(r.mintable_kwh for r in rows) == Decimal("3.5") - Decimal("0.9")  # export minus import, once
 
 
