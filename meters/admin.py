@@ -34,10 +34,13 @@ from minting.admin import mint_now, retry_failed
 
 audit = logging.getLogger("meters.admin")
 
-# Every flag ingestion and VEE set on a reading (meters/services/energy.py, holds.py, windows.py).
+# Every flag ingestion and VEE set on a reading (meters/validation.py, registers.py, services/energy.py, holds.py).
 READING_FLAGS = (
     "wallet_mismatch",
     "wallet_invalid",
+    "energy_generated_unusable",
+    "energy_consumed_unusable",
+    "interval_unusable",
     "register_baseline",
     "register_reset",
     "register_rollover",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
@@ -14,6 +17,10 @@ from minting.selectors import FEE_PAYER_LOW_LAMPORTS, chain_state, control_peek,
 from realtime.events import rfc3339
 
 RECENT_READINGS = 25
+RECENT_WINDOWS = 24  # settlement windows shown per meter
+WINDOW_METERS = 50  # meters shown in the window table
+FLAGGED_SINCE = timedelta(hours=24)
+READINGS, METERS = MeterReading._meta.db_table, Meter._meta.db_table
 
 
 def meter_list(*, user) -> list[Meter]:
@@ -128,3 +135,113 @@ def pipeline_figures(*, now: datetime | None = None) -> dict:
         "chain": chain_banner(control=control, now=now),
         "as_of": rfc3339(now),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    """One meter's energy in one settlement window; kWh are exact Decimals."""
+
+    meter_id: str
+    meter_serial: str
+    window_start: datetime
+    generated_kwh: Decimal
+    consumed_kwh: Decimal
+    net_kwh: Decimal
+    readings: int
+    held: int
+    flagged: int
+    minted: bool | None  # None unless the mint basis is "window"
+
+
+# Sums like window settlement does (meters/services/windows.py): a reading without its directions counts its
+# positive net as generated and its negative net as consumed. Rejected readings are refused for good and
+# count nowhere; derived window rows are left out of the sums (they repeat their readings) and only say
+# whether the window was minted. Meters are chosen first (at most WINDOW_METERS with readings in range) so
+# every scan below is an index range scan of one meter: reading_unique_meter_timestamp for the readings,
+# reading_one_per_window for the window row.
+WINDOW_TABLE_SQL = f"""
+WITH chosen AS (
+    SELECT m.id, m.serial FROM {METERS} m
+    WHERE (%(owner)s::uuid IS NULL OR m.owner_id = %(owner)s::uuid)
+      AND EXISTS (
+        SELECT 1 FROM {READINGS} r
+        WHERE r.meter_id = m.id AND NOT (r.source = 'window')
+          AND r.reading_timestamp >= %(since)s AND r.reading_timestamp < %(until)s
+      )
+    ORDER BY m.serial
+    LIMIT %(meters)s
+)
+SELECT c.id, c.serial, w.window_start, w.generated, w.consumed, w.net, w.readings, w.held, w.flagged,
+    CASE WHEN %(window_basis)s THEN EXISTS (
+        SELECT 1 FROM {READINGS} x
+        WHERE x.meter_id = c.id AND x.source = 'window' AND x.window_start = w.window_start AND x.status = 'minted'
+    ) END
+FROM chosen c
+CROSS JOIN LATERAL (
+    SELECT to_timestamp(floor(extract(epoch FROM r.reading_timestamp) / %(secs)s) * %(secs)s) AS window_start,
+        coalesce(sum(coalesce(r.generated_kwh, greatest(r.kwh_amount, 0.000000000))), 0.000000000) AS generated,
+        coalesce(sum(coalesce(r.consumed_kwh, greatest(-r.kwh_amount, 0.000000000))), 0.000000000) AS consumed,
+        sum(r.kwh_amount) AS net,
+        count(*) AS readings,
+        count(*) FILTER (WHERE r.status = 'held') AS held,
+        count(*) FILTER (WHERE r.flags <> '[]'::jsonb) AS flagged
+    FROM {READINGS} r
+    WHERE r.meter_id = c.id AND NOT (r.source = 'window') AND NOT (r.status = 'rejected')
+      AND r.reading_timestamp >= %(since)s AND r.reading_timestamp < %(until)s
+    GROUP BY 1
+) w
+ORDER BY c.serial, w.window_start DESC
+"""  # noqa: S608 (table names from the models)
+
+
+def window_range(*, now: datetime, windows: int = RECENT_WINDOWS) -> tuple[datetime, datetime]:
+    """[since, until): the current settlement window and the ``windows - 1`` before it (UTC-aligned)."""
+    secs = settings.TOKENIZATION.window_secs
+    epoch = int(now.timestamp())
+    current = datetime.fromtimestamp(epoch - epoch % secs, tz=UTC)
+    return current - timedelta(seconds=secs * (windows - 1)), current + timedelta(seconds=secs)
+
+
+def window_table(*, user, now: datetime | None = None) -> list[WindowRow]:
+    """Generated, consumed and net kWh per meter and settlement window, newest window first, in one query.
+
+    A producer sees their own meters, an operator every meter (at most WINDOW_METERS, by serial).
+    """
+    since, until = window_range(now=now or timezone.now())
+    params = {
+        "owner": None if user.is_staff else str(user.pk),
+        "since": since,
+        "until": until,
+        "meters": WINDOW_METERS,
+        "secs": settings.TOKENIZATION.window_secs,
+        "window_basis": settings.TOKENIZATION.mint_basis == "window",
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(WINDOW_TABLE_SQL, params)
+        rows = cursor.fetchall()
+    return [WindowRow(str(row[0]), *row[1:]) for row in rows]
+
+
+def review_counts(*, user, now: datetime | None = None) -> dict:
+    """Held readings (all of them) and flagged readings submitted in the last FLAGGED_SINCE, per flag.
+
+    One query; a producer's rows come through reading_user_submitted_idx, the held count through
+    reading_held_idx.
+    """
+    since = (now or timezone.now()) - FLAGGED_SINCE
+    owner = None if user.is_staff else str(user.pk)
+    sql = f"""
+        SELECT NULL, count(*) FROM {READINGS}
+        WHERE status = 'held' AND (%(owner)s::uuid IS NULL OR user_id = %(owner)s::uuid)
+        UNION ALL
+        SELECT f.flag, count(*) FROM {READINGS} r CROSS JOIN LATERAL jsonb_array_elements_text(r.flags) AS f(flag)
+        WHERE r.submitted_at >= %(since)s AND r.flags <> '[]'::jsonb
+          AND (%(owner)s::uuid IS NULL OR r.user_id = %(owner)s::uuid)
+        GROUP BY f.flag
+    """  # noqa: S608 (table names from the models)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"owner": owner, "since": since})
+        rows = cursor.fetchall()
+    held = next(count for flag, count in rows if flag is None)
+    flags = sorted(((flag, count) for flag, count in rows if flag is not None), key=lambda item: (-item[1], item[0]))
+    return {"held": held, "flags": flags, "since": since}

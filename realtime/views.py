@@ -11,7 +11,7 @@ import logging
 from decimal import Decimal
 from functools import wraps
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -22,6 +22,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
 from gridtoken.exceptions import error_body
+from meters.validation import KWH_QUANTUM
 from realtime import selectors
 from realtime.events import rfc3339
 
@@ -85,6 +86,45 @@ def displayed(reading: dict) -> dict:
     }
 
 
+def kwh(amount: Decimal) -> str:
+    """An exact kWh amount with its unit, as the database summed it (no float, no rounding)."""
+    return f"{format(amount.quantize(KWH_QUANTUM), 'f')} kWh"  # sums keep the 9 places; a bare 0 gets them too
+
+
+def window_rows(rows: list[selectors.WindowRow]) -> list[dict]:
+    """The window table as the template shows it: exact kWh strings, the window as an RFC 3339 start."""
+    return [
+        {
+            "meter_id": row.meter_id,
+            "meter_serial": row.meter_serial,
+            "window_start": rfc3339(row.window_start),
+            "generated": kwh(row.generated_kwh),
+            "consumed": kwh(row.consumed_kwh),
+            "net": kwh(row.net_kwh),
+            "net_sign": "surplus" if row.net_kwh > 0 else "deficit" if row.net_kwh < 0 else "zero",
+            "readings": row.readings,
+            "held": row.held,
+            "flagged": row.flagged,
+            "minted": row.minted,
+        }
+        for row in rows
+    ]
+
+
+def review_links(review: dict, *, operator: bool) -> dict:
+    """Held and flagged counts, with links into the readings admin for operators (producers cannot open it)."""
+    changelist = reverse("admin:meters_meterreading_changelist") if operator else None
+    return {
+        "held": review["held"],
+        "held_url": f"{changelist}?status__exact=held" if changelist else None,
+        "flagged": [
+            {"flag": flag, "count": count, "url": f"{changelist}?{urlencode({'flag': flag})}" if changelist else None}
+            for flag, count in review["flags"]
+        ],
+        "flagged_hours": int(selectors.FLAGGED_SINCE.total_seconds() // 3600),
+    }
+
+
 def json_login_required(view):
     @wraps(view)
     def wrapped(request, *args, **kwargs):
@@ -129,6 +169,10 @@ def dashboard(request):
         "readings": [displayed(selectors.reading_as_dict(r)) for r in selectors.reading_list_recent(user=user)],
         "wallets": selectors.wallet_list(user=user),
         "figures": selectors.pipeline_figures() if user.is_staff else None,
+        "windows": window_rows(selectors.window_table(user=user)),
+        "window_minutes": settings.TOKENIZATION.window_secs // 60,
+        "window_basis": settings.TOKENIZATION.mint_basis == "window",
+        "review": review_links(selectors.review_counts(user=user), operator=user.is_staff),
     }
     return render(request, "realtime/dashboard.html", context)
 

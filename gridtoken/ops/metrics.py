@@ -11,6 +11,8 @@ show only this process' share. Instead every scrape derives the figures from fac
 - The RPC node: ``getHealth``, for the "RPC down" alert.
 - The minting control row: the outage breaker's pause and its reason, the fee payer's balance at the last
   build, the last time settling had to wait for the node.
+- Meter data review: readings held for an operator (and the oldest one's age), and readings flagged per flag
+  over the last 24 hours (one GROUP BY over ``jsonb_array_elements_text(flags)``).
 
 Cost: a handful of aggregate queries, each a scan of the readings or batches table. That is milliseconds at
 the demo's scale and roughly 100-300 ms per million readings; past that, archive old readings or move the
@@ -20,6 +22,7 @@ histograms to counters maintained by the pipeline (see docs/OPERATIONS.md).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from datetime import datetime, timedelta
 
@@ -34,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from gridtoken import observability
 from gridtoken.ops.health import check_rpc
+from meters.admin import READING_FLAGS
 from meters.models import MeterReading
 from minting.models import MintBatch
 from minting.selectors import PAUSE_REASONS, chain_state, control_peek
@@ -45,6 +49,14 @@ BATCH_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0
 LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 SETTLED = (MintBatch.Status.CONFIRMED, MintBatch.Status.FAILED, MintBatch.Status.EXPIRED)
 R = MeterReading.Status
+FLAGGED_SINCE = timedelta(hours=24)
+# Flags are codes the ingestion code sets; anything else (a hand-edited row) is one bounded "other" series.
+FLAG_CODE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+FLAGGED_SQL = (
+    f"SELECT f.flag, count(*) FROM {MeterReading._meta.db_table} r"  # noqa: S608 (table name from the model)
+    " CROSS JOIN LATERAL jsonb_array_elements_text(r.flags) AS f(flag)"
+    " WHERE r.submitted_at >= %s AND r.flags <> '[]'::jsonb GROUP BY f.flag"
+)
 
 
 def _seconds(value: timedelta | None) -> float:
@@ -99,6 +111,18 @@ def readings_with_rollout():
     return MeterReading.objects.annotate(rollout_bucket=bucket), Q(rollout_bucket__lt=percentage)
 
 
+def flagged_counts(*, since: datetime) -> dict[str, int]:
+    """Readings submitted since ``since`` carrying each flag (a reading with two flags counts under both)."""
+    with connection.cursor() as cursor:
+        cursor.execute(FLAGGED_SQL, [since])
+        rows = cursor.fetchall()
+    counts = dict.fromkeys(READING_FLAGS, 0)
+    for flag, count in rows:
+        label = flag if FLAG_CODE.fullmatch(flag) else "other"
+        counts[label] = counts.get(label, 0) + count
+    return counts
+
+
 def pause_series(reason: str | None) -> list[tuple[str, int]]:
     """``gridtoken_minting_paused`` as a state set: every known reason always has a series (0, or 1 for the
     one in force), so sums and alerts never meet a missing series; a code outside the list gets its own
@@ -150,6 +174,8 @@ class PipelineCollector(Collector):
             minting=Count("pk", filter=Q(status=R.MINTING)),
             failed=Count("pk", filter=Q(status=R.FAILED)),
             rejected=Count("pk", filter=Q(status=R.REJECTED)),
+            held=Count("pk", filter=Q(status=R.HELD)),
+            oldest_held=Min("submitted_at", filter=Q(status=R.HELD)),
             **({"manual": Count("pk", filter=Q(status=R.PENDING) & ~automatic)} if automatic else {}),
         )
         row.setdefault("manual", 0)
@@ -159,7 +185,7 @@ class PipelineCollector(Collector):
             "gridtoken_tokens_minted_total", "Tokens minted, in base units (10^-decimals).", int(row["tokens"] or 0)
         )
         readings = GaugeMetricFamily("gridtoken_readings", "Stored readings by current status.", labels=["status"])
-        for status in ("pending", "minting", "failed", "rejected"):
+        for status in ("pending", "minting", "failed", "rejected", "held"):
             readings.add_metric([status], row[status])
         yield readings
         yield GaugeMetricFamily(
@@ -183,6 +209,22 @@ class PipelineCollector(Collector):
             "Readings failed after their last attempt (need an operator).",
             row["failed"],
         )
+        yield GaugeMetricFamily(
+            "gridtoken_readings_held", "Readings a VEE rule holds for an operator to approve or reject.", row["held"]
+        )
+        yield GaugeMetricFamily(
+            "gridtoken_readings_oldest_held_age_seconds",
+            "How long the oldest held reading has waited for an operator (0 when none).",
+            _age(row["oldest_held"], now),
+        )
+        flagged = GaugeMetricFamily(
+            "gridtoken_readings_flagged",
+            "Readings submitted in the last 24 hours carrying each quality or VEE flag.",
+            labels=["flag"],
+        )
+        for flag, count in flagged_counts(since=now - FLAGGED_SINCE).items():
+            flagged.add_metric([flag], count)
+        yield flagged
         yield from self._batches(now)
         control = control_peek()
         enabled = settings.TOKENIZATION.auto_mint_enabled if control is None else control.auto_mint_enabled

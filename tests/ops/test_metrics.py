@@ -297,3 +297,49 @@ def test_pending_readings_outside_the_rollout_are_counted_as_manual(client, rows
     assert value(samples, "gridtoken_readings_pending_due") == 3 - manual
     oldest = value(samples, "gridtoken_readings_oldest_pending_age_seconds")
     assert (oldest >= 7200) == (inside == other)
+
+
+def test_held_readings_and_the_oldest_ones_wait_are_gauges(client, rows, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    rows.reading("held", submitted_at=rows.now - timedelta(hours=2))
+    rows.reading("held", flags=["capacity"])
+    rows.reading("pending")
+
+    samples = scrape(client)
+
+    assert value(samples, "gridtoken_readings_held") == 2
+    assert value(samples, "gridtoken_readings", status="held") == 2
+    assert 7200 <= value(samples, "gridtoken_readings_oldest_held_age_seconds") < 7200 + 600
+
+
+def test_no_held_reading_means_zero_held_and_no_wait(client, rows, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    rows.reading("pending")
+
+    samples = scrape(client)
+
+    assert value(samples, "gridtoken_readings_held") == 0
+    assert value(samples, "gridtoken_readings_oldest_held_age_seconds") == 0
+
+
+def test_flagged_readings_are_counted_per_flag_over_the_last_day(client, rows, rpc_at, closed_port_url):
+    rpc_at(f"http://{closed_port_url}")
+    rows.reading("pending", flags=["spike", "clock_drift"])
+    rows.reading("held", flags=["spike"])
+    rows.reading("recorded", flags=["late_settled_window"])
+    rows.reading("pending", flags=["spike"], submitted_at=rows.now - timedelta(hours=25))  # older than a day
+    rows.reading("pending", flags=["Hand edited!"])
+    rows.reading("pending")
+
+    samples = scrape(client)
+
+    flagged = {
+        dict(labels)["flag"]: count for (name, labels), count in samples.items() if name == "gridtoken_readings_flagged"
+    }
+    assert {flag: count for flag, count in flagged.items() if count} == {
+        "spike": 2,
+        "clock_drift": 1,
+        "late_settled_window": 1,
+        "other": 1,
+    }
+    assert flagged["wallet_mismatch"] == 0 and flagged["register_reset"] == 0  # every known flag has a series
