@@ -25,7 +25,7 @@ from django.utils.html import format_html
 
 from config.objects import VEE_ACTIONS, VEE_RULES
 from gridtoken.exceptions import ApplicationError
-from meters.models import ApiKey, Meter, MeterReading, User
+from meters.models import READING_FLAGS, ApiKey, Meter, MeterReading, User
 from meters.selectors import meter_cache_clear
 from meters.services.api_keys import api_key_create, api_key_revoke
 from meters.services.holds import readings_approve, readings_reject
@@ -34,21 +34,6 @@ from minting.admin import mint_now, retry_failed
 
 audit = logging.getLogger("meters.admin")
 
-# Every flag ingestion and VEE set on a reading (meters/validation.py, registers.py, services/energy.py, holds.py).
-READING_FLAGS = (
-    "wallet_mismatch",
-    "wallet_invalid",
-    "energy_generated_unusable",
-    "energy_consumed_unusable",
-    "interval_unusable",
-    "register_baseline",
-    "register_reset",
-    "register_rollover",
-    "late_register_read",
-    "late_settled_window",
-    "above_maximum",
-    *VEE_RULES,
-)
 # One admin action decides at most this many held readings (one transaction, one lock per meter).
 HOLD_DECISIONS_PER_ACTION = 1000
 

@@ -8,6 +8,27 @@ from django.utils import timezone
 # kWh is kept exactly as the meter sent it, to 9 decimal places (the token's own precision).
 KWH_DECIMAL_PLACES = 9
 KWH_MAX_DIGITS = 18
+# Every flag ingestion and VEE set on a reading (meters/validation.py, registers.py, services/energy.py,
+# services/holds.py; docs/METER_DATA.md), for the admin's filter and the flagged-readings metric.
+READING_FLAGS = (
+    "wallet_mismatch",
+    "wallet_invalid",
+    "energy_generated_unusable",
+    "energy_consumed_unusable",
+    "interval_unusable",
+    "register_baseline",
+    "register_reset",
+    "register_rollover",
+    "late_register_read",
+    "late_settled_window",
+    "above_maximum",
+    "capacity",
+    "spike",
+    "frozen",
+    "gap",
+    "clock_drift",
+    "meter_quality",
+)
 # Register totals are larger than any one interval: numeric(24, 9) holds a billion MWh.
 REGISTER_MAX_DIGITS = 24
 

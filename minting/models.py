@@ -55,6 +55,7 @@ class MintBatch(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name_plural = "mint batches"
         indexes = [
             models.Index(fields=["created_at"], condition=models.Q(status="signed"), name="batch_in_flight_idx"),
         ]

@@ -37,8 +37,7 @@ from prometheus_client.registry import Collector
 
 from gridtoken import observability
 from gridtoken.ops.health import check_rpc
-from meters.admin import READING_FLAGS
-from meters.models import MeterReading
+from meters.models import READING_FLAGS, MeterReading
 from minting.models import MintBatch
 from minting.selectors import PAUSE_REASONS, chain_state, control_peek
 from minting.services.policy import rollout_bucket_sql

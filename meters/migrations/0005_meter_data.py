@@ -6,6 +6,12 @@ derived window rows (the unique (meter, reading_timestamp) index is now partial)
 from django.db import migrations, models
 
 FILL = "UPDATE meters_meterreading SET mintable_kwh = kwh_amount"
+# Serves the flagged-readings metric and the dashboard's counts (gridtoken/ops/metrics.py: FLAGGED_SQL), which
+# filter with exactly this predicate; few readings carry flags, so the index stays small.
+FLAGGED_INDEX = (
+    "CREATE INDEX reading_flagged_idx ON meters_meterreading (submitted_at) WHERE flags <> '[]'::jsonb",
+    "DROP INDEX reading_flagged_idx",
+)
 
 FUNCTION = """
 CREATE OR REPLACE FUNCTION meters_reading_insert(
@@ -152,4 +158,5 @@ class Migration(migrations.Migration):
             constraint=models.CheckConstraint(condition=models.Q(('mintable_kwh__gt', 0), ('status__in', ['recorded', 'held', 'awaiting_window', 'rejected']), _connector='OR'), name='reading_minted_only_if_mintable'),
         ),
         migrations.RunSQL(FUNCTION, migrations.RunSQL.noop),
+        migrations.RunSQL(*FLAGGED_INDEX),
     ]

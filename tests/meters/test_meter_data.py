@@ -379,3 +379,10 @@ def test_a_register_jump_beyond_the_largest_reading_is_held(post, meter, fleet_k
 
     jump = MeterReading.objects.order_by("reading_timestamp").last()
     assert (jump.status, jump.mintable_kwh, jump.flags) == (Status.HELD, Decimal("20183"), ["above_maximum"])
+
+
+def test_every_vee_rule_is_a_known_flag():
+    from config.objects import VEE_RULES
+    from meters.models import READING_FLAGS
+
+    assert set(VEE_RULES) <= set(READING_FLAGS)
