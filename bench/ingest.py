@@ -4,6 +4,8 @@
     python bench/ingest.py                       # starts gunicorn itself (sync workers), runs both modes
     python bench/ingest.py --mode batch --duration 20 --clients 3 --workers 3
     python bench/ingest.py --url http://127.0.0.1:8000   # against a server you started (rate limits off!)
+    python bench/ingest.py --readings register           # cumulative register reads instead of kwh intervals
+    python bench/ingest.py --mint-basis window           # the server runs with TOKENIZATION_MINT_BASIS=window
 
 Without ``--url`` the script starts ``gunicorn gridtoken.wsgi -k sync`` on a free port with DEBUG=false,
 rate limits off and LOG_LEVEL=WARNING (``--log-level INFO`` keeps the per-request access log), and stops it
@@ -16,6 +18,14 @@ Single mode: each client posts ``/api/v1/meters/{serial}/readings`` with its met
 reading per meter per 15-minute interval (so no request is a duplicate or a conflict). Batch mode: each
 client posts ``/api/v1/meters/batch/readings`` with a fleet key, one reading for each of ``--batch-size``
 meters per request, the next interval in the next request.
+
+``--readings register`` sends register reads instead (``"registers": {"1.8.0": ..., "2.8.0": ...}``, no
+``kwh``): each meter starts from its own totals and every 15-minute step adds 0.25 kWh import and 1.0-1.75 kWh
+export, so the server derives a net of 0.75-1.5 kWh per step (a meter's first read is its baseline).
+``--mint-basis window`` starts the server with ``TOKENIZATION_MINT_BASIS=window`` (readings are stored
+``awaiting_window``; nothing settles them during the run, as no Celery worker runs). Both take the ingestion
+path that loads the meter's neighbouring readings under its lock. Rejected items and non-2xx answers are
+counted and the first few error bodies printed.
 """
 
 from __future__ import annotations
@@ -36,6 +46,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = timedelta(minutes=15)
+# Register reads: Wh added per 15-minute step (export varies with the step so the series is not flat).
+IMPORT_STEP_WH = 250
+EXPORT_STEP_WH = (1000, 1250, 1500, 1750)
+ERROR_SAMPLES = 5
 
 
 def setup_django() -> None:
@@ -53,7 +67,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(workers: int, log_level: str, no_events: bool) -> tuple[subprocess.Popen, str]:
+def start_server(
+    workers: int, log_level: str, no_events: bool, mint_basis: str | None = None
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ)
     if no_events:
@@ -67,6 +83,8 @@ def start_server(workers: int, log_level: str, no_events: bool) -> tuple[subproc
         LOG_LEVEL=log_level,
         ALLOWED_HOSTS="127.0.0.1,localhost",
     )
+    if mint_basis is not None:
+        env["TOKENIZATION_MINT_BASIS"] = mint_basis
     command = [
         sys.executable, "-m", "gunicorn", "gridtoken.wsgi:application", "-k", "sync", "-w", str(workers),
         "-b", f"127.0.0.1:{port}", "--log-level", "warning", "--backlog", "2048",
@@ -176,31 +194,60 @@ def cleanup(owner_id: str) -> None:
         cursor.execute(f"VACUUM ANALYZE {MeterReading._meta.db_table}")
 
 
-def client_loop(mode, url, meters, fleet_key, batch_size, start_at, stop_at, base, progress, results) -> None:
+def kwh_text(wh: int) -> str:
+    return f"{wh // 1000}.{wh % 1000:03d}"
+
+
+def register_totals(client: int, index: int, imported_wh: int, exported_wh: int) -> dict[str, str]:
+    """A meter's OBIS totals: its own starting point plus what every meter has counted since the first step."""
+    start_wh = 1_000_000 * (1 + client) + 10_000 * index  # 1,000 kWh and more: a meter that has run for years
+    return {"1.8.0": kwh_text(start_wh + imported_wh), "2.8.0": kwh_text(start_wh // 2 + exported_wh)}
+
+
+def client_loop(
+    mode, kind, url, client, meters, fleet_key, batch_size, start_at, stop_at, base, progress, results
+) -> None:
     host, port = url.split("//")[1].split(":")
     port = int(port)
-    latencies, statuses, accepted = [], {}, 0
+    latencies, statuses, accepted, rejected, errors = [], {}, 0, 0, []
     interval = 0
+    imported_wh = exported_wh = 0  # register reads: counted since each meter's first (baseline) read
     cpu_start = time.process_time()
     while time.time() < start_at:
         time.sleep(0.01)
     while time.time() < stop_at:
         moment = (base + interval * INTERVAL).isoformat().replace("+00:00", "Z")
         if mode == "single":
-            for serial, key in meters:
+            for index, (serial, key) in enumerate(meters):
                 if time.time() >= stop_at:
                     break
-                body = json.dumps({"kwh": "1.234", "timestamp": moment, "voltage": 230.1}).encode()
+                if kind == "register":
+                    totals = register_totals(client, index, imported_wh, exported_wh)
+                    body = json.dumps({"timestamp": moment, "registers": totals, "voltage": 230.1}).encode()
+                else:
+                    body = json.dumps({"kwh": "1.234", "timestamp": moment, "voltage": 230.1}).encode()
                 headers = {"Content-Type": "application/json", "X-API-Key": key}
                 begin = time.perf_counter()
-                status, _ = request(host, port, "POST", f"/api/v1/meters/{serial}/readings", body, headers)
+                status, content = request(host, port, "POST", f"/api/v1/meters/{serial}/readings", body, headers)
                 latencies.append(time.perf_counter() - begin)
                 statuses[status] = statuses.get(status, 0) + 1
                 accepted += status == 201
+                if status >= 300 and len(errors) < ERROR_SAMPLES:
+                    errors.append(f"{status} {serial} {moment}: {content.decode(errors='replace')[:500]}")
                 progress.value += 1
         else:
             chosen = meters[:batch_size]
-            readings = [{"meter_serial": serial, "kwh": "0.25", "timestamp": moment} for serial, _ in chosen]
+            if kind == "register":
+                readings = [
+                    {
+                        "meter_serial": serial,
+                        "timestamp": moment,
+                        "registers": register_totals(client, index, imported_wh, exported_wh),
+                    }
+                    for index, (serial, _) in enumerate(chosen)
+                ]
+            else:
+                readings = [{"meter_serial": serial, "kwh": "0.25", "timestamp": moment} for serial, _ in chosen]
             body = json.dumps({"readings": readings}).encode()
             headers = {"Content-Type": "application/json", "X-API-Key": fleet_key}
             begin = time.perf_counter()
@@ -211,9 +258,26 @@ def client_loop(mode, url, meters, fleet_key, batch_size, start_at, stop_at, bas
                 done = json.loads(content)
                 accepted += sum(1 for result in done["results"] if result["status"] == "accepted")
                 progress.value += done["success_count"]
+                for result in done["results"]:
+                    if result["status"] != "accepted":  # rejected, or a duplicate, which no run here should send
+                        rejected += 1
+                        if len(errors) < ERROR_SAMPLES:
+                            item = readings[result["index"]]
+                            errors.append(f"item {item['meter_serial']} {moment}: {json.dumps(result)[:500]}")
+            elif len(errors) < ERROR_SAMPLES:
+                errors.append(f"{status} batch {moment}: {content.decode(errors='replace')[:500]}")
         interval += 1
+        imported_wh += IMPORT_STEP_WH
+        exported_wh += EXPORT_STEP_WH[interval % len(EXPORT_STEP_WH)]
     results.put(
-        {"latencies": latencies, "statuses": statuses, "accepted": accepted, "cpu": time.process_time() - cpu_start}
+        {
+            "latencies": latencies,
+            "statuses": statuses,
+            "accepted": accepted,
+            "rejected": rejected,
+            "errors": errors,
+            "cpu": time.process_time() - cpu_start,
+        }
     )
 
 
@@ -223,6 +287,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def run_mode(mode: str, args, url: str, run: str, server=None) -> dict:
+    """One mode's run; its label names the reading kind and mint basis when they are not the defaults."""
     from meters.models import MeterReading
 
     per_client = args.batch_size if mode == "batch" else args.meters_per_client
@@ -235,8 +300,8 @@ def run_mode(mode: str, args, url: str, run: str, server=None) -> dict:
     processes = [
         multiprocessing.Process(
             target=client_loop,
-            args=(mode, url, fixtures["plan"][i], fixtures["fleet_key"], args.batch_size, start_at, stop_at, base,
-                  progress[i], results),
+            args=(mode, args.readings, url, i, fixtures["plan"][i], fixtures["fleet_key"], args.batch_size, start_at,
+                  stop_at, base, progress[i], results),
         )
         for i in range(args.clients)
     ]  # fmt: skip
@@ -260,14 +325,22 @@ def run_mode(mode: str, args, url: str, run: str, server=None) -> dict:
         for status, count in outcome["statuses"].items():
             statuses[status] = statuses.get(status, 0) + count
     accepted = sum(outcome["accepted"] for outcome in outcomes)
+    rejected = sum(outcome["rejected"] for outcome in outcomes)
+    errors = [error for outcome in outcomes for error in outcome["errors"]]
     stored = MeterReading.objects.filter(user_id=fixtures["owner_id"]).count()
+    label = mode + (" register reads" if args.readings == "register" else "")
+    label += f", mint basis {args.mint_basis}" if args.mint_basis else ""
     summary = {
         "mode": mode,
+        "kind": args.readings,
+        "mint_basis": args.mint_basis or "server default",
         "requests": len(latencies),
         "requests_per_s": len(latencies) / args.duration,
         "readings": accepted,
         "readings_per_s": accepted / args.duration,
         "statuses": statuses,
+        "items_not_accepted": rejected,
+        "error_samples": errors,
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p90_ms": percentile(latencies, 0.90) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
@@ -285,7 +358,7 @@ def run_mode(mode: str, args, url: str, run: str, server=None) -> dict:
     projected = os.cpu_count() * 1000 / total_ms * per_reading if total_ms else 0.0
     summary["projected_readings_per_s_on_idle_cores"] = projected
     print(
-        f"== {mode}: {summary['readings']:,} readings in {args.duration}s = "
+        f"== {label}: {summary['readings']:,} readings in {args.duration}s = "
         f"{summary['readings_per_s']:,.0f} readings/s "
         f"({summary['requests_per_s']:,.0f} requests/s); latency p50 {summary['p50_ms']:.1f} ms, "
         f"p90 {summary['p90_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms, max {summary['max_ms']:.1f} ms; "
@@ -297,6 +370,10 @@ def run_mode(mode: str, args, url: str, run: str, server=None) -> dict:
         f"{summary['projected_readings_per_s_on_idle_cores']:,.0f} readings/s if all {os.cpu_count()} cores "
         "were ours (PostgreSQL background writers and Redis not counted)"
     )
+    if rejected or errors:
+        print(f"   NOT ACCEPTED: {rejected:,} batch items; first error bodies (up to {ERROR_SAMPLES} per client):")
+        for error in errors:
+            print(f"     {error}")
     if not args.keep:
         cleanup(fixtures["owner_id"])
     return summary
@@ -311,22 +388,36 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=15, help="seconds per mode")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--meters-per-client", type=int, default=100, help="single mode")
+    parser.add_argument(
+        "--readings",
+        choices=("interval", "register"),
+        default="interval",
+        help="interval: kwh per 15 min (default); register: cumulative OBIS 1.8.0/2.8.0 totals per 15 min",
+    )
+    parser.add_argument(
+        "--mint-basis",
+        choices=("reading", "export", "window"),
+        help="TOKENIZATION_MINT_BASIS for the server started here (default: the server's own default, reading)",
+    )
     parser.add_argument("--log-level", default="WARNING", help="server LOG_LEVEL (INFO logs every request)")
     parser.add_argument("--keep", action="store_true", help="keep the rows the run created")
     parser.add_argument(
         "--no-events", action="store_true", help="diagnostic: run the server without a channel layer (no live events)"
     )
     args = parser.parse_args()
+    if args.url and args.mint_basis:
+        parser.error("--mint-basis sets the environment of the server started here; with --url set it on yours")
     setup_django()
     server = None
     url = args.url
     if url is None:
-        server, url = start_server(args.workers, args.log_level, args.no_events)
+        server, url = start_server(args.workers, args.log_level, args.no_events, args.mint_basis)
     run = uuid.uuid4().hex[:6]
     print(
         f"ingest bench {run}: {url}, {args.clients} clients, {args.duration}s per mode, "
         f"{os.cpu_count()} CPUs, {'gunicorn sync x' + str(args.workers) if server else 'external server'}"
-        f"{', NO live events (diagnostic)' if args.no_events else ''}"
+        f"{', NO live events (diagnostic)' if args.no_events else ''}, {args.readings} readings"
+        f"{', TOKENIZATION_MINT_BASIS=' + args.mint_basis if args.mint_basis else ''}"
     )
     try:
         modes = ("single", "batch") if args.mode == "both" else (args.mode,)
