@@ -196,7 +196,10 @@ def _store(caller: Caller, candidates, results, reject, now: datetime) -> list[S
             exact[meter.id][moment] = _Existing(reading_id, item.kwh, moment, item.registers)
             bisect.insort(times[meter.id], moment)
             new.append((index, item, meter, reading_id))
-        new = _assess(cursor, new, reject, now)
+        new, refused = _assess(cursor, new, reject, now)
+        for index, result in enumerate(results):  # a repeat of an item a VEE rule refused shares its refusal
+            if result is not None and result["status"] == DUPLICATE and result["id"] in refused:
+                reject(index, refused[result["id"]], *refused_item(candidates, index))
         inserted = _insert(cursor, new, now)
 
     created = []
@@ -210,23 +213,30 @@ def _store(caller: Caller, candidates, results, reject, now: datetime) -> list[S
     return created
 
 
-def _assess(cursor, new: list, reject, now: datetime) -> list[tuple[int, ReadingInput, StoredReading]]:
+def refused_item(candidates, index: int) -> tuple:
+    """(meter, item) of the candidate at batch ``index``, for announcing its rejection."""
+    return next((meter, item) for position, item, meter in candidates if position == index)
+
+
+def _assess(cursor, new: list, reject, now: datetime) -> tuple[list[tuple[int, ReadingInput, StoredReading]], dict]:
     """The energy picture of each new item, in timestamp order per meter (so arrival order never changes what
-    registers derive); items a VEE rule rejects are rejected. Re-derives stored reads a late read splits."""
+    registers derive); items a VEE rule rejects are rejected (returned by id with their error). Re-derives
+    stored reads a late read splits."""
     contextual = [(item, meter) for _, item, meter, _ in new if needs_context(item)]
     contexts = contexts_load(cursor, contextual) if contextual else {}
-    rows = []
+    rows, refused = [], {}
     for index, item, meter, reading_id in sorted(new, key=lambda entry: entry[1].reading_timestamp):
         try:
             verdict = assess(item, meter, contexts.get(meter.id), reading_id=reading_id, now=now)
         except ApplicationError as error:
             reject(index, error, meter, item)
+            refused[str(reading_id)] = error
             continue
         if verdict.resplit is not None and not _resplit(cursor, verdict.resplit):
             verdict = late_register_read(verdict)
         rows.append((index, item, StoredReading.new(meter, item, now, verdict, reading_id)))
     rows.sort(key=lambda row: row[0])
-    return rows
+    return rows, refused
 
 
 RESPLIT_SQL = (

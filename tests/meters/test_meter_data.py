@@ -386,3 +386,15 @@ def test_every_vee_rule_is_a_known_flag():
     from meters.models import READING_FLAGS
 
     assert set(VEE_RULES) <= set(READING_FLAGS)
+
+
+def test_a_repeat_of_an_item_a_vee_rule_refused_is_refused_too(post, meter, fleet_key, recent, settings):
+    import dataclasses
+
+    settings.VEE = dataclasses.replace(settings.VEE, actions={**settings.VEE.actions, "meter_quality": "reject"})
+    item = {"meter_serial": meter.serial, "kwh": "1", "timestamp": rfc3339(recent), "quality": "estimated"}
+
+    body = post(BATCH, {"readings": [item, item]}, key=fleet_key).json()
+
+    assert [r["error"]["code"] for r in body["results"]] == ["vee_meter_quality"] * 2
+    assert not MeterReading.objects.exists()
