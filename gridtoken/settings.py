@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "meters",
     "minting",
     "realtime",
+    "protocols",
 ]
 
 MIDDLEWARE = [

@@ -100,7 +100,12 @@ class _Existing:
         return self.registers is None and self.kwh_amount == item.kwh
 
 
-def readings_submit_batch(*, caller: Caller, readings: object, now: datetime) -> dict:
+def readings_submit_batch(*, caller: Caller, readings: object, now: datetime, signed_messages=None) -> dict:
+    """Store a batch of reading bodies; one result per item, in order.
+
+    ``signed_messages`` (device protocols only, aligned with ``readings``): per item, the messages its
+    signature may cover instead of the canonical one, or None for the canonical message.
+    """
     if not isinstance(readings, list):
         raise ValidationFailed("validation_error", "readings must be a list.", field="readings")
     limit = settings.INGEST.batch_max
@@ -120,6 +125,8 @@ def readings_submit_batch(*, caller: Caller, readings: object, now: datetime) ->
     for index, data in enumerate(readings):
         try:
             item = parse_reading(data, kwh_key="kwh", timestamp_key="timestamp", timestamp_required=False, now=now)
+            if signed_messages is not None:
+                item.signed_messages = signed_messages[index]
         except ApplicationError as error:
             reject(index, error)
             continue

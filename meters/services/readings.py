@@ -187,7 +187,11 @@ def _signature_rejection(meter: MeterRow, item: ReadingInput) -> ApplicationErro
     message = signatures.canonical_message(
         serial=meter.serial, reading_timestamp=item.reading_timestamp, kwh=signatures.signed_kwh(item)
     )
-    if not signatures.verify(public_key=meter.public_key, signature=item.meter_signature, message=message):
+    messages = item.signed_messages or (message,)
+    if not any(
+        signatures.verify(public_key=meter.public_key, signature=item.meter_signature, message=m) for m in messages
+    ):
+        message = messages[0]
         hint = "" if item.timestamp_sent else " (a signed reading must carry its timestamp)"
         return ValidationFailed(
             "invalid_signature",
