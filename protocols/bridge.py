@@ -1,0 +1,325 @@
+"""GridTokenX's aggregator-bridge envelope: its payloads as GridToken reading bodies, and what their signatures cover.
+
+The bridge (gridtokenx-aggregator-bridge ``crates/aggregator-api/src/handlers.rs``) takes
+``{"protocol", "device_id", "payload": {...}}`` and ``{"protocol", "readings": [{..., "device_id"}]}``. Pure
+functions only: ``protocols.apis`` stores what they return through ``meters.services``.
+
+Energy. The DLMS payload's OBIS ``1.1.1.8.0.255`` (import = consumed) and ``1.1.2.8.0.255`` (export = generated)
+are Wh and carry the INTERVAL's energy under total-register codes (the sender is GridTokenX's simulator), so they
+become ``energy_consumed``/``energy_generated`` in kWh, never ``registers`` (GridToken reads those as
+cumulative). A missing total is the sum of its tariff registers ``1.1.x.8.1-4.255``. Without OBIS energies the
+plain ``energy_generated``/``energy_consumed`` (kWh) are used. The signed net ``kwh`` is the payload's when sent,
+else ``generated - consumed``. All of it is Decimal arithmetic on the numbers' text as sent
+(``meters.parsers.loads_exact``).
+
+Signatures. Ed25519 (base58) over ``{device_id}:{v}:{timestamp_ms}``, then the legacy
+``{device_id}:{v}:{timestamp_ms // 1000}``, then the payload's JSON without ``signature`` (sorted keys, compact,
+as serde_json writes it). ``v`` is Rust's ``f64::to_string`` of the first JSON number among ``kwh``,
+``energy_consumed``, ``energy_generated``, import Wh / 1000, export Wh / 1000. The message texts are rebuilt
+with binary floats on purpose: they must be what the bridge's f64 arithmetic prints; no amount is taken from
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+
+from gridtoken.exceptions import ApplicationError, ValidationFailed
+from meters.validation import KWH_QUANTUM, MAX_SERIAL_LENGTH, TELEMETRY_FIELDS, clean_text, parse_timestamp
+
+DLMS, DLMS_ENC, SIMULATOR = "dlms", "dlms-enc", "simulator"
+PROTOCOLS = (DLMS, DLMS_ENC, SIMULATOR)
+DEVICE_TYPE = "smart_meter"
+# Where GridToken announces a stored reading: the meter_reading_received event on the WebSocket (/ws).
+STREAM = "gridtoken:events:v1"
+IMPORT_WH, EXPORT_WH = "1.1.1.8.0.255", "1.1.2.8.0.255"
+IMPORT_TARIFFS = tuple(f"1.1.1.8.{tariff}.255" for tariff in range(1, 5))
+EXPORT_TARIFFS = tuple(f"1.1.2.8.{tariff}.255" for tariff in range(1, 5))
+# Instantaneous values, stored as telemetry (units as the bridge documents them).
+OBIS_TELEMETRY = {
+    "1.1.32.7.0.255": "voltage",  # V
+    "1.1.31.7.0.255": "current",  # A
+    "1.1.14.7.0.255": "frequency",  # Hz
+    "1.1.13.7.0.255": "power_factor",
+    "1.1.16.7.0.255": "power",  # kW, signed net import (negative = export)
+}
+_PASSED_THROUGH = tuple(name for name in TELEMETRY_FIELDS if name not in ("energy_generated", "energy_consumed"))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeReading:
+    """One bridge payload as a GridToken v1 reading body, and the messages its signature may cover."""
+
+    device_id: str | None
+    body: dict
+    signed_messages: tuple[bytes, ...] | None
+
+
+def _invalid(message: str, field: str, code: str = "validation_error") -> ValidationFailed:
+    return ValidationFailed(code, message, field=field)
+
+
+def envelope_protocol(envelope: object) -> str:
+    """The envelope's protocol; 400 ``unsupported_protocol`` when it is not one the bridge speaks."""
+    if not isinstance(envelope, dict):
+        raise ValidationFailed("validation_error", "Expected a JSON object.")
+    protocol = envelope.get("protocol")
+    if protocol not in PROTOCOLS:
+        raise _invalid(f"protocol must be one of {', '.join(PROTOCOLS)}.", "protocol", "unsupported_protocol")
+    return protocol
+
+
+def refuse_encrypted(payload: object, field: str = "payload") -> ApplicationError:
+    """The refusal of a ``dlms-enc`` frame: 400 when it is malformed, else 422 ``encrypted_frame_unsupported``.
+
+    GridToken holds no device AES keys, so it cannot read these frames; it says so rather than store nothing
+    silently. The counter is echoed for the sender's logs.
+    """
+    enc = payload.get("enc") if isinstance(payload, dict) else None
+    if not isinstance(enc, dict):
+        return _invalid('A dlms-enc payload carries {"enc": {"counter", "nonce", "ciphertext"}}.', field)
+    counter = enc.get("counter")
+    if isinstance(counter, bool) or not isinstance(counter, int) or counter <= 0:
+        return _invalid("enc.counter must be a positive integer.", f"{field}.enc.counter")
+    for name in ("nonce", "ciphertext"):
+        if not isinstance(enc.get(name), str) or not enc[name]:
+            return _invalid(f"enc.{name} must be a non-empty string.", f"{field}.enc.{name}")
+    return ApplicationError(
+        "encrypted_frame_unsupported",
+        "Encrypted DLMS frames (dlms-enc) cannot be read here; send the plaintext protocol dlms, signed.",
+        field=field,
+        details={"counter": counter},
+        status=422,
+    )
+
+
+def device_id_of(envelope: dict) -> str:
+    """The single envelope's ``device_id`` (the meter's serial)."""
+    return clean_text(envelope.get("device_id"), "device_id", max_length=MAX_SERIAL_LENGTH, required=True)
+
+
+def payload_of(envelope: dict) -> dict:
+    payload = envelope.get("payload")
+    if not isinstance(payload, dict):
+        raise _invalid("payload must be a JSON object.", "payload")
+    return payload
+
+
+def reading_from_payload(payload: dict, *, device_id: str) -> BridgeReading:
+    """A single envelope's payload, ``device_id`` naming the meter by serial."""
+    return _reading(payload, device_id, {"meter_serial": device_id})
+
+
+def reading_from_item(item: object) -> BridgeReading:
+    """A batch item: its own ``device_id`` (or ``meter_id`` / ``meter_serial``) names the meter.
+
+    GridTokenX puts serials in ``meter_id`` too; only a UUID there is read as GridToken's meter id.
+    """
+    if not isinstance(item, dict):
+        raise ValidationFailed("validation_error", "Expected a JSON object.")
+    identity: dict = {}
+    device_id = None
+    for name in ("device_id", "meter_id", "meter_serial"):
+        if item.get(name) is not None:
+            device_id = clean_text(item[name], name, max_length=MAX_SERIAL_LENGTH)
+            break
+    if item.get("device_id") is not None:
+        identity["meter_serial"] = device_id
+    elif item.get("meter_serial") is not None:
+        identity["meter_serial"] = item["meter_serial"]
+        if item.get("meter_id") is not None and _is_uuid(item["meter_id"]):
+            identity["meter_id"] = item["meter_id"]
+    elif device_id is not None:
+        identity["meter_id" if _is_uuid(device_id) else "meter_serial"] = device_id
+    return _reading(item, device_id, identity)
+
+
+def _is_uuid(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _reading(payload: dict, device_id: str | None, identity: dict) -> BridgeReading:
+    body = dict(identity)
+    for name in _PASSED_THROUGH:
+        if payload.get(name) is not None:
+            body[name] = payload[name]
+    for code, name in OBIS_TELEMETRY.items():
+        if _is_number(payload.get(code)):
+            body[name] = payload[code]
+    zone = payload.get("zone_code")
+    if "zone_id" not in body and isinstance(zone, str) and zone.isascii() and zone.isdigit() and len(zone) < 10:
+        body["zone_id"] = int(zone)
+    directions = {
+        "energy_consumed": _obis_kwh(payload, IMPORT_WH, IMPORT_TARIFFS),
+        "energy_generated": _obis_kwh(payload, EXPORT_WH, EXPORT_TARIFFS),
+    }
+    for name, amount in directions.items():
+        directions[name] = payload.get(name) if amount is None else amount
+        if directions[name] is not None:
+            body[name] = directions[name]
+    if payload.get("kwh") is not None:
+        body["kwh"] = payload["kwh"]
+    elif any(amount is not None for amount in directions.values()):
+        body["kwh"] = _net(**directions)
+    else:
+        raise _invalid(
+            "The payload carries no energy: kwh, OBIS 1.1.1.8.0.255/1.1.2.8.0.255 (Wh) or "
+            "energy_generated/energy_consumed (kWh) is required.",
+            "kwh",
+        )
+    if payload.get("timestamp") is not None:
+        body["timestamp"] = payload["timestamp"]
+    signature = payload.get("signature")
+    if signature is None:
+        signature = payload.get("meter_signature")  # the simulator's flat reading's spelling
+    if signature is not None:
+        body["meter_signature"] = signature
+    return BridgeReading(device_id, body, signed_messages(payload, device_id=device_id))
+
+
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, Decimal))
+
+
+def _net(*, energy_consumed: object, energy_generated: object) -> Decimal:
+    """generated - consumed (an absent direction is zero), each cut to nine places as ``meters.validation``
+    stores it, so the stored kwh is exactly stored generated - stored consumed."""
+    net = Decimal(0)
+    for name, value, sign in (("energy_generated", energy_generated, 1), ("energy_consumed", energy_consumed, -1)):
+        if value is None:
+            continue
+        if not _is_number(value) or value < 0:
+            raise _invalid("Without kwh, the energies must be numbers of kWh, zero or more.", name)
+        net += sign * Decimal(value).quantize(KWH_QUANTUM, rounding=ROUND_DOWN)
+    return net
+
+
+def _obis_kwh(payload: dict, total: str, tariffs: tuple[str, ...]) -> Decimal | None:
+    """An OBIS interval energy (Wh) in kWh, exactly; the tariff registers' sum when the total is absent."""
+    codes = (total,) if payload.get(total) is not None else tuple(code for code in tariffs if code in payload)
+    amounts = []
+    for code in codes:
+        value = payload[code]
+        if value is None:
+            continue
+        if not _is_number(value) or not Decimal(value).is_finite() or value < 0:
+            raise _invalid("An OBIS energy must be a number of Wh, zero or more.", code)
+        amounts.append(Decimal(value))
+    if not amounts:
+        return None
+    return sum(amounts, Decimal(0)).scaleb(-3)
+
+
+# --- What the signature covers ---------------------------------------------------------------------------------
+
+
+def signed_messages(payload: dict, *, device_id: str | None) -> tuple[bytes, ...] | None:
+    """The bridge's three message forms for ``payload``, or None when it names no device or carries no
+    timestamp (a signed reading must carry both; GridToken's own canonical message is then checked)."""
+    if device_id is None or not isinstance(payload.get("timestamp"), str):
+        return None
+    try:
+        moment = parse_timestamp(payload["timestamp"], "timestamp")
+    except ValidationFailed:
+        return None
+    value = signed_value(payload)
+    if value is None:
+        return None
+    millis = (moment - _EPOCH) // _MILLISECOND
+    unsigned = {key: item for key, item in payload.items() if key != "signature"}
+    return (
+        f"{device_id}:{value}:{millis}".encode(),
+        f"{device_id}:{value}:{millis // 1000}".encode(),
+        serde_json(unsigned).encode(),
+    )
+
+
+def signed_value(payload: dict) -> str | None:
+    """``v``: the first JSON number of kwh, energy_consumed, energy_generated, import Wh/1000, export Wh/1000."""
+    for name in ("kwh", "energy_consumed", "energy_generated"):
+        if _is_number(payload.get(name)):
+            return rust_f64_to_string(payload[name])
+    for code in (IMPORT_WH, EXPORT_WH):
+        if _is_number(payload.get(code)):
+            try:
+                return _display(_f64(payload[code]) / 1000.0)
+            except OverflowError:
+                return None
+    return None
+
+
+def _f64(number: int | Decimal) -> float:
+    """The f64 the bridge parses from the number's text (Python's float() rounds correctly; serde_json without
+    its float_roundtrip feature can be one ulp off on rare inputs, which no test fixture hits)."""
+    return float(number)
+
+
+def _display(value: float) -> str | None:
+    """Rust ``f64::to_string``: the shortest digits that round-trip, never an exponent, ``1.0`` -> ``"1"``."""
+    if not math.isfinite(value):
+        return None
+    text = format(Decimal(repr(value)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def rust_f64_to_string(number: int | Decimal) -> str | None:
+    """Rust ``f64::to_string`` of a JSON number as sent (e.g. ``Decimal("1.0")`` -> ``"1"``)."""
+    try:
+        return _display(_f64(number))
+    except OverflowError:
+        return None
+
+
+def serde_json(value: object) -> str:
+    """``serde_json::to_string`` of a parsed ``serde_json::Value`` (sorted keys: its default BTreeMap)."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # escapes exactly '"', '\\' and U+0000-U+001F, as serde_json
+    if isinstance(value, int) and -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, (int, Decimal)):
+        return _ryu(float(value))
+    if isinstance(value, list):
+        return "[" + ",".join(serde_json(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{serde_json(key)}:{serde_json(value[key])}" for key in sorted(value)) + "}"
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+def _ryu(value: float) -> str:
+    """How serde_json writes an f64 (the ``ryu`` crate): ``400.0``, ``0.85``, ``1e16``, ``1.5e-7``."""
+    if value == 0:
+        return "-0.0" if math.copysign(1, value) < 0 else "0.0"
+    sign, digits, exponent = Decimal(repr(value)).as_tuple()
+    text = "".join(map(str, digits)).rstrip("0")
+    exponent += len(digits) - len(text)
+    length, point = len(text), len(text) + exponent
+    if exponent >= 0 and point <= 16:
+        out = f"{text}{'0' * exponent}.0"
+    elif 0 < point <= 16:
+        out = f"{text[:point]}.{text[point:]}"
+    elif -5 < point <= 0:
+        out = f"0.{'0' * -point}{text}"
+    elif length == 1:
+        out = f"{text}e{point - 1}"
+    else:
+        out = f"{text[0]}.{text[1:]}e{point - 1}"
+    return ("-" if sign else "") + out
