@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import string
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import environ
 
@@ -236,6 +240,134 @@ class ServiceConfig:
         )
 
 
+# Topic layouts the MQTT ingester understands: format name -> default topic template ({serial} is one level).
+MQTT_PRESETS = {
+    "gridtoken": "gridtoken/meters/{serial}/readings",
+    "tasmota": "tele/{serial}/SENSOR",
+    "shelly": "{serial}/status/emdata:0",
+    "shelly-rpc": "{serial}/events/rpc",
+}
+MQTT_DEFAULT_TOPICS = "gridtoken,tasmota,shelly,shelly-rpc"
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """The MQTT ingester (``manage.py ingest_mqtt``) and the broker files ``manage.py mqtt_acl`` writes."""
+
+    url: str
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+    ca_file: Path | None
+    client_id: str
+    share_group: str
+    topics: tuple[tuple[str, str], ...]  # (format, template)
+    error_topic: str
+    session_expiry_secs: int
+    keepalive_secs: int
+    batch_max: int
+    batch_ms: int
+    queue_max: int
+    reconnect_min_secs: int
+    reconnect_max_secs: int
+    tasmota_timezone: str
+    device_secret: str | None
+
+    @classmethod
+    def from_env(cls, env: Env, *, debug: bool, batch_limit: int) -> MqttConfig:
+        url = env.url("MQTT_URL", "mqtt://127.0.0.1:1883", schemes=("mqtt", "mqtts"))
+        parts = urlsplit(url)
+        shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url  # errors name no secret
+        try:
+            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        except ValueError:
+            raise ConfigError("MQTT_URL", shown, "mqtt[s]://[user:password@]host[:port]") from None
+        if not parts.hostname or parts.path not in ("", "/"):
+            raise ConfigError("MQTT_URL", shown, "mqtt[s]://[user:password@]host[:port] (no path)")
+        ca_file = env.raw("MQTT_CA_FILE")
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise ConfigError("MQTT_CA_FILE", ca_file, "a readable PEM file of CA certificates (mqtts://)")
+        share_group = env.str("MQTT_SHARE_GROUP", "gridtoken")
+        if share_group and not _mqtt_level(share_group):
+            raise ConfigError("MQTT_SHARE_GROUP", share_group, "one topic level without / + # (empty: no sharing)")
+        timezone = env.str("MQTT_TASMOTA_TIMEZONE", "UTC")
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                "MQTT_TASMOTA_TIMEZONE", timezone, "an IANA time zone such as UTC or Asia/Bangkok"
+            ) from None
+        error_topic = env.str("MQTT_ERROR_TOPIC", "gridtoken/meters/{serial}/errors")
+        if _mqtt_template(error_topic) is None:
+            raise ConfigError("MQTT_ERROR_TOPIC", error_topic, "a topic with one {serial} level and no + or #")
+        cfg = cls(
+            url=url,
+            host=parts.hostname,
+            port=port,
+            tls=parts.scheme == "mqtts",
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            ca_file=Path(ca_file) if ca_file else None,
+            client_id=env.str("MQTT_CLIENT_ID", f"gridtoken-ingest-{socket.gethostname()}"[:64]),
+            share_group=share_group,
+            topics=_mqtt_topics(env),
+            error_topic=error_topic,
+            session_expiry_secs=env.int("MQTT_SESSION_EXPIRY_SECS", 7 * 86400, min=60, max=2**32 - 2),
+            keepalive_secs=env.int("MQTT_KEEPALIVE_SECS", 30, min=5, max=3600),
+            batch_max=env.int("MQTT_BATCH_MAX", min(500, batch_limit), min=1, max=batch_limit),
+            batch_ms=env.int("MQTT_BATCH_MS", 50, min=0, max=10_000),
+            queue_max=env.int("MQTT_QUEUE_MAX", 2000, min=1, max=65_535),
+            reconnect_min_secs=env.int("MQTT_RECONNECT_MIN_SECS", 1, min=1, max=300),
+            reconnect_max_secs=env.int("MQTT_RECONNECT_MAX_SECS", 60, min=1, max=3600),
+            tasmota_timezone=timezone,
+            device_secret=env.raw("MQTT_DEVICE_SECRET") or ("development-only-mqtt-device-secret" if debug else None),
+        )
+        if not cfg.client_id.isprintable() or len(cfg.client_id) > 128:
+            raise ConfigError("MQTT_CLIENT_ID", cfg.client_id, "1 to 128 printable characters, stable per ingester")
+        if cfg.reconnect_max_secs < cfg.reconnect_min_secs:
+            raise ConfigError("MQTT_RECONNECT_MAX_SECS", cfg.reconnect_max_secs, ">= MQTT_RECONNECT_MIN_SECS")
+        return cfg
+
+
+def _mqtt_level(text: str) -> bool:
+    return bool(text) and not any(char in text for char in "/+#") and text.isprintable()
+
+
+def _mqtt_template(template: str) -> list[str] | None:
+    """The levels of a topic template with exactly one whole ``{serial}`` level, or None when it is not one."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError:
+        return None
+    levels = template.split("/")
+    if fields != ["serial"] or levels.count("{serial}") != 1 or any(c in template for c in "+#"):
+        return None
+    if template.startswith("$") or "" in levels:
+        return None
+    return levels
+
+
+def _mqtt_topics(env: Env) -> tuple[tuple[str, str], ...]:
+    """MQTT_TOPICS: comma-separated presets (``gridtoken``) or ``format=template`` pairs
+    (``tasmota=site1/tele/{serial}/SENSOR``)."""
+    text = env.str("MQTT_TOPICS", MQTT_DEFAULT_TOPICS)
+    allowed = (
+        f"presets or format=template pairs; formats {', '.join(MQTT_PRESETS)}; templates with one {{serial}} level"
+    )
+    topics = []
+    for part in (part.strip() for part in text.split(",")):
+        name, _, template = part.partition("=")
+        template = template or MQTT_PRESETS.get(name, "")
+        if name not in MQTT_PRESETS or _mqtt_template(template) is None:
+            raise ConfigError("MQTT_TOPICS", text, allowed)
+        topics.append((name, template))
+    if not topics or len({template for _, template in topics}) != len(topics):
+        raise ConfigError("MQTT_TOPICS", text, allowed + ", each template once")
+    return tuple(topics)
+
+
 @dataclass(frozen=True)
 class AppConfig:
     service: ServiceConfig
@@ -243,6 +375,7 @@ class AppConfig:
     ingest: IngestConfig
     vee: VeeConfig
     chain: ChainConfig
+    mqtt: MqttConfig
 
 
 def load(source=None) -> AppConfig:
@@ -255,10 +388,12 @@ def load(source=None) -> AppConfig:
         environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
     env = Env(source)
     service = ServiceConfig.from_env(env)
+    ingest = IngestConfig.from_env(env)
     return AppConfig(
         service=service,
         tokenization=TokenizationConfig.from_env(env),
-        ingest=IngestConfig.from_env(env),
+        ingest=ingest,
         vee=VeeConfig.from_env(env),
         chain=ChainConfig.from_env(env, debug=service.debug),
+        mqtt=MqttConfig.from_env(env, debug=service.debug, batch_limit=ingest.batch_max),
     )

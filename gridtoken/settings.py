@@ -8,6 +8,7 @@ TOKENIZATION = CONFIG.tokenization
 INGEST = CONFIG.ingest
 VEE = CONFIG.vee
 CHAIN = CONFIG.chain
+MQTT = CONFIG.mqtt
 
 BASE_DIR = config.objects.BASE_DIR
 SECRET_KEY = SERVICE.secret_key
