@@ -35,6 +35,23 @@ Start it, then run the demo again:
   (or set REDIS_URL to a server you have)"""
 
 
+MQTT_HELP = """\
+The MQTT broker is not reachable at {where} ({reason}); --transport mqtt needs one.
+Start it, then run the demo again:
+  docker compose up -d mosquitto                                       # with Docker
+  mosquitto -d -c /etc/mosquitto/mosquitto.conf                        # a local Mosquitto
+  (or set MQTT_URL to a broker you have)"""
+
+
+def mqtt_problem(host: str, port: int) -> str | None:
+    """Why the broker cannot be used, or None (a TCP connect: the ingester itself reports the MQTT session)."""
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return None
+    except OSError as exc:
+        return MQTT_HELP.format(where=f"{host}:{port}", reason=str(exc) or type(exc).__name__)
+
+
 def _where(db: dict) -> str:
     return f"{db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}"
 
@@ -115,6 +132,7 @@ def commands(*, host: str, port: int, rpc_port: int, ledger: str | None, beat_sc
         "web": [PYTHON, "-m", "uvicorn", "gridtoken.asgi:application", "--host", host, "--port", str(port)],
         "worker": [PYTHON, "-m", "celery", "-A", "gridtoken", "worker", "--loglevel", "INFO"],
         "beat": [PYTHON, "-m", "celery", "-A", "gridtoken", "beat", "--loglevel", "INFO", "--schedule", beat_schedule],
+        "ingester": [PYTHON, "manage.py", "ingest_mqtt"],
     }
 
 

@@ -10,7 +10,9 @@
 4. Walk a simulated clock forward one 15-minute interval per tick, from ``--backfill`` hours ago (or just
    after the meters' newest stored reading) to now, one tick every ``--interval`` seconds, then one tick at
    each real 15-minute boundary. Each tick posts every producing meter's reading: v1 body per meter (default),
-   the legacy ``submit-reading`` body (``--legacy``), or one batch post with the fleet key (``--batch``).
+   the legacy ``submit-reading`` body (``--legacy``), one batch post with the fleet key (``--batch``), or
+   publishes the v1 body to ``gridtoken/meters/{serial}/readings`` at QoS 1 on a broker (``--mqtt URL``, for the
+   ingester ``manage.py ingest_mqtt``; "published" counts what the broker acknowledged).
    Ticks that only replay stored readings (or fall at night) do not wait. ``--until-now`` stops once the
    clock reaches real time (load history and exit); ``--duration`` after so many seconds; Ctrl-C any time.
 
@@ -19,6 +21,7 @@ The simulator needs this database for steps 1-3 (run it where the server's datab
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import signal
@@ -26,8 +29,10 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import httpx
+import paho.mqtt.client as mqtt
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Max
 from django.utils import timezone
@@ -40,15 +45,17 @@ from meters.simulator import INTERVAL, Reading, SimMeter, floor_interval, make_m
 
 KEY_NAME = "simulator"
 MAX_BACKFILL_HOURS = 7 * 24 - 1  # readings older than READING_MAX_AGE_DAYS (7) are refused
-ACCEPTED, DUPLICATE, REJECTED, ERROR = "accepted", "duplicate", "rejected", "error"
+ACCEPTED, DUPLICATE, REJECTED, ERROR, PUBLISHED = "accepted", "duplicate", "rejected", "error", "published"
+MQTT_TOPIC = "gridtoken/meters/{serial}/readings"
 
 
 class Simulator:
-    def __init__(self, *, url: str, mode: str, stdout, timeout: float = 30.0) -> None:
+    def __init__(self, *, url: str, mode: str, stdout, timeout: float = 30.0, mqtt_url: str | None = None) -> None:
         self.url, self.mode, self.stdout = url.rstrip("/"), mode, stdout
         self.http = httpx.Client(base_url=self.url, timeout=timeout)
         self.fleet_key: str | None = None
         self.errors_shown = 0
+        self.broker = _broker(mqtt_url) if mqtt_url else None
 
     # -- set-up ---------------------------------------------------------------------------------
     def ensure_user(self, username: str, password: str | None) -> tuple[User, str]:
@@ -157,12 +164,49 @@ class Simulator:
                 self._show_error("item", str(result.get("error")))
         return Counter(result["status"] for result in results)
 
+    def publish(self, readings: list[Reading]) -> Counter:
+        """Publish each reading at QoS 1 and wait for the broker's acknowledgements."""
+        sent = [
+            (reading, self.broker.publish(MQTT_TOPIC.format(serial=reading.meter.serial), _json(reading.v1_body()), 1))
+            for reading in readings
+        ]
+        tally: Counter = Counter()
+        for _, info in sent:
+            try:
+                info.wait_for_publish(timeout=30)
+            except (RuntimeError, ValueError) as exc:
+                self._show_error("mqtt", str(exc))
+            tally[PUBLISHED if info.is_published() else ERROR] += 1
+        return tally
+
     def post(self, readings: list[Reading], pool: ThreadPoolExecutor) -> Counter:
         if not readings:
             return Counter()
+        if self.mode == "mqtt":
+            return self.publish(readings)
         if self.mode == "batch":
             return self.post_batch(readings)
         return Counter(pool.map(self.post_one, readings))
+
+
+def _json(body: dict) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _broker(url: str):
+    """A connected MQTT client publishing for the simulated meters (one gateway connection for all)."""
+    parts = urlsplit(url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"simulator-{time.monotonic_ns()}")
+    if parts.username:
+        client.username_pw_set(parts.username, parts.password)
+    if parts.scheme == "mqtts":
+        client.tls_set()
+    try:
+        client.connect(parts.hostname or "127.0.0.1", parts.port or (8883 if parts.scheme == "mqtts" else 1883))
+    except OSError as exc:
+        raise CommandError(f"Cannot reach the MQTT broker at {parts.hostname}:{parts.port}: {exc}") from None
+    client.loop_start()
+    return client
 
 
 def resume_point(meters: list[SimMeter], start):
@@ -194,6 +238,7 @@ class Command(BaseCommand):
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--batch", action="store_true", help="one batch post per tick with a fleet key")
         mode.add_argument("--legacy", action="store_true", help="the legacy POST /api/meters/submit-reading body")
+        mode.add_argument("--mqtt", metavar="URL", default=None, help="publish to this broker (mqtt://host:port)")
         parser.add_argument("--sign", action="store_true", help="sign each reading with the meter's Ed25519 key")
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="the API's base URL")
         parser.add_argument("--username", default="demo-producer")
@@ -209,7 +254,7 @@ class Command(BaseCommand):
             raise CommandError(f"--backfill must be from 0 to {MAX_BACKFILL_HOURS} hours (older readings are refused).")
         if options["interval"] < 0:
             raise CommandError("--interval must be >= 0.")
-        mode = "batch" if options["batch"] else "legacy" if options["legacy"] else "v1"
+        mode = "batch" if options["batch"] else "legacy" if options["legacy"] else "mqtt" if options["mqtt"] else "v1"
         prefix = options["prefix"] or "SIM-" + re.sub(r"[^A-Za-z0-9._-]", "-", options["username"])
         serials = [f"{prefix}-{i:03d}" for i in range(1, options["meters"] + 1)]
         meters = [make_meter(serial, seed=options["seed"], sign=options["sign"]) for serial in serials]
@@ -221,7 +266,7 @@ class Command(BaseCommand):
 
     def simulate(self, meters: list[SimMeter], mode: str, options) -> None:
         seed = options["seed"]
-        sim = Simulator(url=options["url"], mode=mode, stdout=self.stdout)
+        sim = Simulator(url=options["url"], mode=mode, stdout=self.stdout, mqtt_url=options["mqtt"])
         with sim.http:  # closing it ends keep-alive connections (and the server threads holding them)
             try:
                 user, token = sim.ensure_user(options["username"], options["password"])
@@ -238,7 +283,12 @@ class Command(BaseCommand):
                 f"Simulating {len(meters)} meters of {user.username} ({mode}{signed}) "
                 f"against {options['url']} from {clock:%Y-%m-%d %H:%M}Z"
             )
-            totals = self.run(sim, meters, clock, options, seed)
+            try:
+                totals = self.run(sim, meters, clock, options, seed)
+            finally:
+                if sim.broker is not None:
+                    sim.broker.disconnect()
+                    sim.broker.loop_stop()
         self.stdout.write(f"Done: {summary(totals)}")
 
     def run(self, sim: Simulator, meters, clock, options, seed) -> Counter:
@@ -260,10 +310,10 @@ class Command(BaseCommand):
                     tally = sim.post(readings_at(meters, clock, seed=seed), pool)
                     totals.update(tally)
                     if tally:
-                        total = totals[ACCEPTED]
-                        self.stdout.write(f"{clock:%Y-%m-%d %H:%M}Z {summary(tally)} | accepted so far {total}")
+                        total = totals[ACCEPTED] + totals[PUBLISHED]
+                        self.stdout.write(f"{clock:%Y-%m-%d %H:%M}Z {summary(tally)} | sent so far {total}")
                     clock += INTERVAL
-                    if tally[ACCEPTED]:
+                    if tally[ACCEPTED] or tally[PUBLISHED]:
                         pause(options["interval"])
             except KeyboardInterrupt:
                 self.stdout.write("Stopping.")
@@ -271,5 +321,5 @@ class Command(BaseCommand):
 
 
 def summary(tally: Counter) -> str:
-    kinds = (ACCEPTED, DUPLICATE, REJECTED, ERROR)
+    kinds = (ACCEPTED, PUBLISHED, DUPLICATE, REJECTED, ERROR)
     return ", ".join(f"{kind} {tally[kind]}" for kind in kinds if tally[kind]) or "none"

@@ -4,8 +4,9 @@
 2. Start the local chain (ledger under --var-dir) and run chain_init.
 3. Start the ASGI server (REST, WebSocket, dashboard), a Celery worker and beat.
 4. Create (or reset) the demo operator and producers; print their credentials.
-5. Start one meter simulator per producer (signed v1 posts, legacy posts, fleet batches, in turn), each
-   with new meters replaying --backfill hours of solar production, one 15-minute interval per --interval.
+5. Start one meter simulator per producer (signed v1 posts, legacy posts, fleet batches, in turn; or, with
+   ``--transport mqtt``, the MQTT ingester and simulators publishing to the broker at MQTT_URL), each with new
+   meters replaying --backfill hours of solar production, one 15-minute interval per --interval.
 6. Print the dashboard URL and a live progress line computed from the database.
 Ctrl-C or SIGTERM (or --duration) stops every process it started, newest first, each with its whole
 process group, so no port stays taken. Child output goes to --var-dir/logs/<name>.log.
@@ -56,6 +57,10 @@ class Command(BaseCommand):
         parser.add_argument("--duration", type=float, default=None, help="stop by itself after this many seconds")
         parser.add_argument("--var-dir", type=Path, default=None, help="ledger, logs, beat schedule (default var/demo)")
         parser.add_argument("--no-ledger", action="store_true", help="a fresh chain every run")
+        parser.add_argument(
+            "--transport", choices=("rest", "mqtt"), default="rest",
+            help="how simulated meters send: REST posts, or MQTT to the broker at MQTT_URL via the ingester",
+        )  # fmt: skip
 
     def handle(self, *args, **options):
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -85,6 +90,8 @@ class Command(BaseCommand):
             raise CommandError("--producers must be 1..20 and --meters 1..100.")
         db = settings.DATABASES["default"]
         problem = demo.postgres_problem(db) or demo.redis_problem(settings.SERVICE.redis_url)
+        if not problem and options["transport"] == "mqtt":
+            problem = demo.mqtt_problem(settings.MQTT.host, settings.MQTT.port)
         if problem:
             raise CommandError(problem)
         for name, port in (("--port", options["port"]), ("--rpc-port", options["rpc_port"])):
@@ -129,6 +136,9 @@ class Command(BaseCommand):
         supervisor.wait_until(supervisor.children[-1], lambda: _http_ok(f"{web_url}/health"), timeout=90)
         start("worker")
         start("beat")
+        mqtt = options["transport"] == "mqtt"
+        if mqtt:
+            start("ingester")
         accounts = demo.demo_accounts(options["producers"])
         producers = [account for account in accounts if account.role == "producer"]
         # Each run adds its own meters, so it has fresh history to replay (a meter's readings can only go
@@ -140,7 +150,7 @@ class Command(BaseCommand):
                 "--username", account.username, "--password", account.password,
                 "--prefix", f"DEMO{run}-{index + 1}", "--meters", str(options["meters"]),
                 "--interval", str(options["interval"]), "--backfill", str(options["backfill"]),
-                *SIMULATOR_MODES[index % len(SIMULATOR_MODES)],
+                *(["--mqtt", settings.MQTT.url] if mqtt else SIMULATOR_MODES[index % len(SIMULATOR_MODES)]),
             ]  # fmt: skip
             child = supervisor.start(f"simulator-{index + 1}", command, env=env, cwd=cwd, expected_exit=True)
             self.stdout.write(f"Started simulator-{index + 1} (pid {child.pid})")
