@@ -7,7 +7,8 @@ show only this process' share. Instead every scrape derives the figures from fac
   sum of their ``token_amount``, settled batches by outcome); gauges from current state (pending, due,
   in flight, dead letters, oldest pending); histograms are cumulative over all settled batches and
   minted readings, so they only grow and ``histogram_quantile(rate(...))`` works as usual.
-- Redis: readings the API rejected (never stored) and open WebSocket connections (``gridtoken.observability``).
+- Redis: readings the API rejected (never stored) and open WebSocket connections (``gridtoken.observability``);
+  the MQTT ingesters' counters and heartbeats (``protocols.status``).
 - The RPC node: ``getHealth``, for the "RPC down" alert.
 - The minting control row: the outage breaker's pause and its reason, the fee payer's balance at the last
   build, the last time settling had to wait for the node.
@@ -41,6 +42,7 @@ from meters.models import READING_FLAGS, MeterReading
 from minting.models import MintBatch
 from minting.selectors import PAUSE_REASONS, chain_state, control_peek
 from minting.services.policy import rollout_bucket_sql
+from protocols import status as mqtt_status
 
 logger = logging.getLogger(__name__)
 
@@ -332,6 +334,47 @@ class PipelineCollector(Collector):
             "Open WebSocket connections, all web processes.",
             observability.ws_connection_count(),
         )
+        yield from self._mqtt()
+
+    def _mqtt(self):
+        totals = mqtt_status.ingester_totals()
+        yield CounterMetricFamily(
+            "gridtoken_mqtt_messages_received_total", "MQTT messages the ingesters took in.", totals["received"]
+        )
+        yield CounterMetricFamily(
+            "gridtoken_mqtt_readings_stored_total", "Readings the MQTT ingesters stored.", totals["stored"]
+        )
+        yield CounterMetricFamily(
+            "gridtoken_mqtt_duplicates_total",
+            "MQTT messages answered as duplicates (redeliveries, device repeats).",
+            totals["duplicates"],
+        )
+        refused = CounterMetricFamily(
+            "gridtoken_mqtt_refused_total", "MQTT messages refused, by error code.", labels=["code"]
+        )
+        for code, count in totals["refused"].items():
+            refused.add_metric([code], count)
+        yield refused
+        fleet = mqtt_status.ingester_fleet()
+        live = fleet["live"]
+        yield GaugeMetricFamily(
+            "gridtoken_mqtt_ingesters_connected",
+            "Live MQTT ingesters connected to the broker.",
+            sum(1 for ingester in live if ingester["connected"]),
+        )
+        yield GaugeMetricFamily("gridtoken_mqtt_ingesters_live", "MQTT ingesters sending heartbeats.", len(live))
+        yield GaugeMetricFamily(
+            "gridtoken_mqtt_ingesters_missing",
+            "MQTT ingesters that stopped sending heartbeats without a clean stop.",
+            len(fleet["missing"]),
+        )
+        lags = [ingester["lag_seconds"] for ingester in live if ingester["lag_seconds"] is not None]
+        if lags:
+            yield GaugeMetricFamily(
+                "gridtoken_mqtt_lag_seconds",
+                "The largest lag a live MQTT ingester reports (absent while none reports one).",
+                max(lags),
+            )
 
 
 def build_registry() -> CollectorRegistry:

@@ -1,10 +1,17 @@
 """Docker cannot run here, so the deployment files are read against what the tests do run."""
 
 import re
+import shutil
+import socket
+import subprocess
+import threading
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from django.core.management import get_commands
+from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import load
@@ -12,11 +19,13 @@ from gridtoken import observability
 from gridtoken.ops import demo
 from minting.models import MintingControl
 from minting.selectors import DECISIONS_BLOCKED_RECENT, FEE_PAYER_LOW_LAMPORTS
-from tests.conftest import ROOT
+from protocols import status as mqtt_status
+from protocols.mqtt import acl
+from tests.conftest import ROOT, free_port, wait_until
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-APP_SERVICES = ("localnet", "init", "web", "worker", "beat")
+APP_SERVICES = ("localnet", "init", "web", "worker", "beat", "mqtt-acl", "ingester")
 PLACEHOLDER_OPTIONS = {"--host", "--port", "--ledger", "--schedule"}
 
 
@@ -31,7 +40,7 @@ def normalised(argv: list[str]) -> list[str]:
 DEMO = demo.commands(host="127.0.0.1", port=8000, rpc_port=8899, ledger="/x/ledger.bin", beat_schedule="/x/beat")
 
 
-@pytest.mark.parametrize("name", ["localnet", "web", "worker", "beat"])
+@pytest.mark.parametrize("name", ["localnet", "web", "worker", "beat", "ingester"])
 def test_compose_runs_the_same_command_as_the_demo(name):
     assert normalised(SERVICES[name]["command"]) == normalised(DEMO[name])
 
@@ -102,10 +111,24 @@ def test_the_production_example_is_valid_and_starts_in_manual_mode_on_mainnet():
 RULES = yaml.safe_load((ROOT / "docs/alerts/gridtoken-rules.yml").read_text())["groups"][0]["rules"]
 
 
+@pytest.fixture
+def mqtt_state():
+    def clear() -> None:
+        client = observability.redis_client()
+        client.delete(mqtt_status.REGISTRY_KEY, mqtt_status.COUNTS_KEY, mqtt_status.HEARTBEAT_PREFIX + "ingest-a")
+
+    clear()
+    yield
+    clear()
+
+
 @pytest.mark.django_db
-def test_every_metric_an_alert_uses_is_exported(client, rpc_at, closed_port_url):
+def test_every_metric_an_alert_uses_is_exported(client, rpc_at, closed_port_url, mqtt_state):
     rpc_at(f"http://{closed_port_url}")
     observability.readings_rejected(["validation_error"])  # the counter has series once something is rejected
+    mqtt_status.ingester_count(received=1, refused={"validation_error": 1})  # likewise
+    # The lag is reported while a live ingester reports one.
+    mqtt_status.ingester_heartbeat(name="ingest-a", connected=True, broker="mqtt://mosquitto:1883", lag_seconds=0.1)
     # The fee payer's balance is reported once a worker has read it at a mint build.
     MintingControl.objects.create(id=1, auto_mint_enabled=True, fee_payer_lamports=1_000_000_000)
     exported = set()
@@ -160,3 +183,109 @@ def test_the_decisions_alert_window_matches_what_counts_as_recent():
     expr = rule("GridTokenDecisionsBlocked")["expr"]
     assert f"< {int(DECISIONS_BLOCKED_RECENT.total_seconds())}" in expr
     assert rule("GridTokenDecisionsBlocked")["for"] == "5m"
+
+
+def compose_default(value: str) -> str:
+    """The value Compose uses when the ``${VAR:-default}`` variable is unset."""
+    return re.fullmatch(r"\$\{\w+:-(.*)\}", value)[1]
+
+
+def test_the_ingester_runs_ingest_mqtt_like_the_worker_against_the_compose_broker():
+    ingester, worker = SERVICES["ingester"], SERVICES["worker"]
+    assert ingester["command"] == ["python", "manage.py", "ingest_mqtt"]
+    assert get_commands()["ingest_mqtt"] == "protocols"
+    assert ingester["restart"] == "unless-stopped" and ingester["image"] == worker["image"]
+    assert {k: v for k, v in ingester["environment"].items() if not k.startswith("MQTT_")} == worker["environment"]
+    assert ingester["depends_on"]["init"] == {"condition": "service_completed_successfully"}
+    assert "mosquitto" in ingester["depends_on"]
+    assert ingester["volumes"] == []  # it stores readings; only workers (and web) hold the mint authority key
+    url = compose_default(ingester["environment"]["MQTT_URL"])
+    client_id = compose_default(ingester["environment"]["MQTT_CLIENT_ID"])
+    debug = compose_default(worker["environment"]["DEBUG"])
+    cfg = load({"DEBUG": debug, "MQTT_URL": url, "MQTT_CLIENT_ID": client_id}).mqtt
+    assert (cfg.host, cfg.port, cfg.client_id) == ("mosquitto", 1883, "gridtoken-ingest-1")
+    # mqtt_acl writes the ingester's account from the same URL.
+    assert SERVICES["mqtt-acl"]["environment"]["MQTT_URL"] == ingester["environment"]["MQTT_URL"]
+    assert cfg.username and cfg.password
+
+
+MOSQUITTO_CONF = ROOT / "deploy/mosquitto/mosquitto.conf"
+
+
+def conf_values(text: str) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition(" ")
+            values.setdefault(name, []).append(value)
+    return values
+
+
+def test_the_broker_mounts_its_config_and_reads_the_files_mqtt_acl_writes():
+    broker, writer = SERVICES["mosquitto"], SERVICES["mqtt-acl"]
+    assert broker["image"] == "eclipse-mosquitto:2" and broker["restart"] == "unless-stopped"
+    assert "./deploy/mosquitto/mosquitto.conf:/mosquitto/config/mosquitto.conf:ro" in broker["volumes"]
+    conf = conf_values(MOSQUITTO_CONF.read_text())
+    assert conf["allow_anonymous"] == ["false"] and conf["persistence"] == ["true"]
+    assert "mosquittodata:" + conf["persistence_location"][0].rstrip("/") in broker["volumes"]
+    # The broker reads, from the volume mqtt-acl writes, the very files it writes.
+    (auth,) = [v.split(":")[1] for v in broker["volumes"] if v.startswith("mqttauth:")]
+    (written,) = [v.split(":")[1] for v in writer["volumes"] if v.startswith("mqttauth:")]
+    argv = writer["command"]
+    assert argv[:3] == ["python", "manage.py", "mqtt_acl"]
+    for option, setting in (("--passwords", "password_file"), ("--acl", "acl_file")):
+        path = argv[argv.index(option) + 1]
+        assert path.startswith(written + "/") and conf[setting] == [auth + path.removeprefix(written)]
+    assert broker["depends_on"] == {"mqtt-acl": {"condition": "service_completed_successfully"}}
+    # The app image's group (Dockerfile: uid/gid 10001) reads mqtt_acl's 0640 files.
+    assert broker["user"].split(":")[1] == "10001" and "--uid 10001 --user-group" in (ROOT / "Dockerfile").read_text()
+
+
+def connack(port: int, username: str | None, password: str | None):
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+    if username is not None:
+        client.username_pw_set(username, password)
+    answered, result = threading.Event(), []
+    client.on_connect = lambda c, u, flags, reason_code, props: (result.append(reason_code), answered.set())
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        assert answered.wait(10), "no CONNACK"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return result[0]
+
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="no mosquitto binary")
+def test_the_broker_config_refuses_anonymous_clients_and_admits_the_ingester(tmp_path):
+    """The shipped mosquitto.conf, run by the real Mosquitto 2, with its paths moved into ``tmp_path``."""
+    port = free_port()
+    (tmp_path / "data").mkdir()
+    acl.write_private(tmp_path / "passwd", acl.passwords_text([("gridtoken-ingester", "ingest-pw-1")]))
+    acl.write_private(tmp_path / "acl", "user gridtoken-ingester\ntopic read #\n")
+    text = MOSQUITTO_CONF.read_text().replace("listener 1883", f"listener {port} 127.0.0.1")
+    text = text.replace("/mosquitto/auth/", f"{tmp_path}/").replace("/mosquitto/data/", f"{tmp_path}/data/")
+    (tmp_path / "mosquitto.conf").write_text(text + "user root\n")  # run as the test's user, not mosquitto
+    with open(tmp_path / "log", "wb") as log:
+        broker = subprocess.Popen([MOSQUITTO, "-c", str(tmp_path / "mosquitto.conf")], stdout=log, stderr=log)
+    try:
+        wait_until(lambda: listening(port) or broker.poll() is not None, timeout=10)
+        assert broker.poll() is None, (tmp_path / "log").read_text()
+        assert connack(port, None, None).is_failure
+        assert connack(port, "gridtoken-ingester", "wrong").is_failure
+        assert not connack(port, "gridtoken-ingester", "ingest-pw-1").is_failure
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
