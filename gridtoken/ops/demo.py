@@ -38,8 +38,7 @@ Start it, then run the demo again:
 MQTT_HELP = """\
 The MQTT broker is not reachable at {where} ({reason}); --transport mqtt needs one.
 Start it, then run the demo again:
-  docker compose up -d mosquitto                                       # with Docker
-  mosquitto -d -c /etc/mosquitto/mosquitto.conf                        # a local Mosquitto
+  mosquitto -d                                                         # a local Mosquitto (anonymous, port 1883)
   (or set MQTT_URL to a broker you have)"""
 
 

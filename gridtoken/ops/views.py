@@ -20,20 +20,11 @@ def ready_view(request):
     ``degraded`` (automatic minting paused, settlement waiting for the node) still answers 200: it is the
     workers' and the chain's trouble, which taking this pod out of rotation or restarting it cannot cure.
     """
-    checks = health.readiness()
-    down = sorted(name for name in health.CHECKS if checks[name] != "ok")
-    degraded = sorted(name for name in health.ADVISORY_CHECKS if checks[name] != "ok")
-    if down:
-        body = {"status": "unavailable", "checks": checks, "down": down}
-        if degraded:
-            body["degraded"] = degraded
-        response = JsonResponse(body, status=503)
-        # health.py already logged each failure with its cause; skip Django's generic 5xx error line.
+    code, body = health.ready_answer()
+    response = JsonResponse(body, status=code)
+    if code != 200:  # health.py already logged each failure with its cause; skip Django's generic 5xx line
         response._has_been_logged = True
-        return response
-    if degraded:
-        return JsonResponse({"status": "degraded", "checks": checks, "degraded": degraded})
-    return JsonResponse({"status": "ready", "checks": checks})
+    return response
 
 
 @require_safe

@@ -41,7 +41,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from config.objects import MqttConfig
 from gridtoken.exceptions import ApplicationError
 from meters.selectors import Caller, meter_not_found, meters_by_reference
-from meters.services.batch import REJECTED, readings_submit_batch
+from meters.services.batch import ACCEPTED, DUPLICATE, REJECTED, readings_submit_batch
+from protocols import status
 from protocols.mqtt import formats, topics
 
 logger = logging.getLogger("protocols.mqtt")
@@ -76,6 +77,8 @@ class Ingester:
         self.stopping = threading.Event()
         self.subscribed = threading.Event()
         self.connections = 0  # incremented on each CONNACK; a Delivery carries the one it arrived on
+        self.connected = False
+        self.lag_seconds: float | None = None  # receipt to storing, of the last batch's first message
         self.counts: Counter[str] = Counter()
         self.client_id = client_id or cfg.client_id
         self.client = self._client(self.client_id)
@@ -113,6 +116,7 @@ class Ingester:
             logger.error("mqtt connect refused", extra={"reason": str(reason_code), "broker": self._broker()})
             return
         self.connections += 1
+        self.connected = True
         logger.info(
             "mqtt connected",
             extra={"broker": self._broker(), "session_present": flags.session_present, "client_id": self.client_id},
@@ -129,6 +133,7 @@ class Ingester:
         self.subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected = False
         if not self.stopping.is_set():
             logger.warning("mqtt disconnected; reconnecting", extra={"reason": str(reason_code)})
 
@@ -182,14 +187,25 @@ class Ingester:
         """Disconnect once the acknowledgements already queued are written (paho sends packets in order)."""
         self.client.disconnect()
         self.client.loop_stop()
+        status.ingester_stopped(name=self.client_id)
+
+    def heartbeat(self) -> None:
+        """Tell /ready and /metrics (through Redis) this ingester is alive, connected or not, and its lag."""
+        status.ingester_heartbeat(
+            name=self.client_id, connected=self.connected, broker=self._broker(), lag_seconds=self.lag_seconds
+        )
 
     def run(self) -> None:
         """Connect, store batches until ``stop()``, then drain the queue and disconnect."""
         self.start()
         next_stats = time.monotonic() + STATS_EVERY_SECS
+        next_heartbeat = 0.0
         try:
             while not (self.stopping.is_set() and self.queue.empty()):
                 self.step()
+                if time.monotonic() >= next_heartbeat:
+                    self.heartbeat()
+                    next_heartbeat = time.monotonic() + status.HEARTBEAT_SECS
                 if time.monotonic() >= next_stats:
                     self._log_stats()
                     next_stats = time.monotonic() + STATS_EVERY_SECS
@@ -219,11 +235,18 @@ class Ingester:
             self._parse(delivery)
         if not self._store_with_retry([d for d in batch if d.body is not None]):
             return
+        refused: Counter[str] = Counter()
         for delivery in batch:
             self.counts[delivery.outcome] += 1
             if delivery.outcome == REJECTED:
                 self.counts[f"rejected:{delivery.error['code']}"] += 1
+                refused[delivery.error["code"]] += 1
                 self._answer(delivery)
+        outcomes = Counter(delivery.outcome for delivery in batch)
+        status.ingester_count(
+            received=len(batch), stored=outcomes[ACCEPTED], duplicates=outcomes[DUPLICATE], refused=dict(refused)
+        )
+        self.lag_seconds = (datetime.now(UTC) - batch[0].received_at).total_seconds()
         for delivery in batch:
             if delivery.qos > 0 and delivery.connection == self.connections:
                 self.client.ack(delivery.mid, delivery.qos)

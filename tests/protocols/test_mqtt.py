@@ -324,3 +324,28 @@ def test_the_generated_password_and_acl_files_let_a_meter_publish_only_on_its_ow
             client.close()
     finally:
         broker.stop()
+
+
+def test_the_ingester_reports_itself_and_its_counts_to_ready_and_metrics(db, ingester, peer):
+    from gridtoken.ops import health
+    from protocols import status
+
+    meter = MeterFactory()
+    run = ingester()
+    before = status.ingester_totals()
+    peer().publish(
+        f"gridtoken/meters/{meter.serial}/readings", json.dumps({"kwh": 1, "timestamp": recent().isoformat()})
+    )
+    peer().publish("gridtoken/meters/NO-SUCH-METER/readings", json.dumps({"kwh": 1, "timestamp": recent().isoformat()}))
+    drive(run, lambda: run.counts["accepted"] == 1 and run.counts["rejected"] == 1)
+    run.heartbeat()
+
+    live = {one["name"]: one for one in status.ingesters_status()}
+    assert live[run.client_id]["connected"] is True and live[run.client_id]["lag_seconds"] is not None
+    after = status.ingester_totals()
+    assert after["stored"] - before.get("stored", 0) == 1
+    assert after["refused"]["meter_not_found"] - before.get("refused", {}).get("meter_not_found", 0) == 1
+    _, body = health.ready_answer()
+    assert run.client_id in [one["name"] for one in body["mqtt"]["ingesters"]]
+    run.close()
+    assert run.client_id not in {one["name"] for one in status.ingesters_status()}
