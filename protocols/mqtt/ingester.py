@@ -73,7 +73,9 @@ class Ingester:
         self.cfg = cfg
         self.layouts = topics.layouts(cfg.topics)
         self.error_layout = topics.Layout("errors", cfg.error_topic)
-        self.queue: queue.Queue[Delivery] = queue.Queue(maxsize=cfg.queue_max)
+        # Room for every message the broker may have unacknowledged (Receive Maximum, below), so the network thread
+        # never waits here and keeps reading PINGRESPs while a backlog is stored.
+        self.queue: queue.Queue[Delivery] = queue.Queue(maxsize=self.receive_maximum)
         self.stopping = threading.Event()
         self.subscribed = threading.Event()
         self.connections = 0  # incremented on each CONNACK; a Delivery carries the one it arrived on
@@ -108,7 +110,7 @@ class Ingester:
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.cfg.session_expiry_secs
         # What the broker may have sent unacknowledged: the queue plus the batch being stored.
-        properties.ReceiveMaximum = min(65_535, self.cfg.queue_max + self.cfg.batch_max)
+        properties.ReceiveMaximum = self.receive_maximum
         return properties
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -148,7 +150,8 @@ class Ingester:
             connection=self.connections,
             correlation=getattr(props, "CorrelationData", None),
         )
-        # Blocking here is the backpressure: this thread stops reading the socket until there is room.
+        # The broker's flow control (Receive Maximum) is the backpressure; blocking here only happens with a broker
+        # that ignores it, and then this thread stops reading the socket until there is room.
         while not self.stopping.is_set():
             try:
                 self.queue.put(delivery, timeout=0.5)
@@ -156,6 +159,11 @@ class Ingester:
             except queue.Full:
                 continue
         # Stopping: not queued, not acknowledged; the broker keeps it for the next run.
+
+    @property
+    def receive_maximum(self) -> int:
+        """Unacknowledged messages the broker may send at once: what the queue plus one batch being stored hold."""
+        return min(65_535, self.cfg.queue_max + self.cfg.batch_max)
 
     def _broker(self) -> str:
         return f"{'mqtts' if self.cfg.tls else 'mqtt'}://{self.cfg.host}:{self.cfg.port}"

@@ -215,16 +215,16 @@ def test_the_same_message_published_twice_is_stored_once(db, ingester, peer):
     assert run.counts["rejected"] == 0
 
 
-def test_a_full_queue_stops_the_network_loop_and_the_broker_holds_the_rest(db, ingester, peer):
+def test_the_broker_holds_what_exceeds_the_receive_maximum_while_nothing_is_stored(db, ingester, peer):
     meters = [MeterFactory() for _ in range(4)]
-    run = ingester(queue_max=5, batch_max=5)
+    run = ingester(queue_max=5, batch_max=5)  # Receive Maximum 10: the broker sends 10, keeps the other 30
     start, sender = recent(hours=6), peer()
     for n in range(10):
         for meter in meters:
             moment = (start + timedelta(minutes=15 * n)).isoformat()
             sender.publish(f"gridtoken/meters/{meter.serial}/readings", json.dumps({"kwh": 1, "timestamp": moment}))
-    time.sleep(0.3)  # nothing is being stored: the queue fills and paho's put blocks
-    assert run.queue.qsize() == 5
+    time.sleep(0.3)  # nothing is being stored: the broker stops at 10 unacknowledged, the queue holds them
+    assert run.queue.qsize() == 10 and run.queue.maxsize == 10
     drive(run, lambda: run.counts["accepted"] == 40)
     assert MeterReading.objects.count() == 40 and run.queue.qsize() == 0
 
