@@ -73,8 +73,8 @@ class Ingester:
         self.cfg = cfg
         self.layouts = topics.layouts(cfg.topics)
         self.error_layout = topics.Layout("errors", cfg.error_topic)
-        # Room for every message the broker may have unacknowledged (Receive Maximum, below), so the network thread
-        # never waits here and keeps reading PINGRESPs while a backlog is stored.
+        # Room for every message the broker may have unacknowledged (Receive Maximum, below): the network thread
+        # never waits here, and memory is bounded by the broker's flow control.
         self.queue: queue.Queue[Delivery] = queue.Queue(maxsize=self.receive_maximum)
         self.stopping = threading.Event()
         self.subscribed = threading.Event()
