@@ -48,10 +48,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.ingest import process_cpu  # noqa: E402
 from bench.pipeline import (  # noqa: E402
+    QUEUE_KEYS,
     Fleet,
     counts,
     create_database,
     free_port,
+    fresh_world,
     prepare_environment,
     say,
     start_localnet,
@@ -532,21 +534,7 @@ def main() -> None:
     create_database(args.database_url)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # run the finally blocks
 
-    import django
-
-    django.setup()
-    import redis
-    from django.core.management import call_command
-    from django.db import connection
-
-    call_command("migrate", verbosity=0)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE meters_meterreading, minting_mintbatch, meters_apikey, meters_meter, minting_tokenmint,"
-            " minting_mintingcontrol, authtoken_token, meters_user CASCADE"
-        )
-    broker = redis.Redis.from_url(args.redis_url)
-    broker.delete("celery", "unacked", "unacked_index", "gridtoken:minting:soon")
+    broker = fresh_world(args.redis_url)
 
     mosquitto, port = start_mosquitto(workdir)
     try:
@@ -560,7 +548,7 @@ def main() -> None:
                 results.append(sustained(args, env, port, workdir, serials, mosquitto, count))
         if args.latency_duration:
             # The sustained runs' triggers went to Redis with no worker to take them: start clean.
-            broker.delete("celery", "unacked", "unacked_index", "gridtoken:minting:soon")
+            broker.delete(*QUEUE_KEYS)
             latency(args, env, port, workdir, fleet, mosquitto, rpc_port)
         if results:
             say("\n== sustained ingest summary")

@@ -298,13 +298,12 @@ def verify_exactly_once() -> None:
     say(f"  supply {supply} == sum of token_amount {total}: {supply == total}")
 
 
-def main() -> None:
-    args = parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    port = free_port()
-    env = prepare_environment(args, workdir, port)
-    create_database(args.database_url)
+QUEUE_KEYS = ("celery", "unacked", "unacked_index", "gridtoken:minting:soon")
 
+
+def fresh_world(redis_url: str):
+    """Django on the bench database, migrated and emptied, and the Celery queues in Redis emptied; the Redis
+    client (a bench that leaves tasks queued between its parts empties ``QUEUE_KEYS`` again with it)."""
     import django
 
     django.setup()
@@ -318,8 +317,20 @@ def main() -> None:
             "TRUNCATE meters_meterreading, minting_mintbatch, meters_apikey, meters_meter, minting_tokenmint,"
             " minting_mintingcontrol, authtoken_token, meters_user CASCADE"
         )
-    broker = redis.Redis.from_url(args.redis_url)
-    broker.delete("celery", "unacked", "unacked_index", "gridtoken:minting:soon")
+    broker = redis.Redis.from_url(redis_url)
+    broker.delete(*QUEUE_KEYS)
+    return broker
+
+
+def main() -> None:
+    args = parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    port = free_port()
+    env = prepare_environment(args, workdir, port)
+    create_database(args.database_url)
+
+    fresh_world(args.redis_url)
+    from django.core.management import call_command
 
     localnet = worker = None
     try:
