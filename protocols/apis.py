@@ -8,17 +8,16 @@ keep the bridge's shapes; refusals carry GridToken's error body with the bridge'
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from gridtoken.exceptions import ApplicationError, Forbidden, ValidationFailed
+from gridtoken.exceptions import ApplicationError, Forbidden
 from meters.apis.base import IsApiKey, WriteApiView
 from meters.apis.docs import ERRORS
 from meters.selectors import Caller
-from meters.services.batch import ACCEPTED, DUPLICATE, REJECTED, readings_submit_batch
+from meters.services.batch import ACCEPTED, DUPLICATE, REJECTED, batch_check, readings_submit_batch
 from meters.services.readings import reading_submit
 from meters.validation import parse_reading
 from protocols import bridge
@@ -162,13 +161,7 @@ class BridgeIngestBatchApi(WriteApiView):
         envelope = request.data
         protocol = bridge.envelope_protocol(envelope)
         readings = envelope.get("readings")
-        if not isinstance(readings, list):
-            raise ValidationFailed("validation_error", "readings must be a list.", field="readings")
-        limit = settings.INGEST.batch_max
-        if len(readings) > limit:
-            raise ValidationFailed(
-                "batch_too_large", f"A batch holds at most {limit} readings; got {len(readings)}.", field="readings"
-            )
+        batch_check(readings)
         if protocol == bridge.DLMS_ENC:
             raise bridge.refuse_encrypted(readings[0] if readings else None, field="readings[0]")
         results: list[dict | None] = [None] * len(readings)

@@ -100,12 +100,8 @@ class _Existing:
         return self.registers is None and self.kwh_amount == item.kwh
 
 
-def readings_submit_batch(*, caller: Caller, readings: object, now: datetime, signed_messages=None) -> dict:
-    """Store a batch of reading bodies; one result per item, in order.
-
-    ``signed_messages`` (device protocols only, aligned with ``readings``): per item, the messages its
-    signature may cover instead of the canonical one, or None for the canonical message.
-    """
+def batch_check(readings: object) -> None:
+    """A batch is a list of at most INGEST_BATCH_MAX items (else 400, nothing stored)."""
     if not isinstance(readings, list):
         raise ValidationFailed("validation_error", "readings must be a list.", field="readings")
     limit = settings.INGEST.batch_max
@@ -113,6 +109,15 @@ def readings_submit_batch(*, caller: Caller, readings: object, now: datetime, si
         raise ValidationFailed(
             "batch_too_large", f"A batch holds at most {limit} readings; got {len(readings)}.", field="readings"
         )
+
+
+def readings_submit_batch(*, caller: Caller, readings: object, now: datetime, signed_messages=None) -> dict:
+    """Store a batch of reading bodies; one result per item, in order.
+
+    ``signed_messages`` (device protocols only, aligned with ``readings``): per item, the messages its
+    signature may cover instead of the canonical one, or None for the canonical message.
+    """
+    batch_check(readings)
     results: list[dict | None] = [None] * len(readings)
     rejected_known: list[tuple[MeterRow, ReadingInput, ApplicationError]] = []
 

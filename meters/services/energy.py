@@ -249,9 +249,7 @@ def assess(
             window_start = None
     if mintable > settings.TOKENIZATION.max_reading_kwh:
         flags.append("above_maximum")
-    status = _status(mintable, window_start)
-    if "late_settled_window" in flags:
-        status = Status.RECORDED
+    status = _status(mintable, window_start)  # a late reading into a settled window: nothing to mint, recorded
     failed = _vee(item, meter, context, exported=exported, elapsed=elapsed, now=now)
     rules = _rules(meter)
     for rule in failed:
