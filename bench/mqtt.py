@@ -70,7 +70,7 @@ MAX_SLOTS = 640  # 6.7 days of 15-minute readings per meter: inside TOKENIZATION
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=2000)
-    parser.add_argument("--owners", type=int, default=10, help="fleet owners (one submit call per owner per batch)")
+    parser.add_argument("--owners", type=int, default=10, help="meter owners (the wallets' accounts)")
     parser.add_argument("--duration", type=int, default=20, help="seconds of publishing per run (0 skips part 1)")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
     parser.add_argument("--window", type=int, default=1000, help="unacknowledged QoS 1 messages per publisher")

@@ -18,14 +18,17 @@ from meters.models import ApiKey, Meter, MeterReading
 from meters.services.api_keys import ApiKeyPrincipal
 
 ZERO_KWH = Decimal("0.000000000")
+PROTOCOL = "protocol"  # the Caller scope of a device protocol (Caller.protocol)
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The authenticated party: a user (token or session), or a device or fleet API key of a user."""
+    """The authenticated party: a user (token or session), a device or fleet API key of a user, or a device
+    protocol (``Caller.protocol()``) whose transport already established which meter speaks: the MQTT broker's
+    ACL lets a meter's credentials publish only on its own topic."""
 
-    user_id: uuid.UUID
-    scope: str  # "user", "device" or "fleet"
+    user_id: uuid.UUID | None
+    scope: str  # "user", "device", "fleet" or "protocol"
     key_id: uuid.UUID | None = None
     meter_id: uuid.UUID | None = None
 
@@ -35,6 +38,11 @@ class Caller:
         if isinstance(auth, ApiKeyPrincipal):
             return cls(user_id=auth.owner_id, scope=auth.scope, key_id=auth.key_id, meter_id=auth.meter_id)
         return cls(user_id=request.user.pk, scope="user")
+
+    @classmethod
+    def protocol(cls) -> Caller:
+        """The MQTT ingester: may submit for any registered meter, as that meter (its owner and wallet)."""
+        return cls(user_id=None, scope=PROTOCOL)
 
     @property
     def is_api_key(self) -> bool:
@@ -125,6 +133,8 @@ def meter_access_error(*, caller: Caller, meter: MeterRow, meter_id: uuid.UUID |
         return ValidationFailed(
             "validation_error", "meter_id and meter_serial name different meters.", field="meter_id"
         )
+    if caller.scope == PROTOCOL:
+        return None
     if caller.is_device and meter.id != caller.meter_id:
         return Forbidden("forbidden", "This device key may only submit readings for its own meter.")
     if meter.owner_id != caller.user_id:
@@ -145,8 +155,11 @@ def meters_by_reference(*, serials: list[str], ids: list[uuid.UUID]) -> tuple[di
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {MeterRow.COLUMNS} FROM {Meter._meta.db_table} "  # noqa: S608 (constant identifiers)
-            "WHERE serial = ANY(ARRAY(SELECT json_array_elements_text(%s::json))) "
-            "OR id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)::uuid))",
+            # A semi-join per list: ``serial = ANY(array)`` compared every meter with every serial (23 ms for
+            # 500 serials among 2,000 meters, against 1.7 ms), and an OR of the two keeps the index unused.
+            f"WHERE id IN (SELECT named.id FROM {Meter._meta.db_table} AS named "
+            "WHERE named.serial IN (SELECT json_array_elements_text(%s::json)) "
+            "UNION ALL SELECT json_array_elements_text(%s::json)::uuid)",
             # JSON rather than Python lists: psycopg adapts lists element by element in Python.
             [json.dumps(serials), json.dumps([str(meter_id) for meter_id in ids])],
         )
@@ -191,18 +204,23 @@ def paginate(queryset, *, page: int, page_size: int) -> dict:
     }
 
 
-def reading_list(
-    *, caller: Caller, page: int, page_size: int, sort_by: str, sort_order: str, minted=None, **filters
-) -> dict:
-    """A page of the caller's readings; ``filters`` narrow by ``meter_serial``, ``status`` or ``source``."""
-    readings = _own_readings(caller).select_related("meter")
-    if minted is not None:
-        readings = readings.filter(minted=minted)
-    if filters.get("meter_serial") is not None:
-        readings = readings.filter(meter__serial=filters["meter_serial"])
-    for name in ("status", "source"):
-        if filters.get(name) is not None:
-            readings = readings.filter(**{name: filters[name]})
+# reading_list's filters: parameter -> lookup. Each narrows the caller's own readings, never widens them, so
+# naming another account's meter finds nothing rather than telling that it exists.
+READING_FILTERS = {
+    "minted": "minted",
+    "meter_serial": "meter__serial",
+    "meter_id": "meter_id",
+    "status": "status__in",  # a list: any of these
+    "source": "source",
+    "since": "reading_timestamp__gte",
+    "until": "reading_timestamp__lt",
+}
+
+
+def reading_list(*, caller: Caller, page: int, page_size: int, sort_by: str, sort_order: str, **filters) -> dict:
+    """A page of the caller's readings; ``filters`` (READING_FILTERS, None for "any") narrow it."""
+    narrowing = {READING_FILTERS[name]: value for name, value in filters.items() if value is not None}
+    readings = _own_readings(caller).select_related("meter").filter(**narrowing)
     prefix = "-" if sort_order == "desc" else ""
     return paginate(readings.order_by(f"{prefix}{sort_by}", f"{prefix}id"), page=page, page_size=page_size)
 

@@ -4,8 +4,8 @@
    blocks, which stalls that thread's reads, so the broker holds the rest (and MQTT v5 Receive Maximum caps
    what it sends unacknowledged anyway). Memory stays bounded however slow PostgreSQL is.
 2. The main thread takes up to ``MQTT_BATCH_MAX`` messages (or what arrived within ``MQTT_BATCH_MS``), turns
-   each into a reading body (``formats``), looks the meters up by serial and calls ``readings_submit_batch``
-   once per owner among them (the service checks access per owner; a fleet is usually one owner).
+   each into a reading body (``formats``) and calls ``readings_submit_batch`` once for them all, as the
+   protocol caller (``Caller.protocol``: the topic, which the broker's ACL guards, names the meter).
 3. Each refused message is answered on the error topic with the body REST would give, then every message
    of the batch is PUBACKed in the order received. A crash before the PUBACK means the broker redelivers
    (persistent session: clean_start=False, session expiry), and GridToken's idempotency turns the repeat
@@ -40,7 +40,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from config.objects import MqttConfig
 from gridtoken.exceptions import ApplicationError
-from meters.selectors import Caller, meter_not_found, meters_by_reference
+from meters.selectors import Caller
 from meters.services.batch import ACCEPTED, DUPLICATE, REJECTED, readings_submit_batch
 from protocols import status
 from protocols.mqtt import formats, topics
@@ -300,22 +300,15 @@ class Ingester:
             return
         if not connection.in_atomic_block:  # (a test drives the ingester inside its transaction)
             close_old_connections()  # a long-running process: drop a connection the server closed
-        by_serial, _ = meters_by_reference(serials=list({d.serial for d in deliveries}), ids=[])
-        by_owner: dict = {}
-        for delivery in deliveries:
-            meter = by_serial.get(delivery.serial)
-            if meter is None:
-                delivery.outcome, delivery.error = REJECTED, meter_not_found(delivery.serial).as_dict()
-            else:
-                by_owner.setdefault(meter.owner_id, []).append(delivery)
-        for owner_id, group in sorted(by_owner.items(), key=lambda item: str(item[0])):
-            # Anything but a transient error is a bug: it propagates, the process exits, nothing is acked.
-            answer = readings_submit_batch(
-                caller=Caller(user_id=owner_id, scope="user"), readings=[d.body for d in group], now=dj_timezone.now()
-            )
-            for delivery, result in zip(group, answer["results"], strict=True):
-                delivery.outcome = result["status"]
-                delivery.error = result.get("error")
+        # One call for the whole batch: the topic named each message's meter (the broker's ACL), so the
+        # protocol caller may speak for any registered meter; an unknown serial is that message's refusal.
+        answer = readings_submit_batch(
+            caller=Caller.protocol(), readings=[d.body for d in deliveries], now=dj_timezone.now()
+        )
+        # Anything but a transient error is a bug: it propagates, the process exits, nothing is acked.
+        for delivery, result in zip(deliveries, answer["results"], strict=True):
+            delivery.outcome = result["status"]
+            delivery.error = result.get("error")
 
     def _answer(self, delivery: Delivery) -> None:
         """The refusal on the meter's error topic: REST's error body, plus the topic the message came on."""

@@ -21,6 +21,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from paho.mqtt.enums import CallbackAPIVersion
 
 from meters.models import MeterReading
@@ -213,6 +215,27 @@ def test_the_same_message_published_twice_is_stored_once(db, ingester, peer):
     drive(run, lambda: run.counts["duplicate"] == 2)
     assert list(MeterReading.objects.values_list("kwh_amount", flat=True)) == [Decimal("2.25")]
     assert run.counts["rejected"] == 0
+
+
+def test_one_batch_of_several_owners_meters_is_stored_in_one_call_each_row_its_owners(db, ingester, peer):
+    meters = [MeterFactory() for _ in range(3)]
+    assert len({meter.owner_id for meter in meters}) == 3
+    run, sender = ingester(), peer()
+    for meter in meters:
+        sender.publish(
+            f"gridtoken/meters/{meter.serial}/readings", json.dumps({"kwh": 1, "timestamp": recent().isoformat()})
+        )
+    wait_until(lambda: run.queue.qsize() == 3, timeout=10)
+    with CaptureQueriesContext(connection) as queries:
+        run.step()
+
+    assert run.counts["accepted"] == 3
+    stored = {row.meter_id: row for row in MeterReading.objects.all()}
+    assert [(stored[m.id].user_id, stored[m.id].wallet_address) for m in meters] == [
+        (m.owner_id, m.wallet_address) for m in meters
+    ]
+    # One readings_submit_batch call (one meter-lock statement), not one per owner.
+    assert sum("pg_advisory_xact_lock" in query["sql"] for query in queries.captured_queries) == 1
 
 
 def test_the_broker_holds_what_exceeds_the_receive_maximum_while_nothing_is_stored(db, ingester, peer):
