@@ -22,8 +22,13 @@ RUN useradd --create-home --uid 10001 --user-group gridtoken \
 
 COPY --chown=gridtoken:gridtoken . .
 
+# The admin's and the dashboard's static files, compressed and content-hashed, for WhiteNoise to serve
+# (gridtoken/settings.py). The build has no database and no secrets: these values only let the settings
+# import for this one command, and nothing here connects anywhere.
+RUN DEBUG=false SECRET_KEY=collectstatic-build-only SOLANA_KEYPAIR_PATH=/run/gridtoken/authority.json python manage.py collectstatic --noinput
+
 USER gridtoken
 EXPOSE 8000 8899
 
-# The web process: ASGI serves REST, WebSocket and the dashboard. See docker-compose.yml for the others.
+# The web process: ASGI serves REST, WebSocket, the dashboard and static files. See docker-compose.yml for the others.
 CMD ["uvicorn", "gridtoken.asgi:application", "--host", "0.0.0.0", "--port", "8000"]
