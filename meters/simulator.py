@@ -7,6 +7,9 @@ returned as ``Decimal``; the request carries them as strings, never as floats.
 
 Every random draw is seeded by (seed, serial, interval), so running the simulator again over the same
 intervals produces the same readings, which the API answers as idempotent replays instead of conflicts.
+
+Live readings (``live_readings``) are stamped with the real time but take their energy from a compressed sun
+clock that moves one interval per report and skips nights, so a demo keeps producing at any hour.
 """
 
 from __future__ import annotations
@@ -170,3 +173,22 @@ def readings_at(meters: list[SimMeter], interval_end: datetime, *, seed: int = 0
         if kwh > 0:
             readings.append(Reading(meter=meter, timestamp=interval_end, kwh=kwh, seed=seed))
     return readings
+
+
+def live_readings(
+    meters: list[SimMeter], stamp: datetime, sun: datetime, *, seed: int = 0
+) -> tuple[datetime, list[Reading]]:
+    """Readings stamped ``stamp`` carrying the energy of the interval ending at the sun clock ``sun``.
+
+    A sun clock at night moves on, one interval at a time (at most a day), to the first interval in which
+    any meter produces; returns that sun clock and the readings."""
+    for _ in range(96):
+        readings = []
+        for meter in meters:
+            kwh = interval_kwh(meter, sun, seed=seed)
+            if kwh > 0:
+                readings.append(Reading(meter=meter, timestamp=stamp, kwh=kwh, seed=seed))
+        if readings:
+            return sun, readings
+        sun += INTERVAL
+    return sun, []

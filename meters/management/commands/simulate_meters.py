@@ -15,6 +15,14 @@
    ingester ``manage.py ingest_mqtt``; "published" counts what the broker acknowledged).
    Ticks that only replay stored readings (or fall at night) do not wait. ``--until-now`` stops once the
    clock reaches real time (load history and exit); ``--duration`` after so many seconds; Ctrl-C any time.
+5. With ``--live``, once caught up, one tick every ``--interval`` seconds (at least 1) instead of one per
+   real 15 minutes: readings stamped with the real time whose energy follows a compressed sun (one interval
+   per tick, nights skipped; ``meters.simulator.live_readings``), so the meters never go quiet. The server must
+   take readings that close (``TOKENIZATION_DUPLICATE_WINDOW_SECS`` below --interval; the demo's runs with 0).
+
+The password comes from ``--password`` or, kept out of ``ps``, the ``SIMULATOR_PASSWORD`` environment variable
+(the demo uses that); ``--mqtt`` without a URL publishes to the broker at ``MQTT_URL``, whose login stays out of
+``ps`` too.
 
 The simulator needs this database for steps 1-3 (run it where the server's database is reachable).
 """
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import signal
 import time
@@ -33,6 +42,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import paho.mqtt.client as mqtt
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Max
 from django.utils import timezone
@@ -41,12 +51,13 @@ from solders.keypair import Keypair
 
 from meters.models import ApiKey, Meter, User
 from meters.services.api_keys import api_key_create, api_key_revoke
-from meters.simulator import INTERVAL, Reading, SimMeter, floor_interval, make_meter, readings_at
+from meters.simulator import INTERVAL, Reading, SimMeter, floor_interval, live_readings, make_meter, readings_at
 
 KEY_NAME = "simulator"
 MAX_BACKFILL_HOURS = 7 * 24 - 1  # readings older than READING_MAX_AGE_DAYS (7) are refused
 ACCEPTED, DUPLICATE, REJECTED, ERROR, PUBLISHED = "accepted", "duplicate", "rejected", "error", "published"
 MQTT_TOPIC = "gridtoken/meters/{serial}/readings"
+PASSWORD_ENV = "SIMULATOR_PASSWORD"
 
 
 class Simulator:
@@ -225,7 +236,10 @@ def _stop(signum, frame):
 
 
 class Command(BaseCommand):
-    help = "Simulate N solar meters posting readings through the public REST API."
+    help = (
+        "Simulate N solar meters posting readings through the public REST API (or MQTT): replay --backfill hours, "
+        "then follow real time (--live: keep reporting every --interval s with a compressed sun)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--meters", type=int, default=5, help="number of meters (1..1000)")
@@ -233,16 +247,28 @@ class Command(BaseCommand):
         parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
         parser.add_argument("--until-now", action="store_true", help="stop once the backfill reaches real time")
         parser.add_argument(
+            "--live", action="store_true",
+            help="once caught up, keep reporting every --interval s (>= 1), stamped now, energy from a compressed "
+            "sun (one 15-minute interval per report, nights skipped; the server's TOKENIZATION_DUPLICATE_WINDOW_SECS "
+            "must be below --interval); without it, one report per real 15 minutes",
+        )  # fmt: skip
+        parser.add_argument(
             "--backfill", type=float, default=0, help=f"start this many hours ago (<= {MAX_BACKFILL_HOURS})"
         )
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--batch", action="store_true", help="one batch post per tick with a fleet key")
         mode.add_argument("--legacy", action="store_true", help="the legacy POST /api/meters/submit-reading body")
-        mode.add_argument("--mqtt", metavar="URL", default=None, help="publish to this broker (mqtt://host:port)")
+        mode.add_argument(
+            "--mqtt", metavar="URL", nargs="?", const="", default=None,
+            help="publish to this broker (mqtt://host:port); without URL, to MQTT_URL's (its login stays out of ps)",
+        )  # fmt: skip
         parser.add_argument("--sign", action="store_true", help="sign each reading with the meter's Ed25519 key")
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="the API's base URL")
         parser.add_argument("--username", default="demo-producer")
-        parser.add_argument("--password", default=None, help="creates the user when missing; gets the token via API")
+        parser.add_argument(
+            "--password", default=None,
+            help=f"creates the user when missing; gets the token via API (or {PASSWORD_ENV}, which ps does not show)",
+        )  # fmt: skip
         parser.add_argument("--prefix", default=None, help="meter serial prefix (default SIM-<username>)")
         parser.add_argument("--seed", type=int, default=0, help="same seed, same readings (replays are idempotent)")
 
@@ -254,7 +280,12 @@ class Command(BaseCommand):
             raise CommandError(f"--backfill must be from 0 to {MAX_BACKFILL_HOURS} hours (older readings are refused).")
         if options["interval"] < 0:
             raise CommandError("--interval must be >= 0.")
-        mode = "batch" if options["batch"] else "legacy" if options["legacy"] else "mqtt" if options["mqtt"] else "v1"
+        if options["mqtt"] == "":
+            options["mqtt"] = settings.MQTT.url
+        if options["password"] is None:
+            options["password"] = os.environ.get(PASSWORD_ENV) or None
+        mqtt_mode = options["mqtt"] is not None
+        mode = "batch" if options["batch"] else "legacy" if options["legacy"] else "mqtt" if mqtt_mode else "v1"
         prefix = options["prefix"] or "SIM-" + re.sub(r"[^A-Za-z0-9._-]", "-", options["username"])
         serials = [f"{prefix}-{i:03d}" for i in range(1, options["meters"] + 1)]
         meters = [make_meter(serial, seed=options["seed"], sign=options["sign"]) for serial in serials]
@@ -298,13 +329,27 @@ class Command(BaseCommand):
         def pause(seconds: float) -> None:
             time.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
 
+        # Live phase: the last stamp sent (each meter's readings must go forward) and the compressed sun's clock.
+        stamp, sun = clock - INTERVAL, clock
         with ThreadPoolExecutor(max_workers=min(8, len(meters))) as pool:
             try:
                 while time.monotonic() < deadline:
                     ahead = (clock - timezone.now()).total_seconds()
+                    if ahead > 0 and options["until_now"]:
+                        break
+                    if ahead > 0 and options["live"]:
+                        stamp = max(timezone.now().replace(microsecond=0), stamp + timedelta(seconds=1))
+                        sun, readings = live_readings(meters, stamp, sun, seed=seed)
+                        tally = sim.post(readings, pool)
+                        totals.update(tally)
+                        total = totals[ACCEPTED] + totals[PUBLISHED]
+                        self.stdout.write(
+                            f"{stamp:%H:%M:%S}Z live (sun {sun:%H:%M}) {summary(tally)} | sent so far {total}"
+                        )
+                        sun += INTERVAL
+                        pause(max(options["interval"], 1.0))
+                        continue
                     if ahead > 0:  # caught up with real time: wait for the interval to end
-                        if options["until_now"]:
-                            break
                         pause(min(ahead, 1.0))
                         continue
                     tally = sim.post(readings_at(meters, clock, seed=seed), pool)
@@ -312,6 +357,7 @@ class Command(BaseCommand):
                     if tally:
                         total = totals[ACCEPTED] + totals[PUBLISHED]
                         self.stdout.write(f"{clock:%Y-%m-%d %H:%M}Z {summary(tally)} | sent so far {total}")
+                    stamp, sun = clock, clock + INTERVAL
                     clock += INTERVAL
                     if tally[ACCEPTED] or tally[PUBLISHED]:
                         pause(options["interval"])
