@@ -52,7 +52,8 @@ def _kwh(value: Decimal) -> str:
     return format(value, "f")
 
 
-def reading_received(reading) -> dict:
+def reading_received(reading, *, timestamp: str | None = None) -> dict:
+    """``timestamp``: the event time as ``rfc3339()`` text (a batch's events share one)."""
     return {
         "type": "meter_reading_received",
         "user_id": str(reading.user_id),
@@ -66,7 +67,7 @@ def reading_received(reading) -> dict:
         "flags": reading.flags,
         "reading_timestamp": rfc3339(reading.reading_timestamp),
         "status": reading.status,
-        "timestamp": rfc3339(),
+        "timestamp": timestamp or rfc3339(),
     }
 
 

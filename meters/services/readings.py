@@ -204,7 +204,8 @@ def _signature_rejection(meter: MeterRow, item: ReadingInput) -> ApplicationErro
 def announce_stored(readings: list[StoredReading]) -> None:
     """Once the readings' transaction commits: their events, and a (debounced) mint of due readings."""
     if readings:
-        events.emit([events.reading_received(reading) for reading in readings])
+        at = events.rfc3339()
+        events.emit([events.reading_received(reading, timestamp=at) for reading in readings])
         transaction.on_commit(mint_soon)
 
 

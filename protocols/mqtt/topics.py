@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SERIAL = "{serial}"
 
@@ -13,10 +13,14 @@ class Layout:
 
     format: str
     template: str
+    # The template's text before and after its {serial} level (every message's topic is matched against them).
+    prefix: str = field(init=False)
+    suffix: str = field(init=False)
 
-    @property
-    def levels(self) -> list[str]:
-        return self.template.split("/")
+    def __post_init__(self) -> None:
+        prefix, _, suffix = self.template.partition(SERIAL)
+        object.__setattr__(self, "prefix", prefix)
+        object.__setattr__(self, "suffix", suffix)
 
     @property
     def filter(self) -> str:
@@ -28,16 +32,11 @@ class Layout:
 
     def serial(self, topic: str) -> str | None:
         """The serial ``topic`` names when it has this layout, else None."""
-        levels = topic.split("/")
-        if len(levels) != len(self.levels):
+        end = len(topic) - len(self.suffix)
+        if end <= len(self.prefix) or not topic.startswith(self.prefix) or not topic.endswith(self.suffix):
             return None
-        serial = None
-        for pattern, level in zip(self.levels, levels, strict=True):
-            if pattern == SERIAL:
-                serial = level
-            elif pattern != level:
-                return None
-        return serial or None
+        serial = topic[len(self.prefix) : end]
+        return None if "/" in serial else serial
 
 
 def layouts(topics: tuple[tuple[str, str], ...]) -> list[Layout]:

@@ -26,7 +26,7 @@ from django.test.utils import CaptureQueriesContext
 from paho.mqtt.enums import CallbackAPIVersion
 
 from meters.models import MeterReading
-from protocols.mqtt import acl
+from protocols.mqtt import acl, topics
 from protocols.mqtt.ingester import Ingester
 from tests.conftest import database_url, wait_until
 from tests.factories import MeterFactory
@@ -372,3 +372,22 @@ def test_the_ingester_reports_itself_and_its_counts_to_ready_and_metrics(db, ing
     assert run.client_id in [one["name"] for one in body["mqtt"]["ingesters"]]
     run.close()
     assert run.client_id not in {one["name"] for one in status.ingesters_status()}
+
+
+@pytest.mark.parametrize(
+    ("template", "topic", "serial"),
+    [
+        ("gridtoken/meters/{serial}/readings", "gridtoken/meters/M-1/readings", "M-1"),
+        ("gridtoken/meters/{serial}/readings", "gridtoken/meters/readings", None),  # no serial level
+        ("gridtoken/meters/{serial}/readings", "gridtoken/meters//readings", None),  # an empty one
+        ("gridtoken/meters/{serial}/readings", "gridtoken/meters/a/b/readings", None),  # two levels
+        ("gridtoken/meters/{serial}/readings", "site/gridtoken/meters/M-1/readings", None),
+        ("gridtoken/meters/{serial}/readings", "gridtoken/meters/M-1/errors", None),
+        ("{serial}/status/emdata:0", "shelly-1/status/emdata:0", "shelly-1"),
+        ("{serial}/status/emdata:0", "x/shelly-1/status/emdata:0", None),
+        ("tele/{serial}", "tele/T-1", "T-1"),
+        ("tele/{serial}", "tele/T-1/SENSOR", None),
+    ],
+)
+def test_a_topic_names_a_serial_only_in_its_layouts_serial_level(template, topic, serial):
+    assert topics.Layout("gridtoken", template).serial(topic) == serial
