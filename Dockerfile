@@ -9,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so a code change does not reinstall them (every pin ships a manylinux wheel).
+# Dependencies first, so a code change does not reinstall them (every pin ships a manylinux wheel). Only the
+# runtime ones: tests, linter and browser driver are in requirements-dev.txt, which the image never installs.
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 

@@ -10,8 +10,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 
-$(VENV)/.installed: requirements.txt | $(BIN)/python
-	$(BIN)/pip install -r requirements.txt
+# Development installs everything (runtime + tests, linter, browser driver); the image only requirements.txt.
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed
@@ -26,4 +27,5 @@ lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 demo: install services
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py demo
