@@ -1,8 +1,8 @@
 """MQTT ingestion: meters publish readings to a broker; ``manage.py ingest_mqtt`` stores them.
 
 - ``topics``: the topic layouts (``MQTT_TOPICS``) and which meter a topic speaks for.
-- ``formats``: one parser per layout (GridToken JSON, Tasmota SML, Shelly EMData / NotifyStatus), each turning a
-  message into the reading body ``meters.services.batch.readings_submit_batch`` already takes.
+- ``meters.formats`` (with the other formats): one parser per layout (GridToken JSON, Tasmota SML, Shelly
+  EMData / NotifyStatus), each turning a message into the reading body ``readings_submit_batch`` already takes.
 - ``ingester``: the supervised process (QoS 1, persistent session, PUBACK after commit, bounded queue).
 - ``acl``: the Mosquitto password and ACL files that bind each meter to its own topics.
 

@@ -40,10 +40,11 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from config.objects import MqttConfig
 from gridtoken.exceptions import ApplicationError
+from meters import formats
 from meters.selectors import Caller
 from meters.services.batch import ACCEPTED, DUPLICATE, REJECTED, readings_submit_batch
 from protocols import status
-from protocols.mqtt import formats, topics
+from protocols.mqtt import topics
 
 logger = logging.getLogger("protocols.mqtt")
 STATS_EVERY_SECS = 60.0
