@@ -11,6 +11,7 @@ import math
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
+from rest_framework import serializers
 from rest_framework.response import Response
 
 from gridtoken.middleware import current_request_id
@@ -72,6 +73,22 @@ class RateLimited(ApplicationError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__("rate_limited", message, details={"retry_after": retry_after})
         self.retry_after = retry_after
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    """``ApplicationError.as_dict()``; for the OpenAPI schema only (bodies are built by ``error_body``)."""
+
+    code = serializers.CharField(help_text="Stable, machine-readable: validation_error, rate_limited, ...")
+    message = serializers.CharField(help_text="For people; may change")
+    field = serializers.CharField(required=False, help_text="The request field at fault, e.g. readings[3].kwh")
+    details = serializers.DictField(required=False, help_text="Code-specific, e.g. {retry_after} or {errors}")
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    """Every error response's body (the OpenAPI component ``ErrorBody``)."""
+
+    error = ErrorDetailSerializer()
+    request_id = serializers.CharField(allow_null=True, help_text="As in the X-Request-ID response header")
 
 
 def error_body(error: dict) -> dict:

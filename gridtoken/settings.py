@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served from here: /api/docs/ works offline
     "channels",
     "meters",
     "minting",
@@ -183,6 +184,14 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Smart-meter readings in, Solana energy tokens out.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Several components have a "status" field with its own choices; each set gets a name of its own.
+    "ENUM_NAME_OVERRIDES": {
+        "ReadingStatusEnum": "meters.models.MeterReading.Status",
+        "MeterStatusEnum": "meters.models.Meter.Status",
+    },
 }
 
 LOGGING = {

@@ -5,6 +5,7 @@ Device and fleet API keys never reach these views: only user tokens and admin se
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import BasePermission
@@ -12,7 +13,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from meters.authentication import BearerTokenAuthentication
-from minting import selectors, services
+from minting import schemas, selectors, services
+from minting.schemas import MINT_ERRORS, OPERATOR_BODY_ERRORS, OPERATOR_ERRORS, operator_errors
 from minting.services.operator import MAX_READINGS_PER_REQUEST
 
 
@@ -33,6 +35,7 @@ class OperatorApi(APIView):
         return self.request.user.get_username()
 
 
+@extend_schema_serializer(component_name="UnmintedReading")
 class ReadingOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     user_id = serializers.UUIDField()
@@ -52,9 +55,27 @@ class ReadingOutputSerializer(serializers.Serializer):
 
 
 class ReadingMintFromReadingApi(OperatorApi):
+    @extend_schema_serializer(component_name="OperatorMintInput")
     class InputSerializer(serializers.Serializer):
         reading_id = serializers.UUIDField()
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            **schemas.MINT_FROM_READING_RESPONSES,
+            **operator_errors(
+                *OPERATOR_BODY_ERRORS,
+                404,
+                409,
+                *MINT_ERRORS,
+                described={
+                    400: "validation_error, already_minted, reading_rejected.",
+                    404: "reading_not_found.",
+                    409: "mint_in_progress: a mint of this reading is already in flight.",
+                },
+            ),
+        },
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -73,11 +94,13 @@ class ReadingMintFromReadingApi(OperatorApi):
 
 
 class ReadingMintBatchApi(OperatorApi):
+    @extend_schema_serializer(component_name="OperatorMintBatchInput")
     class InputSerializer(serializers.Serializer):
         reading_ids = serializers.ListField(
             child=serializers.UUIDField(), allow_empty=False, max_length=MAX_READINGS_PER_REQUEST
         )
 
+    @extend_schema_serializer(component_name="OperatorMintBatchItem")
     class ResultSerializer(serializers.Serializer):
         reading_id = serializers.UUIDField()
         success = serializers.BooleanField()
@@ -86,6 +109,21 @@ class ReadingMintBatchApi(OperatorApi):
         token_amount = serializers.IntegerField(allow_null=True)
         error = serializers.CharField(allow_null=True)
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "OperatorMintBatchResult",
+                {
+                    "total_readings": serializers.IntegerField(),
+                    "successful_mints": serializers.IntegerField(),
+                    "failed_mints": serializers.IntegerField(),
+                    "results": ResultSerializer(many=True),
+                },
+            ),
+            **operator_errors(*OPERATOR_BODY_ERRORS, *MINT_ERRORS),
+        },
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -105,6 +143,10 @@ class ReadingUnmintedListApi(OperatorApi):
     class FilterSerializer(serializers.Serializer):
         limit = serializers.IntegerField(min_value=1, max_value=1000, default=50)
 
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={200: ReadingOutputSerializer(many=True), **operator_errors(400, *OPERATOR_ERRORS)},
+    )
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -113,11 +155,17 @@ class ReadingUnmintedListApi(OperatorApi):
 
 
 class ReadingRetryFailedApi(OperatorApi):
+    @extend_schema_serializer(component_name="OperatorRetryInput")
     class InputSerializer(serializers.Serializer):
         reading_ids = serializers.ListField(
             child=serializers.UUIDField(), required=False, allow_empty=False, max_length=MAX_READINGS_PER_REQUEST
         )
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: schemas.RETRIED, **operator_errors(*OPERATOR_BODY_ERRORS)},
+        description="Without reading_ids: every failed reading. With them: those failed or pending.",
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -126,14 +174,19 @@ class ReadingRetryFailedApi(OperatorApi):
 
 
 class TokenizationStatusApi(OperatorApi):
+    @extend_schema(responses={200: schemas.STATUS, **operator_errors(*OPERATOR_ERRORS)})
     def get(self, request):
         return Response(selectors.tokenization_status())
 
 
 class AutoMintToggleApi(OperatorApi):
+    @extend_schema_serializer(component_name="AutoMintToggleInput")
     class InputSerializer(serializers.Serializer):
         enabled = serializers.BooleanField()
 
+    @extend_schema(
+        request=InputSerializer, responses={200: schemas.AUTO_MINT, **operator_errors(*OPERATOR_BODY_ERRORS)}
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -143,6 +196,10 @@ class AutoMintToggleApi(OperatorApi):
 
 
 class BatchTriggerApi(OperatorApi):
+    @extend_schema(
+        request=None,  # takes no body
+        responses={200: schemas.TRIGGERED, **operator_errors(*OPERATOR_ERRORS, *MINT_ERRORS)},
+    )
     def post(self, request):
         result = services.batch_trigger(actor=self.actor())
         return Response(
@@ -158,5 +215,9 @@ class BatchTriggerApi(OperatorApi):
 
 
 class BatchReconcileApi(OperatorApi):
+    @extend_schema(
+        request=None,  # takes no body; a chain that cannot be asked is reported in the body's error
+        responses={200: schemas.RECONCILED, **operator_errors(*OPERATOR_ERRORS)},
+    )
     def post(self, request):
         return Response(services.batches_reconcile(min_age_secs=0).as_dict())

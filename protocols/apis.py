@@ -9,13 +9,13 @@ keep the bridge's shapes; refusals carry GridToken's error body with the bridge'
 from __future__ import annotations
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from gridtoken.exceptions import ApplicationError, Forbidden
+from gridtoken.exceptions import ApplicationError, ErrorDetailSerializer, Forbidden
 from meters.apis.base import IsApiKey, WriteApiView
-from meters.apis.docs import ERRORS
+from meters.apis.docs import BODY_ERRORS, errors
 from meters.selectors import Caller
 from meters.services.batch import ACCEPTED, DUPLICATE, REJECTED, batch_check, readings_submit_batch
 from meters.services.readings import reading_submit
@@ -113,15 +113,17 @@ BATCH_ITEM = inline_serializer(
         "device_type": serializers.CharField(required=False),
         "stream": serializers.CharField(required=False),
         "duplicate": serializers.BooleanField(required=False),
-        "error": serializers.DictField(required=False, help_text="{code, message, field?, details?}"),
+        "error": ErrorDetailSerializer(required=False, help_text="Only when rejected"),
     },
     many=True,
 )
-_REFUSALS = {
-    **ERRORS,
-    403: OpenApiResponse(description="invalid_signature / signature_required, or another meter or account."),
-    422: OpenApiResponse(description="encrypted_frame_unsupported: dlms-enc frames cannot be read here."),
+_DESCRIBED = {
+    403: "invalid_signature / signature_required, or another meter or account, or not an API key.",
+    422: "encrypted_frame_unsupported: dlms-enc frames cannot be read here.",
 }
+# A batch refuses its items one by one in the results; only the envelope itself is refused as a whole.
+INGEST_REFUSALS = errors(*BODY_ERRORS, 403, 404, 409, 422, described=_DESCRIBED)
+BATCH_REFUSALS = errors(*BODY_ERRORS, 403, 422, described=_DESCRIBED)
 
 
 class BridgeIngestApi(WriteApiView):
@@ -129,7 +131,7 @@ class BridgeIngestApi(WriteApiView):
 
     permission_classes = [IsApiKey]
 
-    @extend_schema(request=INGEST, responses={202: ACCEPTED_BODY, **_REFUSALS})
+    @extend_schema(request=INGEST, responses={202: ACCEPTED_BODY, **INGEST_REFUSALS})
     def post(self, request):
         now = timezone.now()
         envelope = request.data
@@ -155,7 +157,7 @@ class BridgeIngestBatchApi(WriteApiView):
 
     permission_classes = [IsApiKey]
 
-    @extend_schema(request=BATCH, responses={200: BATCH_ITEM, **_REFUSALS})
+    @extend_schema(request=BATCH, responses={200: BATCH_ITEM, **BATCH_REFUSALS})
     def post(self, request):
         now = timezone.now()
         envelope = request.data

@@ -4,6 +4,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from meters.apis.base import ApiView
+from meters.apis.docs import errors
 from meters.services.tokens import user_token_obtain
 
 
@@ -20,7 +21,21 @@ class TokenCreateApi(ApiView):
 
     @extend_schema(
         request=InputSerializer,
-        responses=inline_serializer("Token", {"token": serializers.CharField(), "user_id": serializers.UUIDField()}),
+        responses={
+            200: inline_serializer("Token", {"token": serializers.CharField(), "user_id": serializers.UUIDField()}),
+            **errors(
+                400,
+                401,
+                413,
+                415,
+                429,
+                described={
+                    401: "invalid_credentials: wrong username or password, or an inactive user.",
+                    429: "rate_limited: too many login attempts for this username; see Retry-After.",
+                },
+            ),
+        },
+        auth=[],
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)

@@ -6,6 +6,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 
+from gridtoken.exceptions import ErrorBodySerializer, ErrorDetailSerializer
+from meters.models import MeterReading
 from meters.validation import TELEMETRY_FIELDS
 
 
@@ -30,20 +32,49 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
         return {"type": "http", "scheme": "bearer", "description": "A user token from POST /api/auth/token"}
 
 
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(
-        description=description + ' Body: {"error": {"code", "message", "field"?, "details"?}, "request_id"}.'
-    )
-
-
-ERRORS = {
-    400: _error("Invalid body; error.code names the rule."),
-    401: _error("Missing or invalid credentials."),
-    403: _error("Not allowed (another meter or account, suspended meter)."),
-    404: _error("Unknown meter."),
-    409: _error("Conflicting reading (duplicate_reading_conflict, reading_within_duplicate_window)."),
-    429: _error("Rate limited; see Retry-After."),
+# What each error status means on these APIs; an operation lists the statuses it can really answer.
+ERROR_DESCRIPTIONS = {
+    400: "Invalid request: malformed_json, validation_error (field names it) or a rule's own code.",
+    401: "Missing (not_authenticated) or invalid (invalid_credentials) credentials; WWW-Authenticate is set.",
+    403: "Not allowed: forbidden (another meter or account, wrong credential kind), meter_suspended.",
+    404: "meter_not_found: no meter with that serial or id.",
+    409: "Conflict: duplicate_reading_conflict, reading_within_duplicate_window, meter_changed (retry).",
+    413: "payload_too_large: the body is over 8 MiB.",
+    415: "unsupported_media_type: send application/json.",
+    422: "Understood but not processable.",
+    429: "rate_limited: see Retry-After and error.details.retry_after.",
+    502: "The chain refused or failed the transaction (chain_error, mint_failed).",
+    503: "chain_unavailable: the chain could not be reached; nothing was done.",
 }
+
+
+def errors(*statuses: int, described: dict[int, str] | None = None) -> dict[int, OpenApiResponse]:
+    """OpenAPI responses for ``statuses``, each with the one error body (``ErrorBody``); ``described`` replaces
+    the general description of a status with what it means on one operation."""
+    described = described or {}
+    return {
+        status: OpenApiResponse(ErrorBodySerializer, description=described.get(status, ERROR_DESCRIPTIONS[status]))
+        for status in statuses
+    }
+
+
+# Every JSON body goes through meters.parsers.DecimalJSONParser (400 malformed_json, 413, 415); every write
+# is rate limited (429); every caller here is authenticated (401).
+BODY_ERRORS = (400, 401, 413, 415, 429)
+# A reading write can also name a meter that is not the caller's, unknown, or conflicting.
+READING_ERRORS = errors(*BODY_ERRORS, 403, 404, 409)
+
+PAGINATION = inline_serializer(
+    "Pagination",
+    {
+        "current_page": serializers.IntegerField(),
+        "total_pages": serializers.IntegerField(),
+        "total_items": serializers.IntegerField(),
+        "items_per_page": serializers.IntegerField(),
+        "has_next": serializers.BooleanField(),
+        "has_previous": serializers.BooleanField(),
+    },
+)
 
 _telemetry = {name: serializers.JSONField(required=False) for name in TELEMETRY_FIELDS}
 _kwh = {"allow_null": True, "help_text": "Exact decimal string (kWh, nine places) or null"}
@@ -70,34 +101,48 @@ _registers = {
     "quality": serializers.JSONField(required=False, help_text="The meter's quality mark(s); not good -> VEE rule"),
 }
 
-READING = inline_serializer(
-    "Reading",
-    {
-        "id": serializers.UUIDField(),
-        "user_id": serializers.UUIDField(),
-        "meter_id": serializers.UUIDField(),
-        "meter_serial": serializers.CharField(),
-        "wallet_address": serializers.CharField(),
-        "kwh_amount": serializers.CharField(help_text="Exact decimal string with nine places, e.g. 1.500000000"),
-        "reading_timestamp": serializers.DateTimeField(),
-        "submitted_at": serializers.DateTimeField(),
-        "minted": serializers.BooleanField(),
-        "mint_tx_signature": serializers.CharField(allow_null=True),
-        "status": serializers.ChoiceField(
-            choices=("pending", "minting", "minted", "failed", "rejected", "recorded", "held", "awaiting_window")
-        ),
-        "source": serializers.ChoiceField(choices=("interval", "register", "window")),
-        "generated_kwh": serializers.CharField(**_kwh),
-        "consumed_kwh": serializers.CharField(**_kwh),
-        "interval_secs": serializers.IntegerField(allow_null=True),
-        "import_register_kwh": serializers.CharField(**_kwh),
-        "export_register_kwh": serializers.CharField(**_kwh),
-        "mintable_kwh": serializers.CharField(help_text="What this reading mints under the mint basis"),
-        "flags": serializers.ListField(child=serializers.CharField(), help_text="Quality and VEE flags"),
-        "window_start": serializers.DateTimeField(allow_null=True),
-        "duplicate": serializers.BooleanField(help_text="Only on submissions: true for an idempotent replay"),
+READING_FIELDS = {
+    "id": serializers.UUIDField(),
+    "user_id": serializers.UUIDField(),
+    "meter_id": serializers.UUIDField(),
+    "meter_serial": serializers.CharField(),
+    "wallet_address": serializers.CharField(),
+    "kwh_amount": serializers.CharField(help_text="Exact decimal string with nine places, e.g. 1.500000000"),
+    "reading_timestamp": serializers.DateTimeField(),
+    "submitted_at": serializers.DateTimeField(),
+    "minted": serializers.BooleanField(),
+    "mint_tx_signature": serializers.CharField(allow_null=True),
+    "status": serializers.ChoiceField(choices=MeterReading.Status.choices),
+    "source": serializers.ChoiceField(choices=MeterReading.Source.choices),
+    "generated_kwh": serializers.CharField(**_kwh),
+    "consumed_kwh": serializers.CharField(**_kwh),
+    "interval_secs": serializers.IntegerField(allow_null=True),
+    "import_register_kwh": serializers.CharField(**_kwh),
+    "export_register_kwh": serializers.CharField(**_kwh),
+    "mintable_kwh": serializers.CharField(help_text="What this reading mints under the mint basis"),
+    "flags": serializers.ListField(child=serializers.CharField(), help_text="Quality and VEE flags"),
+    "window_start": serializers.DateTimeField(allow_null=True),
+}
+# As lists show it.
+# inline_serializer's class creation pops the fields out of the dict it is given: each use gets a copy.
+READING = inline_serializer("Reading", dict(READING_FIELDS))
+_DUPLICATE = {"duplicate": serializers.BooleanField(help_text="True for an idempotent replay (answered 200)")}
+# As a submission answers it: the stored reading and whether this was a replay.
+SUBMITTED = inline_serializer("ReadingSubmitted", READING_FIELDS | _DUPLICATE)
+# The gateway's v1 answer: the same, plus its own names for some fields.
+V1_SUBMITTED = inline_serializer(
+    "MeterReadingV1Submitted",
+    READING_FIELDS
+    | _DUPLICATE
+    | {
+        "serial_number": serializers.CharField(help_text="= meter_serial"),
+        "kwh": serializers.CharField(help_text="= kwh_amount"),
+        "timestamp": serializers.DateTimeField(help_text="= reading_timestamp"),
+        "tx_signature": serializers.CharField(allow_null=True, help_text="= mint_tx_signature"),
+        "message": serializers.CharField(),
     },
 )
+READING_PAGE = inline_serializer("ReadingPage", {"data": READING.__class__(many=True), "pagination": PAGINATION})
 SUBMIT = inline_serializer(
     "ReadingSubmit",
     {
@@ -128,7 +173,7 @@ V1_ITEM_FIELDS = {
     **_telemetry,
     **_registers,
 }
-V1_READING = inline_serializer("MeterReadingV1", V1_ITEM_FIELDS)
+V1_READING = inline_serializer("MeterReadingV1", dict(V1_ITEM_FIELDS))
 BATCH = inline_serializer(
     "ReadingBatch",
     {
@@ -154,7 +199,7 @@ BATCH_RESULT = inline_serializer(
                 "index": serializers.IntegerField(),
                 "status": serializers.ChoiceField(choices=("accepted", "duplicate", "rejected")),
                 "id": serializers.UUIDField(required=False),
-                "error": serializers.DictField(required=False),
+                "error": ErrorDetailSerializer(required=False, help_text="Only when rejected"),
             },
             many=True,
         ),
@@ -166,7 +211,9 @@ STATS = inline_serializer(
     | {"total_readings": serializers.IntegerField()},
 )
 
-submit_schema = extend_schema(request=SUBMIT, responses={201: READING, 200: READING, **ERRORS})
-v1_schema = extend_schema(request=V1_READING, responses={201: READING, 200: READING, **ERRORS})
-batch_schema = extend_schema(request=BATCH, responses={200: BATCH_RESULT, **ERRORS})
-stats_schema = extend_schema(responses={200: STATS, 401: ERRORS[401]})
+submit_schema = extend_schema(request=SUBMIT, responses={201: SUBMITTED, 200: SUBMITTED, **READING_ERRORS})
+v1_schema = extend_schema(request=V1_READING, responses={201: V1_SUBMITTED, 200: V1_SUBMITTED, **READING_ERRORS})
+# Items are refused one by one in the results; the batch itself only fails as a whole request (batch_too_large,
+# a device key naming another meter is an item's refusal).
+batch_schema = extend_schema(request=BATCH, responses={200: BATCH_RESULT, **errors(*BODY_ERRORS, 403)})
+stats_schema = extend_schema(responses={200: STATS, **errors(401)})

@@ -1,10 +1,12 @@
-from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from gridtoken.exceptions import ValidationFailed
 from meters.apis.base import ApiView, IsFleetKey, IsUserCredential, WriteApiView
+from meters.apis.docs import BODY_ERRORS, PAGINATION, errors
+from meters.models import Meter
 from meters.selectors import Caller, meter_list, paginate
 from meters.services.meters import meter_create, meter_register_for_fleet
 from meters.validation import is_wallet_address, parse_wallet
@@ -32,11 +34,11 @@ class MeterOutputSerializer(serializers.Serializer):
     serial = serializers.CharField()
     owner_id = serializers.UUIDField()
     wallet_address = serializers.CharField()
-    public_key = serializers.CharField()
-    status = serializers.CharField()
+    public_key = serializers.CharField(help_text="Empty when the meter has no signing key")
+    status = serializers.ChoiceField(choices=Meter.Status.choices)
     meter_type = serializers.CharField()
     location = serializers.CharField()
-    zone_id = serializers.IntegerField()
+    zone_id = serializers.IntegerField(allow_null=True)
     created_at = serializers.DateTimeField()
 
 
@@ -52,9 +54,10 @@ class MeterListApi(ApiView):
 
     @extend_schema(
         parameters=[PageInputSerializer],
-        responses=inline_serializer(
-            "MeterPage", {"data": MeterOutputSerializer(many=True), "pagination": serializers.DictField()}
-        ),
+        responses={
+            200: inline_serializer("MeterPage", {"data": MeterOutputSerializer(many=True), "pagination": PAGINATION}),
+            **errors(400, 401),
+        },
     )
     def get(self, request):
         query = PageInputSerializer(data=request.query_params.dict())
@@ -83,8 +86,18 @@ class MeterCreateApi(WriteApiView):
         request=InputSerializer,
         responses={
             201: inline_serializer(
-                "MeterCreated", {"meter": MeterOutputSerializer(), "api_key": serializers.CharField()}
-            )
+                "MeterCreated",
+                {"meter": MeterOutputSerializer(), "api_key": serializers.CharField(help_text="Shown this once")},
+            ),
+            **errors(
+                *BODY_ERRORS,
+                403,
+                409,
+                described={
+                    403: "forbidden: registering a meter needs a user's token or session, not an API key.",
+                    409: "meter_already_registered: the serial is taken.",
+                },
+            ),
         },
     )
     def post(self, request):
@@ -111,6 +124,17 @@ class MetersApi(MeterListApi, MeterCreateApi):
         return [throttle() for throttle in self._operation().throttle_classes]
 
 
+REGISTERED = inline_serializer(
+    "MeterRegistered",
+    {
+        "success": serializers.BooleanField(),
+        "message": serializers.CharField(),
+        "meter_id": serializers.CharField(help_text="The meter's serial"),
+        "id": serializers.UUIDField(),
+    },
+)
+
+
 class SimulatorMeterRegisterApi(WriteApiView):
     """POST /api/v1/simulator/meters/register: an aggregator (fleet key) registers or re-announces a meter."""
 
@@ -126,15 +150,19 @@ class SimulatorMeterRegisterApi(WriteApiView):
 
     @extend_schema(
         request=InputSerializer,
-        responses=inline_serializer(
-            "MeterRegistered",
-            {
-                "success": serializers.BooleanField(),
-                "message": serializers.CharField(),
-                "meter_id": serializers.CharField(),
-                "id": serializers.UUIDField(),
-            },
-        ),
+        responses={
+            201: REGISTERED,
+            200: OpenApiResponse(REGISTERED, description="Already registered: wallet, type, location, zone updated."),
+            **errors(
+                *BODY_ERRORS,
+                403,
+                409,
+                described={
+                    403: "forbidden: this operation needs a fleet API key.",
+                    409: "meter_already_registered: another account's meter has this serial.",
+                },
+            ),
+        },
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)

@@ -1,11 +1,11 @@
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from meters.apis.base import ApiView, IsApiKey, WriteApiView, reading_payload
-from meters.apis.docs import READING, batch_schema, stats_schema, submit_schema, v1_schema
+from meters.apis.docs import READING_PAGE, batch_schema, errors, stats_schema, submit_schema, v1_schema
 from meters.apis.meters import PageInputSerializer
 from meters.models import MeterReading
 from meters.selectors import SORTABLE, Caller, reading_list, reading_stats
@@ -87,8 +87,22 @@ class ReadingBatchCreateApi(WriteApiView):
         return Response(result)
 
 
+class StatusListField(serializers.CharField):
+    """One reading status or several, comma-separated (``pending,failed``): a list of known statuses."""
+
+    def to_internal_value(self, data) -> list[str]:
+        statuses = [part.strip() for part in super().to_internal_value(data).split(",")]
+        unknown = [part for part in statuses if part not in MeterReading.Status.values]
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown status {unknown[0]!r}; one or more of {', '.join(MeterReading.Status.values)}, "
+                "comma-separated."
+            )
+        return list(dict.fromkeys(statuses))
+
+
 class ReadingListApi(ApiView):
-    """GET /api/meters/my-readings: the caller's readings, a page at a time."""
+    """GET /api/meters/my-readings: the caller's readings, a page at a time, optionally filtered."""
 
     permission_classes = [IsAuthenticated]
 
@@ -97,15 +111,32 @@ class ReadingListApi(ApiView):
         sort_by = serializers.ChoiceField(choices=SORTABLE, default="submitted_at")
         sort_order = serializers.ChoiceField(choices=("asc", "desc"), default="desc")
         minted = serializers.BooleanField(required=False, allow_null=True, default=None)
-        meter_serial = serializers.CharField(required=False, default=None, max_length=MAX_SERIAL_LENGTH)
-        status = serializers.ChoiceField(choices=MeterReading.Status.choices, required=False, default=None)
+        meter_serial = serializers.CharField(
+            required=False, default=None, max_length=MAX_SERIAL_LENGTH, help_text="Only this meter's readings"
+        )
+        meter_id = serializers.UUIDField(required=False, default=None, help_text="Only this meter's readings")
+        status = StatusListField(
+            required=False,
+            default=None,
+            max_length=200,
+            help_text=f"One status or several, comma-separated: {', '.join(MeterReading.Status.values)}",
+        )
         source = serializers.ChoiceField(choices=MeterReading.Source.choices, required=False, default=None)
+        since = serializers.DateTimeField(
+            required=False, default=None, help_text="reading_timestamp at or after this (ISO 8601; no offset: UTC)"
+        )
+        until = serializers.DateTimeField(
+            required=False, default=None, help_text="reading_timestamp before this (ISO 8601; no offset: UTC)"
+        )
+
+        def validate(self, data):
+            if data["since"] is not None and data["until"] is not None and data["until"] < data["since"]:
+                raise serializers.ValidationError({"until": "until is before since."})
+            return data
 
     @extend_schema(
         parameters=[InputSerializer],
-        responses=inline_serializer(
-            "ReadingPage", {"data": READING.__class__(many=True), "pagination": serializers.DictField()}
-        ),
+        responses={200: READING_PAGE, **errors(400, 401)},
     )
     def get(self, request):
         query = self.InputSerializer(data=request.query_params.dict())

@@ -182,3 +182,107 @@ def test_stats_without_readings_are_zero(get, user_token):
 def test_reads_need_credentials(api):
     assert api.get("/api/meters/my-readings").status_code == 401
     assert api.get("/api/meters/stats").status_code == 401
+
+
+def ids(response) -> list[str]:
+    assert response.status_code == 200, response.json()
+    return sorted(r["id"] for r in response.json()["data"])
+
+
+def test_the_list_filters_by_meter_serial_and_by_meter_id(get, meter, user_token):
+    other = MeterFactory(owner=meter.owner)
+    mine = ReadingFactory(meter=meter)
+    theirs = ReadingFactory(meter=other)
+
+    by_serial = get("/api/meters/my-readings", token=user_token, meter_serial=other.serial)
+    by_id = get("/api/meters/my-readings", token=user_token, meter_id=str(meter.id))
+    both_agreeing = get("/api/meters/my-readings", token=user_token, meter_serial=meter.serial, meter_id=str(meter.id))
+    both_differing = get("/api/meters/my-readings", token=user_token, meter_serial=other.serial, meter_id=str(meter.id))
+
+    assert ids(by_serial) == [str(theirs.id)]
+    assert ids(by_id) == [str(mine.id)]
+    assert ids(both_agreeing) == [str(mine.id)]
+    assert ids(both_differing) == []
+
+
+def test_another_accounts_meter_gives_an_empty_page_not_its_readings(get, meter, user_token):
+    ReadingFactory(meter=meter)
+    strangers = ReadingFactory()  # another owner's meter and reading
+
+    by_serial = get("/api/meters/my-readings", token=user_token, meter_serial=strangers.meter.serial)
+    by_id = get("/api/meters/my-readings", token=user_token, meter_id=str(strangers.meter_id))
+
+    assert ids(by_serial) == [] and by_serial.json()["pagination"]["total_items"] == 0
+    assert ids(by_id) == [] and by_id.json()["pagination"]["total_items"] == 0
+
+
+def test_a_device_key_filtering_by_another_of_its_owners_meters_sees_nothing(get, meter, device_key):
+    sibling = ReadingFactory(meter=MeterFactory(owner=meter.owner))
+
+    response = get("/api/meters/my-readings", key=device_key, meter_id=str(sibling.meter_id))
+
+    assert ids(response) == []
+
+
+def test_the_list_filters_by_one_status_or_several(get, meter, user_token):
+    pending = ReadingFactory(meter=meter)
+    failed = ReadingFactory(meter=meter, status="failed")
+    held = ReadingFactory(meter=meter, status="held")
+    ReadingFactory(meter=meter, status="minted", minted=True, mint_tx_signature="sig")
+
+    one = get("/api/meters/my-readings", token=user_token, status="held")
+    several = get("/api/meters/my-readings", token=user_token, status="pending,failed, held")
+
+    assert ids(one) == [str(held.id)]
+    assert ids(several) == sorted(str(r.id) for r in (pending, failed, held))
+
+
+@pytest.mark.parametrize("status", ["bogus", "pending,bogus", "pending,", "", "PENDING"])
+def test_an_unknown_status_is_a_400_naming_the_field(get, meter, user_token, status):
+    ReadingFactory(meter=meter)
+
+    response = get("/api/meters/my-readings", token=user_token, status=status)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+    assert response.json()["error"]["field"] == "status"
+
+
+def test_the_list_filters_by_a_reading_time_range(get, meter, user_token, recent):
+    at = {
+        offset: ReadingFactory(meter=meter, reading_timestamp=recent + timedelta(minutes=offset))
+        for offset in (0, 15, 30, 45)
+    }
+    since, until = rfc3339(recent + timedelta(minutes=15)), rfc3339(recent + timedelta(minutes=45))
+
+    in_range = get("/api/meters/my-readings", token=user_token, since=since, until=until)
+    from_since = get("/api/meters/my-readings", token=user_token, since=since)
+    before_until = get("/api/meters/my-readings", token=user_token, until=until)
+    with_offset = get(
+        "/api/meters/my-readings",
+        token=user_token,
+        since=(recent + timedelta(minutes=30)).astimezone(timezone.get_fixed_timezone(420)).isoformat(),
+    )
+
+    assert ids(in_range) == sorted(str(at[m].id) for m in (15, 30))  # since inclusive, until exclusive
+    assert ids(from_since) == sorted(str(at[m].id) for m in (15, 30, 45))
+    assert ids(before_until) == sorted(str(at[m].id) for m in (0, 15, 30))
+    assert ids(with_offset) == sorted(str(at[m].id) for m in (30, 45))
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2025-13-01T00:00:00Z"}, "until"),
+        ({"since": "2025-03-01T12:00:00Z", "until": "2025-03-01T11:00:00Z"}, "until"),
+        ({"meter_id": "not-a-uuid"}, "meter_id"),
+        ({"meter_serial": "x" * 65}, "meter_serial"),
+        ({"since": "9999-12-31T23:59:59-23:00"}, "since"),
+    ],
+)
+def test_bad_filter_values_are_400_naming_the_field(get, meter, user_token, params, field):
+    response = get("/api/meters/my-readings", token=user_token, **params)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {**response.json()["error"], "code": "validation_error", "field": field}
