@@ -4,8 +4,11 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gridtoken.exceptions import handler404 as json_not_found
+from meters.ratelimit import session_login_limited
 
 urlpatterns = [
+    # Before the admin's own URLs: the same login view, answering 429 once the username's budget is spent.
+    path("admin/login/", session_login_limited(admin.site.login)),
     path("admin/", admin.site.urls),
     path("", include("gridtoken.ops.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,4 +1,8 @@
-"""Rate limits counted in Redis: writes per API key and per user, token logins per username.
+"""Rate limits counted in Redis: writes per API key and per user, logins per username.
+
+Logins share one budget per username whichever door they come through: the token endpoint, the dashboard's
+sign-in page and the Django admin's (``LoginRateLimitMixin`` on their forms, ``session_login_limited``
+around their views for the 429).
 
 A sliding window approximated from two fixed one-minute buckets (the current count plus the previous
 bucket's count weighted by how much of it still overlaps the last 60 seconds). This avoids the 2x burst a
@@ -15,8 +19,10 @@ import hashlib
 import logging
 import math
 import time
+from functools import wraps
 
 import redis
+from django import forms
 from django.conf import settings
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.throttling import BaseThrottle
@@ -52,8 +58,8 @@ def check_write_allowed(*, key_id=None, user_id=None, now: float | None = None) 
 
 
 def check_login_allowed(*, username: str, now: float | None = None) -> None:
-    """Count one token login attempt for ``username`` (right or wrong password): guessing passwords is
-    limited per account, whichever address the guesses come from."""
+    """Count one login attempt for ``username`` (right or wrong password): guessing passwords is limited per
+    account, whichever address and whichever door (token, dashboard, admin) the guesses come from."""
     limit = settings.INGEST.rate_limit_login_per_min
     if limit > 0:
         digest = hashlib.sha256(username.encode()).hexdigest()[:24]
@@ -101,6 +107,44 @@ def _warn(error: Exception) -> None:
     if time.monotonic() - _last_warning > 30:
         _last_warning = time.monotonic()
         logger.warning("rate limiter unavailable, allowing requests: %s", error)
+
+
+class LoginRateLimitMixin:
+    """For an ``AuthenticationForm``: count the attempt before the password is checked, and refuse it with a
+    form error saying when to retry once the username's budget is spent (the password is then not checked,
+    so a right one does not get through either)."""
+
+    retry_after: int | None = None
+
+    def clean(self):
+        username = self.cleaned_data.get("username")
+        if username:
+            try:
+                check_login_allowed(username=username)
+            except RateLimited as refused:
+                self.retry_after = refused.retry_after
+                raise forms.ValidationError(
+                    f"Too many sign-in attempts for this account. Try again in {refused.retry_after} s.",
+                    code="rate_limited",
+                ) from None
+        return super().clean()
+
+
+def session_login_limited(view):
+    """Wrap a login view whose form uses LoginRateLimitMixin: a refused attempt answers 429 with Retry-After
+    (the page still renders the form and the error)."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        form = (getattr(response, "context_data", None) or {}).get("form")
+        retry_after = getattr(form, "retry_after", None)
+        if retry_after is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(retry_after)
+        return response
+
+    return wrapped
 
 
 class WriteRateLimit(BaseThrottle):

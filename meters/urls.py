@@ -3,6 +3,7 @@
 from django.urls import path
 
 from meters.apis.auth import TokenCreateApi
+from meters.apis.keys import ApiKeyDeleteApi, ApiKeyRevokeApi, ApiKeysApi
 from meters.apis.meters import MetersApi, SimulatorMeterRegisterApi
 from meters.apis.readings import (
     MeterReadingCreateApi,
@@ -23,4 +24,7 @@ urlpatterns = [
     path("api/v1/meters/batch/readings", ReadingBatchCreateApi.as_view(), name="reading-batch"),
     path("api/v1/public/meters/batch/readings", ReadingBatchCreateApi.as_view(), name="reading-batch-public"),
     path("api/v1/meters/<str:serial>/readings", MeterReadingCreateApi.as_view(), name="meter-reading-create"),
+    path("api/admin/api-keys", ApiKeysApi.as_view(), name="admin-api-keys"),  # GET: list, POST: issue
+    path("api/admin/api-keys/<str:key>", ApiKeyDeleteApi.as_view(), name="admin-api-key"),
+    path("api/admin/api-keys/<str:key>/revoke", ApiKeyRevokeApi.as_view(), name="admin-api-key-revoke"),
 ]

@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.static import serve
 
+from meters.ratelimit import session_login_limited
 from realtime import views
 
 app_name = "realtime"
@@ -16,8 +17,13 @@ urlpatterns = [
     path("dashboard/assets/<path:path>", serve, {"document_root": views.ASSETS_DIR}, name="asset"),
     path(
         "login",
-        auth_views.LoginView.as_view(
-            template_name="realtime/login.html", next_page="/dashboard/", redirect_authenticated_user=True
+        session_login_limited(
+            auth_views.LoginView.as_view(
+                template_name="realtime/login.html",
+                authentication_form=views.DashboardLoginForm,
+                next_page="/dashboard/",
+                redirect_authenticated_user=True,
+            )
         ),
         name="login",
     ),

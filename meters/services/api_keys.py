@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from gridtoken.exceptions import ValidationFailed
+from gridtoken.exceptions import Conflict, NotFound, ValidationFailed
 from meters.models import ApiKey, Meter, User
 
 KEY_PREFIX = "gtk_"
@@ -83,6 +83,51 @@ def api_key_create(*, owner: User, scope: str, meter: Meter | None = None, name:
         owner=owner, scope=scope, meter=meter, name=name, prefix=raw_key[:12], key_hash=hash_key(raw_key)
     )
     return key, raw_key
+
+
+def api_key_issue(*, owner: str, scope: str, meter: str | None = None, name: str = "") -> tuple[ApiKey, str]:
+    """``api_key_create`` for an operator who names the owner by username and the meter by serial
+    (the operator API and ``manage.py api_key``): unknown names are stable 400s, not lookups that raise."""
+    user = User.objects.filter(username=owner).first()
+    if user is None:
+        raise ValidationFailed("unknown_owner", f"No user is called {owner!r}.", field="owner")
+    if not user.is_active:
+        raise ValidationFailed("owner_inactive", f"User {owner!r} is inactive: its keys would not work.", field="owner")
+    found = None
+    if meter:
+        found = Meter.objects.filter(serial=meter).first()
+        if found is None:
+            raise ValidationFailed("unknown_meter", f"No meter has the serial {meter!r}.", field="meter")
+    return api_key_create(owner=user, scope=scope, meter=found, name=name)
+
+
+def api_key_get(*, ref: str) -> ApiKey:
+    """The key an operator names by its id or by its prefix (``gtk_`` and the next 8 characters)."""
+    keys = ApiKey.objects.select_related("owner", "meter")
+    try:
+        matches = list(keys.filter(pk=uuid.UUID(ref)))
+    except ValueError:
+        # Prefixes carry 48 random bits, so two keys sharing one is unlikely but not impossible.
+        matches = list(keys.filter(prefix=ref)[:2]) if looks_like_api_key(ref) else []
+    if not matches:
+        raise NotFound("api_key_not_found", f"No API key has the id or prefix {ref!r}.")
+    if len(matches) > 1:
+        raise Conflict("api_key_ambiguous", f"More than one API key starts with {ref!r}: use its id.")
+    return matches[0]
+
+
+def api_key_list(
+    *, owner: str | None = None, scope: str | None = None, active: bool | None = None, limit: int = 100
+) -> list[ApiKey]:
+    """Keys newest first, optionally one owner's (by username), one scope, active or revoked only."""
+    keys = ApiKey.objects.select_related("owner", "meter").order_by("-created_at", "prefix")
+    if owner is not None:
+        keys = keys.filter(owner__username=owner)
+    if scope is not None:
+        keys = keys.filter(scope=scope)
+    if active is not None:
+        keys = keys.filter(revoked_at__isnull=active)
+    return list(keys[:limit])
 
 
 def api_key_revoke(*, key: ApiKey) -> ApiKey:

@@ -8,7 +8,7 @@ import pytest
 
 from meters import ratelimit
 from meters.models import MeterReading
-from tests.factories import MeterFactory, api_key_for
+from tests.factories import MeterFactory, UserFactory, api_key_for
 from tests.meters.conftest import rfc3339
 
 SUBMIT = "/api/meters/submit-reading"
@@ -150,3 +150,41 @@ def test_token_logins_are_limited_per_username_right_password_or_not(api, meter,
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
     assert int(refused["Retry-After"]) >= 1
     assert login(stranger, "password").status_code == 200  # other accounts are unaffected
+
+
+def session_login(client, path, user, password):
+    return client.post(path, {"username": user.username, "password": password, "next": "/dashboard/"})
+
+
+@pytest.mark.parametrize("path", ["/login", "/admin/login/"])
+def test_session_logins_are_limited_per_username_right_password_or_not(client, path, ingest_settings):
+    ingest_settings(rate_limit_login_per_min=3)
+    operator, other = UserFactory(is_staff=True), UserFactory(is_staff=True)
+
+    codes = [session_login(client, path, operator, "wrong").status_code for _ in range(3)]
+    refused = session_login(client, path, operator, "password")  # right, but the account's budget is spent
+
+    assert codes == [200, 200, 200]  # the form again, with "did not match"
+    assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1
+    assert f"Try again in {refused['Retry-After']} s" in refused.content.decode()
+    assert "_auth_user_id" not in client.session  # not signed in
+    signed_in = session_login(client, path, other, "password")  # other accounts are unaffected
+    assert signed_in.status_code == 302 and client.session["_auth_user_id"] == str(other.pk)
+
+
+def test_the_token_endpoint_dashboard_and_admin_share_one_budget_per_username(api, client, ingest_settings):
+    ingest_settings(rate_limit_login_per_min=2)
+    operator = UserFactory(is_staff=True)
+
+    token = api.post("/api/auth/token", {"username": operator.username, "password": "wrong"}, format="json")
+    dashboard = session_login(client, "/login", operator, "wrong")
+    admin = session_login(client, "/admin/login/", operator, "password")
+
+    assert (token.status_code, dashboard.status_code, admin.status_code) == (401, 200, 429)
+
+
+def test_with_redis_down_session_logins_still_work(client, settings):
+    settings.SERVICE = dataclasses.replace(settings.SERVICE, redis_url="redis://127.0.0.1:1/0")
+    user = UserFactory()
+
+    assert session_login(client, "/login", user, "password").status_code == 302
