@@ -18,6 +18,7 @@ import logging
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
@@ -26,13 +27,21 @@ from django.utils.html import format_html
 from config.objects import VEE_ACTIONS, VEE_RULES
 from gridtoken.exceptions import ApplicationError
 from meters.models import READING_FLAGS, ApiKey, Meter, MeterReading, User
+from meters.ratelimit import LoginRateLimitMixin
 from meters.selectors import meter_cache_clear
 from meters.services.api_keys import api_key_create, api_key_revoke
 from meters.services.holds import readings_approve, readings_reject
 from meters.services.meters import meter_set_status
-from minting.admin import mint_now, retry_failed
+from minting.admin import mint_now, retry_failed, tokens
 
 audit = logging.getLogger("meters.admin")
+
+
+class AdminLoginForm(LoginRateLimitMixin, AdminAuthenticationForm):
+    """The admin's sign-in counts against the same per-username budget as the token endpoint."""
+
+
+admin.site.login_form = AdminLoginForm
 
 # One admin action decides at most this many held readings (one transaction, one lock per meter).
 HOLD_DECISIONS_PER_ACTION = 1000
@@ -245,6 +254,8 @@ class MeterReadingAdmin(admin.ModelAdmin):
         "source",
         "net_kwh",
         "mintable_kwh",
+        "tokens_minted",
+        "token_base_units",
         "flag_list",
         "reading_timestamp",
         "status",
@@ -271,6 +282,14 @@ class MeterReadingAdmin(admin.ModelAdmin):
     @admin.display(description="net kWh", ordering="kwh_amount")
     def net_kwh(self, reading: MeterReading) -> str:
         return format(reading.kwh_amount, "f")
+
+    @admin.display(description="tokens", ordering="token_amount")
+    def tokens_minted(self, reading: MeterReading) -> str:
+        return tokens(reading.token_amount)
+
+    @admin.display(description="base units", ordering="token_amount")
+    def token_base_units(self, reading: MeterReading):
+        return "-" if reading.token_amount is None else reading.token_amount
 
     @admin.display(description="flags")
     def flag_list(self, reading: MeterReading) -> str:

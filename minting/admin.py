@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from urllib.parse import quote
 
 from django.conf import settings
@@ -27,6 +28,13 @@ def explorer_url(signature: str) -> str:
     if cluster == "localnet":
         return f"{base}?cluster=custom&customUrl={quote(settings.CHAIN.rpc_url, safe='')}"
     return f"{base}?cluster={cluster}"
+
+
+def tokens(raw) -> str:
+    """Integer base units as tokens, exactly (the token's decimals, no float)."""
+    if raw is None:
+        return "-"
+    return format(Decimal(int(raw)).scaleb(-settings.TOKENIZATION.decimals), "f")
 
 
 def signature_link(signature: str | None):
@@ -71,7 +79,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class BatchReadingInline(admin.TabularInline):
     model = MeterReading
     fk_name = "batch"
-    fields = ("id", "meter", "wallet_address", "kwh_amount", "token_amount", "status", "attempts", "last_error")
+    fields = (
+        "id",
+        "meter",
+        "wallet_address",
+        "kwh_amount",
+        "tokens",
+        "base_units",
+        "status",
+        "attempts",
+        "last_error",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -83,6 +101,14 @@ class BatchReadingInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    @admin.display(description="tokens")
+    def tokens(self, reading: MeterReading) -> str:
+        return tokens(reading.token_amount)
+
+    @admin.display(description="base units")
+    def base_units(self, reading: MeterReading):
+        return "-" if reading.token_amount is None else reading.token_amount
+
 
 @admin.register(MintBatch)
 class MintBatchAdmin(ReadOnlyAdmin):
@@ -91,7 +117,8 @@ class MintBatchAdmin(ReadOnlyAdmin):
         "status",
         "signature_short",
         "reading_count",
-        "total_token_amount",
+        "total_tokens",
+        "total_base_units",
         "send_attempts",
         "sent_at",
         "settled_at",
@@ -105,7 +132,8 @@ class MintBatchAdmin(ReadOnlyAdmin):
         "status",
         "explorer",
         "reading_count",
-        "total_token_amount",
+        "total_tokens",
+        "total_base_units",
         "mint_address",
         "last_valid_block_height",
         "send_attempts",
@@ -117,6 +145,14 @@ class MintBatchAdmin(ReadOnlyAdmin):
     )
     readonly_fields = fields
     inlines = [BatchReadingInline]
+
+    @admin.display(description="tokens", ordering="total_token_amount")
+    def total_tokens(self, obj: MintBatch) -> str:
+        return tokens(obj.total_token_amount)
+
+    @admin.display(description="base units", ordering="total_token_amount")
+    def total_base_units(self, obj: MintBatch) -> int:
+        return int(obj.total_token_amount)
 
     @admin.display(description="signature")
     def signature_short(self, obj: MintBatch):

@@ -24,7 +24,7 @@ READINGS, METERS = MeterReading._meta.db_table, Meter._meta.db_table
 
 
 def meter_list(*, user) -> list[Meter]:
-    meters = Meter.objects.filter(owner=user)
+    meters = Meter.objects.filter(owner=user).order_by("serial")
     return list(meters.annotate(reading_count=Count("readings"), last_reading=Max("readings__submitted_at")))
 
 
@@ -88,6 +88,11 @@ def chain_banner(*, control: MintingControl | None, now: datetime) -> dict:
     }
 
 
+def token_units(raw: int) -> str:
+    """Base units as a decimal string with the token's decimals, exactly (no float)."""
+    return format(Decimal(int(raw)).scaleb(-settings.TOKENIZATION.decimals), "f")
+
+
 def batch_as_dict(batch: MintBatch | None) -> dict | None:
     if batch is None:
         return None
@@ -97,6 +102,7 @@ def batch_as_dict(batch: MintBatch | None) -> dict | None:
         "signature": batch.signature,
         "reading_count": batch.reading_count,
         "total_token_amount": int(batch.total_token_amount),
+        "total_tokens": token_units(batch.total_token_amount),
         "created_at": rfc3339(batch.created_at),
         "settled_at": rfc3339(batch.settled_at) if batch.settled_at else None,
         "error": batch.error or None,
@@ -104,10 +110,18 @@ def batch_as_dict(batch: MintBatch | None) -> dict | None:
 
 
 def pipeline_figures(*, now: datetime | None = None) -> dict:
-    """What operators watch: the backlog, what is on its way to the chain, throughput and failures."""
+    """What operators watch, fleet-wide: the readings, the backlog, what is on its way to the chain,
+    throughput and failures.
+
+    Minted per minute is counted from the batches confirmed in the last minute, in tokens (exact, from their
+    base units) and in readings. The status counts are one pass over the readings table, which the
+    per-status counts needed anyway.
+    """
     now = now or timezone.now()
     control = control_peek()
     readings = MeterReading.objects.aggregate(
+        total=Count("id"),
+        held=Count("id", filter=Q(status=MeterReading.Status.HELD)),
         pending=Count("id", filter=Q(status=MeterReading.Status.PENDING)),
         minting=Count("id", filter=Q(status=MeterReading.Status.MINTING)),
         failed=Count("id", filter=Q(status=MeterReading.Status.FAILED)),
@@ -119,15 +133,24 @@ def pipeline_figures(*, now: datetime | None = None) -> dict:
         minted_last_minute=Sum(
             "reading_count", filter=Q(status=MintBatch.Status.CONFIRMED, settled_at__gte=last_minute)
         ),
+        tokens_last_minute=Sum(
+            "total_token_amount", filter=Q(status=MintBatch.Status.CONFIRMED, settled_at__gte=last_minute)
+        ),
         failed_last_hour=Count(
             "id", filter=Q(status__in=[MintBatch.Status.FAILED, MintBatch.Status.EXPIRED], settled_at__gte=last_hour)
         ),
     )
+    tokens_last_minute = int(batches["tokens_last_minute"] or 0)
     return {
+        "readings_total": readings["total"],
+        "meters_total": Meter.objects.count(),
+        "held": readings["held"],
         "pending": readings["pending"],
         "in_flight_batches": batches["in_flight"],
         "in_flight_readings": readings["minting"],
-        "minted_per_minute": batches["minted_last_minute"] or 0,
+        "minted_readings_per_minute": batches["minted_last_minute"] or 0,
+        "minted_tokens_per_minute": token_units(tokens_last_minute),
+        "minted_base_units_per_minute": tokens_last_minute,
         "failed_readings": readings["failed"],
         "failed_batches_last_hour": batches["failed_last_hour"],
         "last_batch": batch_as_dict(MintBatch.objects.order_by("-created_at").first()),

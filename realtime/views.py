@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -22,6 +23,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
 from gridtoken.exceptions import error_body
+from meters.ratelimit import LoginRateLimitMixin
 from meters.validation import KWH_QUANTUM
 from realtime import selectors
 from realtime.events import rfc3339
@@ -31,6 +33,10 @@ logger = logging.getLogger(__name__)
 LOGIN_URL = "/login"
 ASSETS_DIR = Path(__file__).resolve().parent / "static" / "realtime"
 EXPLORER = "https://explorer.solana.com/tx/{signature}"
+
+
+class DashboardLoginForm(LoginRateLimitMixin, AuthenticationForm):
+    """Sign-ins count against the same per-username budget as the token endpoint and the admin."""
 
 
 def explorer_tx_template() -> str:
@@ -43,9 +49,7 @@ def explorer_tx_template() -> str:
     return f"{EXPLORER}?cluster={cluster}"
 
 
-def token_units(raw: int) -> str:
-    """Base units as a decimal string with the token's decimals, exactly (no float)."""
-    return format(Decimal(raw).scaleb(-settings.TOKENIZATION.decimals), "f")
+token_units = selectors.token_units
 
 
 def wallet_balances(wallets: list[str]) -> list[dict]:
@@ -84,6 +88,21 @@ def displayed(reading: dict) -> dict:
         "tokens": None if tokens is None else token_units(tokens),
         "explorer_url": explorer_tx_template().format(signature=signature) if signature else None,
     }
+
+
+def meter_rows(meters) -> list[dict]:
+    """The meters table as the template shows it, by serial, with the last reading as an RFC 3339 UTC time."""
+    return [
+        {
+            "id": str(meter.id),
+            "serial": meter.serial,
+            "status": meter.status,
+            "wallet_address": meter.wallet_address,
+            "reading_count": meter.reading_count,
+            "last_reading": rfc3339(meter.last_reading) if meter.last_reading else None,
+        }
+        for meter in meters
+    ]
 
 
 def kwh(amount: Decimal) -> str:
@@ -125,6 +144,14 @@ def review_links(review: dict, *, operator: bool) -> dict:
     }
 
 
+def fleet_figures(figures: dict) -> dict:
+    """The pipeline figures with what the template shows besides them: the last batch's explorer link."""
+    last = figures["last_batch"]
+    if last is not None:
+        last = {**last, "explorer_url": explorer_tx_template().format(signature=last["signature"])}
+    return {**figures, "last_batch": last}
+
+
 def json_login_required(view):
     @wraps(view)
     def wrapped(request, *args, **kwargs):
@@ -151,6 +178,9 @@ def json_operator_required(view):
 @ensure_csrf_cookie
 def dashboard(request):
     user = request.user
+    operator = user.is_staff
+    meters = selectors.meter_list(user=user)
+    wallets = selectors.wallet_list(user=user)
     page_config = {
         "user_id": str(user.pk),
         "is_operator": user.is_staff,
@@ -163,12 +193,20 @@ def dashboard(request):
         "stats_url": reverse("realtime:stats"),
         "toggle_url": "/api/admin/tokenization/toggle-auto-mint",
     }
+    # An operator watches the fleet; their own balance, meters and readings appear only if they have some
+    # (empty "your meters" panels beside a feed of everyone's traffic read as if the fleet were empty).
+    own_panels = not operator or bool(meters)
     context = {
         "page_config": page_config,
-        "meters": selectors.meter_list(user=user),
-        "readings": [displayed(selectors.reading_as_dict(r)) for r in selectors.reading_list_recent(user=user)],
-        "wallets": selectors.wallet_list(user=user),
-        "figures": selectors.pipeline_figures() if user.is_staff else None,
+        "operator": operator,
+        "show_balance": not operator or bool(wallets),
+        "show_own_panels": own_panels,
+        "meters": meter_rows(meters),
+        "readings": [displayed(selectors.reading_as_dict(r)) for r in selectors.reading_list_recent(user=user)]
+        if own_panels
+        else [],
+        "wallets": wallets,
+        "figures": fleet_figures(selectors.pipeline_figures()) if operator else None,
         "windows": window_rows(selectors.window_table(user=user)),
         "window_minutes": settings.TOKENIZATION.window_secs // 60,
         "window_basis": settings.TOKENIZATION.mint_basis == "window",
@@ -194,4 +232,4 @@ def balance_json(request):
 @require_GET
 @json_operator_required
 def stats_json(request):
-    return JsonResponse(selectors.pipeline_figures())
+    return JsonResponse(fleet_figures(selectors.pipeline_figures()))

@@ -357,3 +357,34 @@ def test_capacity_register_limit_and_vee_rules_are_edited_on_the_meter_page(oper
     assert saved.status_code == 302
     assert (meter.capacity_kw, meter.register_max_kwh) == (Decimal("7.500"), Decimal("1000000"))
     assert meter.vee_rules == {"spike": "flag", "capacity": "reject"}
+
+
+def test_token_amounts_show_in_tokens_with_their_base_units_and_batches_are_mint_batches(operator):
+    from minting.models import MintBatch
+
+    reading = ReadingFactory(status="minted", token_amount=2_500_000_000, mint_tx_signature="AdminSig1", minted=True)
+    batch = MintBatch.objects.create(
+        signature="AdminBatchSig",
+        raw_transaction=b"\x01",
+        last_valid_block_height=1,
+        mint_address="Mint111",
+        status="confirmed",
+        reading_count=1,
+        total_token_amount=12_345_678_901_234_567_891,  # more than 2**53 base units: exact, not a float
+    )
+    MeterReading.objects.filter(pk=reading.pk).update(batch=batch)
+
+    index = operator.get("/admin/").content.decode()
+    batches = operator.get("/admin/minting/mintbatch/").content.decode()
+    detail = operator.get(f"/admin/minting/mintbatch/{batch.pk}/change/").content.decode()
+    readings = operator.get("/admin/meters/meterreading/").content.decode()
+
+    assert "Mint batches" in index and "Mint batchs" not in index
+    cells = re.compile(r'<td class="field-([a-z_]+)">([^<]*)</td>')
+    assert {"total_tokens": "12345678901.234567891", "total_base_units": "12345678901234567891"}.items() <= dict(
+        cells.findall(batches)
+    ).items()
+    assert "12345678901.234567891" in detail and "2.500000000" in detail  # the batch and its reading inline
+    assert {"tokens_minted": "2.500000000", "token_base_units": "2500000000"}.items() <= dict(
+        cells.findall(readings)
+    ).items()

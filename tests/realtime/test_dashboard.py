@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import re
 from datetime import timedelta
 
 import pytest
@@ -68,7 +69,7 @@ def test_dashboard_shows_only_the_users_own_meters_and_readings(people, producer
     people.reading(neighbour_meter, "9.75")
     response = signed_in(producer).get("/dashboard/")
     assert response.status_code == 200
-    assert [m.serial for m in response.context["meters"]] == [meter.serial]
+    assert [m["serial"] for m in response.context["meters"]] == [meter.serial]
     assert [r["reading_id"] for r in page_readings(response)] == [str(mine.pk)]
     html = response.content.decode()
     assert meter.serial in html and neighbour_meter.serial not in html
@@ -139,10 +140,15 @@ def test_operator_sees_pipeline_figures(people, operator, meter):
     figures = signed_in(operator).get("/dashboard/stats.json").json()
 
     assert {k: figures[k] for k in figures if k not in ("last_batch", "chain", "as_of")} == {
+        "readings_total": 5,
+        "meters_total": 1,
+        "held": 0,
         "pending": 3,
         "in_flight_batches": 1,
         "in_flight_readings": 1,
-        "minted_per_minute": 8,
+        "minted_readings_per_minute": 8,
+        "minted_tokens_per_minute": "8.000000000",  # 5 + 3 tokens in the two batches of the last minute
+        "minted_base_units_per_minute": 8 * 10**9,
         "failed_readings": 1,
         "failed_batches_last_hour": 1,
         "auto_mint_enabled": False,
@@ -348,3 +354,75 @@ def test_balance_is_read_from_the_chain_after_a_real_mint(people, settings, loca
         "balance": "1.250000000",
         "base_units": 1_250_000_000,
     }
+
+
+def test_an_operator_without_meters_sees_fleet_figures_instead_of_empty_producer_panels(people, producer, meter):
+    operator = people.user(staff=True)
+    operator.wallet_address = None
+    operator.save()
+    people.reading(meter, "2.5", status="pending")
+    people.reading(meter, "1", status="held")
+    people.reading(meter, "1", status="failed")
+    last = batch(MintBatch.Status.CONFIRMED, readings=3, age=timedelta(seconds=10), signature="LastBatchSig")
+    MintBatch.objects.filter(pk=last.pk).update(total_token_amount=3_250_000_000)
+
+    html = signed_in(operator).get("/dashboard/").content.decode()
+
+    assert 'id="balances"' not in html and 'id="meters"' not in html and 'id="readings"' not in html
+    assert "No wallet yet" not in html and "No meters registered" not in html
+    assert '<span id="fig-readings-total">3</span> from <span id="fig-meters-total">1</span> meters' in html
+    assert '<span id="fig-held">1</span>' in html and '<span id="fig-failed">1</span>' in html
+    assert 'title="3250000000 base units/min">3.250000000 tokens/min</span>' in html
+    assert 'title="3250000000 base units">3.250000000 tokens</span>' in html
+    assert f'<time id="fig-last-batch-time">{rfc3339(last.created_at)}</time>' in html
+    assert rfc3339(last.created_at).endswith("Z")
+    assert ">LastBatchSig</a>" in html and "explorer.solana.com/tx/LastBatchSig" in html
+
+
+def test_an_operator_with_meters_of_their_own_keeps_those_panels_beside_the_fleet(people):
+    operator = people.user(staff=True)
+    people.reading(people.meter(operator, serial="SM-OWN"), "1")
+
+    html = signed_in(operator).get("/dashboard/").content.decode()
+
+    assert 'id="pipeline"' in html and 'id="meters"' in html and 'id="readings"' in html
+    assert "Your meters" in html and "SM-OWN" in html
+
+
+def test_a_producer_keeps_their_own_panels_and_sees_no_fleet_figures(people, producer, meter):
+    people.reading(meter, "1")
+
+    html = signed_in(producer).get("/dashboard/").content.decode()
+
+    assert 'id="balances"' in html and 'id="meters"' in html and 'id="readings"' in html
+    assert 'id="pipeline"' not in html and "fig-readings-total" not in html
+
+
+def test_meters_are_listed_by_serial_with_utc_z_times_and_tokens_carry_their_base_units(people, producer):
+    later, earlier = people.meter(producer, serial="SM-B"), people.meter(producer, serial="SM-A")
+    reading = people.reading(later, "1.25", status="minted", token_amount=1_250_000_000, mint_tx_signature="Sig1")
+    people.reading(earlier, "1")
+
+    response = signed_in(producer).get("/dashboard/")
+    html = response.content.decode()
+
+    assert [m["serial"] for m in response.context["meters"]] == ["SM-A", "SM-B"]
+    assert html.index(">SM-A<") < html.index(">SM-B<")
+    times = re.findall(r"<time>([^<]*)</time>", html)
+    assert times and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", t) for t in times), times
+    assert f"<time>{rfc3339(reading.submitted_at)}</time>" in html
+    assert '<td class="num tokens" title="1250000000 base units">1.250000000</td>' in html
+
+
+def test_stats_json_gives_minted_per_minute_in_tokens_exactly_beyond_float_precision(operator):
+    huge = 12_345_678_901_234_567_891  # base units: more than 2**53, where a float stops being exact
+    last = batch(MintBatch.Status.CONFIRMED, readings=1, age=timedelta(seconds=5))
+    MintBatch.objects.filter(pk=last.pk).update(total_token_amount=huge)
+
+    response = signed_in(operator).get("/dashboard/stats.json")
+    figures = json.loads(response.content, parse_int=str)  # the digits as sent
+
+    assert figures["minted_tokens_per_minute"] == "12345678901.234567891"
+    assert figures["minted_base_units_per_minute"] == str(huge)
+    assert figures["last_batch"]["total_tokens"] == "12345678901.234567891"
+    assert figures["last_batch"]["explorer_url"].startswith("https://explorer.solana.com/tx/")

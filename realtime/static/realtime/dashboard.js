@@ -18,9 +18,25 @@
   let pingTimer = null;
 
   // ---- formatting -------------------------------------------------------------------------------------
+  // Token amounts are integers of base units and may pass 2^53, where a JS number stops being exact: every
+  // JSON body is parsed keeping the digits of these fields as the server sent them (a string).
+  const BASE_UNIT_FIELDS = new Set(["tokens_minted", "total_token_amount", "base_units", "minted_base_units_per_minute"]);
+
+  function parseExact(text) {
+    return JSON.parse(text, function (key, value, context) {
+      if (typeof value === "number" && BASE_UNIT_FIELDS.has(key)) {
+        // context.source is the number's own text (Chromium 114+); elsewhere only safe integers are trusted.
+        if (context && typeof context.source === "string") return context.source;
+        return Number.isSafeInteger(value) ? String(value) : null;
+      }
+      return value;
+    });
+  }
+
   function formatUnits(raw) {
-    // Integer base units -> decimal string with the token's decimals, digit by digit (no float rounding).
+    // Integer base units (a string of digits) -> decimal string with the token's decimals, digit by digit.
     const digits = String(raw);
+    if (!/^-?\d+$/.test(digits)) return "";
     const places = config.decimals;
     if (places === 0) return digits;
     const padded = digits.padStart(places + 1, "0");
@@ -58,8 +74,10 @@
     const statusCell = element("td");
     statusCell.append(status);
     row.append(statusCell);
-    const tokens = reading.tokens_minted === null || reading.tokens_minted === undefined ? "" : formatUnits(reading.tokens_minted);
-    row.append(element("td", { class: "num" }, tokens));
+    const minted = reading.tokens_minted !== null && reading.tokens_minted !== undefined;
+    const tokensCell = element("td", minted ? { class: "num tokens", title: reading.tokens_minted + " base units" } : { class: "num tokens" });
+    tokensCell.textContent = minted ? formatUnits(reading.tokens_minted) : "";
+    row.append(tokensCell);
     const signatureCell = element("td", { class: "mono" });
     if (reading.transaction_signature) {
       const link = element("a", { href: explorerUrl(reading.transaction_signature), target: "_blank", rel: "noopener" }, reading.transaction_signature);
@@ -74,6 +92,7 @@
   }
 
   function upsertReading(update, { fromServer = false } = {}) {
+    if (!readingsBody) return; // an operator without meters of their own has no readings table
     const known = readings.get(update.reading_id);
     // A snapshot fetched before a mint must not turn a minted row back into pending.
     if (fromServer && known && known.status === "minted" && update.status !== "minted") return;
@@ -91,16 +110,17 @@
 
   function adoptServerRows() {
     // The server rendered the first rows; remember their data so events can update them in place.
-    JSON.parse(document.getElementById("dashboard-readings").textContent).forEach((r) => readings.set(r.reading_id, r));
+    parseExact(document.getElementById("dashboard-readings").textContent).forEach((r) => readings.set(r.reading_id, r));
   }
 
   async function fetchJson(url, options) {
     const response = await fetch(url, Object.assign({ credentials: "same-origin", headers: { Accept: "application/json" } }, options || {}));
     if (!response.ok) throw new Error(url + " answered " + response.status);
-    return response.json();
+    return parseExact(await response.text());
   }
 
   async function resyncReadings() {
+    if (!readingsBody) return;
     try {
       const body = await fetchJson(config.readings_url);
       body.readings.slice().reverse().forEach((reading) => upsertReading(reading, { fromServer: true }));
@@ -117,6 +137,7 @@
   }
 
   async function refreshBalance() {
+    if (!document.querySelector("#balances tr[data-wallet]")) return;
     let wallets = [];
     try {
       wallets = (await fetchJson(config.balance_url)).wallets;
@@ -125,13 +146,34 @@
     }
     document.querySelectorAll("#balances tr[data-wallet]").forEach((row) => {
       const found = wallets.find((w) => w.wallet === row.dataset.wallet);
-      row.querySelector(".balance").textContent = found && found.status === "ok" ? found.balance : "unavailable";
+      const cell = row.querySelector(".balance");
+      const ok = found && found.status === "ok";
+      cell.textContent = ok ? found.balance : "unavailable";
+      if (ok) cell.title = found.base_units + " base units";
+      else cell.removeAttribute("title");
     });
   }
 
   function setText(id, value) {
     const node = document.getElementById(id);
     if (node) node.textContent = String(value);
+  }
+
+  function showLastBatch(last) {
+    const cell = document.getElementById("fig-last-batch");
+    if (!cell) return;
+    cell.replaceChildren();
+    if (!last) {
+      cell.textContent = "none yet";
+      return;
+    }
+    cell.append(element("span", { class: "status status-" + last.status, id: "fig-last-batch-status" }, last.status));
+    cell.append(" at ", element("time", { id: "fig-last-batch-time" }, last.created_at), " · ");
+    cell.append(element("span", { id: "fig-last-batch-readings" }, last.reading_count), " readings · ");
+    cell.append(element("span", { id: "fig-last-batch-tokens", title: last.total_token_amount + " base units" }, last.total_tokens + " tokens"));
+    const signature = element("div", { class: "mono" });
+    signature.append(element("a", { id: "fig-last-batch-signature", href: explorerUrl(last.signature), target: "_blank", rel: "noopener" }, last.signature));
+    cell.append(signature);
   }
 
   let statsTimer = null;
@@ -144,14 +186,19 @@
   async function refreshStats() {
     try {
       const figures = await fetchJson(config.stats_url);
+      setText("fig-readings-total", figures.readings_total);
+      setText("fig-meters-total", figures.meters_total);
+      setText("fig-held", figures.held);
       setText("fig-pending", figures.pending);
       setText("fig-in-flight", figures.in_flight_batches);
       setText("fig-in-flight-readings", figures.in_flight_readings);
-      setText("fig-minted-per-minute", figures.minted_per_minute);
+      setText("fig-minted-per-minute", figures.minted_tokens_per_minute + " tokens/min");
+      const perMinute = document.getElementById("fig-minted-per-minute");
+      if (perMinute) perMinute.title = figures.minted_base_units_per_minute + " base units/min";
+      setText("fig-minted-readings-per-minute", figures.minted_readings_per_minute);
       setText("fig-failed", figures.failed_readings);
       setText("fig-failed-batches", figures.failed_batches_last_hour);
-      const last = figures.last_batch;
-      setText("fig-last-batch", last ? last.status + " · " + last.reading_count + " readings" : "none yet");
+      showLastBatch(figures.last_batch);
       showAutoMint(figures.auto_mint_enabled);
       showChain(figures.chain);
     } catch (error) {
@@ -260,7 +307,7 @@
   function onMessage(message) {
     let data;
     try {
-      data = JSON.parse(message.data);
+      data = parseExact(message.data);
     } catch (error) {
       return;
     }
