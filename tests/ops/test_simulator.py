@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
+from itertools import pairwise
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -14,7 +15,15 @@ from django.utils import timezone
 
 from meters.models import ApiKey, Meter, MeterReading, User
 from meters.signatures import canonical_message, verify
-from meters.simulator import INTERVAL, floor_interval, interval_kwh, make_meter, readings_at, sun_fraction
+from meters.simulator import (
+    INTERVAL,
+    floor_interval,
+    interval_kwh,
+    live_readings,
+    make_meter,
+    readings_at,
+    sun_fraction,
+)
 
 BANGKOK_NOON_UTC = datetime(2026, 6, 1, 5, 0, tzinfo=UTC)  # 12:00 local solar time at ~105 E; 100.5 E is close
 
@@ -223,3 +232,40 @@ def test_sigterm_stops_a_live_run_cleanly(live_server, unlimited):
     )  # fmt: skip
     assert "Stopping." in out.getvalue() and "Done:" in out.getvalue()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_live_sun_clock_at_night_moves_on_to_the_first_interval_with_production():
+    meters = [make_meter("SIM-LIVE-1", longitude=100.5), make_meter("SIM-LIVE-2", longitude=100.5)]
+    midnight = BANGKOK_NOON_UTC + timedelta(hours=12)
+    stamp = datetime(2026, 6, 1, 20, 0, 7, tzinfo=UTC)
+
+    sun, readings = live_readings(meters, stamp, midnight)
+
+    assert midnight < sun < midnight + timedelta(hours=12) and readings
+    assert all(interval_kwh(m, sun - INTERVAL) == 0 for m in meters)  # the first producing interval
+    assert {r.timestamp for r in readings} == {stamp}
+    assert [r.kwh for r in readings] == [interval_kwh(m, sun) for m in meters if interval_kwh(m, sun) > 0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_live_meters_keep_reporting_after_catching_up_with_the_password_from_the_environment(
+    live_server, unlimited, settings, monkeypatch
+):
+    """--live: past real time the meters go on, one reading each per --interval, stamped with the real time."""
+    settings.TOKENIZATION = replace(settings.TOKENIZATION, duplicate_window_secs=0)
+    monkeypatch.setenv("SIMULATOR_PASSWORD", "pw-live-11")
+    started = timezone.now().replace(microsecond=0)
+    out = StringIO()
+    call_command(
+        "simulate_meters", "--url", live_server.url, "--meters", "2", "--username", "solar-11", "--live",
+        "--interval", "1", "--backfill", "0", "--duration", "5", stdout=out,
+    )  # fmt: skip
+
+    assert User.objects.get(username="solar-11").check_password("pw-live-11")
+    live = MeterReading.objects.filter(user__username="solar-11", reading_timestamp__gte=started)
+    stamps = sorted(set(live.values_list("reading_timestamp", flat=True)))
+    assert len(stamps) >= 3, out.getvalue()
+    assert all(later - earlier >= timedelta(seconds=1) for earlier, later in pairwise(stamps))
+    assert stamps[-1] <= timezone.now()
+    assert all(row.kwh_amount > 0 for row in live)
+    assert " live (sun " in out.getvalue()
