@@ -19,9 +19,11 @@ from psycopg import sql
 
 from gridtoken.ops.processes import group_alive
 from meters.models import MeterReading
+from minting.management.commands.demo import demo_database_name, using_database
 from tests.conftest import ROOT, free_port
 
-DEMO_DB = "gt_ops_demo_smoke"
+BASE_DB = "gt_ops_demo_smoke"
+DEMO_DB = f"{BASE_DB}_demo"  # the demo's own database, derived from DATABASE_URL's
 
 
 def base_env(**overrides) -> dict:
@@ -103,12 +105,27 @@ class Demo:
         return {m[1]: int(m[2]) for line in self.lines if (m := re.match(r"Started (\S+) \(pid (\d+)\)", line))}
 
 
+def drop_database(name: str) -> None:
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def fresh_database():
-    """The demo creates its database: make sure it does not exist first."""
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DB)))
-    return f"postgres://postgres@127.0.0.1:5432/{DEMO_DB}"
+    """The demo creates its database (DATABASE_URL's name + _demo): none before, none left after."""
+    drop_database(DEMO_DB)
+    yield f"postgres://postgres@127.0.0.1:5432/{BASE_DB}"
+    drop_database(DEMO_DB)
+
+
+@pytest.fixture
+def in_process_demo_database(transactional_db):
+    """The in-process demo's database: this test database's name + _demo, dropped afterwards."""
+    from django.db import connection
+
+    name = demo_database_name(connection.settings_dict["NAME"])
+    yield name
+    drop_database(name)
 
 
 def port_free(port: int) -> bool:
@@ -143,17 +160,17 @@ def test_the_demo_mints_simulated_readings_and_ctrl_c_stops_everything(tmp_path,
         code = demo.finish()
     output = "\n".join(demo.lines)
     assert code == 0, output
-    assert f"Created database {DEMO_DB}" in output and "Stopped. Ports" in output
+    assert f"Database {DEMO_DB}: reset, empty for this run" in output and "Stopped. Ports" in output
     pids = demo.pids()
     assert set(pids) >= {"localnet", "web", "worker", "beat", "simulator-1", "simulator-2", "simulator-3"}
     assert [name for name, pid in pids.items() if group_alive(pid)] == []
     assert port_free(web) and port_free(rpc)
     assert any(line.startswith("  operator  demo-operator") for line in demo.lines)
 
-    # Run it again on the same database and ledger: it starts, and stops by itself after --duration.
-    again = Demo(env, *args, "--producers", "1", "--meters", "1", "--duration", "3")
+    # Run it again keeping the database and ledger: it starts, and stops by itself after --duration.
+    again = Demo(env, *args, "--producers", "1", "--meters", "1", "--duration", "3", "--keep")
     assert again.finish(timeout=300) == 0, "\n".join(again.lines)
-    assert "Created database" not in "\n".join(again.lines)
+    assert f"Database {DEMO_DB}: kept from the last run (--keep)" in "\n".join(again.lines)
     assert any(line == f"Dashboard: http://127.0.0.1:{web}/dashboard/" for line in again.lines)
     assert [name for name, pid in again.pids().items() if group_alive(pid)] == []
     assert port_free(web) and port_free(rpc)
@@ -192,7 +209,7 @@ def test_mqtt_transport_without_a_broker_says_how_to_start_one(closed_port_url):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(600)
-def test_in_process_a_sigint_stops_every_process_the_demo_started(tmp_path, monkeypatch):
+def test_in_process_a_sigint_stops_every_process_the_demo_started(tmp_path, monkeypatch, in_process_demo_database):
     """The same orchestration, run in this process (its children use this test's database)."""
     monkeypatch.setenv("SOLANA_KEYPAIR_PATH", str(tmp_path / "authority.json"))
     web, rpc = free_port(), free_port()
@@ -213,13 +230,15 @@ def test_in_process_a_sigint_stops_every_process_the_demo_started(tmp_path, monk
     assert set(pids) == {"localnet", "web", "worker", "beat", "simulator-1"}
     assert [name for name, pid in pids.items() if group_alive(pid)] == []
     assert port_free(web) and port_free(rpc) and "Stopped. Ports" in output
-    assert MeterReading.objects.filter(meter__serial__startswith="DEMO", user__username="demo-producer-1").exists()
+    assert not MeterReading.objects.exists()  # this process is back on its own database, which the demo left alone
+    with using_database(in_process_demo_database):
+        assert MeterReading.objects.filter(meter__serial__startswith="DEMO", user__username="demo-producer-1").exists()
     assert signal.getsignal(signal.SIGINT) is handler_before
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(300)
-def test_a_failing_step_stops_what_was_started_and_names_it(tmp_path, monkeypatch):
+def test_a_failing_step_stops_what_was_started_and_names_it(tmp_path, monkeypatch, in_process_demo_database):
     monkeypatch.setenv("SOLANA_KEYPAIR_PATH", "/proc/no-such-dir/authority.json")  # chain_init cannot write it
     web, rpc = free_port(), free_port()
     out, err = StringIO(), StringIO()
