@@ -141,8 +141,8 @@ def test_gunicorn_serves_the_admin_stylesheet_as_the_compose_web_service_runs_it
                     return r.status, r.read()
             except urllib.error.HTTPError as error:
                 return error.code, b""
-            except urllib.error.URLError:
-                return None  # not listening yet
+            except OSError:
+                return None  # not listening yet, or the worker still booting past the timeout
 
         status, body = wait_until(fetch, timeout=60, message="gunicorn answering")
         assert status == 200 and body == ADMIN_CSS.read_bytes()
