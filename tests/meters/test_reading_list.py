@@ -217,11 +217,15 @@ def test_another_accounts_meter_gives_an_empty_page_not_its_readings(get, meter,
 
 
 def test_a_device_key_filtering_by_another_of_its_owners_meters_sees_nothing(get, meter, device_key):
+    own = ReadingFactory(meter=meter)
     sibling = ReadingFactory(meter=MeterFactory(owner=meter.owner))
 
     response = get("/api/meters/my-readings", key=device_key, meter_id=str(sibling.meter_id))
+    by_serial = get("/api/meters/my-readings", key=device_key, meter_serial=sibling.meter.serial)
+    own_id = get("/api/meters/my-readings", key=device_key, meter_id=str(meter.id))
 
-    assert ids(response) == []
+    assert ids(response) == [] and ids(by_serial) == []
+    assert ids(own_id) == [str(own.id)]
 
 
 def test_the_list_filters_by_one_status_or_several(get, meter, user_token):
@@ -279,6 +283,8 @@ def test_the_list_filters_by_a_reading_time_range(get, meter, user_token, recent
         ({"meter_id": "not-a-uuid"}, "meter_id"),
         ({"meter_serial": "x" * 65}, "meter_serial"),
         ({"since": "9999-12-31T23:59:59-23:00"}, "since"),
+        ({"since": "2025-03-01T12:00:00+25:00"}, "since"),
+        ({"status": "pending," * 40}, "status"),
     ],
 )
 def test_bad_filter_values_are_400_naming_the_field(get, meter, user_token, params, field):
