@@ -67,7 +67,9 @@
   // ---- readings table ---------------------------------------------------------------------------------
   function readingRow(reading) {
     const row = element("tr", { "data-reading-id": reading.reading_id });
-    row.append(element("td", {}, reading.submitted_at || ""));
+    const submitted = element("td");
+    submitted.append(element("time", {}, reading.submitted_at || ""));
+    row.append(submitted);
     row.append(element("td", {}, reading.meter_serial || ""));
     row.append(element("td", { class: "num" }, reading.kwh_amount || ""));
     const status = element("span", { class: "status status-" + reading.status }, reading.status);
