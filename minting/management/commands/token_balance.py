@@ -1,6 +1,7 @@
 """python manage.py token_balance: a wallet's tokens on chain next to what the database says it should hold.
 
-1. Resolve each subject (a username, a meter serial or a wallet address) to a wallet.
+1. Resolve each subject to wallets: a username to its own and its meters' wallets, a meter serial to its
+   wallet, a wallet address to itself.
 2. Sum the token amounts of that wallet's minted readings on the mint in use (readings minted on an earlier
    mint are counted apart), and those of its readings being minted right now (in flight).
 3. Read the wallet's token account (``--supply``: the mint's supply) at SOLANA_COMMITMENT from a node that has
@@ -50,23 +51,29 @@ class Expected:
     min_slot: int
 
 
-def resolve(who: str) -> Subject:
-    """A username, a meter serial or a wallet address, tried in that order."""
+def resolve(who: str) -> list[Subject]:
+    """A username (its wallet and its meters' wallets), a meter serial or a wallet address, tried in that order."""
     user = User.objects.filter(username=who).first()
     if user is not None:
-        if not user.wallet_address:
-            raise CommandError(f"User {who!r} has no wallet address.", returncode=NOT_YET)
-        return Subject(f"{who} wallet {user.wallet_address}", user.wallet_address)
+        wallets = [user.wallet_address] if user.wallet_address else []
+        for wallet in (
+            Meter.objects.filter(owner=user).order_by("wallet_address").values_list("wallet_address", flat=True)
+        ):
+            if wallet not in wallets:
+                wallets.append(wallet)
+        if not wallets:
+            raise CommandError(f"User {who!r} has no wallet address and no meters.", returncode=NOT_YET)
+        return [Subject(f"{who} wallet {wallet}", wallet) for wallet in wallets]
     meter = Meter.objects.filter(serial=who).first()
     if meter is not None:
-        return Subject(f"meter {who} wallet {meter.wallet_address}", meter.wallet_address)
+        return [Subject(f"meter {who} wallet {meter.wallet_address}", meter.wallet_address)]
     try:
         parse_wallet(who)
     except ChainError:
         raise CommandError(
             f"{who!r} is no username, meter serial or wallet address here.", returncode=NOT_YET
         ) from None
-    return Subject(f"wallet {who}", who)
+    return [Subject(f"wallet {who}", who)]
 
 
 def expected(*, mint: str, wallet: str | None) -> Expected:
@@ -141,7 +148,7 @@ class Command(BaseCommand):
         return self.compare(who, supply, wait)
 
     def compare(self, who: list[str], supply: bool, wait: float) -> None:
-        subjects = [resolve(name) for name in who]
+        subjects = [subject for name in who for subject in resolve(name)]
         if supply:
             subjects.append(Subject("mint supply", None))
         try:
