@@ -2,8 +2,11 @@
 
 Non-integer JSON numbers become ``Decimal`` (never ``float``), so a kWh value travels from the request body
 to the database without binary rounding. ``NaN`` and ``Infinity`` (which Python's json module would accept)
-are refused, as are bodies past a size limit, invalid UTF-8 and nesting deep enough to exhaust the
-recursion limit: each of these is a 4xx, never a 500.
+are refused, as are objects that repeat a key, bodies past a size limit, invalid UTF-8 and nesting deep
+enough to exhaust the recursion limit: each of these is a 4xx, never a 500. ``DecimalJSONParser`` is every
+endpoint's only parser (``REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"]``), and ``JsonBodyOnly`` makes an empty
+body in another media type a 415 too (DRF reads an empty form body as a form without fields, in which a
+missing boolean is false).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 from decimal import Decimal
 
 from django.conf import settings
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.parsers import BaseParser
 
 from gridtoken.exceptions import ApplicationError
@@ -25,10 +28,26 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+class RepeatedKey(ValueError):
+    """A JSON object names a key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """An object, refused when a key repeats: which value the sender meant is unknowable (Python would keep
+    the last, other readers the first)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise RepeatedKey(f"The key {json.dumps(repeated)} appears more than once in one JSON object.")
+    return data
+
+
 def loads_exact(raw: bytes | str):
-    """``json.loads`` with Decimal floats; raises ValueError on anything that is not strict JSON."""
+    """``json.loads`` with Decimal floats; raises ValueError on anything that is not strict JSON (constants,
+    a repeated key, nesting past the recursion limit)."""
     try:
-        return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+        return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
@@ -47,5 +66,17 @@ class DecimalJSONParser(BaseParser):
         try:
             text = raw if encoding.lower() in ("utf-8", "utf8") else raw.decode(encoding)
             return loads_exact(text)
+        except RepeatedKey as exc:
+            raise ApplicationError("malformed_json", str(exc)) from None
         except (ValueError, LookupError) as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
+
+
+class JsonBodyOnly:
+    """An APIView mixin: a write whose Content-Type no parser of the view reads is a 415, even when empty."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        writes = request.method in ("POST", "PUT", "PATCH") and request.content_type
+        if writes and self.get_content_negotiator().select_parser(request, self.get_parsers()) is None:
+            raise UnsupportedMediaType(request.content_type)

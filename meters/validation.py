@@ -30,6 +30,10 @@ KWH_QUANTUM = Decimal(1).scaleb(-KWH_DECIMAL_PLACES)
 # The column is numeric(18, 9): whatever the configured maximum, nothing at or above 10^9 fits.
 KWH_COLUMN_LIMIT = Decimal(10) ** (KWH_MAX_DIGITS - KWH_DECIMAL_PLACES)
 TELEMETRY_LIMIT = Decimal(10) ** 15
+NUMERIC_MAX_SCALE = 16_383  # PostgreSQL's numeric: digits after the decimal point
+# Text PostgreSQL cannot store (text columns and json/jsonb alike): NUL, and UTF-16 surrogates, which JSON's
+# \uXXXX escapes can carry alone but UTF-8 cannot encode.
+UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 MAX_SERIAL_LENGTH = 64
 MAX_SIGNATURE_LENGTH = 4096
 MAX_TEXT_LENGTH = 64
@@ -216,11 +220,17 @@ def parse_uuid(value: object, name: str) -> uuid.UUID:
 
 
 def _telemetry_number(value: object, name: str) -> str:
+    """A number as sent, if PostgreSQL's numeric (jsonb) can hold it: below 10^15 in magnitude and with at most
+    16,383 digits after the point (``1e-16384`` is neither zero nor storable)."""
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise _invalid("validation_error", "Must be a number.", name)
     amount = Decimal(value) if isinstance(value, int) else value
-    if not amount.is_finite() or abs(amount) >= TELEMETRY_LIMIT:
-        raise _invalid("validation_error", "Must be a finite number below 10^15 in magnitude.", name)
+    if not amount.is_finite() or abs(amount) >= TELEMETRY_LIMIT or amount.as_tuple().exponent < -NUMERIC_MAX_SCALE:
+        raise _invalid(
+            "validation_error",
+            f"Must be a finite number below 10^15 in magnitude with at most {NUMERIC_MAX_SCALE} decimal places.",
+            name,
+        )
     return str(value)
 
 
@@ -297,9 +307,19 @@ def _signature_text(value: object) -> str | None:
     here it merely has to be storable: a string without NUL, of bounded length."""
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > MAX_SIGNATURE_LENGTH or "\x00" in value:
+    if not isinstance(value, str) or len(value) > MAX_SIGNATURE_LENGTH:
         raise _invalid(
             "validation_error", f"Must be a string of at most {MAX_SIGNATURE_LENGTH} characters.", "meter_signature"
+        )
+    storable_text(value, "meter_signature")
+    return value
+
+
+def storable_text(value: str, name: str) -> str:
+    """``value`` when PostgreSQL can store it; else 400 ``unstorable_text`` (a NUL or a lone surrogate)."""
+    if UNSTORABLE_TEXT.search(value):
+        raise _invalid(
+            "unstorable_text", "Must not contain NUL or unpaired UTF-16 surrogates (\\u0000, \\ud800).", name
         )
     return value
 

@@ -10,8 +10,8 @@ from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from meters.apis.base import ApiView
 from meters.authentication import BearerTokenAuthentication
 from minting import schemas, selectors, services
 from minting.schemas import MINT_ERRORS, OPERATOR_BODY_ERRORS, OPERATOR_ERRORS, operator_errors
@@ -26,7 +26,7 @@ class IsOperator(BasePermission):
         return bool(user and user.is_authenticated and user.is_staff)
 
 
-class OperatorApi(APIView):
+class OperatorApi(ApiView):
     # Bearer first: an anonymous request then gets a 401 with WWW-Authenticate, not a 403.
     authentication_classes = [BearerTokenAuthentication, SessionAuthentication]
     permission_classes = [IsOperator]

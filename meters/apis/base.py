@@ -5,14 +5,14 @@ from __future__ import annotations
 from rest_framework.permissions import BasePermission
 from rest_framework.views import APIView
 
-from meters.parsers import DecimalJSONParser
+from meters.parsers import JsonBodyOnly
 from meters.ratelimit import WriteRateLimit
 from meters.services.api_keys import ApiKeyPrincipal
 from realtime.events import rfc3339
 
 
-class ApiView(APIView):
-    parser_classes = [DecimalJSONParser]
+class ApiView(JsonBodyOnly, APIView):
+    """Every endpoint's base: JSON bodies only, read exactly (``meters.parsers``)."""
 
 
 class WriteApiView(ApiView):

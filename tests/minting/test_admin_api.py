@@ -261,8 +261,8 @@ def test_minting_now_with_the_chain_unreachable_is_a_503_and_changes_nothing(ope
     assert response.json()["error"]["code"] == "chain_unavailable"
     reading.refresh_from_db()
     assert (reading.status, reading.attempts, reading.batch_id) == ("pending", 0, None)
-    assert operator.post("/api/admin/tokenization/trigger-batch").status_code == 503
-    assert operator.post("/api/admin/tokenization/reconcile").json()["examined"] == 0
+    assert operator.generic("POST", "/api/admin/tokenization/trigger-batch").status_code == 503
+    assert operator.generic("POST", "/api/admin/tokenization/reconcile").json()["examined"] == 0
 
 
 # --- manual minting against the chain --------------------------------------------------------------------
@@ -310,7 +310,7 @@ def test_triggering_a_batch_mints_due_readings_even_in_manual_mode(operator, cha
     services.auto_mint_set(enabled=False)
     readings = make_readings([make_meter() for _ in range(2)], 6)
 
-    body = operator.post("/api/admin/tokenization/trigger-batch").json()
+    body = operator.generic("POST", "/api/admin/tokenization/trigger-batch").json()
 
     assert (body["total_readings"], body["successful_mints"], body["failed_mints"]) == (4, 4, 0)
     assert len(body["transaction_signatures"]) == 1
@@ -328,9 +328,9 @@ def test_reconciling_on_demand_settles_batches_at_once(operator, chain):
     readings = make_readings([make_meter()], 2)
     with transaction.atomic():
         batches_prepare(client=chain.client(), claimed=claim_due(limit=10))
-    first = operator.post("/api/admin/tokenization/reconcile").json()
+    first = operator.generic("POST", "/api/admin/tokenization/reconcile").json()
     assert (first["examined"], first["resent"]) == (1, 1)
-    second = operator.post("/api/admin/tokenization/reconcile").json()
+    second = operator.generic("POST", "/api/admin/tokenization/reconcile").json()
     assert (second["confirmed"], second["minted"]) == (1, 2)
     assert_minted_exactly_once(chain.client(), readings)
 
