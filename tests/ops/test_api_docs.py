@@ -12,7 +12,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 
 from tests.conftest import wait_until
-from tests.realtime.test_browser import CHROMEDRIVER, CHROMIUM, processes, start_uvicorn
+from tests.realtime.test_browser import CHROMEDRIVER, CHROMIUM, chromium, processes, start_uvicorn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 __all__ = ["processes"]  # a fixture, used by name
@@ -65,26 +65,8 @@ def test_the_docs_page_loads_only_its_own_assets_and_each_answers(processes):
 
 @pytest.fixture
 def offline_browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        # Offline as far as the page can tell: no other host name resolves (a CDN link would fail to load).
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    # Offline as far as the page can tell: no other host name resolves (a CDN link would fail to load).
+    driver = chromium(tmp_path, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
     yield driver
     driver.quit()
 

@@ -102,8 +102,8 @@ def start_uvicorn(processes, extra_env: dict | None = None) -> str:
     return base
 
 
-@pytest.fixture
-def browser(tmp_path):
+def chromium(tmp_path, *arguments: str):
+    """Headless Debian Chromium with a profile of its own under ``tmp_path``, plus ``arguments``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -119,9 +119,15 @@ def browser(tmp_path):
         "--no-first-run",
         "--disable-dev-shm-usage",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        *arguments,
     ):
         options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    driver = chromium(tmp_path)
     yield driver
     driver.quit()
 
