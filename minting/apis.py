@@ -11,7 +11,7 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
-from meters.apis.base import ApiView
+from meters.apis.base import ApiView, StrictBooleanField, StrictUUIDField
 from meters.authentication import BearerTokenAuthentication
 from minting import schemas, selectors, services
 from minting.schemas import MINT_ERRORS, OPERATOR_BODY_ERRORS, OPERATOR_ERRORS, operator_errors
@@ -57,7 +57,7 @@ class ReadingOutputSerializer(serializers.Serializer):
 class ReadingMintFromReadingApi(OperatorApi):
     @extend_schema_serializer(component_name="OperatorMintInput")
     class InputSerializer(serializers.Serializer):
-        reading_id = serializers.UUIDField()
+        reading_id = StrictUUIDField()
 
     @extend_schema(
         request=InputSerializer,
@@ -97,7 +97,7 @@ class ReadingMintBatchApi(OperatorApi):
     @extend_schema_serializer(component_name="OperatorMintBatchInput")
     class InputSerializer(serializers.Serializer):
         reading_ids = serializers.ListField(
-            child=serializers.UUIDField(), allow_empty=False, max_length=MAX_READINGS_PER_REQUEST
+            child=StrictUUIDField(), allow_empty=False, max_length=MAX_READINGS_PER_REQUEST
         )
 
     @extend_schema_serializer(component_name="OperatorMintBatchItem")
@@ -148,7 +148,7 @@ class ReadingUnmintedListApi(OperatorApi):
         responses={200: ReadingOutputSerializer(many=True), **operator_errors(400, *OPERATOR_ERRORS)},
     )
     def get(self, request):
-        filters = self.FilterSerializer(data=request.query_params)
+        filters = self.FilterSerializer(data=request.query_params.dict())  # "?limit=" is a bad limit, not none
         filters.is_valid(raise_exception=True)
         readings = selectors.unminted_reading_list(limit=filters.validated_data["limit"])
         return Response(ReadingOutputSerializer(readings, many=True).data)
@@ -158,7 +158,7 @@ class ReadingRetryFailedApi(OperatorApi):
     @extend_schema_serializer(component_name="OperatorRetryInput")
     class InputSerializer(serializers.Serializer):
         reading_ids = serializers.ListField(
-            child=serializers.UUIDField(), required=False, allow_empty=False, max_length=MAX_READINGS_PER_REQUEST
+            child=StrictUUIDField(), required=False, allow_empty=False, max_length=MAX_READINGS_PER_REQUEST
         )
 
     @extend_schema(
@@ -182,7 +182,7 @@ class TokenizationStatusApi(OperatorApi):
 class AutoMintToggleApi(OperatorApi):
     @extend_schema_serializer(component_name="AutoMintToggleInput")
     class InputSerializer(serializers.Serializer):
-        enabled = serializers.BooleanField()
+        enabled = StrictBooleanField()
 
     @extend_schema(
         request=InputSerializer, responses={200: schemas.AUTO_MINT, **operator_errors(*OPERATOR_BODY_ERRORS)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rest_framework import serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.views import APIView
 
@@ -13,6 +14,25 @@ from realtime.events import rfc3339
 
 class ApiView(JsonBodyOnly, APIView):
     """Every endpoint's base: JSON bodies only, read exactly (``meters.parsers``)."""
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON body's ``true`` or ``false`` and nothing else. DRF's field also reads 0/1 and strings such as "off"
+    as booleans (form data needs that); in a JSON body ``{"enabled": 0}`` switched automatic minting off."""
+
+    def to_internal_value(self, data) -> bool:
+        if data is True or data is False:
+            return data
+        self.fail("invalid", input=data)
+
+
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID written as a string. DRF's field turns any JSON integer into one, ``false`` into the nil UUID."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
 
 
 class WriteApiView(ApiView):

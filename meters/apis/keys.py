@@ -118,7 +118,7 @@ class ApiKeyListApi(KeysOperatorApi):
         summary="List API keys, newest first (never the keys themselves)",
     )
     def get(self, request):
-        filters = self.FilterSerializer(data=request.query_params)
+        filters = self.FilterSerializer(data=request.query_params.dict())  # "?limit=" is a bad limit, not none
         filters.is_valid(raise_exception=True)
         keys = api_key_list(**filters.validated_data)
         return Response({"api_keys": [key_payload(key) for key in keys]})
