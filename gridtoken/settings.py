@@ -1,6 +1,7 @@
 """Django settings. Every value comes from ``config`` (validated at import); nothing is read here directly."""
 
 import config
+from certificates import config as certificates_config
 
 CONFIG = config.load()
 SERVICE = CONFIG.service
@@ -9,6 +10,7 @@ INGEST = CONFIG.ingest
 VEE = CONFIG.vee
 CHAIN = CONFIG.chain
 MQTT = CONFIG.mqtt
+CERTIFICATES = certificates_config.load()  # the certificates app's own settings (certificates/config.py)
 
 BASE_DIR = config.objects.BASE_DIR
 SECRET_KEY = SERVICE.secret_key
@@ -32,6 +34,7 @@ INSTALLED_APPS = [
     "minting",
     "realtime",
     "protocols",
+    "certificates",
 ]
 
 MIDDLEWARE = [
@@ -125,6 +128,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "minting.tasks.reconcile_batches",
         "schedule": 10.0,
         "options": {"expires": 10.0},
+    },
+    "certificates-issue": {
+        "task": "certificates.tasks.issue_certificates",
+        "schedule": float(CERTIFICATES.issue_polling_secs),
+        "options": {"expires": float(CERTIFICATES.issue_polling_secs)},
     },
 }
 

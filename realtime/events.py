@@ -34,7 +34,7 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 OPERATORS_GROUP = "operators"
-OPERATOR_ONLY = {"batch_minting_completed"}
+OPERATOR_ONLY = {"batch_minting_completed", "certificate_held"}
 LAYER_MESSAGE_TYPE = "events.deliver"
 PUBLISH_TIMEOUT_SECS = 5
 
@@ -138,6 +138,53 @@ def batch_completed(*, batch_id, total_readings: int, successful_mints: int, fai
         "total_readings": total_readings,
         "successful_mints": successful_mints,
         "failed_mints": failed_mints,
+        "timestamp": rfc3339(),
+    }
+
+
+def certificate_issued(issuance) -> dict:
+    """A certificate bundle was issued for a device's interval (its tokens are minted next)."""
+    return {
+        "type": "certificate_issued",
+        "user_id": str(issuance.device.meter.owner_id),
+        "issuance_id": str(issuance.id),
+        "device_id": str(issuance.device_id),
+        "interval_start": rfc3339(issuance.interval_start),
+        "interval_end": rfc3339(issuance.interval_end),
+        "quantity_wh": issuance.quantity_wh,
+        "bundle_id_range_start": issuance.bundle_id_range_start,
+        "bundle_id_range_end": issuance.bundle_id_range_end,
+        "wallet_address": issuance.wallet_address,
+        "timestamp": rfc3339(),
+    }
+
+
+def certificate_held(issuance) -> dict:
+    """Operators only: an interval failed the capacity check and waits for a decision."""
+    return {
+        "type": "certificate_held",
+        "issuance_id": str(issuance.id),
+        "device_id": str(issuance.device_id),
+        "interval_start": rfc3339(issuance.interval_start),
+        "energy_kwh": _kwh(issuance.energy_kwh),
+        "reason": issuance.hold_reason,
+        "timestamp": rfc3339(),
+    }
+
+
+def certificate_changed(bundle, *, action: str, user_id, **details) -> dict:
+    """A bundle's lifecycle step (``action``: minted, transferred, split, claimed, withdrawn, expired) for the
+    user it concerns (the holder, or the recipient of a transfer)."""
+    return {
+        "type": "certificate_changed",
+        "action": action,
+        "user_id": str(user_id),
+        "bundle_id": str(bundle.id),
+        "issuance_id": str(bundle.issuance_id),
+        "bundle_id_range_start": bundle.range_start,
+        "bundle_id_range_end": bundle.range_end,
+        "status": bundle.status,
+        **details,
         "timestamp": rfc3339(),
     }
 

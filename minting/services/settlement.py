@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -84,6 +85,26 @@ class SettleResult:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+# Other subjects of mint batches (certificates): hook(cursor, batch_ids, status, error, charge) settles the
+# batches it owns, in the settle's transaction, and returns (their ids, events). Reading batches own readings.
+SettleHook = Callable[..., tuple[set[uuid.UUID], list[dict]]]
+_settle_hooks: list[SettleHook] = []
+
+
+def register_settle_hook(hook: SettleHook) -> None:
+    if hook not in _settle_hooks:
+        _settle_hooks.append(hook)
+
+
+def _run_hooks(cursor, batch_ids, status: str, error: str, charge) -> tuple[set[uuid.UUID], list[dict]]:
+    owned, emitted = set(), []
+    for hook in _settle_hooks:
+        ids, evs = hook(cursor, list(batch_ids), status, error, charge)
+        owned |= ids
+        emitted += evs
+    return owned, emitted
+
+
 def _rows(cursor) -> list[SimpleNamespace]:
     names = [col.name for col in cursor.description]
     return [SimpleNamespace(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
@@ -102,6 +123,10 @@ def _confirm(cursor, batch_ids) -> tuple[SettleResult, list[dict]]:
     won = _claim_batches(cursor, batch_ids, MintBatch.Status.CONFIRMED, "")
     if not won:
         return SettleResult(), []
+    owned, hooked = _run_hooks(cursor, [b.id for b in won], MintBatch.Status.CONFIRMED, "", _everyone)
+    won = [b for b in won if b.id not in owned]
+    if not won:
+        return SettleResult(batches=len(owned), confirmed=len(owned)), hooked
     cursor.execute(
         f"UPDATE {READINGS} AS r SET status = 'minted', minted = TRUE, mint_tx_signature = b.signature,"  # noqa: S608
         " last_error = ''"
@@ -115,7 +140,7 @@ def _confirm(cursor, batch_ids) -> tuple[SettleResult, list[dict]]:
     by_batch: dict[uuid.UUID, list] = {b.id: [] for b in won}
     for reading in readings:
         by_batch[reading.batch_id].append(reading)
-    emitted = [events.tokens_minted(r, meter_serial=r.meter_serial) for r in readings]
+    emitted = hooked + [events.tokens_minted(r, meter_serial=r.meter_serial) for r in readings]
     for batch in won:
         members = by_batch[batch.id]
         emitted.append(
@@ -139,7 +164,7 @@ def _confirm(cursor, batch_ids) -> tuple[SettleResult, list[dict]]:
                 "total_token_amount": int(batch.total_token_amount),
             },
         )
-    return SettleResult(minted=len(readings), batches=len(won), confirmed=len(won)), emitted
+    return SettleResult(minted=len(readings), batches=len(won) + len(owned), confirmed=len(won) + len(owned)), emitted
 
 
 def _everyone(reading) -> bool:
@@ -159,6 +184,11 @@ def _release(cursor, batch_ids, *, status: str, error: str, charge=_no_one) -> t
     won = _claim_batches(cursor, batch_ids, status, error)
     if not won:
         return SettleResult(), []
+    owned, hooked = _run_hooks(cursor, [b.id for b in won], status, error, charge)
+    result = SettleResult(batches=len(owned), **{str(status): len(owned)})
+    won = [b for b in won if b.id not in owned]
+    if not won:
+        return result, hooked
     cursor.execute(
         f"SELECT r.id, r.user_id, r.meter_id, r.wallet_address, r.mintable_kwh AS kwh_amount, r.attempts, r.batch_id,"  # noqa: S608
         f" r.last_error, m.serial AS meter_serial FROM {READINGS} AS r JOIN {METERS} AS m ON m.id = r.meter_id"
@@ -167,8 +197,8 @@ def _release(cursor, batch_ids, *, status: str, error: str, charge=_no_one) -> t
     )
     readings = _rows(cursor)
     now = timezone.now()
-    result = SettleResult(batches=len(won), **{str(status): len(won)})
-    emitted = []
+    result.add(SettleResult(batches=len(won), **{str(status): len(won)}))
+    emitted = hooked
     for reading in readings:
         charged = charge(reading)
         reading.error = (

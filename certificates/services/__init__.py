@@ -1,0 +1,1 @@
+"""Certificate services: devices, issuance, chain operations, lifecycle (see docs/CERTIFICATES.md)."""

@@ -1,0 +1,370 @@
+"""Certificate tokens on chain, through the minting pipeline's machinery (a builder, not a state machine).
+
+The certificate mint is a Token-2022 mint with 0 decimals (1 base unit = 1 Wh), the platform authority as
+mint authority and as permanent delegate (so a claim, withdrawal or expiry can burn from the holder's
+account, and a transfer can move Wh between holders), and non-transferable (a holder cannot move the tokens
+behind the registry's back: the chain balance stays the registry's active Wh).
+
+One cycle (``operations_send``), the same steps as a reading mint (``minting.services.batching``):
+
+1. One transaction: lock due ``ChainOperation`` rows (``FOR UPDATE SKIP LOCKED``; an operation waits while an
+   earlier one of the same issuance is not confirmed, so a burn never lands before its mint), build and sign
+   one transaction per operation (memo ``gc:<issuance id>:<operation id>``), insert one ``minting.MintBatch``
+   per transaction and link the operations (``sending``). Commit (crash point ``after_build`` before it).
+2. ``minting.services.batches_dispatch``: send, confirm, settle (crash points ``after_batch_commit``,
+   ``after_send``, ``while_settling``); undecided batches are left to the pipeline's reconciler.
+3. Settling is ``minting.services.settlement``'s conditional update of the batch; ``settle_operations`` (its
+   settle hook) moves this app's rows in the same transaction: confirmed -> ``confirmed``; failed on chain ->
+   back to ``pending`` with back-off (an attempt used) or ``failed`` after the last; expired -> ``pending`` now.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import uuid
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from solders.instruction import AccountMeta, Instruction
+from solders.keypair import Keypair
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.system_program import CreateAccountParams, create_account
+from solders.transaction import VersionedTransaction
+
+from certificates.models import CertificateMint, ChainOperation
+from minting.chain import ChainClient, InsufficientFunds, NotInitialised, SignedMint
+from minting.chain import instructions as ix
+from minting.chain.keys import load_keypair
+from minting.faults import crash_point
+from minting.models import MintBatch
+from minting.services.batching import CONFIRM_TIMEOUT_SECS, Prepared, batches_dispatch
+from minting.services.policy import is_final_attempt, retry_delay
+from realtime import events
+
+logger = logging.getLogger("certificates.chain")
+audit = logging.getLogger("certificates.audit")
+
+TOKEN_2022 = ix.TOKEN_2022_PROGRAM_ID
+OPERATIONS = ChainOperation._meta.db_table
+DECIMALS = 0
+# Mint with extensions: the base padded to an account's 165 bytes, the account-type byte, then TLV entries
+# NonTransferable (2 + 2 + 0) and PermanentDelegate (2 + 2 + 32).
+MINT_SIZE = 165 + 1 + 4 + 36
+TOKEN_ACCOUNT_SIZE = 165 + 1 + 4 + 4  # + ImmutableOwner and NonTransferableAccount, which the ATA program adds
+_INITIALIZE_MINT2, _BURN_CHECKED, _NON_TRANSFERABLE, _PERMANENT_DELEGATE = 20, 15, 32, 35
+NOT_INITIALISED = "no certificate mint is recorded: run python manage.py certificates_chain_init"
+
+
+# --- the mint --------------------------------------------------------------------------------------------
+
+
+def certificate_mint_create(*, client: ChainClient) -> CertificateMint:
+    """Create and record a new certificate mint (Token-2022, 0 decimals, non-transferable, permanent delegate
+    and mint authority the platform's key)."""
+    mint = Keypair()
+    authority = client.payer
+    rent = int(client.rpc.call("getMinimumBalanceForRentExemption", [MINT_SIZE]))
+    key = mint.pubkey()
+    writable = [AccountMeta(key, is_signer=False, is_writable=True)]
+    client.execute(
+        [
+            create_account(
+                CreateAccountParams(
+                    from_pubkey=authority, to_pubkey=key, lamports=rent, space=MINT_SIZE, owner=TOKEN_2022
+                )
+            ),
+            Instruction(TOKEN_2022, bytes([_NON_TRANSFERABLE]), writable),
+            Instruction(TOKEN_2022, bytes([_PERMANENT_DELEGATE]) + bytes(authority), writable),
+            Instruction(TOKEN_2022, bytes([_INITIALIZE_MINT2, DECIMALS]) + bytes(authority) + b"\x00", writable),
+        ],
+        [mint],
+    )
+    client.mint, client.token_program, client.decimals = key, TOKEN_2022, DECIMALS
+    client.verify_mint()
+    return CertificateMint.objects.create(
+        address=str(key), token_program=str(TOKEN_2022), authority=str(authority), rpc_url=client.rpc_url
+    )
+
+
+def certificate_mint_init(*, new_mint: bool = False) -> tuple[CertificateMint, bool]:
+    """The recorded certificate mint if it exists on the configured chain with our authority, else a new one.
+    Returns (mint, created). Run after ``chain_init`` (the authority must exist and hold SOL)."""
+    chain = settings.CHAIN
+    client = ChainClient(
+        rpc_url=chain.rpc_url, authority=load_keypair(chain.keypair_path), mint=Pubkey.default(), decimals=DECIMALS,
+        token_program=TOKEN_2022, commitment=chain.commitment, timeout=float(chain.rpc_timeout_secs),
+    )  # fmt: skip
+    try:
+        recorded = CertificateMint.objects.order_by("-created_at", "-id").first()
+        if recorded is not None and not new_mint:
+            client.mint = Pubkey.from_string(recorded.address)
+            if client.account_data(client.mint) is not None:
+                client.verify_mint()
+                return recorded, False
+        return certificate_mint_create(client=client), True
+    finally:
+        client.close()
+
+
+_client_lock = threading.Lock()
+_client_cache: dict = {}
+
+
+def certificate_client() -> ChainClient:
+    """The process's client for the certificate mint (kept, like ``minting.services.chain_client``)."""
+    row = CertificateMint.objects.order_by("-created_at", "-id").first()
+    if row is None:
+        raise NotInitialised(NOT_INITIALISED)
+    key = (settings.CHAIN, row.id)
+    with _client_lock:
+        if _client_cache.get("key") != key:
+            old = _client_cache.pop("client", None)
+            if old is not None:
+                old.close()
+            chain = settings.CHAIN
+            _client_cache["client"] = ChainClient(
+                rpc_url=chain.rpc_url, authority=load_keypair(chain.keypair_path), mint=row.address,
+                decimals=DECIMALS, token_program=row.token_program, commitment=chain.commitment,
+                priority_fee_microlamports=chain.priority_fee_microlamports,
+                concurrent_batches=chain.concurrent_batches, timeout=float(chain.rpc_timeout_secs),
+            )  # fmt: skip
+            _client_cache["key"] = key
+        return _client_cache["client"]
+
+
+def burn_checked(*, account: Pubkey, mint: Pubkey, authority: Pubkey, amount: int) -> Instruction:
+    return Instruction(
+        TOKEN_2022,
+        struct.pack("<BQB", _BURN_CHECKED, amount, DECIMALS),
+        [
+            AccountMeta(account, is_signer=False, is_writable=True),
+            AccountMeta(mint, is_signer=False, is_writable=True),
+            AccountMeta(authority, is_signer=True, is_writable=False),
+        ],
+    )
+
+
+# --- the builder -----------------------------------------------------------------------------------------
+
+
+CLAIM_SQL = (
+    f"SELECT o.id, o.kind, o.issuance_id, o.amount_wh, o.burn_from, o.mint_to FROM {OPERATIONS} AS o"  # noqa: S608
+    " WHERE o.status = 'pending' AND o.next_attempt_at <= %(now)s AND NOT EXISTS ("
+    f" SELECT 1 FROM {OPERATIONS} AS p WHERE p.issuance_id = o.issuance_id"
+    " AND (p.created_at, p.id) < (o.created_at, o.id) AND p.status <> 'confirmed')"
+    " ORDER BY o.next_attempt_at LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED"
+)
+
+
+@dataclass(frozen=True)
+class ClaimedOperation:
+    id: uuid.UUID
+    kind: str
+    issuance_id: uuid.UUID
+    amount_wh: int
+    burn_from: str
+    mint_to: str
+
+
+def _instructions(client: ChainClient, op: ClaimedOperation, missing: set[Pubkey]) -> tuple[list, list]:
+    payer, mint = client.payer, client.mint
+    instructions, wallets = [], []
+    if op.burn_from:
+        wallet = ix.parse_wallet(op.burn_from)
+        account = client.token_account(wallet)
+        instructions.append(burn_checked(account=account, mint=mint, authority=payer, amount=op.amount_wh))
+        wallets.append(op.burn_from)
+    if op.mint_to:
+        wallet = ix.parse_wallet(op.mint_to)
+        account = client.token_account(wallet)
+        if account in missing:
+            instructions.append(
+                ix.create_associated_token_account_idempotent(
+                    payer=payer, wallet=wallet, mint=mint, token_program=client.token_program, address=account
+                )
+            )
+            wallets.append(op.mint_to)
+        instructions.append(
+            ix.mint_to_checked(
+                mint=mint, destination=account, authority=payer, amount=op.amount_wh, decimals=DECIMALS,
+                token_program=client.token_program,
+            )
+        )  # fmt: skip
+        wallets.append(op.mint_to)
+    return instructions, wallets
+
+
+def operations_prepare(*, client: ChainClient, claimed: list[ClaimedOperation]) -> list[Prepared]:
+    """Inside the claim's transaction: sign one transaction per operation, insert its batch, link it."""
+    targets = [client.token_account(ix.parse_wallet(op.mint_to)) for op in claimed if op.mint_to]
+    missing = set()
+    unknown = [address for address in dict.fromkeys(targets) if address not in client._known_accounts]
+    if unknown:
+        existing = client.existing_accounts(unknown)
+        client._known_accounts |= existing
+        missing = set(unknown) - existing
+    fee = 5000 + (
+        -(-1_400_000 * client.priority_fee_microlamports // 1_000_000) if client.priority_fee_microlamports else 0
+    )
+    rent = int(client.rpc.call("getMinimumBalanceForRentExemption", [TOKEN_ACCOUNT_SIZE])) if missing else 0
+    needed = fee * len(claimed) + rent * len(missing)
+    balance = client.balance(client.payer)
+    if balance < needed:
+        raise InsufficientFunds(
+            f"the fee payer {client.payer} holds {balance} lamports but {len(claimed)} certificate transaction(s) "
+            f"need about {needed}: send it SOL"
+        )
+    recent = client.latest_blockhash()
+    prepared, created = [], set()
+    for op in claimed:
+        instructions, wallets = _instructions(client, op, missing - created)
+        if op.mint_to:
+            created.add(client.token_account(ix.parse_wallet(op.mint_to)))
+        memo = f"gc:{op.issuance_id}:{op.id.hex}"
+        instructions.append(ix.memo(memo))
+        wallets.append(None)
+        message = Message.new_with_blockhash(instructions, client.payer, recent.blockhash)
+        tx = VersionedTransaction(message, [client.authority])
+        signed = SignedMint(
+            str(tx.signatures[0]), bytes(tx), recent.last_valid_block_height, (), memo,
+            context_slot=recent.context_slot, instruction_wallets=tuple(wallets),
+        )  # fmt: skip
+        batch = MintBatch(
+            id=uuid.uuid4(),
+            signature=signed.signature,
+            raw_transaction=signed.raw,
+            last_valid_block_height=signed.last_valid_block_height,
+            context_slot=signed.context_slot,
+            instruction_wallets=list(wallets),
+            mint_address=str(client.mint),
+            reading_count=0,
+            total_token_amount=op.amount_wh,
+        )
+        prepared.append(Prepared(batch=batch, signed=signed))
+    MintBatch.objects.bulk_create([p.batch for p in prepared])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {OPERATIONS} AS o SET status = 'sending', batch_id = v.batch_id, signature = v.signature"  # noqa: S608
+            " FROM unnest(%s::uuid[], %s::uuid[], %s::text[]) AS v(id, batch_id, signature) WHERE o.id = v.id",
+            [[op.id for op in claimed], [p.batch.id for p in prepared], [p.batch.signature for p in prepared]],
+        )
+    return prepared
+
+
+@dataclass
+class SendResult:
+    claimed: int = 0
+    confirmed: int = 0
+    retried: int = 0
+    in_flight: int = 0
+    signatures: list[str] | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k != "signatures"}
+
+
+def operations_send(*, limit: int = 100, confirm_timeout: float = CONFIRM_TIMEOUT_SECS) -> SendResult:
+    """One cycle over up to ``limit`` due operations (the module docstring). A chain error while building
+    rolls the claim back (operations untouched) and is raised."""
+    client = certificate_client()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(CLAIM_SQL, {"now": timezone.now(), "limit": limit})
+        claimed = [ClaimedOperation(*row) for row in cursor.fetchall()]
+        if not claimed:
+            return SendResult()
+        prepared = operations_prepare(client=client, claimed=claimed)
+        crash_point("after_build")
+    result = SendResult(claimed=len(claimed), signatures=[p.batch.signature for p in prepared])
+    settled, in_flight = batches_dispatch(client=client, prepared=prepared, confirm_timeout=confirm_timeout)
+    result.confirmed, result.retried, result.in_flight = (
+        settled.confirmed,
+        settled.failed + settled.expired,
+        len(in_flight),
+    )
+    return result
+
+
+def operations_drain(*, limit: int = 100) -> SendResult:
+    """Cycles until a claim comes back short (what the task runs)."""
+    total = SendResult(signatures=[])
+    while True:
+        part = operations_send(limit=limit)
+        total.claimed += part.claimed
+        total.confirmed += part.confirmed
+        total.retried += part.retried
+        total.in_flight += part.in_flight
+        total.signatures += part.signatures or []
+        if part.claimed < limit:
+            return total
+
+
+# --- settling (minting.services.settlement's hook) -------------------------------------------------------
+
+_ACTIONS = {ChainOperation.Kind.ISSUE: "minted", ChainOperation.Kind.TRANSFER: "transferred",
+            ChainOperation.Kind.BURN: "burnt"}  # fmt: skip
+
+
+def settle_operations(cursor, batch_ids: list[uuid.UUID], status: str, error: str, charge) -> tuple[set, list[dict]]:
+    """Settle the operations of batches the pipeline just won the settle of (inside its transaction)."""
+    cursor.execute(
+        f"SELECT o.id, o.batch_id, o.kind, o.status, o.attempts, o.last_error, o.burn_from, o.mint_to,"  # noqa: S608
+        " o.amount_wh, o.issuance_id, o.bundle_id, b.holder_id"
+        f" FROM {OPERATIONS} AS o JOIN certificates_certificatebundle AS b ON b.id = o.bundle_id"
+        " WHERE o.batch_id = ANY(%s) FOR UPDATE OF o",
+        [batch_ids],
+    )
+    names = [col.name for col in cursor.description]
+    ops = [SimpleNamespace(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+    if not ops:
+        return set(), []
+    owned = {op.batch_id for op in ops}
+    live = [op for op in ops if op.status == ChainOperation.Status.SENDING]
+    now = timezone.now()
+    emitted: list[dict] = []
+    if status == MintBatch.Status.CONFIRMED:
+        ChainOperation.objects.filter(id__in=[op.id for op in live]).update(
+            status=ChainOperation.Status.CONFIRMED, settled_at=now, last_error=""
+        )
+        from certificates.models import CertificateBundle
+
+        bundles = CertificateBundle.objects.in_bulk([op.bundle_id for op in live])
+        for op in live:
+            audit.info(
+                "certificate operation confirmed",
+                extra={"audit": "certificate_chain_confirmed", "operation_id": str(op.id), "kind": op.kind,
+                       "issuance_id": str(op.issuance_id), "amount_wh": op.amount_wh, "burn_from": op.burn_from,
+                       "mint_to": op.mint_to},
+            )  # fmt: skip
+            emitted.append(events.certificate_changed(bundles[op.bundle_id], action=_ACTIONS[op.kind],
+                                                      user_id=op.holder_id, chain_operation=op.kind))  # fmt: skip
+        return owned, emitted
+    released = False
+    for op in live:
+        charged = any(
+            charge(SimpleNamespace(wallet_address=wallet, last_error=op.last_error))
+            for wallet in (op.burn_from, op.mint_to)
+            if wallet
+        )
+        fields = {"last_error": (error if charged else f"released, no attempt used: {error}")[:2000]}
+        if charged:
+            attempts = op.attempts + 1
+            final = is_final_attempt(attempts)
+            fields.update(attempts=attempts, status="failed" if final else "pending",
+                          next_attempt_at=now if final else now + retry_delay(attempts))  # fmt: skip
+            released |= not final
+        else:
+            fields.update(status="pending", next_attempt_at=now)
+            released = True
+        ChainOperation.objects.filter(id=op.id).update(**fields)
+        logger.warning("certificate operation %s", status, extra={"operation_id": str(op.id), "error": error})
+    if released:
+        from certificates.triggers import operations_soon
+
+        transaction.on_commit(operations_soon)
+    return owned, emitted
