@@ -1,0 +1,116 @@
+"""Django admin: devices (approve, suspend), held intervals (issue, reject), bundles (withdraw), operations.
+
+Registry rows are records: the admin cannot delete them, and changes go through the same services the API
+calls (each writes its audit line and events).
+"""
+
+from django.contrib import admin, messages
+
+from certificates.models import CertificateBundle, CertificateMint, ChainOperation, Issuance, ProductionDevice
+from certificates.services.devices import device_set_status
+from certificates.services.issuance import issuance_decide_held
+from certificates.services.lifecycle import bundle_withdraw
+from gridtoken.exceptions import ApplicationError
+
+
+class RecordAdmin(admin.ModelAdmin):
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def _each(modeladmin, request, rows, act, done: str) -> None:
+    succeeded, refused = 0, []
+    for row in rows:
+        try:
+            act(row)
+            succeeded += 1
+        except ApplicationError as error:
+            refused.append(f"{row}: {error.message}")
+    modeladmin.message_user(request, f"{done}: {succeeded}", messages.SUCCESS)
+    for line in refused:
+        modeladmin.message_user(request, line, messages.WARNING)
+
+
+@admin.register(ProductionDevice)
+class ProductionDeviceAdmin(RecordAdmin):
+    list_display = ("name", "meter", "technology", "grid_zone", "issuer", "status", "issued_through", "carry_wh")
+    list_filter = ("status", "technology", "issuer")
+    search_fields = ("name", "meter__serial")
+    readonly_fields = ("issued_through", "carry_wh", "next_bundle_id", "last_hash", "approved_at", "approved_by")
+    actions = ("approve", "suspend")
+
+    @admin.action(description="Approve selected devices (issuance starts)")
+    def approve(self, request, queryset):
+        _each(self, request, queryset, lambda d: device_set_status(device_id=d.id, status="approved",
+              actor=request.user.get_username()), "approved")  # fmt: skip
+
+    @admin.action(description="Suspend selected devices (issuance stops)")
+    def suspend(self, request, queryset):
+        _each(self, request, queryset, lambda d: device_set_status(device_id=d.id, status="suspended",
+              actor=request.user.get_username()), "suspended")  # fmt: skip
+
+
+class BundleInline(admin.TabularInline):
+    model = CertificateBundle
+    fields = ("range_start", "range_end", "status", "holder_wallet", "beneficiary", "parent")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Issuance)
+class IssuanceAdmin(RecordAdmin):
+    list_display = ("id", "device", "interval_start", "status", "energy_kwh", "quantity_wh", "bundle_id_range_start",
+                    "bundle_id_range_end")  # fmt: skip
+    list_filter = ("status",)
+    search_fields = ("id", "device__name", "device__meter__serial")
+    inlines = [BundleInline]
+    actions = ("issue_held", "reject_held")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    @admin.action(description="Issue selected held intervals")
+    def issue_held(self, request, queryset):
+        _each(self, request, queryset, lambda i: issuance_decide_held(issuance_id=i.id, approve=True,
+              actor=request.user.get_username()), "issued")  # fmt: skip
+
+    @admin.action(description="Reject selected held intervals")
+    def reject_held(self, request, queryset):
+        _each(self, request, queryset, lambda i: issuance_decide_held(issuance_id=i.id, approve=False,
+              actor=request.user.get_username()), "rejected")  # fmt: skip
+
+
+@admin.register(CertificateBundle)
+class CertificateBundleAdmin(RecordAdmin):
+    list_display = ("issuance", "range_start", "range_end", "status", "holder", "holder_wallet", "beneficiary")
+    list_filter = ("status",)
+    search_fields = ("id", "issuance__id", "holder_wallet", "beneficiary")
+    actions = ("withdraw",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    @admin.action(description="Withdraw selected bundles (reason: revoked by an operator in the admin)")
+    def withdraw(self, request, queryset):
+        reason = f"revoked by {request.user.get_username()} in the admin"
+        _each(self, request, queryset, lambda b: bundle_withdraw(bundle_id=b.id, actor=request.user.get_username(),
+              reason=reason), "withdrawn")  # fmt: skip
+
+
+@admin.register(ChainOperation)
+class ChainOperationAdmin(RecordAdmin):
+    list_display = ("kind", "issuance", "amount_wh", "status", "attempts", "signature", "created_at")
+    list_filter = ("status", "kind")
+    search_fields = ("issuance__id", "signature", "burn_from", "mint_to")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+
+@admin.register(CertificateMint)
+class CertificateMintAdmin(RecordAdmin):
+    list_display = ("address", "token_program", "authority", "created_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]

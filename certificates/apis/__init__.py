@@ -1,0 +1,1 @@
+"""The certificates API: producers' and holders' endpoints, operators' actions, public verification."""

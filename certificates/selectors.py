@@ -1,0 +1,124 @@
+"""Reads: a holder's bundles, held intervals, public verification and the FEA registry export."""
+
+from __future__ import annotations
+
+import uuid
+
+from certificates.apis.payloads import bundle_payload, issuance_payload
+from certificates.models import CertificateBundle, ChainOperation, Issuance, ProductionDevice
+from realtime.events import rfc3339
+
+FEA_STATUS = {"active": "Active", "claimed": "Claimed", "withdrawn": "Withdrawn", "expired": "Expired"}
+LIVE = ("active", "claimed", "withdrawn", "expired")
+
+
+def device_list(*, owner) -> list[ProductionDevice]:
+    return list(ProductionDevice.objects.filter(meter__owner=owner).select_related("meter").order_by("created_at"))
+
+
+def bundle_list(*, holder, status: str | None = None) -> list[CertificateBundle]:
+    rows = CertificateBundle.objects.filter(holder=holder).select_related("issuance")
+    if status:
+        rows = rows.filter(status=status)
+    return list(rows.order_by("issuance__interval_start", "range_start")[:1000])
+
+
+def issuance_held_list(*, limit: int = 100) -> list[Issuance]:
+    return list(Issuance.objects.filter(status="held").order_by("interval_start")[:limit])
+
+
+def _transactions(ops) -> list[dict]:
+    return [
+        {"kind": op.kind, "status": op.status, "amount_wh": op.amount_wh, "signature": op.signature or None,
+         "burn_from": op.burn_from or None, "mint_to": op.mint_to or None}
+        for op in ops
+    ]  # fmt: skip
+
+
+def _lineage(bundle: CertificateBundle) -> list[str]:
+    chain, parent_id = [], bundle.parent_id
+    while parent_id is not None:
+        chain.append(str(parent_id))
+        parent_id = CertificateBundle.objects.filter(id=parent_id).values_list("parent_id", flat=True).first()
+    return chain
+
+
+def certificate_verify(*, lookup_id: uuid.UUID) -> dict | None:
+    """What anyone may check about a bundle or an issuance id: device, period, quantity, status, holder, claim,
+    and the transactions that carried its Wh on chain. None when the id is neither."""
+    bundle = CertificateBundle.objects.select_related("issuance__device__meter").filter(id=lookup_id).first()
+    issuance = bundle.issuance if bundle is not None else (
+        Issuance.objects.select_related("device__meter").filter(id=lookup_id).first()
+    )  # fmt: skip
+    if issuance is None:
+        return None
+    leaves = list(issuance.bundles.exclude(status="split").order_by("range_start"))
+    ops = ChainOperation.objects.filter(issuance=issuance).order_by("created_at", "id")
+    body = {
+        "kind": "bundle" if bundle is not None else "issuance",
+        "issuance": issuance_payload(issuance),
+        "device": issuance.device_attributes,
+        "bundles": [bundle_payload(b) for b in leaves],
+        "transactions": _transactions(ops),
+    }
+    if bundle is not None:
+        body["bundle"] = bundle_payload(bundle)
+        body["lineage"] = _lineage(bundle)
+    return body
+
+
+def fea_bundle(bundle: CertificateBundle) -> dict:
+    """One bundle in the FEA granular certificate registry's field names (docs/CERTIFICATES.md maps them)."""
+    issuance = bundle.issuance
+    device = issuance.device_attributes
+    capacity = device.get("capacity_kw")
+    location = [device.get("latitude"), device.get("longitude")]
+    return {
+        "issuance_id": str(issuance.id),
+        "certificate_bundle_status": FEA_STATUS[bundle.status],
+        "account_id": str(bundle.holder_id),
+        "bundle_id_range_start": bundle.range_start,
+        "bundle_id_range_end": bundle.range_end,
+        "bundle_quantity": bundle.quantity_wh,
+        "energy_carrier": "Electricity",
+        "energy_source": device["technology"],
+        "face_value": 1,
+        "issuance_post_energy_carrier_conversion": False,
+        "registry_configuration": 1,
+        "device_id": device["device_id"],
+        "device_name": device["name"],
+        "device_technology_type": device["technology"],
+        "device_production_start_date": device["commissioning_date"],
+        "device_capacity": None if capacity is None else capacity,
+        "device_location": location,
+        "device_type": "storage" if device["is_storage"] else "generation",
+        "is_storage": device["is_storage"],
+        "production_starting_interval": rfc3339(issuance.interval_start),
+        "production_ending_interval": rfc3339(issuance.interval_end),
+        "issuance_datestamp": issuance.issued_at.date().isoformat(),
+        "expiry_datestamp": issuance.expires_at.date().isoformat(),
+        "country_of_issuance": device["country"],
+        "connected_grid_identification": device["grid_zone"],
+        "issuing_body": device["issuer"],
+        "issue_market_zone": device["grid_zone"],
+        "hash": issuance.hash,
+        "gridtoken": {
+            "bundle_id": str(bundle.id),
+            "parent_id": None if bundle.parent_id is None else str(bundle.parent_id),
+            "holder_wallet": bundle.holder_wallet,
+            "beneficiary": bundle.beneficiary or None,
+            "consumption_start": None if bundle.consumption_start is None else rfc3339(bundle.consumption_start),
+            "consumption_end": None if bundle.consumption_end is None else rfc3339(bundle.consumption_end),
+        },
+    }
+
+
+def fea_export(*, device_id: uuid.UUID | None = None, status: str | None = None, limit: int = 100,
+               offset: int = 0) -> list[dict]:  # fmt: skip
+    rows = CertificateBundle.objects.filter(status__in=LIVE).select_related("issuance")
+    if device_id is not None:
+        rows = rows.filter(issuance__device_id=device_id)
+    if status:
+        rows = rows.filter(status=status)
+    rows = rows.order_by("issuance__device_id", "issuance__interval_start", "range_start")[offset : offset + limit]
+    return [fea_bundle(bundle) for bundle in rows]

@@ -1,0 +1,50 @@
+"""The Django admin's certificate actions go through the services (audit lines, events, refusals)."""
+
+import pytest
+from django.urls import reverse
+
+from certificates.models import CertificateBundle, Issuance, ProductionDevice
+from certificates.services.issuance import certificates_issue_due
+from tests.certificates.helpers import add_readings, close_hour, make_device
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def act(admin_client, model: str, action: str, ids) -> None:
+    url = reverse(f"admin:certificates_{model}_changelist")
+    response = admin_client.post(url, {"action": action, "_selected_action": [str(i) for i in ids]}, follow=True)
+    assert response.status_code == 200
+
+
+def test_admin_actions_approve_devices_decide_holds_and_withdraw_bundles(admin_client):
+    pending = make_device(approve=False, capacity_kw="1")
+    act(admin_client, "productiondevice", "approve", [pending.id])
+    assert ProductionDevice.objects.get(id=pending.id).status == "approved"
+
+    add_readings(pending, 0, ["2"])
+    add_readings(pending, 1, ["0.5"])
+    close_hour(pending, 1)
+    certificates_issue_due()
+    held = Issuance.objects.get(status="held")
+    act(admin_client, "issuance", "issue_held", [held.id])
+    held.refresh_from_db()
+    assert held.status == "issued" and held.quantity_wh == 2000
+
+    bundles = list(CertificateBundle.objects.all())
+    act(admin_client, "certificatebundle", "withdraw", [b.id for b in bundles])
+    assert set(CertificateBundle.objects.values_list("status", flat=True)) == {"withdrawn"}
+    act(admin_client, "certificatebundle", "withdraw", [bundles[0].id])  # refused: shown as a warning, no change
+    assert CertificateBundle.objects.get(id=bundles[0].id).reason.startswith("revoked by")
+
+
+def test_registry_rows_cannot_be_deleted_in_the_admin(admin_client):
+    device = make_device()
+    response = admin_client.get(reverse("admin:certificates_productiondevice_delete", args=[device.id]))
+    assert response.status_code == 403
