@@ -3,7 +3,7 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from meters.apis.base import ApiView
+from meters.apis.base import ApiView, JsonInputSerializer
 from meters.apis.docs import errors
 from meters.services.tokens import user_token_obtain
 
@@ -15,7 +15,7 @@ class TokenCreateApi(ApiView):
     permission_classes = [AllowAny]
 
     @extend_schema_serializer(component_name="TokenCreateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonInputSerializer):
         username = serializers.CharField(max_length=150)
         password = serializers.CharField(max_length=1024, trim_whitespace=False)
 

@@ -16,6 +16,19 @@ class ApiView(JsonBodyOnly, APIView):
     """Every endpoint's base: JSON bodies only, read exactly (``meters.parsers``)."""
 
 
+class JsonInputSerializer(serializers.Serializer):
+    """A JSON body's fields. A string field takes a JSON string only: DRF's CharField also reads a number as its
+    text (``{"location": 0}`` stored "0"), a type the schema does not allow and a client did not mean."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            for name, field in self.fields.items():
+                value = data.get(name)
+                if isinstance(field, serializers.CharField) and value is not None and not isinstance(value, str):
+                    raise serializers.ValidationError({name: ["Not a valid string."]})
+        return super().to_internal_value(data)
+
+
 class StrictBooleanField(serializers.BooleanField):
     """A JSON body's ``true`` or ``false`` and nothing else. DRF's field also reads 0/1 and strings such as "off"
     as booleans (form data needs that); in a JSON body ``{"enabled": 0}`` switched automatic minting off."""

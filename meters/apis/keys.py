@@ -11,6 +11,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
+from meters.apis.base import JsonInputSerializer
 from meters.models import ApiKey
 from meters.parsers import DecimalJSONParser
 from meters.services.api_keys import api_key_get, api_key_issue, api_key_list, api_key_revoke
@@ -80,7 +81,7 @@ class KeysOperatorApi(OperatorApi):
 
 class ApiKeyCreateApi(KeysOperatorApi):
     @extend_schema_serializer(component_name="OperatorApiKeyCreateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonInputSerializer):
         owner = serializers.CharField(max_length=150, help_text="Username of the key's owner")
         scope = serializers.ChoiceField(choices=ApiKey.Scope.values, default=ApiKey.Scope.FLEET)
         meter = serializers.CharField(

@@ -4,7 +4,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from gridtoken.exceptions import ValidationFailed
-from meters.apis.base import ApiView, IsFleetKey, IsUserCredential, WriteApiView
+from meters.apis.base import ApiView, IsFleetKey, IsUserCredential, JsonInputSerializer, WriteApiView
 from meters.apis.docs import BODY_ERRORS, PAGINATION, errors
 from meters.models import Meter
 from meters.selectors import Caller, meter_list, paginate
@@ -74,7 +74,7 @@ class MeterCreateApi(WriteApiView):
     permission_classes = [IsUserCredential]
 
     @extend_schema_serializer(component_name="MeterCreateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonInputSerializer):
         serial = serializers.RegexField(SERIAL_PATTERN, error_messages={"invalid": SERIAL_MESSAGE})
         wallet_address = WalletField(required=False, allow_null=True)
         public_key = PublicKeyField(required=False, allow_null=True, allow_blank=True)
@@ -141,7 +141,7 @@ class SimulatorMeterRegisterApi(WriteApiView):
     permission_classes = [IsFleetKey]
 
     @extend_schema_serializer(component_name="SimulatorMeterRegisterInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonInputSerializer):
         meter_id = serializers.RegexField(SERIAL_PATTERN, error_messages={"invalid": SERIAL_MESSAGE})
         wallet_address = WalletField()
         meter_type = serializers.CharField(max_length=64, required=False, allow_blank=True, allow_null=True)
