@@ -9,6 +9,7 @@ import logging
 import math
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework import serializers
@@ -73,6 +74,21 @@ class RateLimited(ApplicationError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__("rate_limited", message, details={"retry_after": retry_after})
         self.retry_after = retry_after
+
+
+class DatabaseUnavailable(ApplicationError):
+    """PostgreSQL could not be reached, or the connection broke mid-request: the client should retry (a
+    reading that was stored before the break answers the retry as a duplicate, with its id)."""
+
+    status = 503
+    retry_after = 5
+
+    def __init__(self) -> None:
+        super().__init__(
+            "database_unavailable",
+            "The database is unavailable; retry shortly (a reading stored before the failure answers the retry "
+            "with its id).",
+        )
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -140,6 +156,11 @@ def _translate(exc: Exception) -> ApplicationError | None:
         return Forbidden("forbidden", "You do not have permission to perform this action.")
     if isinstance(exc, drf.ValidationError):
         return _validation_error(exc)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # An outage, not a bug (both are what Django raises when a connection cannot be opened or is lost);
+        # logged with the traceback, since no 500 will be.
+        logger.warning("database unavailable: %s", exc, exc_info=exc)
+        return DatabaseUnavailable()
     for exc_type, (code, default_message) in _DRF_CODES.items():
         if isinstance(exc, exc_type):
             message = str(exc.detail) if getattr(exc, "detail", None) else default_message
@@ -156,7 +177,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     response = Response(error_body(error.as_dict()), status=error.status)
     if error.status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited | DatabaseUnavailable):
         response["Retry-After"] = str(error.retry_after)
     elif isinstance(exc, drf.Throttled) and exc.wait:
         response["Retry-After"] = str(math.ceil(exc.wait))
