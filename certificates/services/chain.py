@@ -221,11 +221,11 @@ def operations_prepare(*, client: ChainClient, claimed: list[ClaimedOperation]) 
             f"need about {needed}: send it SOL"
         )
     recent = client.latest_blockhash()
-    prepared, created = [], set()
+    prepared = []
     for op in claimed:
-        instructions, wallets = _instructions(client, op, missing - created)
-        if op.mint_to:
-            created.add(client.token_account(ix.parse_wallet(op.mint_to)))
+        # Every transaction minting to a wallet without an account creates it (idempotent): the transactions of
+        # one cycle land in any order, so the first one of a wallet's is not necessarily first on chain.
+        instructions, wallets = _instructions(client, op, missing)
         memo = f"gc:{op.issuance_id}:{op.id.hex}"
         instructions.append(ix.memo(memo))
         wallets.append(None)
