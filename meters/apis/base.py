@@ -18,13 +18,15 @@ class ApiView(JsonBodyOnly, APIView):
 
 class JsonInputSerializer(serializers.Serializer):
     """A JSON body's fields. A string field takes a JSON string only: DRF's CharField also reads a number as its
-    text (``{"location": 0}`` stored "0"), a type the schema does not allow and a client did not mean."""
+    text (``{"location": 0}`` stored "0"), a type the schema does not allow and a client did not mean. Fields with
+    a parser of their own (wallet, public key) answer for their own values, with their own codes."""
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
             for name, field in self.fields.items():
                 value = data.get(name)
-                if isinstance(field, serializers.CharField) and value is not None and not isinstance(value, str):
+                plain = type(field).to_internal_value is serializers.CharField.to_internal_value  # no parser of its own
+                if plain and value is not None and not isinstance(value, str):
                     raise serializers.ValidationError({name: ["Not a valid string."]})
         return super().to_internal_value(data)
 
