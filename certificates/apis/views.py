@@ -119,8 +119,8 @@ class BundleListApi(ApiView):
         },
     )
     def get(self, request):
-        status = request.query_params.get("status") or None
-        if status is not None and status not in CertificateBundle.Status.values:
+        status = request.query_params.get("status")
+        if status is not None and status not in CertificateBundle.Status.values:  # "?status=" is a bad status too
             raise ApplicationError("validation_error", "unknown status", field="status")
         bundles = selectors.bundle_list(holder=request.user, status=status)
         active = sum(b.quantity_wh for b in CertificateBundle.objects.filter(holder=request.user, status="active"))

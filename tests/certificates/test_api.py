@@ -65,6 +65,9 @@ def test_a_producer_registers_its_meter_and_an_operator_approves_it(operator):
 
 def test_transfer_and_claim_through_the_api_with_a_stable_409_for_a_second_claim(issued):
     holder, buyer = client_for(issued.holder), UserFactory()
+    for bad in ("", "spent", "active\u0000"):
+        refused = holder.get("/api/certificates/bundles", {"status": bad})
+        assert (refused.status_code, refused.json()["error"]["field"]) == (400, "status")
     listed = holder.get("/api/certificates/bundles?status=active").json()
     assert listed["active_wh"] == 1250 and listed["bundles"][0]["bundle_id_range_end"] == 1250
     moved = holder.post(f"/api/certificates/bundles/{issued.id}/transfer",
