@@ -7,6 +7,7 @@ calls (each writes its audit line and events).
 from django.contrib import admin, messages
 
 from certificates.models import CertificateBundle, CertificateMint, ChainOperation, Issuance, ProductionDevice
+from certificates.services.chain import operations_retry
 from certificates.services.devices import device_set_status
 from certificates.services.issuance import issuance_decide_held
 from certificates.services.lifecycle import bundle_withdraw
@@ -103,6 +104,13 @@ class ChainOperationAdmin(RecordAdmin):
     list_display = ("kind", "issuance", "amount_wh", "status", "attempts", "signature", "created_at")
     list_filter = ("status", "kind")
     search_fields = ("issuance__id", "signature", "burn_from", "mint_to")
+    actions = ("retry",)
+
+    @admin.action(description="Retry selected failed operations (fresh attempts)")
+    def retry(self, request, queryset):
+        count = operations_retry(operation_ids=list(queryset.values_list("id", flat=True)),
+                                 actor=request.user.get_username())  # fmt: skip
+        self.message_user(request, f"released for another try: {count}", messages.SUCCESS)
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in self.model._meta.fields]

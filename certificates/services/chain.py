@@ -9,13 +9,14 @@ One cycle (``operations_send``), the same steps as a reading mint (``minting.ser
 
 1. One transaction: lock due ``ChainOperation`` rows (``FOR UPDATE SKIP LOCKED``; an operation waits while an
    earlier one of the same issuance is not confirmed, so a burn never lands before its mint), build and sign
-   one transaction per operation (memo ``gc:<issuance id>:<operation id>``), insert one ``minting.MintBatch``
+   one transaction per operation (memo ``gc:<issuance id>:<operation id>:<nonce>``), insert one ``minting.MintBatch``
    per transaction and link the operations (``sending``). Commit (crash point ``after_build`` before it).
 2. ``minting.services.batches_dispatch``: send, confirm, settle (crash points ``after_batch_commit``,
    ``after_send``, ``while_settling``); undecided batches are left to the pipeline's reconciler.
 3. Settling is ``minting.services.settlement``'s conditional update of the batch; ``settle_operations`` (its
    settle hook) moves this app's rows in the same transaction: confirmed -> ``confirmed``; failed on chain ->
-   back to ``pending`` with back-off (an attempt used) or ``failed`` after the last; expired -> ``pending`` now.
+   back to ``pending`` with back-off (an attempt used) or ``failed`` after the last (an operator retries it,
+   ``operations_retry``); expired -> ``pending`` now.
 """
 
 from __future__ import annotations
@@ -226,7 +227,8 @@ def operations_prepare(*, client: ChainClient, claimed: list[ClaimedOperation]) 
         # Every transaction minting to a wallet without an account creates it (idempotent): the transactions of
         # one cycle land in any order, so the first one of a wallet's is not necessarily first on chain.
         instructions, wallets = _instructions(client, op, missing)
-        memo = f"gc:{op.issuance_id}:{op.id.hex}"
+        # The nonce keeps a retry's transaction from being byte-identical to the failed one (same blockhash).
+        memo = f"gc:{op.issuance_id}:{op.id.hex}:{uuid.uuid4().hex[:8]}"
         instructions.append(ix.memo(memo))
         wallets.append(None)
         message = Message.new_with_blockhash(instructions, client.payer, recent.blockhash)
@@ -304,6 +306,21 @@ def operations_drain(*, limit: int = 100) -> SendResult:
             return total
 
 
+def operations_retry(*, operation_ids: list[uuid.UUID], actor: str) -> int:
+    """Give failed operations fresh attempts (an operator fixed the cause); the number released."""
+    with transaction.atomic():
+        count = ChainOperation.objects.filter(id__in=operation_ids, status=ChainOperation.Status.FAILED).update(
+            status=ChainOperation.Status.PENDING, attempts=0, next_attempt_at=timezone.now()
+        )
+        audit.info("certificate operations retried", extra={"audit": "certificate_operations_retried",
+                   "operations": [str(i) for i in operation_ids], "released": count, "actor": actor})  # fmt: skip
+        if count:
+            from certificates.triggers import operations_soon
+
+            transaction.on_commit(operations_soon)
+    return count
+
+
 # --- settling (minting.services.settlement's hook) -------------------------------------------------------
 
 _ACTIONS = {ChainOperation.Kind.ISSUE: "minted", ChainOperation.Kind.TRANSFER: "transferred",
@@ -346,7 +363,11 @@ def settle_operations(cursor, batch_ids: list[uuid.UUID], status: str, error: st
         return owned, emitted
     released = False
     for op in live:
-        charged = any(
+        # A transaction that failed on chain always costs its operation an attempt, whatever the error (a holder
+        # who burnt its own tokens makes the registry's burn fail with "insufficient token funds"; a changed mint
+        # authority would fail every retry and pay a fee each time): after the last the operation is ``failed``
+        # for an operator, and the pipeline's breaker is never tripped for it (reading minting goes on).
+        charged = status == MintBatch.Status.FAILED or any(
             charge(SimpleNamespace(wallet_address=wallet, last_error=op.last_error))
             for wallet in (op.burn_from, op.mint_to)
             if wallet

@@ -79,9 +79,11 @@ class SettleResult:
     failed: int = 0
     expired: int = 0
     platform_failures: int = 0  # failed batches whose error was the platform's (breaker tripped)
+    hooked: int = 0  # batches a settle hook settled (their subject decides who pays; no breaker for them)
 
     def add(self, other: SettleResult) -> None:
-        for name in ("minted", "retried", "dead", "batches", "confirmed", "failed", "expired", "platform_failures"):
+        for name in ("minted", "retried", "dead", "batches", "confirmed", "failed", "expired", "platform_failures",
+                     "hooked"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -185,7 +187,7 @@ def _release(cursor, batch_ids, *, status: str, error: str, charge=_no_one) -> t
     if not won:
         return SettleResult(), []
     owned, hooked = _run_hooks(cursor, [b.id for b in won], status, error, charge)
-    result = SettleResult(batches=len(owned), **{str(status): len(owned)})
+    result = SettleResult(batches=len(owned), hooked=len(owned), **{str(status): len(owned)})
     won = [b for b in won if b.id not in owned]
     if not won:
         return result, hooked
@@ -269,7 +271,7 @@ def _settle_failure(cursor, batch_id: uuid.UUID, failure: Failure) -> tuple[Sett
     error = f"failed on chain: {failure.message}"
     if isinstance(failure.error, PLATFORM_ERRORS):
         part, emitted = _release(cursor, [batch_id], status=MintBatch.Status.FAILED, error=f"{error} (platform fault)")
-        part.platform_failures += part.batches
+        part.platform_failures += part.batches - part.hooked
         return part, emitted
     if failure.wallet is None:
         return _release(cursor, [batch_id], status=MintBatch.Status.FAILED, error=error, charge=_everyone)

@@ -48,3 +48,17 @@ def test_registry_rows_cannot_be_deleted_in_the_admin(admin_client):
     device = make_device()
     response = admin_client.get(reverse("admin:certificates_productiondevice_delete", args=[device.id]))
     assert response.status_code == 403
+
+
+def test_the_admin_retries_failed_chain_operations_with_fresh_attempts(admin_client):
+    from certificates.models import ChainOperation
+
+    device = make_device()
+    add_readings(device, 0, ["1"])
+    close_hour(device, 0)
+    certificates_issue_due()
+    op = ChainOperation.objects.get()
+    ChainOperation.objects.filter(id=op.id).update(status="failed", attempts=3, last_error="failed on chain: x")
+    act(admin_client, "chainoperation", "retry", [op.id])
+    op.refresh_from_db()
+    assert (op.status, op.attempts) == ("pending", 0)

@@ -4,6 +4,7 @@ The proof each test ends with: every issuance's Wh minted once, to the producer'
 mint's supply and each holder's balance equal to the registry's active Wh.
 """
 
+import dataclasses
 import os
 import signal
 from collections import defaultdict
@@ -12,6 +13,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 from django.core.management import call_command
+from django.utils import timezone
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
@@ -94,7 +96,8 @@ def test_issued_certificates_are_minted_once_to_the_producer_with_the_issuance_i
         op = issuance.operations.get()
         tx = VersionedTransaction.from_bytes(bytes(op.batch.raw_transaction))
         memo = [i for i in tx.message.instructions if tx.message.account_keys[i.program_id_index] == ix.MEMO_PROGRAM_ID]
-        assert bytes(memo[0].data).decode() == f"gc:{issuance.id}:{op.id.hex}"
+        prefix, nonce = bytes(memo[0].data).decode().rsplit(":", 1)
+        assert prefix == f"gc:{issuance.id}:{op.id.hex}" and len(nonce) == 8
         assert (
             op.batch.mint_address == str(certificate_client().mint) and int(op.batch.total_token_amount) == op.amount_wh
         )
@@ -201,3 +204,57 @@ def test_many_certificates_to_a_new_wallet_in_one_cycle_each_land_first_time(cha
     assert (result.claimed, result.confirmed) == (48, 48)
     assert set(ChainOperation.objects.values_list("attempts", "last_error")) == {(0, "")}
     assert_chain_matches_registry()
+
+
+def test_a_holder_burning_its_own_tokens_makes_the_registry_burn_fail_and_costs_attempts_never_a_pause(chain, settings):
+    """Token-2022 lets an owner burn its own tokens. The registry's later burn then fails on chain with
+    "insufficient token funds" (a platform-class error for reading mints): here it costs the operation an
+    attempt each time, ends ``failed`` for an operator, and never pauses reading minting."""
+    from solders.instruction import AccountMeta, Instruction
+    from solders.keypair import Keypair
+
+    from certificates.services.chain import operations_retry
+    from certificates.services.lifecycle import bundle_withdraw
+    from minting.models import MintingControl
+    from minting.services.control import control_get
+    from tests.minting.localnet_helpers import signed
+
+    settings.TOKENIZATION = dataclasses.replace(settings.TOKENIZATION, initial_retry_delay_secs=1,
+                                                max_retry_delay_secs=1)  # fmt: skip
+    holder = Keypair()
+    device = make_device()
+    device.meter.wallet_address = str(holder.pubkey())
+    device.meter.save()
+    add_readings(device, 0, ["1"])
+    close_hour(device, 0)
+    certificates_issue_due()
+    operations_drain()
+    client = certificate_client()
+    client.rpc.call("requestAirdrop", [str(holder.pubkey()), 10**9])
+    wait_until(lambda: client.balance(holder.pubkey()) > 0, message="airdrop")
+    own_burn = Instruction(
+        client.token_program,
+        bytes([15]) + (600).to_bytes(8, "little") + bytes([0]),
+        [AccountMeta(client.token_account(holder.pubkey()), False, True), AccountMeta(client.mint, False, True),
+         AccountMeta(holder.pubkey(), True, False)],
+    )  # fmt: skip
+    client.send_raw(bytes(signed(holder, [own_burn], client.latest_blockhash().blockhash, legacy=True)),
+                    skip_preflight=False)  # fmt: skip
+    wait_until(lambda: client.token_balance(str(holder.pubkey())) == 400, message="the holder's own burn")
+    control_get()
+    bundle = CertificateBundle.objects.get()
+    bundle_withdraw(bundle_id=bundle.id, actor="op", reason="test")
+    op = ChainOperation.objects.get(kind="burn")
+    for attempt in (1, 2, 3):
+        ChainOperation.objects.filter(id=op.id).update(next_attempt_at=timezone.now())
+        operations_drain()
+        op.refresh_from_db()
+        assert op.attempts == attempt and "insufficient token funds" in op.last_error
+        assert MintBatch.objects.get(id=op.batch_id).status == "failed"
+    assert op.status == "failed"  # out of attempts (TOKENIZATION_MAX_RETRY_ATTEMPTS = 3)
+    control = MintingControl.objects.get()
+    assert control.chain_failures == 0 and control.chain_retry_at is None  # reading minting never paused
+    assert client.token_balance(str(holder.pubkey())) == 400  # nothing more was burnt
+    assert operations_retry(operation_ids=[op.id], actor="op") == 1
+    op.refresh_from_db()
+    assert (op.status, op.attempts) == ("pending", 0)
