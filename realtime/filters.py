@@ -12,9 +12,11 @@ USER_EVENT_TYPES = frozenset(
         "meter_reading_validation_failed",
         "mint_failed",
         "meter_reading_reviewed",
+        "certificate_issued",
+        "certificate_changed",
     }
 )
-OPERATOR_EVENT_TYPES = USER_EVENT_TYPES | {"batch_minting_completed"}
+OPERATOR_EVENT_TYPES = USER_EVENT_TYPES | {"batch_minting_completed", "certificate_held"}
 MAX_METERS = 1000
 MAX_METER_LENGTH = 64
 

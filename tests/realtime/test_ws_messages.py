@@ -82,6 +82,7 @@ async def test_binary_frame_gets_an_error_frame(producer):
         ({"event_types": ["tokens_minted", 3]}, "event_types"),
         ({"event_types": ["everything"]}, "event_types"),
         ({"event_types": ["batch_minting_completed"]}, "event_types"),  # operators only
+        ({"event_types": ["certificate_held"]}, "event_types"),  # operators only
         ({"meters": "SM-1"}, "meters"),
         ({"meters": [""]}, "meters"),
         ({"meters": ["x" * 65]}, "meters"),
@@ -109,8 +110,15 @@ async def test_invalid_filter_is_refused_and_the_previous_filter_stays(producer,
 async def test_operator_may_subscribe_to_batch_events(operator):
     async with websocket(token=operator.api_token) as ws:
         await connected(ws)
-        await ws.send_json_to({"type": "subscribe", "event_types": ["batch_minting_completed"]})
-        assert (await receive_json(ws))["filters"]["event_types"] == ["batch_minting_completed"]
+        await ws.send_json_to({"type": "subscribe", "event_types": ["batch_minting_completed", "certificate_held"]})
+        assert (await receive_json(ws))["filters"]["event_types"] == ["batch_minting_completed", "certificate_held"]
+
+
+async def test_a_producer_may_subscribe_to_its_certificate_events(producer):
+    async with websocket(token=producer.api_token) as ws:
+        await connected(ws)
+        await ws.send_json_to({"type": "subscribe", "event_types": ["certificate_issued", "certificate_changed"]})
+        assert (await receive_json(ws))["filters"]["event_types"] == ["certificate_changed", "certificate_issued"]
 
 
 async def test_client_messages_never_write_to_the_database(producer, meter):
