@@ -128,6 +128,7 @@ def commands(*, host: str, port: int, rpc_port: int, ledger: str | None, beat_sc
     return {
         "localnet": localnet,
         "chain_init": [PYTHON, "manage.py", "chain_init"],
+        "certificates_chain_init": [PYTHON, "manage.py", "certificates_chain_init"],
         "web": [PYTHON, "-m", "uvicorn", "gridtoken.asgi:application", "--host", host, "--port", str(port)],
         "worker": [PYTHON, "-m", "celery", "-A", "gridtoken", "worker", "--loglevel", "INFO"],
         "beat": [PYTHON, "-m", "celery", "-A", "gridtoken", "beat", "--loglevel", "INFO", "--schedule", beat_schedule],

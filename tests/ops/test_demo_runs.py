@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections import defaultdict
@@ -67,6 +68,13 @@ def figures(output: str) -> dict:
     return {"mint": mint, "wallets": wallets, "passwords": passwords, "checks": checks}
 
 
+def stop_once_minting(run) -> None:
+    """Ctrl-C, as a user would, once the demo's progress line shows readings minted (a fixed --duration was
+    too short for a loaded machine: the simulators had not registered their meters yet)."""
+    run.wait_for(r"^submitted [1-9]\d* \| minted [1-9]", timeout=150)
+    run.process.send_signal(signal.SIGINT)
+
+
 def demo_rows(query: str) -> list[tuple]:
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname=DEMO_DB) as conn:
         return conn.execute(query).fetchall()
@@ -77,10 +85,11 @@ def test_the_demo_twice_in_a_row_shows_only_its_own_run_and_its_figures_match_th
     web, rpc = free_port(), free_port()
     env = base_env(DATABASE_URL=demo_database, SOLANA_KEYPAIR_PATH=str(tmp_path / "authority.json"))
     args = ["--port", str(web), "--rpc-port", str(rpc), "--var-dir", str(tmp_path / "var"), "--producers", "2"]
-    args += ["--meters", "1", "--backfill", "1", "--interval", "1", "--duration", "6"]
+    args += ["--meters", "1", "--backfill", "1", "--interval", "1"]
 
     first = Demo(env, *args)
     first.wait_for(rf"^Dashboard: http://127\.0\.0\.1:{web}/dashboard/$", timeout=150)
+    stop_once_minting(first)
     argv = group_argv(set(first.pids().values()))
     assert first.finish(timeout=120) == 0, "\n".join(first.lines)
     one = figures("\n".join(first.lines))
@@ -93,6 +102,7 @@ def test_the_demo_twice_in_a_row_shows_only_its_own_run_and_its_figures_match_th
         assert "postgres://" not in line and "mqtt://" not in line
 
     second = Demo(env, *args)
+    stop_once_minting(second)
     assert second.finish(timeout=180) == 0, "\n".join(second.lines)
     output = "\n".join(second.lines)
     two = figures(output)

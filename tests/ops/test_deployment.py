@@ -45,9 +45,10 @@ def test_compose_runs_the_same_command_as_the_demo(name):
     assert normalised(SERVICES[name]["command"]) == normalised(DEMO[name])
 
 
-def test_the_one_shot_init_migrates_and_runs_chain_init_before_the_app_starts():
+def test_the_one_shot_init_migrates_and_runs_both_chain_inits_before_the_app_starts():
     script = SERVICES["init"]["command"][-1]
-    assert script == "python manage.py migrate --noinput && " + " ".join(normalised(DEMO["chain_init"]))
+    inits = " && ".join(" ".join(normalised(DEMO[name])) for name in ("chain_init", "certificates_chain_init"))
+    assert script == "python manage.py migrate --noinput && " + inits
     assert SERVICES["init"]["restart"] == "no"
     for name in ("web", "worker", "beat"):
         assert SERVICES[name]["depends_on"] == {"init": {"condition": "service_completed_successfully"}}

@@ -5,7 +5,8 @@
    ledger, so no figure of an earlier run (whose mints may live on a chain that no longer exists) mixes in;
    ``--keep`` keeps both, or neither when one of them is missing. Migrate it. This process and every child
    use that database.
-2. Start the local chain (ledger under --var-dir) and run chain_init; print the mint's address.
+2. Start the local chain (ledger under --var-dir) and run chain_init and certificates_chain_init; print the
+   mint's address.
 3. Start the ASGI server (REST, WebSocket, dashboard), a Celery worker and beat.
 4. Create (or reset) the demo operator and producers, each producer with a wallet; print their credentials.
 5. Start one meter simulator per producer (signed v1 posts, legacy posts, fleet batches, in turn; or, with
@@ -241,6 +242,7 @@ class Command(BaseCommand):
         supervisor.wait_until(supervisor.children[-1], lambda: _rpc_healthy(rpc_url), timeout=90)
         self.stdout.write("Running chain_init ...")
         supervisor.run("chain_init", argv["chain_init"], env=env, cwd=cwd, timeout=180)
+        supervisor.run("certificates_chain_init", argv["certificates_chain_init"], env=env, cwd=cwd, timeout=180)
         self.env, self.rpc_url = env, rpc_url
         self.stdout.write(f"Energy token mint: {recorded_mint()[0]} on {rpc_url}")
         start("web", DB_POOL="true")
