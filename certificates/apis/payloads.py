@@ -6,6 +6,7 @@ from __future__ import annotations
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
+from certificates.services.issuance import device_attributes
 from realtime.events import rfc3339
 
 
@@ -18,22 +19,11 @@ def _decimal(value):
 
 
 def device_payload(device) -> dict:
-    meter = device.meter
+    """The device now: the attributes an issuance records (``device_attributes``) plus its registry state."""
+    attributes = device_attributes(device)
     return {
-        "id": str(device.id),
-        "meter_id": str(meter.id),
-        "meter_serial": meter.serial,
-        "name": device.name,
-        "technology": device.technology,
-        "capacity_kw": _decimal(meter.capacity_kw),
-        "latitude": _decimal(device.latitude),
-        "longitude": _decimal(device.longitude),
-        "location": device.location,
-        "commissioning_date": device.commissioning_date.isoformat(),
-        "grid_zone": device.grid_zone,
-        "country": device.country,
-        "issuer": device.issuer,
-        "is_storage": device.is_storage,
+        "id": attributes.pop("device_id"),
+        **attributes,
         "status": device.status,
         "issued_through": _time(device.issued_through),
         "carry_wh": _decimal(device.carry_wh),
