@@ -237,18 +237,9 @@ def operations_prepare(*, client: ChainClient, claimed: list[ClaimedOperation]) 
             str(tx.signatures[0]), bytes(tx), recent.last_valid_block_height, (), memo,
             context_slot=recent.context_slot, instruction_wallets=tuple(wallets),
         )  # fmt: skip
-        batch = MintBatch(
-            id=uuid.uuid4(),
-            signature=signed.signature,
-            raw_transaction=signed.raw,
-            last_valid_block_height=signed.last_valid_block_height,
-            context_slot=signed.context_slot,
-            instruction_wallets=list(wallets),
-            mint_address=str(client.mint),
-            reading_count=0,
-            total_token_amount=op.amount_wh,
+        prepared.append(
+            Prepared.of(signed, mint_address=str(client.mint), reading_count=0, total_token_amount=op.amount_wh)
         )
-        prepared.append(Prepared(batch=batch, signed=signed))
     MintBatch.objects.bulk_create([p.batch for p in prepared])
     with connection.cursor() as cursor:
         cursor.execute(

@@ -96,6 +96,22 @@ class Prepared:
     batch: MintBatch
     signed: SignedMint
 
+    @classmethod
+    def of(cls, signed: SignedMint, *, mint_address: str, reading_count: int, total_token_amount: int) -> Prepared:
+        """The batch row to commit before ``signed`` is sent (every mint strategy's transactions take one)."""
+        batch = MintBatch(
+            id=uuid.uuid4(),
+            signature=signed.signature,
+            raw_transaction=signed.raw,
+            last_valid_block_height=signed.last_valid_block_height,
+            context_slot=signed.context_slot,
+            instruction_wallets=list(signed.instruction_wallets),
+            mint_address=mint_address,
+            reading_count=reading_count,
+            total_token_amount=total_token_amount,
+        )
+        return cls(batch=batch, signed=signed)
+
 
 _client_lock = threading.Lock()
 _client_cache: dict = {}
@@ -201,18 +217,8 @@ def batches_prepare(*, client: ChainClient, claimed: list[ClaimedReading]) -> tu
         total = sum(amounts[r.id] for r in members)
         if total != sum(request.amount for request in signed.requests):
             raise RuntimeError(f"transaction {signed.signature} does not mint exactly its readings' amounts")
-        batch = MintBatch(
-            id=uuid.uuid4(),
-            signature=signed.signature,
-            raw_transaction=signed.raw,
-            last_valid_block_height=signed.last_valid_block_height,
-            context_slot=signed.context_slot,
-            instruction_wallets=list(signed.instruction_wallets),
-            mint_address=address,
-            reading_count=len(members),
-            total_token_amount=total,
-        )
-        prepared.append(Prepared(batch=batch, signed=signed))
+        prepared.append(Prepared.of(signed, mint_address=address, reading_count=len(members), total_token_amount=total))
+        batch = prepared[-1].batch
         links += [(r.id, batch.id, amounts[r.id], prices[r.id].ratio, prices[r.id].decimals) for r in members]
     expected = {request.key for request in requests} - set(refused)
     if set(covered) != expected or any(count > 1 for count in covered.values()):
