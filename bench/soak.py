@@ -31,8 +31,9 @@ reading a client got a 2xx and an id for is stored with the same kWh and minted 
 on-chain balance equals its minted readings' token amounts; supply equals the total; no (meter, timestamp)
 twice; 5xx counted with the fault that was active; every listener got every event of its readings published
 while it was connected (less those inside the channel layer's documented gap after a Redis restart or flush,
-reported apart); RSS and connection counts at the start and the end. Prints progress every ``--progress`` s and
-a one-page report. Every process it started is stopped on exit, Ctrl-C included.
+or committed just before their publisher was SIGKILLed: reported apart); RSS and connection counts at the
+start and the end. Prints progress every ``--progress`` s and a one-page report. Every process it started is
+stopped on exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -710,7 +711,14 @@ def audit(load: Load, chaos: Chaos | None, world: dict) -> dict:
             for line in events:
                 user_id, kind, reading_id = line.split()
                 received[user_id].add(f"{kind}{reading_id}")
-    gaps = chaos.windows("Redis", after=LAYER_REFRESH_SECS + 5) if chaos else []
+    # Excused (best effort by design, realtime/events.py): from just before a Redis restart or flush until the
+    # hub re-joins its groups, and an event committed just before its publisher (gunicorn for received, a
+    # worker for minted) was SIGKILLed, which dies with it. "Just before": the row's time is taken before its
+    # commit, the publish comes after it (the 1 h run lost 81 events 1-15 ms before such a fault).
+    gaps = []
+    if chaos is not None:
+        gaps = [(b - 1.0, e) for b, e in chaos.windows("Redis", after=LAYER_REFRESH_SECS + 5)]
+        gaps += [(b - 1.0, b + 1.0) for b, _ in chaos.windows("kill gunicorn", "kill worker")]
     margin = 2.0
     ws = Counter()
     by_user = defaultdict(list)
