@@ -105,11 +105,10 @@ def test_issued_certificates_are_minted_once_to_the_producer_with_the_issuance_i
     assert_chain_matches_registry()
 
 
-def test_a_holder_cannot_move_certificate_tokens_outside_the_registry(chain):
-    """The mint is non-transferable: a holder's own TransferChecked fails on chain."""
+def issued_to_funded_holder():
+    """One issued hour (1 kWh) minted to a wallet of its own, which then gets SOL to sign with: (holder keypair,
+    certificate client)."""
     from solders.keypair import Keypair
-
-    from tests.minting.localnet_helpers import signed
 
     holder = Keypair()
     device = make_device()
@@ -122,6 +121,16 @@ def test_a_holder_cannot_move_certificate_tokens_outside_the_registry(chain):
     client = certificate_client()
     client.rpc.call("requestAirdrop", [str(holder.pubkey()), 10**9])
     wait_until(lambda: client.balance(holder.pubkey()) > 0, message="airdrop")
+    return holder, client
+
+
+def test_a_holder_cannot_move_certificate_tokens_outside_the_registry(chain):
+    """The mint is non-transferable: a holder's own TransferChecked fails on chain."""
+    from solders.keypair import Keypair
+
+    from tests.minting.localnet_helpers import signed
+
+    holder, client = issued_to_funded_holder()
     other = Pubkey.from_string(str(Keypair().pubkey()))
     source, target = client.token_account(holder.pubkey()), client.token_account(other)
     create = ix.create_associated_token_account_idempotent(
@@ -211,7 +220,6 @@ def test_a_holder_burning_its_own_tokens_makes_the_registry_burn_fail_and_costs_
     "insufficient token funds" (a platform-class error for reading mints): here it costs the operation an
     attempt each time, ends ``failed`` for an operator, and never pauses reading minting."""
     from solders.instruction import AccountMeta, Instruction
-    from solders.keypair import Keypair
 
     from certificates.services.chain import operations_retry
     from certificates.services.lifecycle import bundle_withdraw
@@ -221,17 +229,7 @@ def test_a_holder_burning_its_own_tokens_makes_the_registry_burn_fail_and_costs_
 
     settings.TOKENIZATION = dataclasses.replace(settings.TOKENIZATION, initial_retry_delay_secs=1,
                                                 max_retry_delay_secs=1)  # fmt: skip
-    holder = Keypair()
-    device = make_device()
-    device.meter.wallet_address = str(holder.pubkey())
-    device.meter.save()
-    add_readings(device, 0, ["1"])
-    close_hour(device, 0)
-    certificates_issue_due()
-    operations_drain()
-    client = certificate_client()
-    client.rpc.call("requestAirdrop", [str(holder.pubkey()), 10**9])
-    wait_until(lambda: client.balance(holder.pubkey()) > 0, message="airdrop")
+    holder, client = issued_to_funded_holder()
     own_burn = Instruction(
         client.token_program,
         bytes([15]) + (600).to_bytes(8, "little") + bytes([0]),

@@ -10,27 +10,21 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 from solders.keypair import Keypair
 
 from minting.chain import ChainClient
 from tests.conftest import ROOT, Localnet, free_port
-from tests.ops.test_demo import Demo, base_env
+from tests.ops.test_demo import Demo, base_env, drop_database
 
 BASE_DB = "gt_ops_demo_twice"
 DEMO_DB = f"{BASE_DB}_demo"
 
 
-def drop(name: str) -> None:
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 @pytest.fixture
 def demo_database():
-    drop(DEMO_DB)
+    drop_database(DEMO_DB)
     yield f"postgres://postgres@127.0.0.1:5432/{BASE_DB}"
-    drop(DEMO_DB)
+    drop_database(DEMO_DB)
 
 
 def test_help_needs_no_environment_but_a_real_start_still_needs_a_secret_key():
