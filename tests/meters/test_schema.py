@@ -117,6 +117,20 @@ def test_the_statuses_an_operation_can_answer_are_documented(path, method, statu
     assert statuses <= documented
 
 
+def test_every_operation_documents_503_database_unavailable_as_the_api_answers_it():
+    # gridtoken.exceptions answers 503 database_unavailable from any DRF view while PostgreSQL is down.
+    missing = [
+        f"{method} {path}"
+        for path, method, operation in operations(generated_schema())
+        if "database_unavailable" not in operation["responses"].get("503", {}).get("description", "")
+        or json_schema(operation["responses"]["503"]) != ERROR_BODY
+    ]
+    mint = generated_schema()["paths"]["/api/admin/meters/mint-from-reading"]["post"]["responses"]["503"]
+
+    assert missing == []
+    assert "chain_unavailable" in mint["description"]
+
+
 def test_listed_readings_have_no_duplicate_field_and_submissions_always_do():
     components = generated_schema()["components"]["schemas"]
 
