@@ -90,7 +90,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ws-clients", type=int, default=50, help="WebSocket listeners (round robin over owners)")
     parser.add_argument("--compression", type=int, default=30, help="meter time per wall time (15 min -> 30 s)")
     parser.add_argument("--chaos-every", type=float, default=60.0, help="seconds between faults (0: no chaos)")
-    parser.add_argument("--blackhole", type=float, default=20.0, help="seconds an RPC fault spell lasts")
+    parser.add_argument("--blackhole", type=float, default=20.0, help="seconds a fault spell lasts (beat: 3x)")
     parser.add_argument("--drain", type=int, default=300, help="seconds allowed to mint the backlog at the end")
     parser.add_argument("--progress", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--gunicorn-workers", type=int, default=3)
@@ -366,7 +366,7 @@ class Chaos:
             ("restart localnet (SIGTERM)", self.restart_localnet),
             ("FLUSHALL Redis", lambda: self.redis.client().flushall()),
             (f"RPC replica 250 slots behind for {spell:.0f} s", lambda: self.rpc_spell({"lag": {"slots": 250}}, spell)),
-            ("second beat for 60 s", self.two_beats),
+            (f"second beat for {3 * spell:.0f} s", self.two_beats),
         ]  # fmt: skip
 
     def run(self) -> None:
@@ -415,7 +415,7 @@ class Chaos:
 
     def two_beats(self) -> None:
         self.stack.start("beat2")
-        time.sleep(60)
+        time.sleep(3 * self.args.blackhole)
         self.stack.retire("beat2")
 
     def windows(self, *names: str, after: float = 0.0) -> list[tuple[float, float]]:
