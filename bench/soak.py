@@ -940,11 +940,13 @@ def main() -> None:
         result = audit(load, chaos, world)
         verify_exactly_once()
         clean = report(args, result, chaos, sampler, stack, load, timing)
-        (workdir / "report.json").write_text(
+        # Beside the work dir, not in it: the work dir goes at exit unless --keep, the report stays.
+        details = workdir.with_name(f"{workdir.name}-report.json")
+        details.write_text(
             json.dumps({"result": result, "chaos": chaos.log if chaos else [], "samples": sampler.samples},
                        default=str)
         )  # fmt: skip
-        say(f"  details: {workdir / 'report.json'}; chaos log: {len(chaos.log) if chaos else 0} entries")
+        say(f"  details (audit, chaos log, resource samples): {details}")
         if chaos is not None:
             for began, ended, name, note in chaos.log:
                 say(f"    {datetime.fromtimestamp(began, UTC):%H:%M:%S} +{ended - began:4.0f}s {name} {note}")

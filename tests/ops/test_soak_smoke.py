@@ -3,6 +3,7 @@ fault once (one every 4 s; an RPC spell lasts 5 s, the second beat 15 s), and th
 doubled, balances and supply exact, no 5xx but the 503s of a database outage, WebSocket events delivered while
 connected). The hour-long run is in docs/BENCHMARKS.md ## Reliability."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -30,3 +31,7 @@ def test_a_two_minute_soak_with_chaos_ends_with_a_clean_audit():
     assert run.returncode == 0 and "AUDIT CLEAN" in output, output[-6000:]
     injected = re.findall(r"^ +\d+ x (.+)$", output, re.MULTILINE)
     assert [f for f in FAULTS if not any(line.startswith(f) for line in injected)] == [], output[-6000:]
+    kept = Path(re.search(r"details \(.*\): (\S+)", output)[1])  # still there after the soak's exit
+    details = json.loads(kept.read_text())
+    kept.unlink()
+    assert details["result"]["missing"] == 0 and len(details["chaos"]) >= len(FAULTS) and details["samples"]
