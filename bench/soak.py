@@ -352,6 +352,7 @@ class Chaos:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         spell = args.blackhole
+        beat_spell = 3 * spell
         self.schedule = [
             ("kill gunicorn", lambda: self.stack.kill("gunicorn")),
             ("kill worker1", lambda: self.stack.kill("worker1")),
@@ -366,7 +367,7 @@ class Chaos:
             ("restart localnet (SIGTERM)", self.restart_localnet),
             ("FLUSHALL Redis", lambda: self.redis.client().flushall()),
             (f"RPC replica 250 slots behind for {spell:.0f} s", lambda: self.rpc_spell({"lag": {"slots": 250}}, spell)),
-            (f"second beat for {3 * spell:.0f} s", self.two_beats),
+            (f"second beat for {beat_spell:.0f} s", lambda: self.two_beats(beat_spell)),
         ]  # fmt: skip
 
     def run(self) -> None:
@@ -413,9 +414,9 @@ class Chaos:
     def restart_localnet(self) -> None:
         self.stack.kill("localnet", signal.SIGTERM)  # the supervisor starts it again once it has saved
 
-    def two_beats(self) -> None:
+    def two_beats(self, seconds: float) -> None:
         self.stack.start("beat2")
-        time.sleep(3 * self.args.blackhole)
+        time.sleep(seconds)
         self.stack.retire("beat2")
 
     def windows(self, *names: str, after: float = 0.0) -> list[tuple[float, float]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 
-from gridtoken.exceptions import ErrorBodySerializer
+from gridtoken.exceptions import DatabaseUnavailable, ErrorBodySerializer
 
 # First matching path prefix -> tag, in the order /api/docs/ lists them.
 TAGS = (
@@ -18,10 +18,8 @@ TAGS = (
     ("/v1/private-network/", "GridTokenX aggregator bridge"),
     ("/api/meters", "meters and readings"),
 )
-DATABASE_UNAVAILABLE = (
-    "database_unavailable: PostgreSQL could not be reached; retry after Retry-After seconds (a reading stored "
-    "before the failure answers the retry with its id)."
-)
+_unavailable = DatabaseUnavailable()
+DATABASE_UNAVAILABLE = f"{_unavailable.code}: {_unavailable.message} Retry-After says when."
 
 
 class TaggedAutoSchema(AutoSchema):

@@ -119,13 +119,14 @@ def test_the_statuses_an_operation_can_answer_are_documented(path, method, statu
 
 def test_every_operation_documents_503_database_unavailable_as_the_api_answers_it():
     # gridtoken.exceptions answers 503 database_unavailable from any DRF view while PostgreSQL is down.
+    schema = generated_schema()
     missing = [
         f"{method} {path}"
-        for path, method, operation in operations(generated_schema())
+        for path, method, operation in operations(schema)
         if "database_unavailable" not in operation["responses"].get("503", {}).get("description", "")
         or json_schema(operation["responses"]["503"]) != ERROR_BODY
     ]
-    mint = generated_schema()["paths"]["/api/admin/meters/mint-from-reading"]["post"]["responses"]["503"]
+    mint = schema["paths"]["/api/admin/meters/mint-from-reading"]["post"]["responses"]["503"]
 
     assert missing == []
     assert "chain_unavailable" in mint["description"]
