@@ -8,19 +8,27 @@ same lines ``mosquitto_passwd`` writes.
 
 The ACL lets a meter write only its own topics (every configured layout) and read only its own error topic;
 the ingester's user (``MQTT_URL``'s) reads every layout and writes every error topic.
+
+The files are mode 0640 and belong to the broker's user where the broker drops privileges to one (it reads
+them again as that user on SIGHUP); see ``file_owner``.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import grp
 import hashlib
 import hmac
 import os
+import pwd
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from protocols.mqtt.topics import Layout
 
+BROKER_USER = "mosquitto"  # the user Debian's package and the eclipse-mosquitto image run the broker as
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's own default for $7$
 SALT_BYTES = 12
 
@@ -67,11 +75,67 @@ def acl_text(*, ingester: str, layouts: list[Layout], errors: Layout, serials: I
     return "\n".join(lines)
 
 
-def write_private(path: Path, text: str, mode: int = 0o640) -> None:
-    """Replace ``path`` atomically (the broker never reads half a file), readable by owner and group."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)
+def file_owner(
+    path: Path, *, user: str | None = None, group: str | None = None, broker_user: str = BROKER_USER
+) -> tuple[int, int]:
+    """The uid and gid the broker's file at ``path`` gets.
+
+    ``user`` and ``group`` (names or numbers) when given, ``user``'s own group when only it is. Otherwise the
+    broker's user and its group where that user exists and this process may give files away (root): a broker
+    that drops to it re-reads the files on SIGHUP as that user. Otherwise the owner of the file already there
+    (so an operator's ``chown`` survives), else this process's user. Raises LookupError for an unknown name.
+    """
+    uid, gid = _default_owner(path, broker_user)
+    if user is not None:
+        entry = _lookup(pwd.getpwnam, pwd.getpwuid, user, "user")
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if group is not None:
+        gid = _lookup(grp.getgrnam, grp.getgrgid, group, "group").gr_gid
+    return uid, gid
+
+
+def _default_owner(path: Path, broker_user: str) -> tuple[int, int]:
+    if os.geteuid() == 0:
+        with contextlib.suppress(KeyError):
+            entry = pwd.getpwnam(broker_user)
+            return entry.pw_uid, entry.pw_gid
+    with contextlib.suppress(FileNotFoundError):
+        info = path.stat()
+        return info.st_uid, info.st_gid
+    return os.geteuid(), os.getegid()
+
+
+def _lookup(by_name, by_id, value: str, kind: str):
+    try:
+        return by_id(int(value)) if value.isdigit() else by_name(value)
+    except KeyError:
+        raise LookupError(f"no {kind} {value!r} on this machine") from None
+
+
+def write_private(path: Path, text: str, *, owner: tuple[int, int] | None = None, mode: int = 0o640) -> None:
+    """Replace ``path`` atomically with ``text``, owned by ``owner`` (default: ``file_owner(path)``) with ``mode``.
+
+    1. Write a temporary file in the same directory (the rename cannot cross file systems) and give it the
+       mode and owner before it has a name the broker reads, so the broker never sees the file unreadable.
+    2. fsync it, rename it over ``path``, fsync the directory: after a crash the broker finds the old file or
+       the new one, whole.
+    """
+    uid, gid = file_owner(path) if owner is None else owner
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fchown(handle.fileno(), uid, gid)
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

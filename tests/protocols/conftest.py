@@ -15,14 +15,19 @@ from tests.conftest import free_port
 
 
 class Mosquitto:
-    """``mosquitto -c <conf>`` on a free port of 127.0.0.1; ``lines`` are extra configuration."""
+    """``mosquitto -c <conf>`` on a free port of 127.0.0.1; ``lines`` are extra configuration.
 
-    def __init__(self, directory: Path, lines: tuple[str, ...] = ("allow_anonymous true",)) -> None:
+    Started by root, the broker runs as ``user`` (default root: it reads the test's private files); Mosquitto
+    ignores the setting for anyone else."""
+
+    def __init__(
+        self, directory: Path, lines: tuple[str, ...] = ("allow_anonymous true",), *, user: str = "root"
+    ) -> None:
         self.port = free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self.conf = directory / "mosquitto.conf"
         self.log = directory / "mosquitto.log"
-        owner = ("user root",) if os.geteuid() == 0 else ()  # read the test's private files, do not drop to mosquitto
+        owner = (f"user {user}",) if os.geteuid() == 0 else ()
         self.conf.write_text(
             "\n".join(
                 (

@@ -1,7 +1,8 @@
 """``python manage.py mqtt_acl --passwords FILE --acl FILE``: Mosquitto's password and ACL files from the meters.
 
 Point the broker at them (``password_file`` / ``acl_file``) and reload it (SIGHUP) after each run; see
-docs/PROTOCOLS.md. ``--device-password SERIAL`` prints the password a meter connects with.
+docs/PROTOCOLS.md. The files are replaced atomically, mode 0640, owned by ``--owner``/``--group`` or by the
+broker's user (``acl.file_owner``). ``--device-password SERIAL`` prints the password a meter connects with.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ class Command(BaseCommand):
         parser.add_argument("--passwords", type=Path, help="password file to write (mosquitto password_file)")
         parser.add_argument("--acl", type=Path, help="ACL file to write (mosquitto acl_file)")
         parser.add_argument("--device-password", metavar="SERIAL", help="print the password of one meter and exit")
+        parser.add_argument(
+            "--owner",
+            help=f"user (name or uid) that owns both files; default: {acl.BROKER_USER} where it exists and this runs "
+            "as root, else the current owner of the file, else this user",
+        )
+        parser.add_argument("--group", help="group (name or gid) of both files; default: the owner's group")
 
     def handle(self, *args, **options):
         cfg = settings.MQTT
@@ -39,15 +46,25 @@ class Command(BaseCommand):
             Meter.objects.filter(status=Meter.Status.ACTIVE).order_by("serial").values_list("serial", flat=True)
         ):
             (serials if topics.usable_serial(serial) and serial != cfg.username else skipped).append(serial)
+        paths = (options["passwords"], options["acl"])
+        try:
+            owners = [acl.file_owner(path, user=options["owner"], group=options["group"]) for path in paths]
+        except LookupError as error:
+            raise CommandError(f"--owner/--group: {error}") from None
         layouts = topics.layouts(cfg.topics)
         users = [(cfg.username, cfg.password), *((s, acl.device_password(cfg.device_secret, s)) for s in serials)]
-        acl.write_private(options["passwords"], acl.passwords_text(users))
-        acl.write_private(
-            options["acl"],
+        texts = (
+            acl.passwords_text(users),
             acl.acl_text(
                 ingester=cfg.username, layouts=layouts, errors=topics.Layout("errors", cfg.error_topic), serials=serials
             ),
         )
+        for path, text, owner in zip(paths, texts, owners, strict=True):
+            try:
+                acl.write_private(path, text, owner=owner)
+            except PermissionError as error:
+                raise CommandError(f"cannot write {path} owned by uid:gid {owner[0]}:{owner[1]}: {error}") from None
         for serial in skipped:
             self.stderr.write(f"skipped meter {serial!r}: not usable as a broker user and topic level")
-        self.stdout.write(f"{len(serials)} meters written to {options['passwords']} and {options['acl']}")
+        owned = ", ".join(f"{path} ({uid}:{gid}, 0640)" for path, (uid, gid) in zip(paths, owners, strict=True))
+        self.stdout.write(f"{len(serials)} meters written to {owned}")
