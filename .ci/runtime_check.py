@@ -19,7 +19,6 @@ Usage: ``python3 .ci/runtime_check.py`` (from ``.ci/run``). ``DATABASE_URL`` and
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import secrets
@@ -34,6 +33,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def say(text: str) -> None:
     print(f"[runtime-check {time.monotonic() - T0:5.1f}s] {text}", flush=True)
 
 
-def fail(text: str) -> None:
+def fail(text: str) -> NoReturn:
     print(f"runtime-check FAILED: {text}", file=sys.stderr, flush=True)
     raise SystemExit(1)
 
@@ -75,24 +75,23 @@ class Stack:
     PRODUCER, SERIAL, INGESTER = "runtime-producer", "RUNTIME-CHECK-1", "gridtoken-ingester"
 
     def __init__(self, work: Path, *, venv: Path) -> None:
-
         # Modules of the runtime venv (and the project) are imported where used: stage 1 runs without them.
         from gridtoken.ops.processes import Supervisor
 
         self.work, self.bin = work, venv / "bin"
         self.supervisor = Supervisor(log_dir=work / "logs")
-        self.database, self.redis_db, self.redis_url = None, None, None
+        self.database, self.redis_db = None, None  # set once created / taken, for close()
         self.checked: list[str] = []
         db = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gridtoken"))
         self.db_name = f"gridtoken_runtime_check_{os.getpid()}"
         self.server_url = db._replace(path="/postgres").geturl()
-        redis = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-        self.redis_url = redis._replace(path=f"/{os.environ.get('RUNTIME_CHECK_REDIS_DB', '15')}").geturl()
+        server = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        self.redis_url = server._replace(path=f"/{os.environ.get('RUNTIME_CHECK_REDIS_DB', '15')}").geturl()
         self.ports = dict(zip(("rpc", "gunicorn", "uvicorn", "mqtt"), free_ports(4), strict=True))
         self.mqtt_password = secrets.token_urlsafe(16)
         self.user_password = secrets.token_urlsafe(16)
         self.env = {
-            "PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}:/usr/sbin",  # Debian's mosquitto
             "HOME": os.environ.get("HOME", str(work)),
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
@@ -125,95 +124,78 @@ class Stack:
         self.checked.append(f"private database {self.db_name}, Redis {self.redis_url}")
 
     # --- 3. the processes ------------------------------------------------------------------------------------
-    def _start(self, name: str, argv: list[str], ready, *, timeout: float = 60, **env) -> None:
-        child = self.supervisor.start(name, argv, env={**self.env, **env}, cwd=ROOT)
-        self.supervisor.wait_until(child, ready, timeout=timeout, interval=0.3)
-        say(f"{name} up: {' '.join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))}")
+    def _start(self, name: str, command: str, ready, **env):
+        """``command`` as the README's process table spells it, its program from the runtime venv first;
+        returns what ``_wait`` needs. Processes start together and are then waited for: the check's time."""
+        argv = command.split()
+        argv[0] = shutil.which(argv[0], path=self.env["PATH"]) or fail(f"{argv[0]} is not installed")
+        return self.supervisor.start(name, argv, env={**self.env, **env}, cwd=ROOT), ready, command
 
-    def _run(self, name: str, *args: str, timeout: float = 120, **env) -> str:
-        child = self.supervisor.run(
-            name, [str(self.bin / "python"), "manage.py", *args], env={**self.env, **env}, cwd=ROOT, timeout=timeout
-        )
-        return child.log_path.read_text()
+    def _wait(self, *started) -> None:
+        for child, ready, command in started:
+            self.supervisor.wait_until(child, ready, timeout=90, interval=0.3)
+            say(f"{child.name} up: {command}")
+
+    def _run(self, name: str, *args: str, **env) -> str:
+        argv = [str(self.bin / "python"), "manage.py", *args]
+        return self.supervisor.run(name, argv, env={**self.env, **env}, cwd=ROOT, timeout=120).log_path.read_text()
 
     def _logged(self, name: str, text: str):
         return lambda: text in (self.work / "logs" / f"{name}.log").read_text(errors="replace")
 
     def _processes(self) -> None:
-        python, port = str(self.bin / "python"), self.ports
-        self._start(
-            "localnet",
-            [python, "manage.py", "localnet", "--port", str(port["rpc"])],
-            lambda: rpc(port["rpc"], "getHealth") == "ok",
+        port = self.ports
+        localnet = self._start(
+            "localnet", f"python manage.py localnet --port {port['rpc']}", lambda: rpc(port["rpc"], "getHealth") == "ok"
         )
-        for step in (("migrate", "--noinput"), ("chain_init",), ("certificates_chain_init",)):
-            self._run(step[0], *step)
+        self._run("migrate", "migrate", "--noinput")
+        self._wait(localnet)
+        self._run("chain_init", "chain_init")
+        self._run("certificates_chain_init", "certificates_chain_init")
         self.checked.append("set-up: migrate, chain_init, certificates_chain_init")
-        health = "/health"
-        self._start(
-            "gunicorn",
-            [
-                str(self.bin / "gunicorn"),
-                "gridtoken.wsgi:application",
-                "--worker-class",
-                "sync",
-                "--workers",
-                "2",
-                "--bind",
-                f"127.0.0.1:{port['gunicorn']}",
-            ],
-            lambda: http(port["gunicorn"], health)[0] == 200,
-            DB_POOL="false",
-        )
-        self._start(
-            "uvicorn",
-            [
-                str(self.bin / "uvicorn"),
-                "gridtoken.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port["uvicorn"]),
-            ],
-            lambda: http(port["uvicorn"], health)[0] == 200,
-            DB_POOL="true",
-        )
-        self._start(
-            "worker",
-            [str(self.bin / "celery"), "-A", "gridtoken", "worker", "--loglevel", "INFO", "--concurrency", "2"],
-            self._logged("worker", " ready."),
-        )
-        self._start(
-            "beat",
-            [
-                str(self.bin / "celery"),
-                "-A",
-                "gridtoken",
+        self._wait(
+            self._start(
+                "gunicorn",
+                f"gunicorn gridtoken.wsgi:application --worker-class sync --bind 127.0.0.1:{port['gunicorn']}",
+                lambda: http(port["gunicorn"], "/health")[0] == 200,
+                DB_POOL="false",
+                WEB_CONCURRENCY="2",  # as docker-compose.yml's `rest` sets gunicorn's workers
+            ),
+            self._start(
+                "uvicorn",
+                f"uvicorn gridtoken.asgi:application --host 127.0.0.1 --port {port['uvicorn']}",
+                lambda: http(port["uvicorn"], "/health")[0] == 200,
+                DB_POOL="true",
+            ),
+            self._start(
+                "worker",
+                "celery -A gridtoken worker --loglevel INFO --concurrency 2",
+                self._logged("worker", " ready."),
+            ),
+            self._start(
                 "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(self.work / "celerybeat-schedule"),
-            ],
-            self._logged("beat", "Sending due task"),
+                f"celery -A gridtoken beat --loglevel INFO --schedule {self.work / 'celerybeat-schedule'}",
+                self._logged("beat", "Sending due task"),
+            ),
         )
         self.checked.append("web under gunicorn and uvicorn answer /health; worker ready; beat sends its sweep")
 
     def _broker(self) -> None:
-        """Mosquitto (not a GridToken process, but the ingester's peer) with the files ``mqtt_acl`` writes."""
+        """Mosquitto (not a GridToken process, but the ingester's peer) with the files ``mqtt_acl`` writes.
+
+        Started by root it drops to its own user (``mosquitto``), as Debian's does, and reads them as that user.
+        """
+        self.work.chmod(0o711)  # the broker's user may pass through, not list
         auth = self.work / "mqtt"
-        auth.mkdir()
+        auth.mkdir(mode=0o755)
         self._run("mqtt_acl", "mqtt_acl", "--passwords", str(auth / "passwd"), "--acl", str(auth / "acl"))
         (auth / "mosquitto.conf").write_text(
             f"listener {self.ports['mqtt']} 127.0.0.1\nallow_anonymous false\npersistence false\n"
-            f"password_file {auth / 'passwd'}\nacl_file {auth / 'acl'}\nuser {getpass.getuser()}\n"
+            f"password_file {auth / 'passwd'}\nacl_file {auth / 'acl'}\n"
         )
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self._start("mosquitto", [mosquitto, "-c", str(auth / "mosquitto.conf")], lambda: listening(self.ports["mqtt"]))
-        self._start(
-            "ingester",
-            [str(self.bin / "python"), "manage.py", "ingest_mqtt"],
-            self._logged("ingester", "mqtt subscribed"),
+        self._wait(
+            self._start("mosquitto", f"mosquitto -c {auth / 'mosquitto.conf'}", lambda: listening(self.ports["mqtt"])),
+            self._start("ingester", "python manage.py ingest_mqtt", self._logged("ingester", "mqtt subscribed")),
         )
 
     # --- 4. a meter, a reading by each door, minted -------------------------------------------------------
@@ -224,12 +206,7 @@ class Stack:
 
         self._run(
             "createsuperuser",
-            "createsuperuser",
-            "--noinput",
-            "--username",
-            self.PRODUCER,
-            "--email",
-            "runtime-check@example.invalid",
+            *("createsuperuser", "--noinput", "--username", self.PRODUCER, "--email", "runtime@example.invalid"),
             DJANGO_SUPERUSER_PASSWORD=self.user_password,
         )
         web, rest = self.ports["uvicorn"], self.ports["gunicorn"]
@@ -300,13 +277,14 @@ class Stack:
         killed = self.supervisor.stop_all(grace=15, settle=3)
         if killed:
             print(f"runtime-check: killed (did not stop on SIGTERM): {[c.name for c in killed]}", file=sys.stderr)
-        say(f"stopped {len(self.supervisor.children)} processes")
+        running = [child.name for child in self.supervisor.children if not child.expected_exit]
+        say(f"stopped {', '.join(running) or 'nothing'} (each with its process group)")
         if self.redis_db is not None:
             self.redis_db.flushdb()
         if self.database is not None:
             with psycopg.connect(self.server_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-        shutil.rmtree(self.work, ignore_errors=True)
+        say(f"dropped {self.database or 'no database'}, flushed {self.redis_url}")
 
 
 def free_ports(count: int) -> list[int]:
@@ -362,12 +340,19 @@ def main() -> None:
             raise
         python = str(venv / "bin/python")
         os.execve(python, [python, __file__], {**os.environ, STAGE: work, f"{STAGE}_T0": str(T0)})  # noqa: S606
-    # The runtime venv's Python from here on; the script owns ``work`` and removes it at exit.
+    # The runtime venv's Python from here on; this process owns ``work`` and removes it at exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path.insert(0, str(ROOT))
+    try:
+        run(Path(work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path) -> None:
     from gridtoken.ops.processes import ChildFailed
 
-    stack = Stack(Path(work), venv=Path(sys.prefix))
+    stack = Stack(work, venv=Path(sys.prefix))
     try:
         stack.check()
     except ChildFailed as error:
