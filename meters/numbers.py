@@ -126,10 +126,10 @@ def decimal_places(amount: Decimal) -> int:
         return 0
     trailing = 0
     for digit in reversed(digits):
-        if digit != 0 or trailing == len(digits) - 1:
+        if digit != 0:
             break
         trailing += 1
-    return max(0, -(exponent + trailing))
+    return 0 if trailing == len(digits) else max(0, -(exponent + trailing))  # zero has no places
 
 
 def shift(amount: Decimal, places: int) -> Decimal:
