@@ -66,15 +66,18 @@ def read_number(
     below: bool = False,
     signed: bool = True,
     strings: bool = False,
+    places: int | None = None,
     code: str = "validation_error",
     range_code: str | None = None,
+    precision_code: str | None = None,
 ) -> Decimal:
     """``value`` as an exact, finite, bounded Decimal.
 
     ``limit`` bounds the magnitude (``below``: the limit itself is refused too); ``signed=False`` refuses
     negatives; ``strings`` also reads numeric text (ASCII, at most ``MAX_TEXT_LENGTH`` characters, no ``_``
-    digit separators, surrounding whitespace allowed as ``Decimal`` allows it). ``range_code`` (default
-    ``code``) is the code of a number outside the bounds.
+    digit separators, surrounding whitespace allowed as ``Decimal`` allows it); ``places`` bounds the
+    significant decimal places (trailing zeros do not count). ``range_code`` (default ``code``) is the code of
+    a number outside the bounds, ``precision_code`` (default ``range_code``) of one with too many places.
     """
     range_code = range_code or code
     if type(value) is int:  # the fast path: exponent 0, so only its size needs a bound
@@ -93,6 +96,8 @@ def read_number(
             raise _unbounded(name, range_code)  # also NaN, sNaN and Infinity, whose exponent is "n", "N" or "F"
         if sign and not any(digits):
             amount = amount.copy_abs()  # -0 is 0 (it would print as "-0.000000000" in a signed message)
+        if places is not None and exponent < -places and _places(digits, exponent) > places:
+            raise _refuse(precision_code or range_code, f"Must have at most {places} decimal places.", name)
     if (not signed and amount < 0) or (
         limit is not None and (amount.copy_abs() >= limit if below else amount.copy_abs() > limit)
     ):
@@ -122,6 +127,10 @@ def decimal_places(amount: Decimal) -> int:
     """Significant decimal places of a finite Decimal, ignoring trailing zeros, read from its tuple (no context
     rounding, no arithmetic)."""
     _, digits, exponent = amount.as_tuple()
+    return _places(digits, exponent)
+
+
+def _places(digits: tuple[int, ...], exponent: int) -> int:
     if exponent >= 0:
         return 0
     trailing = 0

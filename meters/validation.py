@@ -24,7 +24,7 @@ from solders.pubkey import Pubkey
 
 from gridtoken.exceptions import ApplicationError, ValidationFailed
 from meters.models import KWH_DECIMAL_PLACES, KWH_MAX_DIGITS, MeterReading
-from meters.numbers import decimal_places, read_integer, read_number
+from meters.numbers import read_integer, read_number
 from meters.registers import Registers, registers_from_body
 
 KWH_QUANTUM = Decimal(1).scaleb(-KWH_DECIMAL_PLACES)
@@ -127,9 +127,15 @@ def parse_kwh(value: object, name: str) -> Decimal:
     Positive is surplus (export), negative a deficit (import), zero an interval without either; only
     positive amounts are ever minted."""
     limit = min(settings.TOKENIZATION.max_reading_kwh, KWH_COLUMN_LIMIT - KWH_QUANTUM)
-    amount = read_number(value, name, limit=limit, strings=True, range_code="kwh_out_of_range")
-    if decimal_places(amount) > KWH_DECIMAL_PLACES:
-        raise _invalid("kwh_too_precise", f"kWh has more than {KWH_DECIMAL_PLACES} decimal places.", name)
+    amount = read_number(
+        value,
+        name,
+        limit=limit,
+        strings=True,
+        places=KWH_DECIMAL_PLACES,
+        range_code="kwh_out_of_range",
+        precision_code="kwh_too_precise",
+    )
     return amount.quantize(KWH_QUANTUM)
 
 
