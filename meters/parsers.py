@@ -2,7 +2,8 @@
 
 Non-integer JSON numbers become ``Decimal`` (never ``float``), so a kWh value travels from the request body
 to the database without binary rounding. ``NaN`` and ``Infinity`` (which Python's json module would accept)
-are refused, as are objects that repeat a key, bodies past a size limit, invalid UTF-8 and nesting deep
+are refused, as are numbers no Decimal or int can hold (an exponent past +-10^18, an integer past 4,300
+digits), objects that repeat a key, bodies past a size limit, invalid UTF-8 and nesting deep
 enough to exhaust the recursion limit: each of these is a 4xx, never a 500. ``DecimalJSONParser`` is every
 endpoint's only parser (``REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"]``), and ``JsonBodyOnly`` makes an empty
 body in another media type a 415 too (DRF reads an empty form body as a form without fields, in which a
@@ -12,7 +13,7 @@ missing boolean is false).
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError, UnsupportedMediaType
@@ -50,6 +51,8 @@ def loads_exact(raw: bytes | str):
         return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    except InvalidOperation:  # an exponent past libmpdec's own range (~10^18), as an int past 4,300 digits
+        raise ValueError("a number's exponent is out of range") from None
 
 
 class DecimalJSONParser(BaseParser):

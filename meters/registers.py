@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from gridtoken.exceptions import ValidationFailed
 from meters.models import KWH_DECIMAL_PLACES, REGISTER_MAX_DIGITS
+from meters.numbers import decimal_places, read_integer, read_number, shift
 
 REGISTER_LIMIT = Decimal(10) ** (REGISTER_MAX_DIGITS - KWH_DECIMAL_PLACES)
-WH = Decimal(1000)
+KWH_QUANTUM = Decimal(1).scaleb(-KWH_DECIMAL_PLACES)
 IMPORT, EXPORT = "import", "export"
 # "1.8.0", "1-0:1.8.0", "1-0:1.8.0*255", "1.8.0.255", GridTokenX's "1.1.1.8.0.255": C.D.E name the register.
 _OBIS = re.compile(r"^(?:\d+-\d+:|\d+\.\d+\.)?([12])\.8\.([0-4])(?:[*.]\d+)?$")
@@ -66,22 +67,19 @@ def _invalid(message: str, name: str) -> ValidationFailed:
 
 
 def _value(value: object, name: str, unit: str, scale: int = 0) -> Decimal:
-    """A register total in kWh, exact: non-negative, below the column's limit, at most 9 decimals in kWh."""
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal, str)):
-        raise _invalid("A register value must be a number or a numeric string.", name)
-    try:
-        amount = Decimal(value) if not isinstance(value, str) or len(value) <= 40 else Decimal("NaN")
-    except InvalidOperation:
-        raise _invalid("A register value must be a number or a numeric string.", name) from None
-    if not amount.is_finite() or amount < 0:
-        raise _invalid("A register value must be a finite number, zero or more.", name)
-    kwh = amount.scaleb(scale) / WH if unit == "Wh" else amount.scaleb(scale)
+    """A register total in kWh, exact: non-negative, below the column's limit, at most 9 decimals in kWh.
+    Scaled by moving the exponent (``shift``), so nothing is rounded on the way."""
+    amount = read_number(value, name, signed=False, strings=True, code="invalid_register")
+    kwh = shift(amount, scale - 3 if unit == "Wh" else scale)
     if kwh >= REGISTER_LIMIT:
         raise _invalid(f"A register value must stay below {REGISTER_LIMIT} kWh.", name)
-    quantized = kwh.quantize(Decimal(1).scaleb(-KWH_DECIMAL_PLACES))
-    if quantized != kwh:
+    if decimal_places(kwh) > KWH_DECIMAL_PLACES:
         raise _invalid("A register value has more precision than a milli-Wh.", name)
-    return quantized
+    return kwh.quantize(KWH_QUANTUM)
+
+
+def _scale(value: object, name: str) -> int:
+    return read_integer(value, name, minimum=-10, maximum=10, code="invalid_register")
 
 
 def _unit(data: dict, key: str, default: str) -> str:
@@ -91,8 +89,14 @@ def _unit(data: dict, key: str, default: str) -> str:
     return unit
 
 
-def _sum(values: list[Decimal]) -> Decimal | None:
-    return sum(values, Decimal(0)) if values else None
+def _sum(values: list[Decimal], name: str) -> Decimal | None:
+    """Tariff registers' total (exact: each is below 10^15 with 9 places), below the column's limit too."""
+    if not values:
+        return None
+    total = sum(values, Decimal(0))
+    if total >= REGISTER_LIMIT:
+        raise _invalid(f"The tariff registers' sum must stay below {REGISTER_LIMIT} kWh.", name)
+    return total
 
 
 def _from_obis(registers: object, unit: str) -> Registers:
@@ -110,7 +114,10 @@ def _from_obis(registers: object, unit: str) -> Registers:
             totals[register] = amount
         else:
             tariffs[register].append(amount)
-    found = Registers(totals.get(IMPORT, _sum(tariffs[IMPORT])), totals.get(EXPORT, _sum(tariffs[EXPORT])))
+    found = Registers(
+        totals[IMPORT] if IMPORT in totals else _sum(tariffs[IMPORT], "registers"),
+        totals[EXPORT] if EXPORT in totals else _sum(tariffs[EXPORT], "registers"),
+    )
     if found.import_kwh is None and found.export_kwh is None:
         raise _invalid("registers names no energy register (1.8.x or 2.8.x).", "registers")
     return found
@@ -122,10 +129,7 @@ def _named(data: dict) -> dict[str, Decimal]:
         if data.get(name) is not None:
             found[register] = _value(data[name], name, _unit(data, "unit", unit) if "Register" in name else unit)
     if data.get("WH") is not None:  # SunSpec: lifetime production in Wh, times 10^WH_SF
-        scale = data.get("WH_SF", 0)
-        if isinstance(scale, bool) or not isinstance(scale, int) or not -10 <= scale <= 10:
-            raise _invalid("WH_SF must be an integer scale factor from -10 to 10.", "WH_SF")
-        found[EXPORT] = _value(data["WH"], "WH", "Wh", scale)
+        found[EXPORT] = _value(data["WH"], "WH", "Wh", _scale(data.get("WH_SF", 0), "WH_SF"))
     return found
 
 
@@ -139,9 +143,7 @@ def _sampled(values: object) -> dict[str, Decimal]:
             register, unit = _NAMED[sample["measurand"]]
             measure = sample.get("unitOfMeasure")  # OCPP 2.0.1: {"unit": "kWh", "multiplier": 0}
             if isinstance(measure, dict):
-                scale = measure.get("multiplier", 0)
-                if isinstance(scale, bool) or not isinstance(scale, int) or not -10 <= scale <= 10:
-                    raise _invalid("unitOfMeasure.multiplier must be an integer from -10 to 10.", "sampledValue")
+                scale = _scale(measure.get("multiplier", 0), "sampledValue.unitOfMeasure.multiplier")
                 found[register] = _value(sample["value"], "sampledValue", _unit(measure, "unit", unit), scale)
             else:
                 found[register] = _value(sample["value"], "sampledValue", _unit(sample, "unit", unit))

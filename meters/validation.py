@@ -17,20 +17,20 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal
 
 from django.conf import settings
 from solders.pubkey import Pubkey
 
 from gridtoken.exceptions import ApplicationError, ValidationFailed
 from meters.models import KWH_DECIMAL_PLACES, KWH_MAX_DIGITS, MeterReading
+from meters.numbers import read_integer, read_number
 from meters.registers import Registers, registers_from_body
 
 KWH_QUANTUM = Decimal(1).scaleb(-KWH_DECIMAL_PLACES)
 # The column is numeric(18, 9): whatever the configured maximum, nothing at or above 10^9 fits.
 KWH_COLUMN_LIMIT = Decimal(10) ** (KWH_MAX_DIGITS - KWH_DECIMAL_PLACES)
 TELEMETRY_LIMIT = Decimal(10) ** 15
-NUMERIC_MAX_SCALE = 16_383  # PostgreSQL's numeric: digits after the decimal point
 # Text PostgreSQL cannot store (text columns and json/jsonb alike): NUL, and UTF-16 surrogates, which JSON's
 # \uXXXX escapes can carry alone but UTF-8 cannot encode.
 UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
@@ -126,36 +126,17 @@ def parse_kwh(value: object, name: str) -> Decimal:
 
     Positive is surplus (export), negative a deficit (import), zero an interval without either; only
     positive amounts are ever minted."""
-    if isinstance(value, bool) or value is None:
-        raise _invalid("validation_error", "A number (or a numeric string) is required.", name)
-    if isinstance(value, Decimal):
-        amount = value
-    elif isinstance(value, int):
-        amount = Decimal(value)
-    elif isinstance(value, str) and len(value) <= 100 and value.isascii() and "_" not in value:
-        try:
-            amount = Decimal(value)  # also reads NaN and Infinity, refused as out of range below
-        except InvalidOperation:
-            raise _invalid("validation_error", "A number (or a numeric string) is required.", name) from None
-    else:
-        raise _invalid("validation_error", "A number (or a numeric string) is required.", name)
     limit = min(settings.TOKENIZATION.max_reading_kwh, KWH_COLUMN_LIMIT - KWH_QUANTUM)
-    if not amount.is_finite() or abs(amount) > limit:
-        raise _invalid("kwh_out_of_range", f"kWh must be at most {limit} in magnitude.", name)
-    if _decimal_places(amount) > KWH_DECIMAL_PLACES:
-        raise _invalid("kwh_too_precise", f"kWh has more than {KWH_DECIMAL_PLACES} decimal places.", name)
+    amount = read_number(
+        value,
+        name,
+        limit=limit,
+        strings=True,
+        places=KWH_DECIMAL_PLACES,
+        range_code="kwh_out_of_range",
+        precision_code="kwh_too_precise",
+    )
     return amount.quantize(KWH_QUANTUM)
-
-
-def _decimal_places(amount: Decimal) -> int:
-    """Significant decimal places, ignoring trailing zeros, without any context rounding."""
-    _, digits, exponent = amount.as_tuple()
-    trailing = 0
-    for digit in reversed(digits):
-        if digit != 0 or trailing == len(digits) - 1:
-            break
-        trailing += 1
-    return max(0, -(exponent + trailing))
 
 
 def parse_timestamp(value: object, name: str) -> datetime:
@@ -220,17 +201,9 @@ def parse_uuid(value: object, name: str) -> uuid.UUID:
 
 
 def _telemetry_number(value: object, name: str) -> str:
-    """A number as sent, if PostgreSQL's numeric (jsonb) can hold it: below 10^15 in magnitude and with at most
-    16,383 digits after the point (``1e-16384`` is neither zero nor storable)."""
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise _invalid("validation_error", "Must be a number.", name)
-    amount = Decimal(value) if isinstance(value, int) else value
-    if not amount.is_finite() or abs(amount) >= TELEMETRY_LIMIT or amount.as_tuple().exponent < -NUMERIC_MAX_SCALE:
-        raise _invalid(
-            "validation_error",
-            f"Must be a finite number below 10^15 in magnitude with at most {NUMERIC_MAX_SCALE} decimal places.",
-            name,
-        )
+    """A number as sent (JSON numbers only), below 10^15 in magnitude and within the reader's bounds (which
+    also keep it inside PostgreSQL's numeric, 16,383 digits after the point)."""
+    read_number(value, name, limit=TELEMETRY_LIMIT, below=True)
     return str(value)
 
 
@@ -242,9 +215,7 @@ def telemetry_json(data: dict) -> str:
         if value is None:
             continue
         if name == "zone_id":
-            if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
-                raise _invalid("validation_error", "Must be an integer.", name)
-            text = str(value)
+            text = str(read_integer(value, name, minimum=-(2**31), maximum=2**31 - 1))
         elif name == "rec_eligible":
             if not isinstance(value, bool):
                 raise _invalid("validation_error", "Must be true or false.", name)
@@ -279,21 +250,22 @@ def _energy(value: object, name: str, flags: list[str]) -> Decimal | None:
     cut (never rounded up) to the token's 9 places. Unusable values are flagged, not refused."""
     if value is None:
         return None
-    if not isinstance(value, bool) and isinstance(value, (int, Decimal)):
-        amount = Decimal(value)
-        if amount.is_finite() and 0 <= amount < KWH_COLUMN_LIMIT:
-            return amount.quantize(KWH_QUANTUM, rounding=ROUND_DOWN)
-    flags.append(f"{name}_unusable")
-    return None
+    try:
+        amount = read_number(value, name, limit=KWH_COLUMN_LIMIT, below=True, signed=False)
+    except ValidationFailed:
+        flags.append(f"{name}_unusable")
+        return None
+    return amount.quantize(KWH_QUANTUM, rounding=ROUND_DOWN)
 
 
 def _interval(value: object, flags: list[str]) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, bool) and isinstance(value, int) and 0 < value <= MAX_INTERVAL_SECS:
-        return value
-    flags.append("interval_unusable")
-    return None
+    try:
+        return read_integer(value, "interval_seconds", minimum=1, maximum=MAX_INTERVAL_SECS)
+    except ValidationFailed:
+        flags.append("interval_unusable")
+        return None
 
 
 def _meter_quality(value: object) -> bool:

@@ -28,9 +28,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
+from functools import reduce
 
 from gridtoken.exceptions import ApplicationError, ValidationFailed
-from meters.validation import KWH_QUANTUM, MAX_SERIAL_LENGTH, TELEMETRY_FIELDS, clean_text, parse_timestamp
+from meters.numbers import EXACT, MAX_DIGITS, decimal_places, read_number, shift
+from meters.validation import (
+    KWH_COLUMN_LIMIT,
+    KWH_QUANTUM,
+    MAX_SERIAL_LENGTH,
+    TELEMETRY_FIELDS,
+    clean_text,
+    parse_timestamp,
+)
 
 DLMS, DLMS_ENC, SIMULATOR = "dlms", "dlms-enc", "simulator"
 PROTOCOLS = (DLMS, DLMS_ENC, SIMULATOR)
@@ -49,6 +58,7 @@ OBIS_TELEMETRY = {
     "1.1.16.7.0.255": "power",  # kW, signed net import (negative = export)
 }
 _PASSED_THROUGH = tuple(name for name in TELEMETRY_FIELDS if name not in ("energy_generated", "energy_consumed"))
+OBIS_WH_LIMIT = KWH_COLUMN_LIMIT * 1000  # an interval's energy, in Wh, below the kWh column's limit
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 
@@ -201,26 +211,26 @@ def _net(*, energy_consumed: object, energy_generated: object) -> Decimal:
     for name, value, sign in (("energy_generated", energy_generated, 1), ("energy_consumed", energy_consumed, -1)):
         if value is None:
             continue
-        if not _is_number(value) or value < 0:
-            raise _invalid("Without kwh, the energies must be numbers of kWh, zero or more.", name)
-        net += sign * Decimal(value).quantize(KWH_QUANTUM, rounding=ROUND_DOWN)
+        amount = read_number(value, name, limit=KWH_COLUMN_LIMIT, below=True, signed=False)
+        net += sign * amount.quantize(KWH_QUANTUM, rounding=ROUND_DOWN)
     return net
 
 
 def _obis_kwh(payload: dict, total: str, tariffs: tuple[str, ...]) -> Decimal | None:
-    """An OBIS interval energy (Wh) in kWh, exactly; the tariff registers' sum when the total is absent."""
+    """An OBIS interval energy (Wh) in kWh, exactly (cut to nine places only past them, as it is stored);
+    the tariff registers' sum when the total is absent."""
     codes = (total,) if payload.get(total) is not None else tuple(code for code in tariffs if code in payload)
-    amounts = []
-    for code in codes:
-        value = payload[code]
-        if value is None:
-            continue
-        if not _is_number(value) or not Decimal(value).is_finite() or value < 0:
-            raise _invalid("An OBIS energy must be a number of Wh, zero or more.", code)
-        amounts.append(Decimal(value))
+    amounts = [
+        read_number(payload[code], code, limit=OBIS_WH_LIMIT, below=True, signed=False)
+        for code in codes
+        if payload[code] is not None
+    ]
     if not amounts:
         return None
-    return sum(amounts, Decimal(0)).scaleb(-3)
+    kwh = shift(reduce(EXACT.add, amounts), -3)
+    if decimal_places(kwh) > 9 or len(kwh.as_tuple().digits) > MAX_DIGITS:
+        kwh = kwh.quantize(KWH_QUANTUM, rounding=ROUND_DOWN)  # below 4 * 10^9 kWh: at most 19 digits
+    return kwh
 
 
 # --- What the signature covers ---------------------------------------------------------------------------------
@@ -254,17 +264,18 @@ def signed_value(payload: dict) -> str | None:
             return rust_f64_to_string(payload[name])
     for code in (IMPORT_WH, EXPORT_WH):
         if _is_number(payload.get(code)):
-            try:
-                return _display(_f64(payload[code]) / 1000.0)
-            except OverflowError:
-                return None
+            return _display(_f64(payload[code]) / 1000.0)
     return None
 
 
 def _f64(number: int | Decimal) -> float:
     """The f64 the bridge parses from the number's text (Python's float() rounds correctly; serde_json without
-    its float_roundtrip feature can be one ulp off on rare inputs, which no test fixture hits)."""
-    return float(number)
+    its float_roundtrip feature can be one ulp off on rare inputs, which no test fixture hits). An integer
+    past f64's range is infinite, as a Decimal's float() is: the bridge cannot have signed either."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf
 
 
 def _display(value: float) -> str | None:
@@ -277,10 +288,7 @@ def _display(value: float) -> str | None:
 
 def rust_f64_to_string(number: int | Decimal) -> str | None:
     """Rust ``f64::to_string`` of a JSON number as sent (e.g. ``Decimal("1.0")`` -> ``"1"``)."""
-    try:
-        return _display(_f64(number))
-    except OverflowError:
-        return None
+    return _display(_f64(number))
 
 
 def serde_json(value: object) -> str:
@@ -296,7 +304,7 @@ def serde_json(value: object) -> str:
     if isinstance(value, int) and -(2**63) <= value < 2**64:
         return str(value)
     if isinstance(value, (int, Decimal)):
-        return _ryu(float(value))
+        return _ryu(_f64(value))
     if isinstance(value, list):
         return "[" + ",".join(serde_json(item) for item in value) + "]"
     if isinstance(value, dict):
@@ -305,7 +313,10 @@ def serde_json(value: object) -> str:
 
 
 def _ryu(value: float) -> str:
-    """How serde_json writes an f64 (the ``ryu`` crate): ``400.0``, ``0.85``, ``1e16``, ``1.5e-7``."""
+    """How serde_json writes an f64 (the ``ryu`` crate): ``400.0``, ``0.85``, ``1e16``, ``1.5e-7``; a
+    non-finite one as ``null``, as ``serde_json::Value::from`` makes it."""
+    if not math.isfinite(value):
+        return "null"
     if value == 0:
         return "-0.0" if math.copysign(1, value) < 0 else "0.0"
     sign, digits, exponent = Decimal(repr(value)).as_tuple()

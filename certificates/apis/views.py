@@ -17,6 +17,7 @@ from certificates.services.lifecycle import bundle_claim, bundle_transfer, bundl
 from gridtoken.exceptions import ApplicationError
 from meters.apis.base import (
     ApiView,
+    BoundedDecimalField,
     IsUserCredential,
     JsonInputSerializer,
     StrictBooleanField,
@@ -70,11 +71,9 @@ class DeviceRegisterApi(WriteApiView):
         grid_zone = serializers.CharField(max_length=64)
         country = serializers.CharField(max_length=64)
         issuer = serializers.CharField(max_length=128)
-        capacity_kw = serializers.DecimalField(max_digits=12, decimal_places=3, min_value=0, required=False)
-        latitude = serializers.DecimalField(max_digits=9, decimal_places=6, min_value=-90, max_value=90, required=False)
-        longitude = serializers.DecimalField(
-            max_digits=9, decimal_places=6, min_value=-180, max_value=180, required=False
-        )
+        capacity_kw = BoundedDecimalField(max_digits=12, decimal_places=3, min_value=0, required=False)
+        latitude = BoundedDecimalField(max_digits=9, decimal_places=6, min_value=-90, max_value=90, required=False)
+        longitude = BoundedDecimalField(max_digits=9, decimal_places=6, min_value=-180, max_value=180, required=False)
         location = serializers.CharField(max_length=255, required=False, allow_blank=True)
         is_storage = StrictBooleanField(required=False)
 

@@ -6,6 +6,8 @@ from rest_framework import serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.views import APIView
 
+from gridtoken.exceptions import ValidationFailed
+from meters.numbers import read_number
 from meters.parsers import JsonBodyOnly
 from meters.ratelimit import WriteRateLimit
 from meters.services.api_keys import ApiKeyPrincipal
@@ -39,6 +41,18 @@ class StrictBooleanField(serializers.BooleanField):
         if data is True or data is False:
             return data
         self.fail("invalid", input=data)
+
+
+class BoundedDecimalField(serializers.DecimalField):
+    """DRF's DecimalField (a JSON number or a numeric string, its digits and range checked by DRF), whose input
+    goes through the bounded number reader first, as every numeric field does (``meters.numbers``)."""
+
+    def to_internal_value(self, data):
+        try:
+            amount = read_number(data, self.field_name, strings=True)
+        except ValidationFailed as error:
+            raise serializers.ValidationError(error.message, code="invalid") from None
+        return super().to_internal_value(amount)
 
 
 class StrictUUIDField(serializers.UUIDField):

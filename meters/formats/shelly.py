@@ -8,8 +8,10 @@ from decimal import Decimal
 
 from gridtoken.exceptions import ValidationFailed
 from meters.formats.base import Ignored, has_registers, json_object
+from meters.numbers import read_number, shift
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_SECOND = Decimal(2**35)  # 3058: past it a ts is not unix seconds
 SHELLY_COMPONENTS = ("emdata:0", "em1data:0")
 SHELLY_METHODS = ("NotifyStatus", "NotifyFullStatus")
 
@@ -26,9 +28,10 @@ def shelly(payload: bytes, *, serial: str, received_at: datetime, timezone: str)
 
 
 def _unix_time(value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)) or not 0 < value < 2**35:
+    seconds = read_number(value, "params.ts", limit=_LAST_SECOND, below=True, signed=False)
+    if not seconds:
         raise ValidationFailed("validation_error", "params.ts must be unix seconds.", field="params.ts")
-    return (_EPOCH + timedelta(microseconds=int(Decimal(value) * 1_000_000))).isoformat()
+    return (_EPOCH + timedelta(microseconds=int(shift(seconds, 6)))).isoformat()
 
 
 def shelly_rpc(payload: bytes, *, serial: str, received_at: datetime, timezone: str) -> dict:
