@@ -52,6 +52,18 @@ def loads_exact(raw: bytes | str):
         raise ValueError("JSON nested too deeply") from None
 
 
+def dumps_exact(value: object) -> str:
+    """JSON text of what ``loads_exact`` read, its Decimal numbers written as they were sent (``json.dumps``
+    would need them as floats or strings)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(key))}:{dumps_exact(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(dumps_exact(item) for item in value) + "]"
+    return json.dumps(value)
+
+
 class DecimalJSONParser(BaseParser):
     media_type = "application/json"
 
