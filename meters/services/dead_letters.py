@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -79,12 +80,8 @@ def caller_restore(record: dict) -> Caller:
     """The caller a dead letter was sent by; 409 ``replay_caller_revoked`` when its API key is gone or revoked."""
     if record.get("key_id") and not ApiKey.objects.filter(pk=record["key_id"], revoked_at__isnull=True).exists():
         raise Conflict("replay_caller_revoked", "The API key that sent this message is revoked; it cannot be replayed.")
-    return Caller(
-        user_id=record.get("user_id"),
-        scope=record.get("scope", "protocol"),
-        key_id=record.get("key_id"),
-        meter_id=record.get("meter_id"),
-    )
+    ids = {name: uuid.UUID(record[name]) if record.get(name) else None for name in ("user_id", "key_id", "meter_id")}
+    return Caller(scope=record.get("scope", "protocol"), **ids)
 
 
 class PoisonMessage(Exception):
@@ -242,6 +239,7 @@ def dead_letter_replay(*, dead_letter_id: int, actor: str) -> DeadLetter:
     letter = dead_letter_get(dead_letter_id=dead_letter_id)
     if letter.status == Status.DISCARDED:
         raise Conflict("dead_letter_discarded", "This dead letter was discarded; it cannot be replayed.")
+    caller_restore(letter.caller)  # a revoked key's message is refused here, not recorded as a replay
     replayer = _REPLAYERS[letter.door]
     try:
         result = replayer(letter)
