@@ -324,7 +324,7 @@ class MqttConfig:
             reconnect_max_secs=env.int("MQTT_RECONNECT_MAX_SECS", 60, min=1, max=3600),
             tasmota_timezone=timezone,
             device_secret=env.raw("MQTT_DEVICE_SECRET") or ("development-only-mqtt-device-secret" if debug else None),
-            poison_max_deliveries=env.int("MQTT_POISON_MAX_DELIVERIES", 3, min=1, max=100),
+            poison_max_deliveries=env.int("MQTT_POISON_MAX_DELIVERIES", 3, min=2, max=100),
         )
         if not cfg.client_id.isprintable() or len(cfg.client_id) > 128:
             raise ConfigError("MQTT_CLIENT_ID", cfg.client_id, "1 to 128 printable characters, stable per ingester")

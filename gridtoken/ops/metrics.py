@@ -338,7 +338,9 @@ class PipelineCollector(Collector):
             rejected.add_metric([reason], count)
         yield rejected
         internal = CounterMetricFamily(
-            "gridtoken_internal_errors_total", "Items refused with internal_error (dead letters), by door.", ["door"]
+            "gridtoken_internal_errors_total",
+            "Items refused with internal_error (dead letters), by door.",
+            labels=["door"],
         )
         for door, count in sorted(observability.internal_error_counts().items()):
             internal.add_metric([door], count)

@@ -55,10 +55,10 @@ def dead_letter_payload(letter: DeadLetter, *, detail: bool = False) -> dict:
 @extend_schema_serializer(component_name="OperatorDeadLetter")
 class DeadLetterOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
-    door = serializers.ChoiceField(choices=DeadLetter.Door.values)
+    door = serializers.ChoiceField(choices=DeadLetter.Door.choices)
     topic = serializers.CharField(help_text="The MQTT topic, or the request path")
     meter_serial = serializers.CharField(allow_null=True)
-    status = serializers.ChoiceField(choices=DeadLetter.Status.values)
+    status = serializers.ChoiceField(choices=DeadLetter.Status.choices)
     error_type = serializers.CharField()
     error_message = serializers.CharField()
     request_id = serializers.CharField(allow_null=True, help_text="In the logs' lines about it")
@@ -89,8 +89,8 @@ class DeadLettersOperatorApi(OperatorApi):
 
 class DeadLetterListApi(DeadLettersOperatorApi):
     class FilterSerializer(serializers.Serializer):
-        door = serializers.ChoiceField(choices=DeadLetter.Door.values, required=False, default=None)
-        status = serializers.ChoiceField(choices=DeadLetter.Status.values, required=False, default=None)
+        door = serializers.ChoiceField(choices=DeadLetter.Door.choices, required=False, default=None)
+        status = serializers.ChoiceField(choices=DeadLetter.Status.choices, required=False, default=None)
         before = serializers.IntegerField(min_value=1, required=False, default=None, help_text="Ids below this")
         limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
 

@@ -271,7 +271,7 @@ class Ingester:
             if delivery.attempts > self.cfg.poison_max_deliveries:
                 handled = self._retrying(lambda d=delivery: self._quarantine(d), len(batch))
             else:
-                handled = self._retrying(lambda d=delivery: self._handle([d]), len(batch))
+                handled = self._retrying(lambda d=delivery: self._handle_alone(d), len(batch))
             if not handled:
                 return
         if not self._retrying(lambda: dead_letters.message_attempts_end([d.fingerprint for d in batch]), len(batch)):
@@ -306,6 +306,12 @@ class Ingester:
                 "mqtt message redelivered after its ingester died; attempting it alone",
                 extra={"topic": delivery.topic, "attempts": delivery.attempts},
             )
+
+    def _handle_alone(self, delivery: Delivery) -> None:
+        """A suspect, on its own; its record goes as soon as it is handled, so that a killer later in the batch
+        does not charge it another attempt (innocents of a crashed batch reach 2 attempts at most)."""
+        self._handle([delivery])
+        dead_letters.message_attempts_end([delivery.fingerprint])
 
     def _handle(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
