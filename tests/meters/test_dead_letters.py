@@ -238,3 +238,25 @@ def test_dead_letters_are_for_operators_only(db, meter):
     assert user.post(f"{LETTERS}/{letter.pk}/discard").status_code == 403
     assert APIClient().get(LETTERS).status_code == 401
     assert DeadLetter.objects.get().status == "pending"
+
+
+def test_the_admin_shows_dead_letters_read_only_and_replays_them_through_the_service(
+    client, post, meter, fleet_key, recent, bug_in, monkeypatch
+):
+    bug_in("assess")
+    post(BATCH, {"readings": [item(meter, recent, kwh=str(MARK))]}, key=fleet_key)
+    monkeypatch.undo()
+    letter = DeadLetter.objects.get()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    base = "/admin/meters/deadletter/"
+
+    assert client.get(base).status_code == 200 and client.get(f"{base}add/").status_code == 403
+    assert client.post(f"{base}{letter.pk}/change/", {"status": "discarded"}).status_code == 403
+    assert client.post(f"{base}{letter.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert DeadLetter.objects.get().status == "pending"
+
+    client.post(base, {"action": "replay", "_selected_action": [letter.pk]})
+
+    letter.refresh_from_db()
+    assert letter.status == "replayed" and letter.replay_result["status"] == "accepted"
+    assert stored(meter) == [(recent, MARK)]
