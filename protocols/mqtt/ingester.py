@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import connection
 from django.utils import timezone as dj_timezone
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -45,18 +45,16 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from config.objects import MqttConfig
 from gridtoken.exceptions import ApplicationError
 from meters import formats
-from meters.models import DeadLetter
 from meters.selectors import Caller
 from meters.services import dead_letters
 from meters.services.batch import ACCEPTED, DUPLICATE, REJECTED, readings_submit_batch
 from protocols import status
 from protocols.mqtt import topics
+from protocols.mqtt.poison import TRANSIENT, Door, PoisonIsolation
 
 logger = logging.getLogger("protocols.mqtt")
 STATS_EVERY_SECS = 60.0
 RETRY_MAX_SECS = 30.0
-TRANSIENT = (OperationalError, InterfaceError)
-Door, Status = DeadLetter.Door, DeadLetter.Status
 
 
 @dataclass(slots=True)
@@ -80,7 +78,7 @@ class Delivery:
     attempts: int = 1
 
 
-class Ingester:
+class Ingester(PoisonIsolation):
     def __init__(self, cfg: MqttConfig, *, client_id: str | None = None) -> None:
         self.cfg = cfg
         self.layouts = topics.layouts(cfg.topics)
@@ -292,27 +290,6 @@ class Ingester:
             if delivery.qos > 0 and delivery.connection == self.connections:
                 self.client.ack(delivery.mid, delivery.qos)
 
-    def _begin(self, batch: list[Delivery]) -> None:
-        if not connection.in_atomic_block:  # (a test drives the ingester inside its transaction)
-            close_old_connections()  # a long-running process: drop a connection the server closed
-        redelivered = dead_letters.message_attempts_begin([delivery.fingerprint for delivery in batch])
-        for delivery in batch:
-            delivery.suspect = delivery.fingerprint in redelivered
-
-    def _attempt_again(self, delivery: Delivery) -> None:
-        delivery.attempts = dead_letters.message_attempt_again(delivery.fingerprint)
-        if delivery.attempts > 1:
-            logger.warning(
-                "mqtt message redelivered after its ingester died; attempting it alone",
-                extra={"topic": delivery.topic, "attempts": delivery.attempts},
-            )
-
-    def _handle_alone(self, delivery: Delivery) -> None:
-        """A suspect, on its own; its record goes as soon as it is handled, so that a killer later in the batch
-        does not charge it another attempt (innocents of a crashed batch reach 2 attempts at most)."""
-        self._handle([delivery])
-        dead_letters.message_attempts_end([delivery.fingerprint])
-
     def _handle(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
             delivery.body, delivery.outcome, delivery.error = None, "", None
@@ -356,23 +333,6 @@ class Ingester:
                 return False
             delay = min(delay * 2, RETRY_MAX_SECS)
 
-    def _store_isolating(self, deliveries: list[Delivery]) -> None:
-        """``_store``; when the batch call raises unexpectedly (outside the items it isolates itself), each half
-        again, down to the one message that fails alone: a dead letter. Halves stored before are duplicates."""
-        if not deliveries:
-            return
-        try:
-            self._store(deliveries)
-        except TRANSIENT:
-            raise
-        except Exception as error:
-            if len(deliveries) == 1:
-                self._dead_letter(deliveries[0], error)
-                return
-            middle = len(deliveries) // 2
-            self._store_isolating(deliveries[:middle])
-            self._store_isolating(deliveries[middle:])
-
     def _store(self, deliveries: list[Delivery]) -> None:
         # One call for the whole batch: the topic named each message's meter (the broker's ACL), so the
         # protocol caller may speak for any registered meter; an unknown serial is that message's refusal.
@@ -385,32 +345,6 @@ class Ingester:
         for delivery, result in zip(deliveries, answer["results"], strict=True):
             delivery.outcome = result["status"]
             delivery.error = result.get("error")
-
-    def _origin(self, delivery: Delivery) -> dead_letters.Origin:
-        return dead_letters.Origin(
-            Door.MQTT,
-            delivery.topic,
-            delivery.payload,
-            delivery.serial or "",
-            {"scope": "protocol"},
-            delivery.request_id,
-        )
-
-    def _refusal(self, delivery: Delivery, error: BaseException) -> ApplicationError:
-        return dead_letters.dead_letter_refusal(origin=self._origin(delivery), error=error)
-
-    def _dead_letter(self, delivery: Delivery, error: BaseException) -> None:
-        delivery.outcome, delivery.error = REJECTED, self._refusal(delivery, error).as_dict()
-
-    def _quarantine(self, delivery: Delivery) -> None:
-        """Record the message as quarantined without processing it, and refuse it."""
-        matched = topics.match(self.layouts, delivery.topic)
-        delivery.serial = matched[1] if matched else None
-        error = dead_letters.PoisonMessage(delivery.attempts)
-        letter = dead_letters.dead_letter_record(
-            origin=self._origin(delivery), error=error, status=Status.QUARANTINED, deliveries=delivery.attempts
-        )
-        delivery.outcome, delivery.error = REJECTED, dead_letters.internal_error(letter, str(error)).as_dict()
 
     def _answer(self, delivery: Delivery) -> None:
         """The refusal on the meter's error topic: REST's error body, plus the topic the message came on."""
