@@ -315,7 +315,7 @@ def fresh_world(redis_url: str):
     with connection.cursor() as cursor:
         cursor.execute(
             "TRUNCATE meters_meterreading, minting_mintbatch, meters_apikey, meters_meter, minting_tokenmint,"
-            " minting_mintingcontrol, authtoken_token, meters_user CASCADE"
+            " minting_mintingcontrol, authtoken_token, meters_user, meters_deadletter, meters_messageattempt CASCADE"
         )
     broker = redis.Redis.from_url(redis_url)
     broker.delete(*QUEUE_KEYS)

@@ -1,22 +1,25 @@
 """A soak with chaos: the whole stack as production runs it, at fleet load, while processes are killed.
 
     python bench/soak.py [--duration 3600] [--meters 3000] [--owners 50] [--ws-clients 50] [--compression 30]
-                         [--chaos-every 60] [--drain 300] [--keep]
+                         [--chaos-every 60] [--drain 300] [--mqtt-meters 100] [--poison-every 180] [--keep]
 
-Everything is private, so nobody else on the machine is disturbed: its own PostgreSQL (``initdb`` into a temp
-dir with the machine's binaries, as the ``postgres`` user through ``runuser`` when run as root, since initdb
-refuses root) and its own ``redis-server``, both on free ports, so the chaos can restart and flush them; the
-database ``gt_bench_soak`` in it; a ``manage.py localnet`` with its own ledger and a cluster-like fault plan
-(finality by age, a replica lagging on some reads). On top: REST under ``gunicorn -k sync``, the WebSocket
-under ``uvicorn``, two ``celery worker``s and ``celery beat``, with ``DEBUG=false`` and the default rate
-limits. A supervisor thread restarts any of those that dies, one second later (as systemd or Kubernetes would).
+Everything is private, so nobody else on the machine is disturbed: its own PostgreSQL (``initdb`` into a temp dir
+with the machine's binaries, as the ``postgres`` user through ``runuser`` when run as root, since initdb refuses
+root) and its own ``redis-server``, both on free ports, so the chaos can restart and flush them; the database
+``gt_bench_soak`` in it; a ``manage.py localnet`` with its own ledger and a cluster-like fault plan (finality by
+age, a replica lagging on some reads). On top: REST under ``gunicorn -k sync``, the WebSocket under ``uvicorn``, two
+``celery worker``s, ``celery beat`` and the MQTT ingester on a private Mosquitto (``bench/soak_mqtt.py``), with
+``DEBUG=false`` and the default rate limits. A supervisor thread restarts any of those that dies, one second later
+(as systemd or Kubernetes would).
 
-Load: ``--owners`` producers share ``--meters`` meters, one wallet per meter. Half the owners' meters post
-each reading themselves (``POST /api/v1/meters/{serial}/readings`` with a device key), the other half are
-behind an aggregator that posts one batch per 15-minute slot (``/api/v1/meters/batch/readings``, fleet key).
-Each meter reads every 15 minutes of meter time, compressed ``--compression`` times (30: a slot every 30 s),
-stamped from six days ago going forward. ``--ws-clients`` listeners (producer tokens) stay connected to
-``/ws``, reconnecting after every drop, and note when they were connected and which events they got.
+Load: ``--owners`` producers share ``--meters`` meters, one wallet per meter. Half the owners' meters post each
+reading themselves (``POST /api/v1/meters/{serial}/readings`` with a device key), the other half are behind an
+aggregator that posts one batch per 15-minute slot (``/api/v1/meters/batch/readings``, fleet key). Each meter reads
+every 15 minutes of meter time, compressed ``--compression`` times (30: a slot every 30 s), stamped from six days
+ago going forward. ``--mqtt-meters`` more meters publish theirs through MQTT, and every ``--poison-every`` s a
+poison message (one that meets a planted bug) goes to a random one of them. ``--ws-clients`` listeners (producer
+tokens) stay connected to ``/ws``, reconnecting after every drop, and note when they were connected and which events
+they got.
 
 Chaos, one fault every ``--chaos-every`` s, in turn: SIGKILL of gunicorn, uvicorn, worker 1, worker 2 and
 beat (each process group; the supervisor restarts it); PostgreSQL stopped ``-m immediate`` (a crash) and
@@ -28,12 +31,12 @@ by up to that long, which no real cluster does to confirmed transactions (a vani
 
 Then the load stops, faults are cleared, and the stack gets ``--drain`` s to mint the backlog. The audit: every
 reading a client got a 2xx and an id for is stored with the same kWh and minted exactly once; every wallet's
-on-chain balance equals its minted readings' token amounts; supply equals the total; no (meter, timestamp)
-twice; 5xx counted with the fault that was active; every listener got every event of its readings published
-while it was connected (less those inside the channel layer's documented gap after a Redis restart or flush,
-or committed just before their publisher was SIGKILLed: reported apart); RSS and connection counts at the
-start and the end. Prints progress every ``--progress`` s and a one-page report. Every process it started is
-stopped on exit, Ctrl-C included.
+on-chain balance equals its minted readings' token amounts; supply equals the total; no (meter, timestamp) twice;
+5xx counted with the fault that was active; every listener got every event of its readings published while it was
+connected (less those inside the channel layer's documented gap after a Redis restart or flush, or committed just
+before their publisher was SIGKILLed: reported apart); RSS and connection counts at the start and the end; every
+MQTT reading stored once, every poison message a dead letter, no ingester restart. Prints progress every
+``--progress`` s and a one-page report. Every process it started is stopped on exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -74,12 +77,21 @@ from bench.soak_load import (  # noqa: E402
     rest_process,
     ws_process,
 )
+from bench.soak_mqtt import (  # noqa: E402
+    MqttLoad,
+    PrivateMosquitto,
+    create_meters,
+    ingester_command,
+    mqtt_audit,
+    mqtt_clean,
+    mqtt_report,
+)
 
 DATABASE = "gt_bench_soak"
 REDIS_DB = 7
 LAYER_REFRESH_SECS = 60  # realtime.consumers.EventsConsumer.group_refresh_secs: re-join after Redis forgot
 BASELINE_FAULTS = {"finality": {"confirmed_after": 1, "finalized_after": 32}, "lag": {"slots": 20, "every": 4}}
-ROLES = ("gunicorn", "uvicorn", "worker1", "worker2", "beat", "localnet")
+ROLES = ("gunicorn", "uvicorn", "worker1", "worker2", "beat", "ingester", "localnet")
 
 
 def parse_args() -> argparse.Namespace:
@@ -96,6 +108,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gunicorn-workers", type=int, default=3)
     parser.add_argument("--device-procs", type=int, default=2, help="client processes for the direct meters")
     parser.add_argument("--device-threads", type=int, default=8, help="threads per device client process")
+    parser.add_argument("--mqtt-meters", type=int, default=100, help="meters publishing through MQTT")
+    parser.add_argument("--poison-every", type=float, default=180.0, help="seconds between poison MQTT messages")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, PostgreSQL data)")
     args = parser.parse_args()
     slots = args.duration * args.compression / 900
@@ -197,7 +211,7 @@ class Stack:
 
     def __init__(self, workdir: Path, env: dict[str, str], args, rpc_port: int) -> None:
         self.workdir, self.env, self.args, self.rpc_port = workdir, env, args, rpc_port
-        self.web_port, self.ws_port = free_port(), free_port()
+        self.web_port, self.ws_port, self.mqtt = free_port(), free_port(), PrivateMosquitto(workdir, free_port())
         self.procs: dict[str, subprocess.Popen] = {}
         self.wanted: set[str] = set()
         self.restarts: Counter = Counter()
@@ -228,6 +242,8 @@ class Stack:
         elif role.startswith("beat"):
             schedule = self.workdir / f"{role}-schedule"
             command = [python, "-m", "celery", "-A", "gridtoken", "beat", "--loglevel=WARNING", "-s", str(schedule)]
+        elif role == "ingester":
+            command, env = ingester_command(python, env, self.mqtt)
         elif role == "localnet":
             command = [
                 python, "manage.py", "localnet", "--port", str(self.rpc_port), "--ledger",
@@ -489,11 +505,13 @@ def build_world(args) -> dict:
             keys.append(ApiKey(owner=user, scope="fleet", prefix=raw[:12], key_hash=hash_key(raw)))
             fleets.append({"key": raw, "serials": [m.serial for m in mine]})
     ApiKey.objects.bulk_create(keys, batch_size=2000)
+    mqtt = create_meters(args.mqtt_meters, users)
     return {
         "direct": direct,
         "fleets": fleets,
+        "mqtt": list(mqtt),
         "ws_users": [(str(t.user_id), t.key) for t in tokens],
-        "wallets": {m.serial: m.wallet_address for m in meters},
+        "wallets": {**{m.serial: m.wallet_address for m in meters}, **mqtt},
     }
 
 
@@ -821,6 +839,7 @@ def report(args, result: dict, chaos: Chaos | None, sampler: Sampler, stack: Sta
         f"{r['ws_drops']} connections lost or refused (reconnected)"
     )
     say(f"    {r['ws']}")
+    mqtt_report(say, r)
     samples = [s for s in sampler.samples if s["t"] >= timing["load_started"] + 60] or sampler.samples
     first, last = samples[0], [s for s in sampler.samples if s["t"] <= timing["load_stopped"]][-1]
     say("\n  resources (first sample a minute into the load, last before the drain; MiB)")
@@ -836,11 +855,13 @@ def report(args, result: dict, chaos: Chaos | None, sampler: Sampler, stack: Sta
     clean = (
         r["missing"] == 0 and r["wrong_kwh"] == 0 and r["duplicate_rows"] == 0 and r["not_minted"] == 0
         and r["wallets_over"] == 0 and r["wallets_under"] == 0 and r["supply"] == r["total"]
-        and not any(k.startswith("missed ") for k in r["ws"]) and r["five_xx_unexpected"] == 0
+        and not any(k.startswith("missed ") for k in r["ws"]) and r["five_xx_unexpected"] == 0 and mqtt_clean(r)
     )  # fmt: skip
-    say(f"\n  AUDIT {'CLEAN' if clean else 'NOT CLEAN'}: lost {r['missing'] + r['wallets_under']}, doubled "
+    lost = r["missing"] + r["wallets_under"] + r["mqtt_missing"]
+    say(f"\n  AUDIT {'CLEAN' if clean else 'NOT CLEAN'}: lost {lost}, doubled "
         f"{r['duplicate_rows'] + r['wallets_over']}, not minted {r['not_minted']}, 5xx {r['five_xx']} "
-        f"(unexpected {r['five_xx_unexpected']})")  # fmt: skip
+        f"(unexpected {r['five_xx_unexpected']}), poison messages not dead letters {r['poisons_not_dead_letters']}, "
+        f"ingester restarts {r['ingester_restarts']}")  # fmt: skip
     say("=" * 100)
     return clean
 
@@ -870,7 +891,7 @@ def main() -> None:
     pg = PrivatePostgres(workdir)
     redis = PrivateRedis(workdir)
     rpc_port = free_port()
-    stack = load = chaos = sampler = None
+    stack = load = chaos = sampler = mqtt_load = None
     clean = False
     try:
         pg.start()
@@ -895,6 +916,7 @@ def main() -> None:
         call_command("chain_init", stdout=open(os.devnull, "w"))  # noqa: SIM115
         world = build_world(args)
         connections.close_all()
+        stack.mqtt.start()
         for role in ROLES[:-1]:
             stack.start(role)
         wait_http(stack.web_port, "/health")
@@ -910,6 +932,10 @@ def main() -> None:
         sampler = Sampler(stack, pg, redis)
         sampler.thread.start()
         load = Load(args, world, stack, workdir, stop_at)
+        mqtt_load = MqttLoad(
+            stack.mqtt, world["mqtt"], base=(datetime.now(UTC) - timedelta(days=6)).replace(second=0, microsecond=0),
+            interval=900 / args.compression, stop_at=stop_at, poison_every=args.poison_every,
+        )  # fmt: skip
         if args.chaos_every > 0:
             chaos = Chaos(stack, pg, redis, args, started)
             chaos.thread.start()
@@ -921,6 +947,7 @@ def main() -> None:
             say("  load over: waiting for the fault in progress to end")
             chaos.thread.join()
         clear_faults(rpc_port)
+        mqtt_load.stop()
         load_stopped = time.time()
         while not load.rest_done():
             time.sleep(1)
@@ -939,6 +966,7 @@ def main() -> None:
         sampler.samples.append(sampler.sample())
         timing = {"load_started": started, "load_stopped": load_stopped, "drain": time.time() - drain_started}
         result = audit(load, chaos, world)
+        result.update(mqtt_audit(mqtt_load, stack.restarts["ingester"], args.progress))
         verify_exactly_once()
         clean = report(args, result, chaos, sampler, stack, load, timing)
         # Beside the work dir, not in it: the work dir goes at exit unless --keep, the report stays.
@@ -958,8 +986,11 @@ def main() -> None:
             chaos.stop.set()
         if load is not None:
             load.terminate()
+        if mqtt_load is not None:
+            mqtt_load.stop()
         if stack is not None:
             stack.stop_all()
+            stack.mqtt.stop()
         redis.kill()
         try:
             pg.stop("fast")

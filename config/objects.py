@@ -274,6 +274,7 @@ class MqttConfig:
     reconnect_max_secs: int
     tasmota_timezone: str
     device_secret: str | None
+    poison_max_deliveries: int = 3  # attempts at a message whose ingester died handling it, then quarantine
 
     @classmethod
     def from_env(cls, env: Env, *, debug: bool, batch_limit: int) -> MqttConfig:
@@ -323,6 +324,7 @@ class MqttConfig:
             reconnect_max_secs=env.int("MQTT_RECONNECT_MAX_SECS", 60, min=1, max=3600),
             tasmota_timezone=timezone,
             device_secret=env.raw("MQTT_DEVICE_SECRET") or ("development-only-mqtt-device-secret" if debug else None),
+            poison_max_deliveries=env.int("MQTT_POISON_MAX_DELIVERIES", 3, min=2, max=100),
         )
         if not cfg.client_id.isprintable() or len(cfg.client_id) > 128:
             raise ConfigError("MQTT_CLIENT_ID", cfg.client_id, "1 to 128 printable characters, stable per ingester")

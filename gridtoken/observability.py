@@ -1,8 +1,10 @@
 """Cross-process counters that the database cannot answer, kept in Redis.
 
-Two figures on ``/metrics`` are not facts in PostgreSQL: readings the API rejected (they are never stored)
-and open WebSocket connections. Every web process updates them here, so whichever process Prometheus
-scrapes reports the fleet's totals without prometheus-client's multiprocess mode.
+Three figures on ``/metrics`` are not facts in PostgreSQL: readings the API rejected (they are never stored),
+items the doors refused with ``internal_error`` (counted where web processes and MQTT ingesters meet them; a
+dead letter row counts a message, not each failure) and open WebSocket connections. Every process updates
+them here, so whichever process Prometheus scrapes reports the fleet's totals without prometheus-client's
+multiprocess mode.
 
 - Rejections: ``HINCRBY`` on one hash, field = the error code (a counter; it restarts from zero when Redis
   is flushed, which Prometheus' ``rate()`` treats as an ordinary counter reset).
@@ -34,6 +36,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 REJECTED_KEY = "gridtoken:metrics:readings_rejected"
+INTERNAL_ERRORS_KEY = "gridtoken:metrics:internal_errors"
 # Hash tags keep both keys in one slot, so the script also runs on Redis Cluster.
 WS_PROCESSES_KEY = "gridtoken:metrics:{ws}:processes"
 WS_COUNT_PREFIX = "gridtoken:metrics:{ws}:count:"
@@ -104,6 +107,19 @@ def readings_rejected(reasons: Iterable[object]) -> None:
 
 def rejected_counts() -> dict[str, int]:
     raw = redis_client().hgetall(REJECTED_KEY)
+    return {key.decode(): int(value) for key, value in raw.items()}
+
+
+def internal_errors(door: str) -> None:
+    """Count one item a door refused with ``internal_error`` (a dead letter); doors run in several processes."""
+    try:
+        redis_client().hincrby(INTERNAL_ERRORS_KEY, reason_label(door), 1)
+    except redis.RedisError:
+        logger.warning("could not count an internal error", extra={"door": door})
+
+
+def internal_error_counts() -> dict[str, int]:
+    raw = redis_client().hgetall(INTERNAL_ERRORS_KEY)
     return {key.decode(): int(value) for key, value in raw.items()}
 
 

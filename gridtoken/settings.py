@@ -199,6 +199,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ReadingStatusEnum": "meters.models.MeterReading.Status",
         "MeterStatusEnum": "meters.models.Meter.Status",
+        "DeadLetterStatusEnum": "meters.models.DeadLetter.Status",
     },
 }
 

@@ -364,3 +364,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             api_key_revoke(key=key)
         self.message_user(request, f"{queryset.count()} key(s) revoked.")
+
+
+from meters import dead_letter_admin  # noqa: E402, F401 (registers DeadLetterAdmin)

@@ -207,3 +207,61 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class DeadLetter(models.Model):
+    """A message a door could not handle because of a bug (``internal_error``), or one quarantined after it
+    killed its consumer too often: kept as received so an operator can replay it after a fix
+    (``meters.services.dead_letters``). One row per fingerprint; a repeat raises ``deliveries``."""
+
+    class Door(models.TextChoices):
+        REST_BATCH = "rest_batch"
+        BRIDGE = "bridge"
+        MQTT = "mqtt"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # failed with an internal error; waiting for an operator
+        QUARANTINED = "quarantined"  # never processed: its consumer died with it MQTT_POISON_MAX_DELIVERIES times
+        REPLAYED = "replayed"  # replayed through its door after a fix; replay_result says what became of it
+        DISCARDED = "discarded"  # an operator decided it is not to be stored
+
+    id = models.BigAutoField(primary_key=True)
+    fingerprint = models.CharField(max_length=64, unique=True, help_text="sha256 of door, topic and payload")
+    door = models.CharField(max_length=16, choices=Door.choices)
+    topic = models.CharField(max_length=1024, help_text="The MQTT topic or the request path")
+    meter_serial = models.CharField(max_length=64, blank=True, default="")
+    payload = models.BinaryField(help_text="The message's bytes as received (an item's JSON for a REST batch)")
+    caller = models.JSONField(default=dict, blank=True, help_text="Who sent it (API key scope and ids), for replay")
+    error_type = models.CharField(max_length=255)
+    error_message = models.TextField(blank=True, default="")
+    error_traceback = models.TextField(blank=True, default="")
+    request_id = models.CharField(max_length=128, blank=True, default="")
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    deliveries = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    replay_result = models.JSONField(null=True, blank=True)
+    replayed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["door", "status", "-id"], name="deadletter_door_status_idx"),
+            models.Index(fields=["status", "-id"], name="deadletter_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.door} {self.topic} ({self.status})"
+
+
+class MessageAttempt(models.Model):
+    """A message an ingester has taken on and not yet finished (MQTT): written before the batch is processed,
+    deleted before it is acknowledged. A row that is still here when the broker redelivers the message means
+    its consumer died while handling it; ``attempts`` then counts up to the quarantine."""
+
+    fingerprint = models.CharField(primary_key=True, max_length=64)
+    attempts = models.PositiveIntegerField(default=1)
+    first_seen = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.fingerprint[:12]}: {self.attempts} attempt(s)"

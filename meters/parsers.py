@@ -55,6 +55,18 @@ def loads_exact(raw: bytes | str):
         raise ValueError("a number's exponent is out of range") from None
 
 
+def dumps_exact(value: object) -> str:
+    """JSON text of what ``loads_exact`` read, its Decimal numbers written as they were sent (``json.dumps``
+    would need them as floats or strings)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(key))}:{dumps_exact(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(dumps_exact(item) for item in value) + "]"
+    return json.dumps(value)
+
+
 class DecimalJSONParser(BaseParser):
     media_type = "application/json"
 

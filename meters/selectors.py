@@ -14,7 +14,7 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 
 from gridtoken.exceptions import Forbidden, NotFound, ValidationFailed
-from meters.models import ApiKey, Meter, MeterReading
+from meters.models import ApiKey, DeadLetter, Meter, MeterReading
 from meters.services.api_keys import ApiKeyPrincipal
 
 ZERO_KWH = Decimal("0.000000000")
@@ -236,3 +236,16 @@ def reading_stats(*, caller: Caller) -> dict:
         total_kwh=Sum("kwh_amount", filter=measured),
     )
     return {key: (ZERO_KWH if value is None else value) for key, value in totals.items()}
+
+
+def dead_letter_list(*, door: str | None, status: str | None, before: int | None, limit: int) -> dict:
+    """Dead letters newest first, a keyset page at a time: ``before`` is the previous page's ``next_before``."""
+    rows = DeadLetter.objects.defer("payload", "error_traceback").order_by("-id")
+    if door is not None:
+        rows = rows.filter(door=door)
+    if status is not None:
+        rows = rows.filter(status=status)
+    if before is not None:
+        rows = rows.filter(id__lt=before)
+    page = list(rows[: limit + 1])
+    return {"items": page[:limit], "next_before": page[limit - 1].id if len(page) > limit else None}

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from meters.apis.auth import TokenCreateApi
+from meters.apis.dead_letters import DeadLetterDetailApi, DeadLetterDiscardApi, DeadLetterListApi, DeadLetterReplayApi
 from meters.apis.keys import ApiKeyDeleteApi, ApiKeyRevokeApi, ApiKeysApi
 from meters.apis.meters import MetersApi, SimulatorMeterRegisterApi
 from meters.apis.readings import (
@@ -27,4 +28,16 @@ urlpatterns = [
     path("api/admin/api-keys", ApiKeysApi.as_view(), name="admin-api-keys"),  # GET: list, POST: issue
     path("api/admin/api-keys/<str:key>", ApiKeyDeleteApi.as_view(), name="admin-api-key"),
     path("api/admin/api-keys/<str:key>/revoke", ApiKeyRevokeApi.as_view(), name="admin-api-key-revoke"),
+    path("api/admin/dead-letters", DeadLetterListApi.as_view(), name="admin-dead-letters"),
+    path("api/admin/dead-letters/<int:dead_letter_id>", DeadLetterDetailApi.as_view(), name="admin-dead-letter"),
+    path(
+        "api/admin/dead-letters/<int:dead_letter_id>/replay",
+        DeadLetterReplayApi.as_view(),
+        name="admin-dead-letter-replay",
+    ),
+    path(
+        "api/admin/dead-letters/<int:dead_letter_id>/discard",
+        DeadLetterDiscardApi.as_view(),
+        name="admin-dead-letter-discard",
+    ),
 ]

@@ -16,8 +16,10 @@ from rest_framework.response import Response
 from gridtoken.exceptions import ApplicationError, ErrorDetailSerializer, Forbidden
 from meters.apis.base import IsApiKey, WriteApiView
 from meters.apis.docs import BODY_ERRORS, errors
+from meters.parsers import dumps_exact
 from meters.selectors import Caller
 from meters.services.batch import ACCEPTED, DUPLICATE, REJECTED, batch_check, readings_submit_batch
+from meters.services.dead_letters import DeadLetterHook, Door, Origin, caller_record, dead_letter_refusal
 from meters.services.readings import reading_submit
 from meters.validation import parse_reading
 from protocols import bridge
@@ -166,6 +168,8 @@ class BridgeIngestBatchApi(WriteApiView):
         batch_check(readings)
         if protocol == bridge.DLMS_ENC:
             raise bridge.refuse_encrypted(readings[0] if readings else None, field="readings[0]")
+        caller = Caller.from_request(request)
+        dead_letter = bridge_hook(caller=caller, items=readings, path=request.path)
         results: list[dict | None] = [None] * len(readings)
         positions, bodies, messages, devices = [], [], [], {}
         for index, raw in enumerate(readings):
@@ -174,17 +178,42 @@ class BridgeIngestBatchApi(WriteApiView):
             except ApplicationError as error:
                 results[index] = _rejected(index, None, error)
                 continue
+            except Exception as error:  # a bug met by this item only
+                results[index] = _rejected(index, None, dead_letter(index, error))
+                continue
             positions.append(index)
             bodies.append(translated.body)
             messages.append(translated.signed_messages)
             devices[index] = translated.device_id
         if bodies:
             outcome = readings_submit_batch(
-                caller=Caller.from_request(request), readings=bodies, now=now, signed_messages=messages
+                caller=caller,
+                readings=bodies,
+                now=now,
+                signed_messages=messages,
+                dead_letter=lambda position, error: dead_letter(positions[position], error),
             )
             for index, result in zip(positions, outcome["results"], strict=True):
                 results[index] = _item_result(index, devices[index], result)
         return Response(results)
+
+
+def bridge_hook(*, caller: Caller, items: list, path: str) -> DeadLetterHook:
+    """Dead letters of a bridge batch: the failing item as the bridge sent it, by its caller."""
+
+    def hook(index: int, error: BaseException) -> ApplicationError:
+        item = items[index]
+        serial = (item.get("device_id") or item.get("meter_serial")) if isinstance(item, dict) else None
+        origin = Origin(
+            Door.BRIDGE,
+            path,
+            dumps_exact(item).encode(),
+            serial if isinstance(serial, str) else "",
+            caller_record(caller),
+        )
+        return dead_letter_refusal(origin=origin, error=error)
+
+    return hook
 
 
 def _rejected(index: int, device_id: str | None, error: ApplicationError) -> dict:

@@ -33,6 +33,7 @@ def test_defaults_match_the_spec():
         ("TOKENIZATION_WINDOW_SECS", "700", "a divisor of 3600"),
         ("VEE_ACTIONS", "spike=maybe", "actions off, flag, hold, reject"),
         ("VEE_ACTIONS", "tides=hold", "rules capacity, spike"),
+        ("MQTT_POISON_MAX_DELIVERIES", "1", "from 2 to 100"),
     ],
 )
 def test_an_invalid_value_names_variable_value_and_allowed_range(name, value, allowed):

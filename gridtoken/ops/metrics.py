@@ -7,7 +7,8 @@ show only this process' share. Instead every scrape derives the figures from fac
   sum of their ``token_amount``, settled batches by outcome); gauges from current state (pending, due,
   in flight, dead letters, oldest pending); histograms are cumulative over all settled batches and
   minted readings, so they only grow and ``histogram_quantile(rate(...))`` works as usual.
-- Redis: readings the API rejected (never stored) and open WebSocket connections (``gridtoken.observability``);
+- Redis: readings the API rejected (never stored), items the doors refused with ``internal_error`` and open
+  WebSocket connections (``gridtoken.observability``);
   the MQTT ingesters' counters and heartbeats (``protocols.status``).
 - The RPC node: ``getHealth``, for the "RPC down" alert.
 - The minting control row: the outage breaker's pause and its reason, the fee payer's balance at the last
@@ -38,7 +39,7 @@ from prometheus_client.registry import Collector
 
 from gridtoken import observability
 from gridtoken.ops.health import check_rpc
-from meters.models import READING_FLAGS, MeterReading
+from meters.models import READING_FLAGS, DeadLetter, MeterReading
 from minting.models import MintBatch
 from minting.selectors import PAUSE_REASONS, chain_state, control_peek
 from minting.services.policy import rollout_bucket_sql
@@ -218,6 +219,13 @@ class PipelineCollector(Collector):
             "How long the oldest held reading has waited for an operator (0 when none).",
             _age(row["oldest_held"], now),
         )
+        dead = GaugeMetricFamily(
+            "gridtoken_dead_letters", "Dead letters waiting for an operator, by door.", labels=["door", "status"]
+        )
+        waiting = DeadLetter.objects.filter(status__in=(DeadLetter.Status.PENDING, DeadLetter.Status.QUARANTINED))
+        for row in waiting.values("door", "status").annotate(n=Count("pk")).order_by():
+            dead.add_metric([row["door"], row["status"]], row["n"])
+        yield dead
         flagged = GaugeMetricFamily(
             "gridtoken_readings_flagged",
             "Readings submitted in the last 24 hours carrying each quality or VEE flag.",
@@ -329,6 +337,14 @@ class PipelineCollector(Collector):
         for reason, count in sorted(observability.rejected_counts().items()):
             rejected.add_metric([reason], count)
         yield rejected
+        internal = CounterMetricFamily(
+            "gridtoken_internal_errors_total",
+            "Items refused with internal_error (dead letters), by door.",
+            labels=["door"],
+        )
+        for door, count in sorted(observability.internal_error_counts().items()):
+            internal.add_metric([door], count)
+        yield internal
         yield GaugeMetricFamily(
             "gridtoken_websocket_connections",
             "Open WebSocket connections, all web processes.",

@@ -10,6 +10,7 @@ from meters.apis.meters import PageInputSerializer
 from meters.models import MeterReading
 from meters.selectors import SORTABLE, Caller, reading_list, reading_stats
 from meters.services.batch import readings_submit_batch
+from meters.services.dead_letters import rest_batch_hook
 from meters.services.readings import reading_submit
 from meters.validation import MAX_SERIAL_LENGTH, clean_text, parse_reading
 
@@ -83,7 +84,13 @@ class ReadingBatchCreateApi(WriteApiView):
         readings = body.get("readings") if isinstance(body, dict) else body
         if not isinstance(body, dict):
             readings = None  # a bare list is not the documented shape
-        result = readings_submit_batch(caller=Caller.from_request(request), readings=readings, now=timezone.now())
+        caller = Caller.from_request(request)
+        result = readings_submit_batch(
+            caller=caller,
+            readings=readings,
+            now=timezone.now(),
+            dead_letter=rest_batch_hook(caller=caller, readings=readings, path=request.path),
+        )
         return Response(result)
 
 

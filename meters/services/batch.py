@@ -37,6 +37,7 @@ from gridtoken.exceptions import ApplicationError, Conflict, ValidationFailed
 from meters.models import Meter
 from meters.registers import Registers
 from meters.selectors import Caller, MeterRow, meter_access_error, meter_not_found, meters_by_reference
+from meters.services.dead_letters import TRANSIENT, DeadLetterHook, rest_batch_hook
 from meters.services.energy import assess, contexts_load, late_register_read, needs_context
 from meters.services.readings import (
     LOCK_NAMESPACE,
@@ -111,20 +112,22 @@ def batch_check(readings: object) -> None:
         )
 
 
-def readings_submit_batch(*, caller: Caller, readings: object, now: datetime, signed_messages=None) -> dict:
+def readings_submit_batch(
+    *, caller: Caller, readings: object, now: datetime, signed_messages=None, dead_letter: DeadLetterHook | None = None
+) -> dict:
     """Store a batch of reading bodies; one result per item, in order.
 
     ``signed_messages`` (device protocols only, aligned with ``readings``): per item, the messages its
     signature may cover instead of the canonical one, or None for the canonical message.
+    ``dead_letter(index, error)``: the door's record of an item that met an unexpected exception, returning
+    its refusal (default: the item's JSON as a REST batch item). A transient database error still propagates.
     """
     batch_check(readings)
+    if dead_letter is None:
+        dead_letter = rest_batch_hook(caller=caller, readings=readings)
     results: list[dict | None] = [None] * len(readings)
     rejected_known: list[tuple[MeterRow, ReadingInput, ApplicationError]] = []
-
-    def reject(index: int, error: ApplicationError, meter: MeterRow | None = None, item=None) -> None:
-        results[index] = {"index": index, "status": REJECTED, "error": error.as_dict()}
-        if meter is not None:
-            rejected_known.append((meter, item, error))
+    reject = _rejecter(results, rejected_known)
 
     parsed: list[tuple[int, ReadingInput]] = []
     for index, data in enumerate(readings):
@@ -134,6 +137,9 @@ def readings_submit_batch(*, caller: Caller, readings: object, now: datetime, si
                 item.signed_messages = signed_messages[index]
         except ApplicationError as error:
             reject(index, error)
+            continue
+        except Exception as error:  # a bug met by this item only
+            reject(index, dead_letter(index, error))
             continue
         if item.meter_serial is None and item.meter_id is None and caller.is_device:
             item.meter_id = caller.meter_id
@@ -150,15 +156,52 @@ def readings_submit_batch(*, caller: Caller, readings: object, now: datetime, si
     for index, item in parsed:
         meter = by_serial.get(item.meter_serial) if item.meter_serial is not None else by_id.get(item.meter_id)
         meter_id = item.meter_id if item.meter_serial is not None else None
-        if _allowed(caller, index, item, meter, reject, meter_id=meter_id):
+        try:
+            allowed = _allowed(caller, index, item, meter, reject, meter_id=meter_id)
+        except Exception as error:  # (the hook re-raises a transient database error)
+            reject(index, dead_letter(index, error))
+            continue
+        if allowed:
             candidates.append((index, item, meter))
 
-    with transaction.atomic():
-        if candidates:
-            _store(caller, candidates, results, reject, now)
-        announce_rejections(rejected_known)
+    if candidates:
+        _store_isolating(caller, candidates, results, now, dead_letter)
+    announce_rejections(rejected_known)  # (events leave on commit, or now outside a transaction)
     failed = sum(1 for result in results if result["status"] == REJECTED)
     return {"success_count": len(results) - failed, "failed_count": failed, "results": results}
+
+
+def _rejecter(results: list, known: list):
+    """``reject(index, error, meter=None, item=None)``: the item's refusal; one of a known meter is announced."""
+
+    def reject(index: int, error: ApplicationError, meter: MeterRow | None = None, item=None) -> None:
+        results[index] = {"index": index, "status": REJECTED, "error": error.as_dict()}
+        if meter is not None:
+            known.append((meter, item, error))
+
+    return reject
+
+
+def _store_isolating(caller: Caller, candidates, results, now: datetime, dead_letter: DeadLetterHook) -> None:
+    """``_store`` in one transaction. If it raises unexpectedly (a bug, or a database error that is not an
+    outage), that transaction rolled back with nothing stored, and each half is stored the same way in its own
+    transaction, down to the one item that fails alone: that item is a dead letter, every other item is stored
+    exactly once. Its cost (2 log2 n transactions for one bad item) is paid only when something is broken."""
+    known: list = []
+    try:
+        with transaction.atomic():
+            _store(caller, candidates, results, _rejecter(results, known), now)
+            announce_rejections(known)
+    except TRANSIENT:
+        raise
+    except Exception as error:
+        if len(candidates) == 1:
+            index = candidates[0][0]
+            results[index] = {"index": index, "status": REJECTED, "error": dead_letter(index, error).as_dict()}
+            return
+        middle = len(candidates) // 2
+        _store_isolating(caller, candidates[:middle], results, now, dead_letter)
+        _store_isolating(caller, candidates[middle:], results, now, dead_letter)
 
 
 def _store(caller: Caller, candidates, results, reject, now: datetime) -> list[StoredReading]:

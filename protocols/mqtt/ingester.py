@@ -11,6 +11,10 @@
    (persistent session: clean_start=False, session expiry), and GridToken's idempotency turns the repeat
    into a duplicate: every message is stored exactly once.
 4. A database error is transient: the batch is retried with back-off and nothing is acknowledged meanwhile.
+   Any other exception is narrowed to the message that raises it (bisecting the batch), which becomes a dead
+   letter (``meters.services.dead_letters``), is answered with ``internal_error`` and acknowledged: no message
+   stops the ingester. One that kills the process outright is recognised on redelivery (``process``, step 1)
+   and quarantined after MQTT_POISON_MAX_DELIVERIES attempts.
 5. SIGTERM stops taking messages, finishes and acknowledges what is queued, disconnects and returns.
 
 A PUBACK is only sent on the connection the message arrived on: after a reconnect the broker resends the
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import connection
 from django.utils import timezone as dj_timezone
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -42,14 +46,15 @@ from config.objects import MqttConfig
 from gridtoken.exceptions import ApplicationError
 from meters import formats
 from meters.selectors import Caller
+from meters.services import dead_letters
 from meters.services.batch import ACCEPTED, DUPLICATE, REJECTED, readings_submit_batch
 from protocols import status
 from protocols.mqtt import topics
+from protocols.mqtt.poison import TRANSIENT, Door, PoisonIsolation
 
 logger = logging.getLogger("protocols.mqtt")
 STATS_EVERY_SECS = 60.0
 RETRY_MAX_SECS = 30.0
-TRANSIENT = (OperationalError, InterfaceError)
 
 
 @dataclass(slots=True)
@@ -67,9 +72,13 @@ class Delivery:
     body: dict | None = None
     outcome: str = ""  # accepted, duplicate, rejected, ignored
     error: dict | None = field(default=None)
+    request_id: str = field(default_factory=lambda: f"mqtt-{uuid.uuid4().hex}")  # its log lines and answer
+    fingerprint: str = ""
+    suspect: bool = False  # redelivered after the ingester handling it died
+    attempts: int = 1
 
 
-class Ingester:
+class Ingester(PoisonIsolation):
     def __init__(self, cfg: MqttConfig, *, client_id: str | None = None) -> None:
         self.cfg = cfg
         self.layouts = topics.layouts(cfg.topics)
@@ -239,10 +248,31 @@ class Ingester:
 
     def process(self, batch: list[Delivery]) -> None:
         """Store ``batch``, answer its refusals and acknowledge every message (unless stopped while the
-        database is down: then nothing is acknowledged and the broker redelivers)."""
+        database is down: then nothing is acknowledged and the broker redelivers).
+
+        1. One statement records every message as taken on; a message recorded already was redelivered after
+           the ingester handling it died (SIGKILL, the OOM killer): it is suspect.
+        2. The others are parsed and stored together; an unexpected exception is narrowed to its message.
+        3. Each suspect is attempted alone, or quarantined unprocessed once attempted MQTT_POISON_MAX_DELIVERIES
+           times. Alone, so that a message that kills the process takes no other message's attempts with it.
+        4. The records are deleted, the refusals answered, and every message acknowledged.
+        """
         for delivery in batch:
-            self._parse(delivery)
-        if not self._store_with_retry([d for d in batch if d.body is not None]):
+            delivery.fingerprint = dead_letters.fingerprint(Door.MQTT, delivery.topic, delivery.payload)
+        if not self._retrying(lambda: self._begin(batch), len(batch)):
+            return
+        if not self._retrying(lambda: self._handle([d for d in batch if not d.suspect]), len(batch)):
+            return
+        for delivery in (d for d in batch if d.suspect):
+            if not self._retrying(lambda d=delivery: self._attempt_again(d), len(batch)):
+                return
+            if delivery.attempts > self.cfg.poison_max_deliveries:
+                handled = self._retrying(lambda d=delivery: self._quarantine(d), len(batch))
+            else:
+                handled = self._retrying(lambda d=delivery: self._handle_alone(d), len(batch))
+            if not handled:
+                return
+        if not self._retrying(lambda: dead_letters.message_attempts_end([d.fingerprint for d in batch]), len(batch)):
             return
         refused: Counter[str] = Counter()
         for delivery in batch:
@@ -259,6 +289,12 @@ class Ingester:
         for delivery in batch:
             if delivery.qos > 0 and delivery.connection == self.connections:
                 self.client.ack(delivery.mid, delivery.qos)
+
+    def _handle(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            delivery.body, delivery.outcome, delivery.error = None, "", None
+            self._parse(delivery)
+        self._store_isolating([d for d in deliveries if d.body is not None])
 
     def _parse(self, delivery: Delivery) -> None:
         matched = topics.match(self.layouts, delivery.topic)
@@ -278,35 +314,34 @@ class Ingester:
             delivery.outcome = "ignored"
         except ApplicationError as error:
             delivery.outcome, delivery.error = REJECTED, error.as_dict()
+        except Exception as error:  # a bug met by this message only
+            self._dead_letter(delivery, error)
 
-    def _store_with_retry(self, deliveries: list[Delivery]) -> bool:
+    def _retrying(self, step, n: int) -> bool:
+        """Run ``step`` until it gets through a database outage (back-off); False when stopped meanwhile."""
         delay = 0.5
         while True:
             try:
-                self._store(deliveries)
+                step()
                 return True
             except TRANSIENT as error:
                 logger.warning("mqtt batch not stored; retrying", extra={"error": str(error), "retry_in": delay})
                 if not connection.in_atomic_block:
                     connection.close()
             if self.stopping.wait(delay):
-                logger.warning(
-                    "mqtt stopping with a batch not stored; the broker keeps it", extra={"n": len(deliveries)}
-                )
+                logger.warning("mqtt stopping with a batch not stored; the broker keeps it", extra={"n": n})
                 return False
             delay = min(delay * 2, RETRY_MAX_SECS)
 
     def _store(self, deliveries: list[Delivery]) -> None:
-        if not deliveries:
-            return
-        if not connection.in_atomic_block:  # (a test drives the ingester inside its transaction)
-            close_old_connections()  # a long-running process: drop a connection the server closed
         # One call for the whole batch: the topic named each message's meter (the broker's ACL), so the
         # protocol caller may speak for any registered meter; an unknown serial is that message's refusal.
         answer = readings_submit_batch(
-            caller=Caller.protocol(), readings=[d.body for d in deliveries], now=dj_timezone.now()
+            caller=Caller.protocol(),
+            readings=[d.body for d in deliveries],
+            now=dj_timezone.now(),
+            dead_letter=lambda index, error: self._refusal(deliveries[index], error),
         )
-        # Anything but a transient error is a bug: it propagates, the process exits, nothing is acked.
         for delivery, result in zip(deliveries, answer["results"], strict=True):
             delivery.outcome = result["status"]
             delivery.error = result.get("error")
@@ -315,7 +350,7 @@ class Ingester:
         """The refusal on the meter's error topic: REST's error body, plus the topic the message came on."""
         if delivery.serial is None:
             return
-        body = {"error": delivery.error, "request_id": f"mqtt-{uuid.uuid4().hex}", "topic": delivery.topic}
+        body = {"error": delivery.error, "request_id": delivery.request_id, "topic": delivery.topic}
         logger.info("mqtt message refused", extra={"topic": delivery.topic, "code": delivery.error["code"]})
         properties = None
         if delivery.correlation is not None:

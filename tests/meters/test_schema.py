@@ -43,6 +43,8 @@ NO_REQUEST_BODY = {
     ("/api/admin/tokenization/trigger-batch", "post"),
     ("/api/admin/tokenization/reconcile", "post"),
     ("/api/admin/api-keys/{key}/revoke", "post"),
+    ("/api/admin/dead-letters/{dead_letter_id}/replay", "post"),
+    ("/api/admin/dead-letters/{dead_letter_id}/discard", "post"),
 }
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from config import load
 from gridtoken import observability
 from gridtoken.ops import demo
+from meters.models import DeadLetter
 from minting.models import MintingControl
 from minting.selectors import DECISIONS_BLOCKED_RECENT, FEE_PAYER_LOW_LAMPORTS
 from protocols import status as mqtt_status
@@ -128,6 +129,8 @@ def test_every_metric_an_alert_uses_is_exported(client, rpc_at, closed_port_url,
     rpc_at(f"http://{closed_port_url}")
     observability.readings_rejected(["validation_error"])  # the counter has series once something is rejected
     mqtt_status.ingester_count(received=1, refused={"validation_error": 1})  # likewise
+    observability.internal_errors("mqtt")  # likewise; the dead letters gauge once one waits
+    DeadLetter.objects.create(fingerprint="f" * 64, door="mqtt", topic="t", payload=b"", status="quarantined")
     # The lag is reported while a live ingester reports one.
     mqtt_status.ingester_heartbeat(name="ingest-a", connected=True, broker="mqtt://mosquitto:1883", lag_seconds=0.1)
     # The fee payer's balance is reported once a worker has read it at a mint build.

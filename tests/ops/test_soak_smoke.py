@@ -1,7 +1,8 @@
-"""A short run of bench/soak.py in the suite: the whole stack on its own PostgreSQL and Redis, every kind of
-fault once (one every 4 s; an RPC spell lasts 5 s, the second beat 15 s), and the audit (nothing lost, nothing
-doubled, balances and supply exact, no 5xx but the 503s of a database outage, WebSocket events delivered while
-connected). The hour-long run is in docs/BENCHMARKS.md ## Reliability."""
+"""A short run of bench/soak.py in the suite: the whole stack on its own PostgreSQL and Redis, every kind of fault once
+(one every 4 s; an RPC spell lasts 5 s, the second beat 15 s), and the audit (nothing lost, nothing doubled,
+balances and supply exact, no 5xx but the 503s of a database outage, WebSocket events delivered while connected,
+every MQTT reading stored once, every poison MQTT message a dead letter, no ingester restart). The hour-long run is
+in docs/BENCHMARKS.md ## Reliability."""
 
 import json
 import re
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The report's chaos lines ("  1 x kill gunicorn"): one of each kind of fault bench/soak.py injects.
 FAULTS = ("kill gunicorn", "kill uvicorn", "kill worker1", "kill worker2", "kill beat", "restart PostgreSQL",
           "restart Redis", "FLUSHALL Redis", "RPC blackhole", "RPC HTTP 503", "RPC drops", "RPC replica",
-          "restart localnet", "second beat")  # fmt: skip
+          "restart localnet", "second beat", "poison MQTT message")  # fmt: skip
 
 
 @pytest.mark.timeout(900)
@@ -25,6 +26,7 @@ FAULTS = ("kill gunicorn", "kill uvicorn", "kill worker1", "kill worker2", "kill
 def test_a_two_minute_soak_with_chaos_ends_with_a_clean_audit():
     command = [sys.executable, "bench/soak.py", "--duration", "120", "--meters", "300", "--owners", "6"]
     command += ["--ws-clients", "6", "--chaos-every", "4", "--blackhole", "5", "--progress", "30"]
+    command += ["--mqtt-meters", "30", "--poison-every", "15"]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=840)
 
     output = run.stdout + run.stderr

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -17,13 +16,11 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import paho.mqtt.client as mqtt
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from paho.mqtt.enums import CallbackAPIVersion
 
 from meters.models import MeterReading
 from protocols.mqtt import acl, topics
@@ -31,91 +28,9 @@ from protocols.mqtt.ingester import Ingester
 from tests.conftest import database_url, wait_until
 from tests.factories import MeterFactory
 from tests.meters import fleet_payloads as fleet
-from tests.protocols.conftest import Mosquitto
+from tests.protocols.conftest import Mosquitto, Peer, forget_session
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def mqtt_config(broker: Mosquitto, **changes):
-    tag = uuid.uuid4().hex[:8]
-    return dataclasses.replace(
-        settings.MQTT,
-        url=broker.url, host="127.0.0.1", port=broker.port, tls=False, username=None, password=None,
-        client_id=f"test-ingest-{tag}", share_group=f"g{tag}", batch_ms=20, **changes,
-    )  # fmt: skip
-
-
-class Peer:
-    """A plain MQTT v5 client: publishes QoS 1 (waiting for the broker's PUBACK) and records what it receives."""
-
-    def __init__(self, port: int, *, client_id: str = "", username=None, password=None, subscribe=(), **kw):
-        self.received: list[tuple[str, bytes]] = []
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, **kw)
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.connack = None
-        connected, self.subscribed = threading.Event(), threading.Event()
-
-        def on_connect(client, userdata, flags, reason_code, properties):
-            self.connack = reason_code
-            connected.set()
-
-        self.client.on_connect = on_connect
-        self.client.on_message = lambda client, userdata, message: self.received.append(
-            (message.topic, message.payload)
-        )
-        self.client.on_subscribe = lambda *args: self.subscribed.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert connected.wait(5)
-        for topic in subscribe:
-            self.subscribed.clear()
-            self.client.subscribe(topic, qos=1)
-            assert self.subscribed.wait(5)
-
-    def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
-        info = self.client.publish(topic, payload, qos=qos)
-        if qos:
-            info.wait_for_publish(5)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def forget_session(broker: Mosquitto, client_id: str) -> None:
-    """Connect with clean_start and no session expiry: the broker drops the ingester's persistent session."""
-    Peer(broker.port, client_id=client_id).close()
-
-
-@pytest.fixture
-def ingester(mqtt_broker):
-    made: list[Ingester] = []
-
-    def make(**changes) -> Ingester:
-        made.append(Ingester(mqtt_config(mqtt_broker, **changes)))
-        made[-1].start()
-        assert made[-1].subscribed.wait(10), "ingester subscribed"
-        return made[-1]
-
-    yield make
-    for one in made:
-        one.stop()
-        one.close()
-        forget_session(mqtt_broker, one.client_id)
-
-
-@pytest.fixture
-def peer(mqtt_broker):
-    made: list[Peer] = []
-
-    def make(**kw) -> Peer:
-        made.append(Peer(mqtt_broker.port, **kw))
-        return made[-1]
-
-    yield make
-    for one in made:
-        one.close()
 
 
 def drive(ingester: Ingester, until, *, timeout: float = 15.0) -> None:
@@ -252,7 +167,10 @@ def test_the_broker_holds_what_exceeds_the_receive_maximum_while_nothing_is_stor
     assert MeterReading.objects.count() == 40 and run.queue.qsize() == 0
 
 
-def _ingest_process(broker: Mosquitto, log: Path, client_id: str, group: str) -> subprocess.Popen:
+def _ingest_process(
+    broker: Mosquitto, log: Path, client_id: str, group: str, *, launcher: tuple = (), **extra_env: str
+) -> subprocess.Popen:
+    """``manage.py ingest_mqtt`` on the test database; ``launcher``: Python options before ``manage.py``."""
     env = {
         **os.environ,
         "DEBUG": "true",
@@ -264,9 +182,10 @@ def _ingest_process(broker: Mosquitto, log: Path, client_id: str, group: str) ->
         "MQTT_BATCH_MAX": "10",
         "MQTT_BATCH_MS": "5",
         "TOKENIZATION_AUTO_MINT_ENABLED": "false",
+        **extra_env,
     }
     handle = open(log, "ab")  # noqa: SIM115 (kept open for the subprocess' lifetime)
-    command = [sys.executable, "manage.py", "ingest_mqtt", "--client-id", client_id]
+    command = [sys.executable, *launcher, "manage.py", "ingest_mqtt", "--client-id", client_id]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     handle.close()
     return process
