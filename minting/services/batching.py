@@ -18,7 +18,6 @@ A mint cycle, for the readings a ``claim`` callable locks:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -40,6 +39,7 @@ from minting.chain import (
     PermanentChainError,
     SignedMint,
 )
+from minting.chain.configured import KeptClient
 from minting.faults import crash_point
 from minting.models import MintBatch, TokenMint
 from minting.services.chain_view import read_outcomes
@@ -113,26 +113,21 @@ class Prepared:
         return cls(batch=batch, signed=signed)
 
 
-_client_lock = threading.Lock()
-_client_cache: dict = {}
+_kept_client = KeptClient()
+
+
+def _client_from_settings() -> ChainClient:
+    client = ChainClient.from_settings()
+    if client.anchor is not None:  # the program's mint: its decimals and authority, checked once
+        client.verify_mint()
+    return client
 
 
 def chain_client() -> ChainClient:
     """The process's client for the configured chain and the recorded mint (kept: it pools connections and
     remembers which token accounts exist); rebuilt when the settings or the recorded mint change."""
     mint_row = TokenMint.objects.order_by("-created_at", "-id").values_list("id", flat=True).first()
-    key = (settings.CHAIN, settings.TOKENIZATION, mint_row)
-    with _client_lock:
-        if _client_cache.get("key") != key:
-            old = _client_cache.pop("client", None)
-            if old is not None:
-                old.close()
-            client = ChainClient.from_settings()
-            if client.anchor is not None:  # the program's mint: its decimals and authority, checked once
-                client.verify_mint()
-            _client_cache["client"] = client
-            _client_cache["key"] = key
-        return _client_cache["client"]
+    return _kept_client.get((settings.CHAIN, settings.TOKENIZATION, mint_row), _client_from_settings)
 
 
 def _build(client: ChainClient, requests: list[MintRequest], memo: str) -> tuple[list[SignedMint], dict[str, str]]:
