@@ -34,6 +34,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 REJECTED_KEY = "gridtoken:metrics:readings_rejected"
+MINT_INTERNAL_ERRORS_KEY = "gridtoken:metrics:mint_internal_errors"
 # Hash tags keep both keys in one slot, so the script also runs on Redis Cluster.
 WS_PROCESSES_KEY = "gridtoken:metrics:{ws}:processes"
 WS_COUNT_PREFIX = "gridtoken:metrics:{ws}:count:"
@@ -105,6 +106,18 @@ def readings_rejected(reasons: Iterable[object]) -> None:
 def rejected_counts() -> dict[str, int]:
     raw = redis_client().hgetall(REJECTED_KEY)
     return {key.decode(): int(value) for key, value in raw.items()}
+
+
+def mint_internal_errors(count: int) -> None:
+    """Count readings whose mint raised an unexpected error (``internal_error``); a lost count only logs."""
+    try:
+        redis_client().incrby(MINT_INTERNAL_ERRORS_KEY, count)
+    except redis.RedisError:
+        logger.warning("could not count mint internal errors", extra={"count": count})
+
+
+def mint_internal_error_count() -> int:
+    return int(redis_client().get(MINT_INTERNAL_ERRORS_KEY) or 0)
 
 
 async def _aws_change(delta: int) -> None:

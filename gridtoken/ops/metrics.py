@@ -329,6 +329,11 @@ class PipelineCollector(Collector):
         for reason, count in sorted(observability.rejected_counts().items()):
             rejected.add_metric([reason], count)
         yield rejected
+        yield CounterMetricFamily(
+            "gridtoken_mint_internal_errors_total",
+            "Readings whose mint raised an unexpected error (internal_error): each used an attempt.",
+            observability.mint_internal_error_count(),
+        )
         yield GaugeMetricFamily(
             "gridtoken_websocket_connections",
             "Open WebSocket connections, all web processes.",
