@@ -1,7 +1,8 @@
 """Django admin: devices (approve, suspend), held intervals (issue, reject), bundles (withdraw), operations.
 
-Registry rows are records: the admin cannot delete them, and changes go through the same services the API
-calls (each writes its audit line and events).
+Registry rows are records only services write (``gridtoken.admin.RecordAdmin``): the admin shows them and its
+actions call the same services the API calls (each writes its audit line and events). A device's description
+is the one thing edited by hand.
 """
 
 from django.contrib import admin, messages
@@ -11,12 +12,8 @@ from certificates.services.chain import operations_retry
 from certificates.services.devices import device_set_status
 from certificates.services.issuance import issuance_decide_held
 from certificates.services.lifecycle import bundle_withdraw
+from gridtoken.admin import RecordAdmin
 from gridtoken.exceptions import ApplicationError
-
-
-class RecordAdmin(admin.ModelAdmin):
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 def _each(modeladmin, request, rows, act, done: str) -> None:
@@ -33,12 +30,22 @@ def _each(modeladmin, request, rows, act, done: str) -> None:
 
 
 @admin.register(ProductionDevice)
-class ProductionDeviceAdmin(RecordAdmin):
+class ProductionDeviceAdmin(admin.ModelAdmin):
+    """A device's description stays editable; it is registered through ``device_register`` (the API), its
+    status moves only through the approve and suspend actions, and the issuance state only by issuance."""
+
     list_display = ("name", "meter", "technology", "grid_zone", "issuer", "status", "issued_through", "carry_wh")
     list_filter = ("status", "technology", "issuer")
     search_fields = ("name", "meter__serial")
-    readonly_fields = ("issued_through", "carry_wh", "next_bundle_id", "last_hash", "approved_at", "approved_by")
+    readonly_fields = ("meter", "status", "issued_through", "carry_wh", "next_bundle_id", "last_hash", "approved_at",
+                       "approved_by", "created_at")  # fmt: skip
     actions = ("approve", "suspend")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
     @admin.action(description="Approve selected devices (issuance starts)")
     def approve(self, request, queryset):
@@ -68,9 +75,6 @@ class IssuanceAdmin(RecordAdmin):
     inlines = [BundleInline]
     actions = ("issue_held", "reject_held")
 
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
-
     @admin.action(description="Issue selected held intervals")
     def issue_held(self, request, queryset):
         _each(self, request, queryset, lambda i: issuance_decide_held(issuance_id=i.id, approve=True,
@@ -88,9 +92,6 @@ class CertificateBundleAdmin(RecordAdmin):
     list_filter = ("status",)
     search_fields = ("id", "issuance__id", "holder_wallet", "beneficiary")
     actions = ("withdraw",)
-
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
 
     @admin.action(description="Withdraw selected bundles (reason: revoked by an operator in the admin)")
     def withdraw(self, request, queryset):
@@ -112,13 +113,7 @@ class ChainOperationAdmin(RecordAdmin):
                                  actor=request.user.get_username())  # fmt: skip
         self.message_user(request, f"released for another try: {count}", messages.SUCCESS)
 
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
-
 
 @admin.register(CertificateMint)
 class CertificateMintAdmin(RecordAdmin):
     list_display = ("address", "token_program", "authority", "created_at")
-
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]

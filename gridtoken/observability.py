@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 REJECTED_KEY = "gridtoken:metrics:readings_rejected"
 INTERNAL_ERRORS_KEY = "gridtoken:metrics:internal_errors"
+MINT_INTERNAL_ERRORS_KEY = "gridtoken:metrics:mint_internal_errors"
 # Hash tags keep both keys in one slot, so the script also runs on Redis Cluster.
 WS_PROCESSES_KEY = "gridtoken:metrics:{ws}:processes"
 WS_COUNT_PREFIX = "gridtoken:metrics:{ws}:count:"
@@ -121,6 +122,18 @@ def internal_errors(door: str) -> None:
 def internal_error_counts() -> dict[str, int]:
     raw = redis_client().hgetall(INTERNAL_ERRORS_KEY)
     return {key.decode(): int(value) for key, value in raw.items()}
+
+
+def mint_internal_errors(count: int) -> None:
+    """Count readings whose mint raised an unexpected error (``internal_error``); a lost count only logs."""
+    try:
+        redis_client().incrby(MINT_INTERNAL_ERRORS_KEY, count)
+    except redis.RedisError:
+        logger.warning("could not count mint internal errors", extra={"count": count})
+
+
+def mint_internal_error_count() -> int:
+    return int(redis_client().get(MINT_INTERNAL_ERRORS_KEY) or 0)
 
 
 async def _aws_change(delta: int) -> None:

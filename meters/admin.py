@@ -3,9 +3,10 @@
 An API key's plaintext exists only at the moment it is issued: the admin shows it once in a message and
 stores only its hash, exactly like the API does.
 
-Readings are money records: the admin never deletes one (no permission, so no button and no action,
-even for superusers), nor a meter or user that has readings. The foreign keys PROTECT them anyway; the
-admin refuses first because Django's confirmation page would load and list every protected reading.
+Readings are money records only services write: the admin never adds, edits or deletes one (no permission,
+so no button, no form and no action, even for superusers), nor deletes a meter or user that has readings.
+The foreign keys PROTECT them anyway; the admin refuses first because Django's confirmation page would load
+and list every protected reading.
 
 Held readings (a VEE rule holds them) are decided here with "Approve held readings" / "Reject held readings",
 which call ``meters.services.holds``; each decision writes an audit line on the ``meters.admin`` logger.
@@ -21,12 +22,15 @@ from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Exists, OuterRef
+from django.forms.fields import InvalidJSONInput
 from django.utils import timezone
 from django.utils.html import format_html
 
 from config.objects import VEE_ACTIONS, VEE_RULES
+from gridtoken.admin import RecordAdmin
 from gridtoken.exceptions import ApplicationError
 from meters.models import READING_FLAGS, ApiKey, Meter, MeterReading, User
+from meters.parsers import loads_exact
 from meters.ratelimit import LoginRateLimitMixin
 from meters.selectors import meter_cache_clear
 from meters.services.api_keys import api_key_create, api_key_revoke
@@ -98,7 +102,35 @@ class UserAdmin(KeepsReadingsAdmin, BaseUserAdmin):
     search_fields = ("username", "email", "wallet_address")
 
 
+class StrictJSONField(forms.JSONField):
+    """Django's JSON form field lets ``RecursionError`` out of deeply nested input, both when it cleans it and
+    when it shows it again (a 500); here that, ``NaN`` and a repeated key are form errors, as they are 4xx on
+    the API (``meters.parsers.loads_exact``)."""
+
+    @staticmethod
+    def _refusal(value) -> str | None:
+        if not isinstance(value, str) or not value.strip():
+            return None
+        try:
+            loads_exact(value)
+        except ValueError as error:
+            return str(error)
+        return None
+
+    def to_python(self, value):
+        if not self.disabled and (refusal := self._refusal(value)):
+            raise forms.ValidationError(f"Not valid JSON: {refusal}", code="invalid")
+        return super().to_python(value)
+
+    def bound_data(self, data, initial):
+        if not self.disabled and self._refusal(data):
+            return InvalidJSONInput(data)
+        return super().bound_data(data, initial)
+
+
 class MeterForm(forms.ModelForm):
+    vee_rules = StrictJSONField(required=False, help_text=Meter._meta.get_field("vee_rules").help_text)
+
     class Meta:
         model = Meter
         fields = "__all__"  # noqa: DJ007 (the admin decides the fields; this form only checks vee_rules)
@@ -247,7 +279,7 @@ def reject_held(modeladmin, request, queryset) -> None:
 
 
 @admin.register(MeterReading)
-class MeterReadingAdmin(admin.ModelAdmin):
+class MeterReadingAdmin(RecordAdmin):
     list_display = (
         "id",
         "meter",
@@ -273,10 +305,8 @@ class MeterReadingAdmin(admin.ModelAdmin):
     search_fields = ("meter__serial", "wallet_address", "mint_tx_signature", "meter_signature")
     date_hierarchy = "reading_timestamp"
     list_select_related = ("meter",)
-    raw_id_fields = ("meter", "user", "batch")
     show_full_result_count = False  # no COUNT(*) over millions of rows per page view
-    # Readings are what meters reported: operators look, the minting pipeline changes status.
-    readonly_fields = [field.name for field in MeterReading._meta.fields]
+    # Readings are what meters reported: operators look and act, the minting pipeline changes status.
     actions = (mint_now, retry_failed, approve_held, reject_held)
 
     @admin.display(description="net kWh", ordering="kwh_amount")
@@ -294,12 +324,6 @@ class MeterReadingAdmin(admin.ModelAdmin):
     @admin.display(description="flags")
     def flag_list(self, reading: MeterReading) -> str:
         return ", ".join(reading.flags or []) or "-"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class ApiKeyIssueForm(forms.ModelForm):

@@ -5,27 +5,19 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
+from gridtoken.admin import RecordAdmin
 from gridtoken.exceptions import ApplicationError
 from meters.models import DeadLetter
 from meters.services.dead_letters import dead_letter_discard, dead_letter_replay
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(RecordAdmin):
     list_display = ("id", "door", "topic", "meter_serial", "status", "error_type", "deliveries", "last_seen")
     list_filter = ("door", "status")
     search_fields = ("=meter_serial", "=request_id", "=fingerprint")
     show_full_result_count = False
     actions = ("replay", "discard")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def _apply(self, request, queryset, service, done: str) -> None:
         outcomes = []

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from gridtoken.admin import RecordAdmin
 from gridtoken.exceptions import ApplicationError
 from meters.models import MeterReading
 from minting import selectors, services
@@ -65,17 +66,6 @@ def retry_failed(modeladmin, request, queryset) -> None:
     modeladmin.message_user(request, f"{count} failed reading(s) queued for minting.", messages.SUCCESS)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
 class BatchReadingInline(admin.TabularInline):
     model = MeterReading
     fk_name = "batch"
@@ -111,7 +101,7 @@ class BatchReadingInline(admin.TabularInline):
 
 
 @admin.register(MintBatch)
-class MintBatchAdmin(ReadOnlyAdmin):
+class MintBatchAdmin(RecordAdmin):
     list_display = (
         "created_at",
         "status",
@@ -246,5 +236,5 @@ class MintingControlAdmin(admin.ModelAdmin):
 
 
 @admin.register(TokenMint)
-class TokenMintAdmin(ReadOnlyAdmin):
+class TokenMintAdmin(RecordAdmin):
     list_display = ("address", "decimals", "token_program", "authority", "rpc_url", "created_at")

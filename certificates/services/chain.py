@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import struct
-import threading
 import uuid
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -41,6 +40,7 @@ from solders.transaction import VersionedTransaction
 from certificates.models import CertificateMint, ChainOperation
 from minting.chain import ChainClient, InsufficientFunds, NotInitialised, SignedMint
 from minting.chain import instructions as ix
+from minting.chain.configured import KeptClient
 from minting.chain.keys import load_keypair
 from minting.faults import crash_point
 from minting.models import MintBatch
@@ -113,8 +113,7 @@ def certificate_mint_init(*, new_mint: bool = False) -> tuple[CertificateMint, b
         client.close()
 
 
-_client_lock = threading.Lock()
-_client_cache: dict = {}
+_kept_client = KeptClient()
 
 
 def certificate_client() -> ChainClient:
@@ -122,21 +121,17 @@ def certificate_client() -> ChainClient:
     row = CertificateMint.objects.order_by("-created_at", "-id").first()
     if row is None:
         raise NotInitialised(NOT_INITIALISED)
-    key = (settings.CHAIN, row.id)
-    with _client_lock:
-        if _client_cache.get("key") != key:
-            old = _client_cache.pop("client", None)
-            if old is not None:
-                old.close()
-            chain = settings.CHAIN
-            _client_cache["client"] = ChainClient(
-                rpc_url=chain.rpc_url, authority=load_keypair(chain.keypair_path), mint=row.address,
-                decimals=DECIMALS, token_program=row.token_program, commitment=chain.commitment,
-                priority_fee_microlamports=chain.priority_fee_microlamports,
-                concurrent_batches=chain.concurrent_batches, timeout=float(chain.rpc_timeout_secs),
-            )  # fmt: skip
-            _client_cache["key"] = key
-        return _client_cache["client"]
+
+    def build() -> ChainClient:
+        chain = settings.CHAIN
+        return ChainClient(
+            rpc_url=chain.rpc_url, authority=load_keypair(chain.keypair_path), mint=row.address,
+            decimals=DECIMALS, token_program=row.token_program, commitment=chain.commitment,
+            priority_fee_microlamports=chain.priority_fee_microlamports,
+            concurrent_batches=chain.concurrent_batches, timeout=float(chain.rpc_timeout_secs),
+        )  # fmt: skip
+
+    return _kept_client.get((settings.CHAIN, row.id), build)
 
 
 def burn_checked(*, account: Pubkey, mint: Pubkey, authority: Pubkey, amount: int) -> Instruction:

@@ -345,6 +345,11 @@ class PipelineCollector(Collector):
         for door, count in sorted(observability.internal_error_counts().items()):
             internal.add_metric([door], count)
         yield internal
+        yield CounterMetricFamily(
+            "gridtoken_mint_internal_errors_total",
+            "Readings whose mint raised an unexpected error (internal_error): each used an attempt.",
+            observability.mint_internal_error_count(),
+        )
         yield GaugeMetricFamily(
             "gridtoken_websocket_connections",
             "Open WebSocket connections, all web processes.",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -76,3 +78,26 @@ def recorded_mint() -> tuple[str, int, str]:
     if settings.CHAIN.energy_token_mint:
         return settings.CHAIN.energy_token_mint, settings.TOKENIZATION.decimals, str(TOKEN_PROGRAM_ID)
     raise NotInitialised(NOT_INITIALISED)
+
+
+class KeptClient:
+    """A process's ChainClient (kept: it pools connections and remembers token accounts), rebuilt when its key
+    (the settings, the recorded mint) changes.
+
+    Build first, then swap: a build that raises (a keypair file gone for a moment, a bad mint row) leaves the
+    previous client and key in place, so the next call builds again instead of finding half a cache.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: Hashable = None
+        self._client: ChainClient | None = None
+
+    def get(self, key: Hashable, build: Callable[[], ChainClient]) -> ChainClient:
+        with self._lock:
+            if self._client is None or self._key != key:
+                client = build()
+                old, self._client, self._key = self._client, client, key
+                if old is not None:
+                    old.close()
+            return self._client

@@ -18,7 +18,6 @@ A mint cycle, for the readings a ``claim`` callable locks:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -30,6 +29,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from gridtoken import observability
 from meters.models import MeterReading
 from minting.chain import (
     ChainClient,
@@ -40,10 +40,11 @@ from minting.chain import (
     PermanentChainError,
     SignedMint,
 )
+from minting.chain.configured import KeptClient
 from minting.faults import crash_point
 from minting.models import MintBatch, TokenMint
 from minting.services.chain_view import read_outcomes
-from minting.services.claiming import ClaimedReading, readings_fail_now, readings_link
+from minting.services.claiming import ClaimedReading, claim_by_ids, readings_charge, readings_fail_now, readings_link
 from minting.services.control import (
     accounts_epoch_get,
     chain_outage_record,
@@ -59,6 +60,8 @@ CONFIRM_TIMEOUT_SECS = 20.0
 CONFIRM_POLL_SECS = 0.1
 RESEND_EVERY_SECS = 2.0
 ZERO_AMOUNT_ERROR = "amount below one token base unit: nothing to mint"
+# The reason code a reading's last_error starts with when its mint raised an exception nobody expected.
+INTERNAL_ERROR = "internal_error"
 
 
 def is_systemic(error: Exception) -> bool:
@@ -113,26 +116,21 @@ class Prepared:
         return cls(batch=batch, signed=signed)
 
 
-_client_lock = threading.Lock()
-_client_cache: dict = {}
+_kept_client = KeptClient()
+
+
+def _client_from_settings() -> ChainClient:
+    client = ChainClient.from_settings()
+    if client.anchor is not None:  # the program's mint: its decimals and authority, checked once
+        client.verify_mint()
+    return client
 
 
 def chain_client() -> ChainClient:
     """The process's client for the configured chain and the recorded mint (kept: it pools connections and
     remembers which token accounts exist); rebuilt when the settings or the recorded mint change."""
     mint_row = TokenMint.objects.order_by("-created_at", "-id").values_list("id", flat=True).first()
-    key = (settings.CHAIN, settings.TOKENIZATION, mint_row)
-    with _client_lock:
-        if _client_cache.get("key") != key:
-            old = _client_cache.pop("client", None)
-            if old is not None:
-                old.close()
-            client = ChainClient.from_settings()
-            if client.anchor is not None:  # the program's mint: its decimals and authority, checked once
-                client.verify_mint()
-            _client_cache["client"] = client
-            _client_cache["key"] = key
-        return _client_cache["client"]
+    return _kept_client.get((settings.CHAIN, settings.TOKENIZATION, mint_row), _client_from_settings)
 
 
 def _build(client: ChainClient, requests: list[MintRequest], memo: str) -> tuple[list[SignedMint], dict[str, str]]:
@@ -303,14 +301,23 @@ def readings_mint(
     """One full mint cycle over what ``claim`` locks (see the module docstring).
 
     Raises the chain's error when the chain cannot be reached while building: the claim transaction then
-    rolls back and the readings stay exactly as they were (no attempt consumed).
+    rolls back and the readings stay exactly as they were (no attempt consumed). Any other exception before
+    the commit (a bug in pricing, building or linking) rolls the claim back too, with nothing signed into the
+    database and so nothing sent; the claimed readings are then minted again in halves (``_isolate``).
     """
-    with transaction.atomic():
-        claimed = claim()
-        if not claimed:
-            return CycleResult()
-        prepared, dead = batches_prepare(client=client, claimed=claimed)
-        crash_point("after_build")
+    claimed_ids: list[uuid.UUID] = []
+    try:
+        with transaction.atomic():
+            claimed = claim()
+            if not claimed:
+                return CycleResult()
+            claimed_ids = [reading.id for reading in claimed]
+            prepared, dead = batches_prepare(client=client, claimed=claimed)
+            crash_point("after_build")
+    except Exception as exc:
+        if is_systemic(exc) or not claimed_ids:
+            raise
+        return _isolate(client, claimed_ids, exc, confirm_timeout)
     result = CycleResult(
         claimed=len(claimed), batches=len(prepared), dead=dead, signatures=[p.batch.signature for p in prepared]
     )
@@ -319,3 +326,32 @@ def readings_mint(
         result.add_settled(settled)
         result.in_flight = len(in_flight)
     return result
+
+
+def _isolate(
+    client: ChainClient, reading_ids: list[uuid.UUID], error: Exception, confirm_timeout: float
+) -> CycleResult:
+    """A claim of ``reading_ids`` raised ``error``, which nobody expected, before its commit. Mint the halves
+    again, each its own cycle, until the error is pinned on single readings: each of those uses an attempt
+    (``internal_error``: pending after the back-off, failed after the last attempt), the others mint. A bug
+    that hits one reading never retries forever nor holds up the readings claimed with it."""
+    if len(reading_ids) > 1:
+        logger.warning(
+            "a mint claim raised an unexpected error; minting it again in halves",
+            extra={"readings": len(reading_ids), "error": f"{type(error).__name__}: {error}"},
+        )
+        middle, result = len(reading_ids) // 2, CycleResult()
+        for half in (reading_ids[:middle], reading_ids[middle:]):
+            result.add(readings_mint(client=client, claim=lambda half=half: claim_by_ids(reading_ids=half),
+                                     confirm_timeout=confirm_timeout))  # fmt: skip
+        return result
+    (reading_id,) = reading_ids
+    logger.error("a reading's mint raised an unexpected error", exc_info=error, extra={"reading_id": str(reading_id)})
+    charged = readings_charge(failures={reading_id: f"{INTERNAL_ERROR}: {type(error).__name__}: {error}"})
+    observability.mint_internal_errors(len(charged))
+    events.emit(
+        [events.mint_failed(r, meter_serial=r.meter.serial, error=r.last_error, final=r.status == "failed")
+         for r in charged]
+    )  # fmt: skip
+    dead = sum(r.status == MeterReading.Status.FAILED for r in charged)
+    return CycleResult(claimed=1, retried=len(charged) - dead, dead=dead)

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from meters.models import MeterReading
-from minting.services.policy import rollout_bucket_sql
+from minting.services.policy import after_failed_attempt, rollout_bucket_sql
 
 READINGS = MeterReading._meta.db_table
 # kwh_amount here is what the reading mints (its mintable_kwh, by the mint basis), not its signed net.
@@ -109,3 +109,22 @@ def readings_fail_now(*, failures: dict[uuid.UUID, str]) -> None:
             " FROM unnest(%s::uuid[], %s::text[]) AS v(id, error) WHERE r.id = v.id",
             [list(ids), list(errors)],
         )
+
+
+def readings_charge(*, failures: dict[uuid.UUID, str]) -> list[MeterReading]:
+    """Charge one attempt to readings whose mint failed before anything was signed (nothing can have been sent):
+    ``pending`` again after the back-off, or ``failed`` after the last attempt. A row another worker claimed
+    meanwhile is left to it. Returns the charged rows."""
+    with transaction.atomic():
+        rows = list(
+            MeterReading.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("meter")
+            .filter(id__in=list(failures), status__in=[MeterReading.Status.PENDING, MeterReading.Status.FAILED])
+        )
+        now = timezone.now()
+        for row in rows:
+            row.attempts += 1
+            row.status, row.next_attempt_at = after_failed_attempt(row.attempts, now)
+            row.last_error = failures[row.id][:2000]
+        MeterReading.objects.bulk_update(rows, ["attempts", "status", "next_attempt_at", "last_error"])
+    return rows

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 
 from django.conf import settings
@@ -31,6 +31,14 @@ def retry_delay(attempts: int) -> timedelta:
 
 def is_final_attempt(attempts: int) -> bool:
     return attempts >= settings.TOKENIZATION.max_retry_attempts
+
+
+def after_failed_attempt(attempts: int, now: datetime) -> tuple[str, datetime]:
+    """(status, next_attempt_at) of a reading whose ``attempts``-th attempt failed: ``failed`` after the last
+    one (an operator retries it), else ``pending`` again after the back-off."""
+    if is_final_attempt(attempts):
+        return "failed", now
+    return "pending", now + retry_delay(attempts)
 
 
 def outage_delay(failures: int) -> timedelta:

@@ -23,7 +23,7 @@ from minting.faults import crash_point
 from minting.models import MintBatch
 from minting.services.claiming import READINGS
 from minting.services.control import accounts_epoch_bump, chain_outage_record
-from minting.services.policy import is_final_attempt, retry_delay
+from minting.services.policy import after_failed_attempt
 from realtime import events
 
 audit = logging.getLogger("minting.audit")
@@ -208,9 +208,8 @@ def _release(cursor, batch_ids, *, status: str, error: str, charge=_no_one) -> t
         )
         if charged:
             reading.attempts += 1
-            final = is_final_attempt(reading.attempts)
-            reading.status = "failed" if final else "pending"
-            reading.next_attempt_at = now if final else now + retry_delay(reading.attempts)
+            reading.status, reading.next_attempt_at = after_failed_attempt(reading.attempts, now)
+            final = reading.status == "failed"
             emitted.append(events.mint_failed(reading, meter_serial=reading.meter_serial, error=error, final=final))
             result.dead += final
             result.retried += not final

@@ -62,3 +62,27 @@ def test_the_admin_retries_failed_chain_operations_with_fresh_attempts(admin_cli
     act(admin_client, "chainoperation", "retry", [op.id])
     op.refresh_from_db()
     assert (op.status, op.attempts) == ("pending", 0)
+
+
+def test_a_device_page_edits_its_description_but_not_its_status_or_issuance_state(admin_client):
+    device = make_device(approve=False)
+    page = admin_client.get(reverse("admin:certificates_productiondevice_change", args=[device.id]))
+    assert 'name="name"' in page.content.decode() and 'name="status"' not in page.content.decode()
+
+    response = admin_client.post(
+        reverse("admin:certificates_productiondevice_change", args=[device.id]),
+        {"name": "Renamed plant", "technology": "wind", "commissioning_date": "2025-01-01",
+         "grid_zone": "10YDE-VE-------2", "country": "DE", "issuer": "registry", "status": "approved",
+         "next_bundle_id": "99", "carry_wh": "0.5", "approved_by": "nobody"},
+    )  # fmt: skip
+
+    assert response.status_code == 302
+    device.refresh_from_db()
+    assert (device.name, device.technology) == ("Renamed plant", "wind")
+    assert (device.status, device.next_bundle_id, device.carry_wh, device.approved_by) == ("pending", 1, 0, "")
+
+
+def test_devices_are_registered_through_the_api_not_added_in_the_admin(admin_client):
+    assert admin_client.get(reverse("admin:certificates_productiondevice_add")).status_code == 403
+    assert admin_client.post(reverse("admin:certificates_productiondevice_add"), {"name": "x"}).status_code == 403
+    assert not ProductionDevice.objects.exists()
