@@ -8,7 +8,7 @@ class CertificatesConfig(AppConfig):
 
     def ready(self) -> None:
         # The minting pipeline settles certificate batches through this hook (its one extension point).
-        from certificates.services.chain import settle_operations
+        from certificates.services.settling import settle_operations
         from minting.services.settlement import register_settle_hook
 
         register_settle_hook(settle_operations)
