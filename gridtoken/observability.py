@@ -125,7 +125,8 @@ def internal_error_counts() -> dict[str, int]:
 
 
 def mint_internal_errors(count: int) -> None:
-    """Count readings whose mint raised an unexpected error (``internal_error``); a lost count only logs."""
+    """Count readings or certificate operations whose mint raised an unexpected error (``internal_error``); a lost
+    count only logs."""
     try:
         redis_client().incrby(MINT_INTERNAL_ERRORS_KEY, count)
     except redis.RedisError:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import struct
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -35,13 +35,15 @@ from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import VersionedTransaction
 
 from certificates.models import CertificateMint, ChainOperation
-from minting.chain import ChainClient, InsufficientFunds, NotInitialised, SignedMint
+from gridtoken import observability
+from minting.chain import ChainClient, InsufficientFunds, InvalidWallet, NotInitialised, SignedMint
 from minting.chain import instructions as ix
 from minting.chain.configured import KeptClient
 from minting.chain.keys import load_keypair
 from minting.faults import crash_point
 from minting.models import MintBatch
-from minting.services.batching import CONFIRM_TIMEOUT_SECS, Prepared, batches_dispatch
+from minting.services.batching import CONFIRM_TIMEOUT_SECS, INTERNAL_ERROR, Prepared, batches_dispatch, is_systemic
+from minting.services.policy import after_failed_attempt
 
 logger = logging.getLogger("certificates.chain")
 audit = logging.getLogger("certificates.audit")
@@ -149,6 +151,7 @@ CLAIM_SQL = (
     " WHERE o.status = 'pending' AND o.next_attempt_at <= %(now)s AND NOT EXISTS ("
     f" SELECT 1 FROM {OPERATIONS} AS p WHERE p.issuance_id = o.issuance_id"
     " AND (p.created_at, p.id) < (o.created_at, o.id) AND p.status <> 'confirmed')"
+    " AND (%(ids)s::uuid[] IS NULL OR o.id = ANY(%(ids)s::uuid[]))"
     " ORDER BY o.next_attempt_at LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED"
 )
 
@@ -245,24 +248,40 @@ class SendResult:
     claimed: int = 0
     confirmed: int = 0
     retried: int = 0
+    failed: int = 0  # failed for good before anything was signed (an operator retries them)
     in_flight: int = 0
-    signatures: list[str] | None = None
+    signatures: list[str] = field(default_factory=list)
+
+    def add(self, other: SendResult) -> None:
+        for name in ("claimed", "confirmed", "retried", "failed", "in_flight"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.signatures += other.signatures
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items() if k != "signatures"}
 
 
 def operations_send(*, limit: int = 100, confirm_timeout: float = CONFIRM_TIMEOUT_SECS) -> SendResult:
-    """One cycle over up to ``limit`` due operations (the module docstring). A chain error while building
-    rolls the claim back (operations untouched) and is raised."""
-    client = certificate_client()
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(CLAIM_SQL, {"now": timezone.now(), "limit": limit})
-        claimed = [ClaimedOperation(*row) for row in cursor.fetchall()]
-        if not claimed:
-            return SendResult()
-        prepared = operations_prepare(client=client, claimed=claimed)
-        crash_point("after_build")
+    """One cycle over up to ``limit`` due operations (the module docstring). A chain error about the platform
+    while building (``is_systemic``: the RPC, the mint, the fee payer) rolls the claim back, operations
+    untouched, and is raised; any other error is pinned on the operations it fails for (``_isolate``)."""
+    return _send(certificate_client(), ids=None, limit=limit, confirm_timeout=confirm_timeout)
+
+
+def _send(client: ChainClient, *, ids: list[uuid.UUID] | None, limit: int, confirm_timeout: float) -> SendResult:
+    claimed: list[ClaimedOperation] = []
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(CLAIM_SQL, {"now": timezone.now(), "limit": limit, "ids": ids})
+            claimed = [ClaimedOperation(*row) for row in cursor.fetchall()]
+            if not claimed:
+                return SendResult()
+            prepared = operations_prepare(client=client, claimed=claimed)
+            crash_point("after_build")
+    except Exception as exc:
+        if is_systemic(exc) or not claimed:
+            raise
+        return _isolate(client, [op.id for op in claimed], exc, confirm_timeout)
     result = SendResult(claimed=len(claimed), signatures=[p.batch.signature for p in prepared])
     settled, in_flight = batches_dispatch(client=client, prepared=prepared, confirm_timeout=confirm_timeout)
     result.confirmed, result.retried, result.in_flight = (
@@ -273,16 +292,67 @@ def operations_send(*, limit: int = 100, confirm_timeout: float = CONFIRM_TIMEOU
     return result
 
 
+def _isolate(
+    client: ChainClient, operation_ids: list[uuid.UUID], error: Exception, confirm_timeout: float
+) -> SendResult:
+    """A claim of ``operation_ids`` raised ``error`` before its commit: nothing was signed into the database, so
+    nothing was sent. Send the halves again, each its own cycle, until the error is pinned on single operations;
+    the others are sent. A pinned operation uses an attempt through the pipeline's rule (``internal_error``:
+    pending after the back-off, failed after the last attempt), or fails at once when its wallet is unusable
+    (no attempt can succeed), like a reading the chain layer refuses."""
+    if len(operation_ids) > 1:
+        logger.warning(
+            "a certificate claim raised an error; sending it again in halves",
+            extra={"operations": len(operation_ids), "error": f"{type(error).__name__}: {error}"},
+        )
+        middle, result = len(operation_ids) // 2, SendResult()
+        for half in (operation_ids[:middle], operation_ids[middle:]):
+            result.add(_send(client, ids=half, limit=len(half), confirm_timeout=confirm_timeout))
+        return result
+    (operation_id,) = operation_ids
+    refused = isinstance(error, InvalidWallet)
+    if refused:
+        logger.warning("a certificate operation cannot be built", extra={"operation_id": str(operation_id),
+                                                                          "error": str(error)})  # fmt: skip
+        message = f"refused by the chain: {error}"
+    else:
+        logger.error("a certificate operation raised an unexpected error", exc_info=error,
+                     extra={"operation_id": str(operation_id)})  # fmt: skip
+        message = f"{INTERNAL_ERROR}: {type(error).__name__}: {error}"
+    status = _charge(operation_id, message, final=refused)
+    if status is None:  # another worker claimed it meanwhile
+        return SendResult()
+    if not refused:
+        observability.mint_internal_errors(1)
+    return SendResult(claimed=1, retried=status == ChainOperation.Status.PENDING,
+                      failed=status == ChainOperation.Status.FAILED)  # fmt: skip
+
+
+def _charge(operation_id: uuid.UUID, error: str, *, final: bool) -> str | None:
+    """One attempt used by a pending operation that failed before anything was signed; its new status, or None
+    when another worker holds it."""
+    with transaction.atomic():
+        op = (
+            ChainOperation.objects.select_for_update(skip_locked=True)
+            .filter(id=operation_id, status=ChainOperation.Status.PENDING)
+            .first()
+        )
+        if op is None:
+            return None
+        now = timezone.now()
+        op.attempts += 1
+        op.status, op.next_attempt_at = ("failed", now) if final else after_failed_attempt(op.attempts, now)
+        op.last_error = error[:2000]
+        op.save(update_fields=["attempts", "status", "next_attempt_at", "last_error"])
+    return op.status
+
+
 def operations_drain(*, limit: int = 100) -> SendResult:
     """Cycles until a claim comes back short (what the task runs)."""
-    total = SendResult(signatures=[])
+    total = SendResult()
     while True:
         part = operations_send(limit=limit)
-        total.claimed += part.claimed
-        total.confirmed += part.confirmed
-        total.retried += part.retried
-        total.in_flight += part.in_flight
-        total.signatures += part.signatures or []
+        total.add(part)
         if part.claimed < limit:
             return total
 

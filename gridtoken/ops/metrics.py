@@ -347,7 +347,7 @@ class PipelineCollector(Collector):
         yield internal
         yield CounterMetricFamily(
             "gridtoken_mint_internal_errors_total",
-            "Readings whose mint raised an unexpected error (internal_error): each used an attempt.",
+            "Readings and certificate operations whose mint raised an unexpected error (internal_error).",
             observability.mint_internal_error_count(),
         )
         yield GaugeMetricFamily(
