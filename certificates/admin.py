@@ -12,7 +12,7 @@ from certificates.services.chain import operations_retry
 from certificates.services.devices import device_set_status
 from certificates.services.issuance import issuance_decide_held
 from certificates.services.lifecycle import bundle_withdraw
-from gridtoken.admin import RecordAdmin
+from gridtoken.admin import CheckedModelAdmin, RecordAdmin
 from gridtoken.exceptions import ApplicationError
 
 
@@ -30,7 +30,7 @@ def _each(modeladmin, request, rows, act, done: str) -> None:
 
 
 @admin.register(ProductionDevice)
-class ProductionDeviceAdmin(admin.ModelAdmin):
+class ProductionDeviceAdmin(CheckedModelAdmin):
     """A device's description stays editable; it is registered through ``device_register`` (the API), its
     status moves only through the approve and suspend actions, and the issuance state only by issuance."""
 

@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from config.objects import VEE_ACTIONS, VEE_RULES
-from gridtoken.admin import RecordAdmin
+from gridtoken.admin import CheckedModelAdmin, RecordAdmin
 from gridtoken.exceptions import ApplicationError
 from meters.models import READING_FLAGS, ApiKey, Meter, MeterReading, User
 from meters.parsers import loads_exact
@@ -62,7 +62,7 @@ def _show_plaintext(request, key: ApiKey, plaintext: str) -> None:
     )
 
 
-class KeepsReadingsAdmin(admin.ModelAdmin):
+class KeepsReadingsAdmin(CheckedModelAdmin):
     """Deletes rows only while no reading refers to them through ``readings_field``."""
 
     readings_field: str
@@ -344,7 +344,7 @@ class ApiKeyIssueForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(CheckedModelAdmin):
     list_display = ("prefix", "name", "scope", "owner", "meter", "created_at", "last_used_at", "is_active")
     list_filter = ("scope", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("prefix", "name", "owner__username", "meter__serial")
@@ -390,4 +390,4 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"{queryset.count()} key(s) revoked.")
 
 
-from meters import dead_letter_admin  # noqa: E402, F401 (registers DeadLetterAdmin)
+from meters import account_admin, dead_letter_admin  # noqa: E402, F401 (register GroupAdmin, DeadLetterAdmin)

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from gridtoken.admin import RecordAdmin
+from gridtoken.admin import CheckedModelAdmin, RecordAdmin
 from gridtoken.exceptions import ApplicationError
 from meters.models import MeterReading
 from minting import selectors, services
@@ -161,7 +161,7 @@ class MintBatchAdmin(RecordAdmin):
 
 
 @admin.register(MintingControl)
-class MintingControlAdmin(admin.ModelAdmin):
+class MintingControlAdmin(CheckedModelAdmin):
     """The switch is the only editable field; everything else is what the workers record (``accounts_epoch``
     is an internal cache generation, not shown)."""
 

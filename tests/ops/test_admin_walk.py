@@ -21,7 +21,8 @@ from rest_framework.authtoken.models import Token
 
 from certificates.models import CertificateBundle, CertificateMint, ChainOperation, Issuance
 from certificates.services.issuance import certificates_issue_due
-from meters.models import DeadLetter, MeterReading
+from gridtoken.admin import TAMPERED_SELECTION
+from meters.models import DeadLetter, Meter, MeterReading
 from meters.services.dead_letters import Origin, dead_letter_record
 from minting.models import MintBatch, TokenMint
 from minting.services import control_get
@@ -153,6 +154,18 @@ def test_saving_an_empty_certificate_mint_form_stores_no_mint(operator):
     assert not CertificateMint.objects.exists()
 
 
+def test_an_action_posted_with_an_altered_selection_does_nothing_and_says_so(operator, samples):
+    meter = Meter.objects.order_by("pk").first()
+
+    response = operator.post(
+        url(Meter, "changelist"), {"action": "suspend", "_selected_action": [str(meter.pk), "not-a-uuid"]}, follow=True
+    )
+
+    assert [str(message) for message in response.context["messages"]] == [TAMPERED_SELECTION]
+    meter.refresh_from_db()
+    assert meter.status == Meter.Status.ACTIVE
+
+
 @pytest.mark.parametrize("model", SERVICE_WRITTEN, ids=lambda model: model._meta.label)
 def test_service_written_records_have_no_add_change_or_delete_but_stay_visible(model, superuser):
     model_admin = admin.site._registry[model]
@@ -242,6 +255,16 @@ def test_the_delete_page_and_action_delete_nothing_the_admin_forbids(model, mode
             url(model, "changelist"), {"action": action, "_selected_action": selected, "post": "yes"}
         )
         no_server_error(response, f"action {action}")
+    request = RequestFactory().get("/admin/")
+    request.user = superuser
+    untouched = snapshot(model)
+    for action in [*model_admin.get_actions(request), "garbage"]:
+        for value in GARBAGE:  # a tampered form: the selection names no row of this model
+            response = operator.post(
+                url(model, "changelist"), {"action": action, "_selected_action": [value], "post": "yes"}
+            )
+            no_server_error(response, f"action {action} on {value[:20]!r}")
+            assert snapshot(model) == untouched, f"action {action} on {value[:20]!r}"
     for pk in _editable_rows(model):
         response = operator.post(url(model, "delete", pk), {"post": "yes"})
         no_server_error(response, "delete")
