@@ -108,16 +108,16 @@ class Peer:
         self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
-        assert connected.wait(5)
+        assert connected.wait(30)
         for topic in subscribe:
             self.subscribed.clear()
             self.client.subscribe(topic, qos=1)
-            assert self.subscribed.wait(5)
+            assert self.subscribed.wait(30)
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
         info = self.client.publish(topic, payload, qos=qos)
         if qos:
-            info.wait_for_publish(5)
+            info.wait_for_publish(30)
 
     def close(self) -> None:
         self.client.disconnect()

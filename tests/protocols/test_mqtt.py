@@ -254,7 +254,7 @@ def test_the_generated_password_and_acl_files_let_a_meter_publish_only_on_its_ow
         device.publish(f"tele/{other.serial}/SENSOR", "not mine either", qos=0)
         device.publish(f"gridtoken/meters/{own.serial}/readings", "mine")
         device.publish(f"tele/{own.serial}/SENSOR", "mine too")
-        wait_until(lambda: len(ingester.received) >= 2, timeout=10, interval=0.05)
+        wait_until(lambda: len(ingester.received) >= 2, timeout=30, interval=0.05)
         time.sleep(0.3)  # (the refused ones were handled first: nothing more can be on its way)
         assert sorted(ingester.received) == [
             (f"gridtoken/meters/{own.serial}/readings", b"mine"),
