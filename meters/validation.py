@@ -95,9 +95,11 @@ class ReadingInput:
     interval_secs: int | None = None
     flags: list[str] | None = None  # found while parsing: a wallet that is not the meter's, unusable fields
     meter_quality: bool = False  # the meter itself marked the reading as not good
-    # Set only by a device protocol (never from a body): the messages its signature may cover instead of the
-    # canonical one (e.g. the aggregator bridge's "{device_id}:{kwh}:{timestamp_ms}" forms).
-    signed_messages: tuple[bytes, ...] | None = None
+    # Set only by a device protocol (never from a body): the forms (``meters.signatures.SignedForm``) its
+    # signature may be over instead of GridToken's own (e.g. the aggregator bridge's "{device_id}:{v}:{ms}").
+    signed_messages: tuple | None = None
+    # Set once the signature verified: the quantities its form covers (None: no signature was checked).
+    signature_covers: frozenset[str] | None = None
     error: ApplicationError | None = None
     # What the client sent, for the validation_failed event.
     raw_kwh: object = None

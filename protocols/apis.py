@@ -22,7 +22,7 @@ from meters.services.readings import reading_submit
 from meters.validation import parse_reading
 from protocols import bridge
 
-SIGNATURE_CODES = frozenset({"invalid_signature", "signature_required"})
+SIGNATURE_CODES = frozenset({"invalid_signature", "signature_required", "signature_incomplete"})
 # GridToken's body field -> the bridge payload's.
 _FIELDS = {"meter_signature": "signature", "meter_serial": "device_id", "meter_id": "device_id"}
 

@@ -32,6 +32,7 @@ from functools import reduce
 
 from gridtoken.exceptions import ApplicationError, ValidationFailed
 from meters.numbers import EXACT, MAX_DIGITS, decimal_places, read_number, shift
+from meters.signatures import EVERYTHING, EXPORT, IMPORT, NET, TIMESTAMP, SignedForm
 from meters.validation import (
     KWH_COLUMN_LIMIT,
     KWH_QUANTUM,
@@ -69,7 +70,7 @@ class BridgeReading:
 
     device_id: str | None
     body: dict
-    signed_messages: tuple[bytes, ...] | None
+    signed_messages: tuple[SignedForm, ...] | None
 
 
 def _invalid(message: str, field: str, code: str = "validation_error") -> ValidationFailed:
@@ -236,36 +237,74 @@ def _obis_kwh(payload: dict, total: str, tariffs: tuple[str, ...]) -> Decimal | 
 # --- What the signature covers ---------------------------------------------------------------------------------
 
 
-def signed_messages(payload: dict, *, device_id: str | None) -> tuple[bytes, ...] | None:
-    """The bridge's three message forms for ``payload``, or None when it names no device or carries no
-    timestamp (a signed reading must carry both; GridToken's own canonical message is then checked)."""
+def signed_messages(payload: dict, *, device_id: str | None) -> tuple[SignedForm, ...] | None:
+    """The bridge's three message forms for ``payload`` and what each covers, or None when it names no device
+    or carries no timestamp (a signed reading must carry both; GridToken's own forms are then checked).
+
+    ``{device_id}:{v}:{timestamp_ms}`` vouches for the timestamp (to the millisecond) and for the one quantity
+    ``v`` was read from; the seconds form for the timestamp only when it is on a whole second; the JSON form
+    for everything the payload says.
+    """
     if device_id is None or not isinstance(payload.get("timestamp"), str):
         return None
     try:
         moment = parse_timestamp(payload["timestamp"], "timestamp")
     except ValidationFailed:
         return None
-    value = signed_value(payload)
-    if value is None:
+    signed = _signed_source(payload)
+    if signed is None:
         return None
+    value, source = signed
     millis = (moment - _EPOCH) // _MILLISECOND
+    quantities = _value_covers(payload, source)
     unsigned = {key: item for key, item in payload.items() if key != "signature"}
+    exact_ms = moment.microsecond % 1000 == 0
     return (
-        f"{device_id}:{value}:{millis}".encode(),
-        f"{device_id}:{value}:{millis // 1000}".encode(),
-        serde_json(unsigned).encode(),
+        SignedForm(f"{device_id}:{value}:{millis}".encode(), quantities | ({TIMESTAMP} if exact_ms else set())),
+        SignedForm(
+            f"{device_id}:{value}:{millis // 1000}".encode(),
+            quantities | ({TIMESTAMP} if moment.microsecond == 0 else set()),
+        ),
+        SignedForm(serde_json(unsigned).encode(), EVERYTHING),
     )
+
+
+def _value_covers(payload: dict, source: str) -> frozenset[str]:
+    """What ``v`` vouches for in the reading GridToken stores: the direction (or net) it was read from, when
+    that payload field is what the direction (or net) is stored from. A net derived from the directions
+    (no ``kwh`` sent) is never covered by ``v``, which carries one number."""
+    from_obis = {
+        IMPORT: any(payload.get(code) is not None for code in (IMPORT_WH, *IMPORT_TARIFFS)),
+        EXPORT: any(payload.get(code) is not None for code in (EXPORT_WH, *EXPORT_TARIFFS)),
+    }
+    covered = {
+        "kwh": NET,
+        IMPORT_WH: IMPORT,
+        EXPORT_WH: EXPORT,
+        "energy_consumed": None if from_obis[IMPORT] else IMPORT,
+        "energy_generated": None if from_obis[EXPORT] else EXPORT,
+    }[source]
+    return frozenset(() if covered is None else (covered,))
+
+
+def _signed_source(payload: dict) -> tuple[str, str] | None:
+    """``v`` and the field it was read from: the first JSON number of kwh, energy_consumed, energy_generated,
+    import Wh/1000, export Wh/1000."""
+    for name in ("kwh", "energy_consumed", "energy_generated"):
+        if _is_number(payload.get(name)):
+            value = rust_f64_to_string(payload[name])
+            return None if value is None else (value, name)
+    for code in (IMPORT_WH, EXPORT_WH):
+        if _is_number(payload.get(code)):
+            value = _display(_f64(payload[code]) / 1000.0)
+            return None if value is None else (value, code)
+    return None
 
 
 def signed_value(payload: dict) -> str | None:
     """``v``: the first JSON number of kwh, energy_consumed, energy_generated, import Wh/1000, export Wh/1000."""
-    for name in ("kwh", "energy_consumed", "energy_generated"):
-        if _is_number(payload.get(name)):
-            return rust_f64_to_string(payload[name])
-    for code in (IMPORT_WH, EXPORT_WH):
-        if _is_number(payload.get(code)):
-            return _display(_f64(payload[code]) / 1000.0)
-    return None
+    signed = _signed_source(payload)
+    return None if signed is None else signed[0]
 
 
 def _f64(number: int | Decimal) -> float:

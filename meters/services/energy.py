@@ -14,6 +14,9 @@ batch see each other in timestamp order whatever order they arrived in.
 - **Mint basis** (``TOKENIZATION_MINT_BASIS``): ``reading`` mints a reading's positive net, ``export`` its
   export/generation, ``window`` nothing per reading (``awaiting_window``; the window's net surplus is minted once
   per (meter, window) by ``minting.services.windows``).
+- **Signature coverage**: when a reading's signature was checked, every quantity its mint depends on must be
+  one the verified form covers (``meters.signatures``); otherwise it is held with ``unsigned_<quantity>`` flags
+  (or refused ``signature_incomplete`` when ``METER_SIGNATURE_UNCOVERED=reject``), never minted silently.
 - **VEE** (``settings.VEE``, per-meter overrides in ``Meter.vee_rules``): each rule flags, holds (status ``held``,
   never minted until an operator approves) or rejects (a 400 with code ``vee_<rule>``).
 """
@@ -31,6 +34,7 @@ from django.conf import settings
 from django.db import connection
 
 from gridtoken.exceptions import ValidationFailed
+from meters import signatures
 from meters.models import MeterReading
 from meters.registers import Registers, derive
 from meters.selectors import MeterRow
@@ -261,6 +265,18 @@ def assess(
             status = Status.HELD
     if "above_maximum" in flags:
         status = Status.HELD  # a jump beyond the largest accepted reading is never minted unseen
+    unsigned = _unsigned(item, mintable=mintable, windowed=window_start is not None)
+    if unsigned:
+        if settings.INGEST.signature_uncovered == "reject":
+            raise ValidationFailed(
+                "signature_incomplete",
+                f"The signature does not cover the {', '.join(unsigned)} this reading would mint; sign the "
+                "gridtoken:v2 form (or the bridge's JSON form).",
+                field="meter_signature",
+                details={"unsigned": unsigned},
+            )
+        flags.extend(f"unsigned_{quantity}" for quantity in unsigned)
+        status = Status.HELD
     if context is not None:
         context.add(
             Neighbour(
@@ -280,6 +296,30 @@ def assess(
         _exact(kwh), _exact(generated), _exact(consumed), _exact(mintable), status, list(dict.fromkeys(flags)),
         window_start, resplit, seconds,
     )  # fmt: skip
+
+
+def signature_needs(item: ReadingInput) -> tuple[str, ...]:
+    """The quantities a reading's mint depends on under the mint basis (docs/METER_DATA.md, Signatures)."""
+    needs = [signatures.TIMESTAMP]  # another timestamp is another reading: a replay that mints again
+    export_basis = settings.TOKENIZATION.mint_basis == "export"
+    if item.source == Source.REGISTER:
+        if item.registers.import_kwh is not None and not export_basis:
+            needs.append(signatures.IMPORT)
+        if item.registers.export_kwh is not None:
+            needs.append(signatures.EXPORT)
+    elif export_basis and item.generated is not None:
+        needs.append(signatures.EXPORT)
+    else:
+        needs.append(signatures.NET)
+    return tuple(needs)
+
+
+def _unsigned(item: ReadingInput, *, mintable: Decimal, windowed: bool) -> list[str]:
+    """What the verified signature leaves uncovered of this reading's mint. Register reads are always checked
+    (their totals shape the next read's energy), interval readings when they mint or count in a window."""
+    if item.signature_covers is None or not (item.source == Source.REGISTER or windowed or mintable > 0):
+        return []
+    return [quantity for quantity in signature_needs(item) if quantity not in item.signature_covers]
 
 
 def _exact(value: Decimal | None) -> Decimal | None:
