@@ -95,8 +95,12 @@ class _Existing:
         self.registers = registers
 
     def replayed_by(self, item: ReadingInput) -> bool:
-        if item.registers is not None:
-            return self.registers == item.registers
+        if item.registers is not None:  # a partial update repeats the registers it sends (the rest were overlaid)
+            sent, stored = item.registers, self.registers
+            return stored is not None and all(
+                value is None or value == kept
+                for value, kept in ((sent.import_kwh, stored.import_kwh), (sent.export_kwh, stored.export_kwh))
+            )
         return self.registers is None and self.kwh_amount == item.kwh
 
 

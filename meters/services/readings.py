@@ -93,7 +93,7 @@ class StoredReading:
     @classmethod
     def new(cls, meter: MeterRow, item: ReadingInput, now: datetime, verdict: Assessment, reading_id=None):
         """The row ingestion stores: attributed to the meter's owner and wallet, whatever the body said."""
-        registers = item.registers
+        registers = verdict.registers
         return cls(
             reading_id or uuid.uuid4(),
             meter.owner_id,
