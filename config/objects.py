@@ -246,6 +246,7 @@ class ServiceConfig:
 MQTT_PRESETS = {
     "gridtoken": "gridtoken/meters/{serial}/readings",
     "tasmota": "tele/{serial}/SENSOR",
+    "tasmota-export": "tele/pv/{serial}/SENSOR",  # plugs whose ENERGY.Total is production; not subscribed by default
     "shelly": "{serial}/status/emdata:0",
     "shelly-rpc": "{serial}/events/rpc",
 }

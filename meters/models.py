@@ -33,6 +33,8 @@ READING_FLAGS = (
     "unsigned_kwh",
     "unsigned_import",
     "unsigned_export",
+    "local_time_ambiguous",
+    "local_time_nonexistent",
 )
 # Register totals are larger than any one interval: numeric(24, 9) holds a billion MWh.
 REGISTER_MAX_DIGITS = 24

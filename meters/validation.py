@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from solders.pubkey import Pubkey
@@ -41,6 +42,9 @@ MAX_TEXT_LENGTH = 64
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$",
 )
+_LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?$")
+# A local time that cannot be read safely: held for an operator (docs/METER_DATA.md "Local time").
+LOCAL_TIME_NONEXISTENT, LOCAL_TIME_AMBIGUOUS = "local_time_nonexistent", "local_time_ambiguous"
 
 TELEMETRY_NUMBERS = (
     "energy_generated",
@@ -93,6 +97,10 @@ class ReadingInput:
     generated: Decimal | None = None
     consumed: Decimal | None = None
     interval_secs: int | None = None
+    # A local time without offset (``time_zone`` sent) that a DST change repeats or skips: reading_timestamp is
+    # its earlier reading, this the later one; meters.services.local_time picks one under the meter lock.
+    timestamp_alternative: datetime | None = None
+    register_start: datetime | None = None  # when the meter's registers last started from zero (reset marker)
     flags: list[str] | None = None  # found while parsing: a wallet that is not the meter's, unusable fields
     meter_quality: bool = False  # the meter itself marked the reading as not good
     # Set only by a device protocol (never from a body): the forms (``meters.signatures.SignedForm``) its
@@ -149,6 +157,40 @@ def parse_timestamp(value: object, name: str) -> datetime:
     if moment is None:
         raise _invalid("validation_error", "An RFC 3339 timestamp with an offset is required.", name)
     return moment
+
+
+def parse_time_zone(value: object, name: str = "time_zone") -> ZoneInfo:
+    if not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isprintable():
+        raise _invalid("validation_error", "An IANA time zone such as Europe/Berlin is required.", name)
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _invalid("validation_error", "An IANA time zone such as Europe/Berlin is required.", name) from None
+
+
+def parse_local_timestamp(value: object, name: str, zone: ZoneInfo) -> tuple[datetime, datetime | None, bool]:
+    """A timestamp sent with ``time_zone``: RFC 3339 (its offset wins) or a local time without offset.
+
+    Returns (moment, alternative, nonexistent): an ambiguous local time (the hour an autumn DST change repeats)
+    is its first pass, with the second pass alongside; a nonexistent one (the hour a spring change skips) is read
+    with the offset after the change, with the one before alongside, and flagged. ``meters.services.local_time``
+    decides between the two under the meter's lock.
+    """
+    if isinstance(value, str) and _RFC3339.match(value):
+        return parse_timestamp(value, name), None, False
+    if not isinstance(value, str) or not _LOCAL_TIME.match(value):
+        raise _invalid("validation_error", "An RFC 3339 timestamp, or a local time with time_zone, is required.", name)
+    try:
+        local = datetime.fromisoformat(f"{value[:10]}T{value[11:]}")
+        first = local.replace(tzinfo=zone, fold=0).astimezone(UTC)
+        second = local.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise _invalid("validation_error", "Not a valid date and time.", name) from None
+    if first == second:
+        return first, None, False
+    if first < second:
+        return first, second, False
+    return second, first, True  # fold=0 of a skipped time reads it with the offset before the change
 
 
 @functools.lru_cache(maxsize=4096)  # the items of one batch usually share their interval's timestamp
@@ -260,6 +302,15 @@ def _energy(value: object, name: str, flags: list[str]) -> Decimal | None:
     return amount.quantize(KWH_QUANTUM, rounding=ROUND_DOWN)
 
 
+def _register_start(value: object, zone: ZoneInfo | None) -> datetime:
+    """``register_start``: RFC 3339, or local with ``time_zone``; of an ambiguous local time the later pass, so a
+    reset is never missed (a reset found too eagerly only makes a read a baseline)."""
+    if zone is None:
+        return parse_timestamp(value, "register_start")
+    first, second, _ = parse_local_timestamp(value, "register_start", zone)
+    return max(first, second or first)
+
+
 def _interval(value: object, flags: list[str]) -> int | None:
     if value is None:
         return None
@@ -355,15 +406,25 @@ def _parse_body(item: ReadingInput, data: dict, *, kwh_key: str, timestamp_key: 
         raise _invalid("validation_error", "This field (or register totals) is required.", kwh_key)
     else:
         item.kwh = parse_kwh(item.raw_kwh, kwh_key)
+    flags: list[str] = []
+    zone = None if data.get("time_zone") is None else parse_time_zone(data["time_zone"])
     if item.raw_timestamp is None:
         if required:
             raise _invalid("validation_error", "This field is required.", timestamp_key)
         item.reading_timestamp = now
+    elif zone is not None:
+        item.reading_timestamp, item.timestamp_alternative, nonexistent = parse_local_timestamp(
+            item.raw_timestamp, timestamp_key, zone
+        )
+        item.timestamp_sent = True
+        if nonexistent:
+            flags.append(LOCAL_TIME_NONEXISTENT)
     else:
         item.reading_timestamp = parse_timestamp(item.raw_timestamp, timestamp_key)
         item.timestamp_sent = True
     check_timestamp_window(item.reading_timestamp, now=now, name=timestamp_key)
-    flags: list[str] = []
+    if item.registers is not None and data.get("register_start") is not None:
+        item.register_start = _register_start(data["register_start"], zone)
     wallet = data.get("wallet_address")
     if wallet is not None:  # never credited: the meter's registered wallet is paid; compared once the meter is known
         item.wallet_address = wallet if isinstance(wallet, str) else ""

@@ -38,6 +38,7 @@ from meters.models import Meter
 from meters.registers import Registers
 from meters.selectors import Caller, MeterRow, meter_access_error, meter_not_found, meters_by_reference
 from meters.services.energy import assess, contexts_load, late_register_read, needs_context
+from meters.services.local_time import local_times_resolve
 from meters.services.readings import (
     LOCK_NAMESPACE,
     TABLE,
@@ -172,6 +173,7 @@ def _store(caller: Caller, candidates, results, reject, now: datetime) -> list[S
         candidates = _recheck(caller, candidates, locked, reject)
         if not candidates:
             return []
+        local_times_resolve(cursor, candidates)  # a DST change's repeated hour: which pass, under the lock
         ranges: dict[uuid.UUID, list[datetime]] = {}
         for _, item, meter in candidates:
             span = ranges.setdefault(meter.id, [item.reading_timestamp, item.reading_timestamp])

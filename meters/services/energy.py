@@ -38,13 +38,21 @@ from meters import signatures
 from meters.models import MeterReading
 from meters.registers import Registers, derive, overlay
 from meters.selectors import MeterRow
-from meters.validation import KWH_COLUMN_LIMIT, KWH_QUANTUM, ReadingInput, is_wallet_address
+from meters.validation import (
+    KWH_COLUMN_LIMIT,
+    KWH_QUANTUM,
+    LOCAL_TIME_AMBIGUOUS,
+    LOCAL_TIME_NONEXISTENT,
+    ReadingInput,
+    is_wallet_address,
+)
 
 Status, Source = MeterReading.Status, MeterReading.Source
 TABLE = MeterReading._meta.db_table
 ZERO = Decimal(0)
 # Readings whose energy may still be re-derived: not priced, claimed, minted or counted in a settled window.
 OPEN_STATUSES = (Status.PENDING, Status.HELD, Status.AWAITING_WINDOW)
+HELD_TIMES = frozenset((LOCAL_TIME_AMBIGUOUS, LOCAL_TIME_NONEXISTENT))
 VEE_MESSAGES = {
     "capacity": "The energy is more than the meter's rated capacity can produce in the interval.",
     "spike": "The energy is far above this meter's recent readings.",
@@ -141,6 +149,7 @@ def needs_context(item: ReadingInput) -> bool:
     vee = settings.VEE
     return (
         item.source == Source.REGISTER
+        or item.timestamp_alternative is not None  # decided against the meter's readings, under its lock
         or settings.TOKENIZATION.mint_basis == "window"
         or (item.interval_secs is not None and vee.actions["gap"] != "off")
         or vee.actions["spike"] != "off"
@@ -265,8 +274,8 @@ def assess(
         flags.append(rule)
         if action == "hold":
             status = Status.HELD
-    if "above_maximum" in flags:
-        status = Status.HELD  # a jump beyond the largest accepted reading is never minted unseen
+    if "above_maximum" in flags or HELD_TIMES & set(flags):
+        status = Status.HELD  # a jump beyond the largest reading, a local time not read safely: never minted unseen
     unsigned = _unsigned(item, mintable=mintable, windowed=window_start is not None)
     if unsigned:
         if settings.INGEST.signature_uncovered == "reject":
@@ -342,6 +351,9 @@ def late_register_read(verdict: Assessment) -> Assessment:
 def _register(item: ReadingInput, meter: MeterRow, context: MeterContext | None, flags: list[str]):
     rollover = meter.register_max_kwh
     previous = context.before(item.reading_timestamp, source=Source.REGISTER, after=meter.register_baseline_at)
+    if previous is not None and item.register_start is not None and item.register_start > previous.moment:
+        flags.append("register_reset")  # the device says its registers restarted since the previous read
+        previous = None
     registers = overlay(item.registers, previous.registers if previous else None)
     if registers != item.registers:
         flags.append("registers_overlaid")  # a partial update: the left-out registers did not move
