@@ -75,10 +75,14 @@ PAYLOAD = inline_serializer(
         ),
     },
 )
+PROTOCOL = serializers.CharField(
+    allow_blank=True,
+    help_text=f"{', '.join(bridge.PROTOCOLS)} in any case; {bridge.AUTO} or empty is {bridge.DLMS} (as the bridge)",
+)
 INGEST = inline_serializer(
     "BridgeIngest",
     {
-        "protocol": serializers.ChoiceField(choices=bridge.PROTOCOLS),
+        "protocol": PROTOCOL,
         "device_id": serializers.CharField(help_text="The meter's serial"),
         "payload": PAYLOAD,
     },
@@ -86,7 +90,7 @@ INGEST = inline_serializer(
 BATCH = inline_serializer(
     "BridgeIngestBatch",
     {
-        "protocol": serializers.ChoiceField(choices=bridge.PROTOCOLS),
+        "protocol": PROTOCOL,
         "readings": serializers.ListField(
             child=serializers.DictField(),
             help_text="Payloads as in BridgePayload, each naming its meter by device_id (or meter_serial, meter_id)",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,7 +43,7 @@ from meters.validation import (
     parse_timestamp,
 )
 
-DLMS, DLMS_ENC, SIMULATOR = "dlms", "dlms-enc", "simulator"
+DLMS, DLMS_ENC, SIMULATOR, AUTO = "dlms", "dlms-enc", "simulator", "auto"
 PROTOCOLS = (DLMS, DLMS_ENC, SIMULATOR)
 DEVICE_TYPE = "smart_meter"
 # Where GridToken announces a stored reading: the meter_reading_received event on the WebSocket (/ws).
@@ -61,6 +62,8 @@ OBIS_TELEMETRY = {
 _PASSED_THROUGH = tuple(name for name in TELEMETRY_FIELDS if name not in ("energy_generated", "energy_consumed"))
 OBIS_WH_LIMIT = KWH_COLUMN_LIMIT * 1000  # an interval's energy, in Wh, below the kWh column's limit
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What Rust's f64 FromStr reads: an optional sign, decimal digits with an optional exponent, inf/infinity/nan.
+_RUST_F64 = re.compile(r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
 _MILLISECOND = timedelta(milliseconds=1)
 
 
@@ -78,13 +81,18 @@ def _invalid(message: str, field: str, code: str = "validation_error") -> Valida
 
 
 def envelope_protocol(envelope: object) -> str:
-    """The envelope's protocol; 400 ``unsupported_protocol`` when it is not one the bridge speaks."""
+    """The envelope's protocol as the bridge reads it (``resolve_protocol``: any case, ``auto`` or empty is
+    ``dlms``); 400 ``unsupported_protocol`` when it is not one the bridge speaks."""
     if not isinstance(envelope, dict):
         raise ValidationFailed("validation_error", "Expected a JSON object.")
     protocol = envelope.get("protocol")
-    if protocol not in PROTOCOLS:
-        raise _invalid(f"protocol must be one of {', '.join(PROTOCOLS)}.", "protocol", "unsupported_protocol")
-    return protocol
+    resolved = protocol.lower() if isinstance(protocol, str) else None
+    if resolved in ("", AUTO):
+        resolved = DLMS
+    if resolved not in PROTOCOLS:
+        allowed = f"{', '.join(PROTOCOLS)} (any case; {AUTO} or empty: {DLMS})"
+        raise _invalid(f"protocol must be one of {allowed}.", "protocol", "unsupported_protocol")
+    return resolved
 
 
 def refuse_encrypted(payload: object, field: str = "payload") -> ApplicationError:
@@ -290,14 +298,21 @@ def _value_covers(payload: dict, source: str) -> frozenset[str]:
 def _signed_source(payload: dict) -> tuple[str, str] | None:
     """``v`` and the field it was read from: the first JSON number of kwh, energy_consumed, energy_generated,
     import Wh/1000, export Wh/1000."""
-    for name in ("kwh", "energy_consumed", "energy_generated"):
-        if _is_number(payload.get(name)):
-            value = rust_f64_to_string(payload[name])
+    for name, scale in (("kwh", 1.0), ("energy_consumed", 1.0), ("energy_generated", 1.0),
+                        (IMPORT_WH, 1000.0), (EXPORT_WH, 1000.0)):  # fmt: skip
+        number = _sign_number(payload.get(name))
+        if number is not None:
+            value = _display(number if scale == 1.0 else number / scale)
             return None if value is None else (value, name)
-    for code in (IMPORT_WH, EXPORT_WH):
-        if _is_number(payload.get(code)):
-            value = _display(_f64(payload[code]) / 1000.0)
-            return None if value is None else (value, code)
+    return None
+
+
+def _sign_number(value: object) -> float | None:
+    """The f64 the bridge signs for a field: a JSON number, or text Rust's ``str::parse::<f64>`` accepts."""
+    if _is_number(value):
+        return _f64(value)
+    if isinstance(value, str) and _RUST_F64.match(value):
+        return float(value)
     return None
 
 

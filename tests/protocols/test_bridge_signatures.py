@@ -130,3 +130,42 @@ def test_refusing_uncovered_readings_answers_the_bridges_403(post, sim_meters, f
     assert response.json()["error"]["code"] == "signature_incomplete"
     assert response.json()["error"]["details"] == {"unsigned": ["kwh"]}
     assert not MeterReading.objects.exists()
+
+
+# --- The bridge's leniency: protocol, numeric strings -------------------------------------------------------------
+# handlers.rs resolve_protocol: lowercased; "auto" or "" resolve to "dlms". canonical_sign_value parses a field
+# that is a string with str::parse::<f64> as well as a JSON number.
+
+
+@pytest.mark.parametrize("protocol", ["", "auto", "AUTO", "DLMS", "Dlms"])
+def test_the_protocol_is_read_as_the_bridge_reads_it(post, sim_meters, fleet_key, moment, protocol):
+    """Before: 400 unsupported_protocol, so a client that never set the protocol lost every reading."""
+    payload = json_signed(obis_only(moment))
+
+    response = post(
+        INGEST, json.dumps({"protocol": protocol, "device_id": "MTR-0042", "payload": payload}), key=fleet_key
+    )
+
+    assert response.status_code == 202, response.json()
+    assert MeterReading.objects.get().mintable_kwh == Decimal("0.85")
+
+
+@pytest.mark.parametrize("protocol", [None, 1, "modbus", " dlms"])
+def test_other_protocols_are_still_refused(post, sim_meters, fleet_key, moment, protocol):
+    body = {"protocol": protocol, "device_id": "MTR-0042", "payload": json_signed(obis_only(moment))}
+
+    response = post(INGEST, json.dumps(body), key=fleet_key)
+
+    assert response.status_code == 400 and response.json()["error"]["code"] == "unsupported_protocol"
+    assert not MeterReading.objects.exists()
+
+
+def test_a_kwh_sent_as_text_is_signed_as_the_bridge_parses_it(post, sim_meters, fleet_key, moment):
+    payload = obis_only(moment) | {"kwh": "0.85"}
+    payload["signature"] = sign("MTR-0042", f"MTR-0042:0.85:{millis(moment)}")
+
+    response = post(INGEST, envelope(payload), key=fleet_key)
+
+    assert response.status_code == 202, response.json()
+    reading = MeterReading.objects.get()
+    assert reading.kwh_amount == Decimal("0.85") and reading.status == MeterReading.Status.PENDING
