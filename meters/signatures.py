@@ -111,6 +111,30 @@ def canonical_forms(*, serial: str, item) -> tuple[SignedForm, SignedForm]:
     return SignedForm(full, EVERYTHING), SignedForm(v1, single)
 
 
+def needs(item, *, basis: str) -> tuple[str, ...]:
+    """The quantities a reading's mint depends on under the mint basis (docs/METER_DATA.md, Signatures)."""
+    found = [TIMESTAMP]  # another timestamp is another reading: a replay that mints again
+    if item.registers is not None:
+        if item.registers.import_kwh is not None and basis != "export":
+            found.append(IMPORT)
+        if item.registers.export_kwh is not None:
+            found.append(EXPORT)
+    elif basis == "export" and item.generated is not None:
+        found.append(EXPORT)
+    else:
+        found.append(NET)
+    return tuple(found)
+
+
+def uncovered(item, *, basis: str, minting: bool) -> list[str]:
+    """What the verified signature leaves uncovered of this reading's mint (None covers: nothing was checked).
+    Register reads are always checked (their totals shape the next read's energy); interval readings when they
+    mint or count in a window (``minting``)."""
+    if item.signature_covers is None or not (item.registers is not None or minting):
+        return []
+    return [quantity for quantity in needs(item, basis=basis) if quantity not in item.signature_covers]
+
+
 def decode_signature(text: str) -> Signature | None:
     """The signature in ``text`` (base58 or base64), or None when it is neither."""
     try:

@@ -34,13 +34,13 @@ from functools import reduce
 from gridtoken.exceptions import ApplicationError, ValidationFailed
 from meters.numbers import EXACT, MAX_DIGITS, decimal_places, read_number, shift
 from meters.signatures import EVERYTHING, EXPORT, IMPORT, NET, TIMESTAMP, SignedForm
+from meters.timestamps import parse_timestamp
 from meters.validation import (
     KWH_COLUMN_LIMIT,
     KWH_QUANTUM,
     MAX_SERIAL_LENGTH,
     TELEMETRY_FIELDS,
     clean_text,
-    parse_timestamp,
 )
 
 DLMS, DLMS_ENC, SIMULATOR, AUTO = "dlms", "dlms-enc", "simulator", "auto"

@@ -38,14 +38,8 @@ from meters import signatures
 from meters.models import MeterReading
 from meters.registers import Registers, derive, overlay
 from meters.selectors import MeterRow
-from meters.validation import (
-    KWH_COLUMN_LIMIT,
-    KWH_QUANTUM,
-    LOCAL_TIME_AMBIGUOUS,
-    LOCAL_TIME_NONEXISTENT,
-    ReadingInput,
-    is_wallet_address,
-)
+from meters.timestamps import LOCAL_TIME_AMBIGUOUS, LOCAL_TIME_NONEXISTENT
+from meters.validation import KWH_COLUMN_LIMIT, KWH_QUANTUM, ReadingInput, is_wallet_address
 
 Status, Source = MeterReading.Status, MeterReading.Source
 TABLE = MeterReading._meta.db_table
@@ -276,7 +270,9 @@ def assess(
             status = Status.HELD
     if "above_maximum" in flags or HELD_TIMES & set(flags):
         status = Status.HELD  # a jump beyond the largest reading, a local time not read safely: never minted unseen
-    unsigned = _unsigned(item, mintable=mintable, windowed=window_start is not None)
+    unsigned = signatures.uncovered(
+        item, basis=settings.TOKENIZATION.mint_basis, minting=mintable > 0 or window_start is not None
+    )
     if unsigned:
         if settings.INGEST.signature_uncovered == "reject":
             raise ValidationFailed(
@@ -307,30 +303,6 @@ def assess(
         _exact(kwh), _exact(generated), _exact(consumed), _exact(mintable), status, list(dict.fromkeys(flags)),
         window_start, resplit, seconds, registers,
     )  # fmt: skip
-
-
-def signature_needs(item: ReadingInput) -> tuple[str, ...]:
-    """The quantities a reading's mint depends on under the mint basis (docs/METER_DATA.md, Signatures)."""
-    needs = [signatures.TIMESTAMP]  # another timestamp is another reading: a replay that mints again
-    export_basis = settings.TOKENIZATION.mint_basis == "export"
-    if item.source == Source.REGISTER:
-        if item.registers.import_kwh is not None and not export_basis:
-            needs.append(signatures.IMPORT)
-        if item.registers.export_kwh is not None:
-            needs.append(signatures.EXPORT)
-    elif export_basis and item.generated is not None:
-        needs.append(signatures.EXPORT)
-    else:
-        needs.append(signatures.NET)
-    return tuple(needs)
-
-
-def _unsigned(item: ReadingInput, *, mintable: Decimal, windowed: bool) -> list[str]:
-    """What the verified signature leaves uncovered of this reading's mint. Register reads are always checked
-    (their totals shape the next read's energy), interval readings when they mint or count in a window."""
-    if item.signature_covers is None or not (item.source == Source.REGISTER or windowed or mintable > 0):
-        return []
-    return [quantity for quantity in signature_needs(item) if quantity not in item.signature_covers]
 
 
 def _exact(value: Decimal | None) -> Decimal | None:

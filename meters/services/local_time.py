@@ -24,7 +24,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from meters.models import MeterReading
-from meters.validation import LOCAL_TIME_AMBIGUOUS, LOCAL_TIME_NONEXISTENT, ReadingInput
+from meters.timestamps import LOCAL_TIME_AMBIGUOUS, LOCAL_TIME_NONEXISTENT
+from meters.validation import ReadingInput
 
 TABLE = MeterReading._meta.db_table
 _SPAN = timedelta(hours=2)
