@@ -7,7 +7,7 @@ with ``energy_generated`` / ``energy_consumed``. Each test signs the payload wit
 tampers with one field.
 """
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -15,6 +15,7 @@ from solders.keypair import Keypair
 
 from meters import signatures
 from meters.models import MeterReading
+from meters.simulator import Reading, make_meter
 from tests.factories import MeterFactory, api_key_for
 from tests.meters.conftest import rfc3339
 
@@ -210,3 +211,21 @@ def test_an_unkeyed_meters_readings_are_not_checked_for_coverage(post, meter, fl
     (result,) = submit(post, fleet_key, body)
 
     assert result["status"] == "accepted" and MeterReading.objects.get().flags == ["register_baseline"]
+
+
+def test_the_meter_simulators_signed_readings_are_fully_covered_under_the_export_basis(db, post, ingest_settings):
+    """The simulator (GridTokenX's reading shape, energy_generated/energy_consumed as floats) signs v2: under the
+    export basis its readings mint, never held. Signed v1, as before, they would be held unsigned_export."""
+    ingest_settings(mint_basis="export", reading_max_age_days=3650)
+    sim = make_meter("SIM-COVERED-1", sign=True)
+    meter = MeterFactory(serial=sim.serial, public_key=str(sim.keypair.pubkey()))
+    key = api_key_for(meter=meter)[1]
+    moment = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=30)
+    body = Reading(meter=sim, timestamp=moment, kwh=Decimal("1.234")).v1_body()
+
+    response = post(f"/api/v1/meters/{meter.serial}/readings", body, key=key)
+
+    assert response.status_code == 201, response.json()
+    reading = MeterReading.objects.get()
+    assert reading.status == MeterReading.Status.PENDING and reading.flags == []
+    assert reading.mintable_kwh == Decimal("1.234")
