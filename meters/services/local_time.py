@@ -14,7 +14,9 @@ change skips does not exist and has two readings too (the offsets after and befo
 5. Otherwise order of arrival: the second pass once the meter has a reading at or after the first pass's instant
    (the first pass has begun), unless that instant is taken and the first is free; else the first pass.
 
-Readings of one batch are decided in arrival order, each seeing the ones decided before it.
+Readings of one batch are decided in arrival order, each seeing the ones decided before it. A signed reading
+placed at its later instant was signed at the earlier one (the canonical message names an instant in UTC): its
+signature no longer covers its timestamp, so it is held (``unsigned_timestamp``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from meters.models import MeterReading
+from meters.signatures import TIMESTAMP
 from meters.timestamps import LOCAL_TIME_AMBIGUOUS, LOCAL_TIME_NONEXISTENT
 from meters.validation import ReadingInput
 
@@ -111,6 +114,9 @@ def local_times_resolve(cursor, candidates: list) -> None:
             for moment, kwh, imported, exported, register in cursor.fetchall()
         ]
     for item, meter in ambiguous:
+        signed_at = item.reading_timestamp  # a signature's messages name the first instant
         _decide(item, known[meter.id])
         item.timestamp_alternative = None
+        if item.signature_covers is not None and item.reading_timestamp != signed_at:
+            item.signature_covers = item.signature_covers - {TIMESTAMP}  # held: the instant stored was not signed
         known[meter.id].append(_known(item))

@@ -15,8 +15,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
+from solders.keypair import Keypair
 
-from meters import formats
+from meters import formats, signatures
 from meters.models import MeterReading
 from meters.selectors import Caller
 from meters.services.batch import readings_submit_batch
@@ -268,3 +269,30 @@ def test_a_skipped_spring_time_is_placed_by_its_register_values_or_held(old_read
     assert placed.flags == [] and placed.consumed_kwh == Decimal("0.1")
     held = MeterReading.objects.get(meter=lonely)
     assert held.status == MeterReading.Status.HELD and held.flags == ["local_time_nonexistent", "register_baseline"]
+
+
+def test_a_signed_local_time_moved_to_its_second_pass_is_held_unsigned_timestamp(
+    post, fleet_key, meter, old_readings_allowed
+):
+    """GridToken's v2 message names the instant in UTC; a device that signs its first pass cannot have meant the
+    second, so a reading placed there is held rather than minted under a signature over another instant."""
+    keypair = Keypair()
+    type(meter).objects.filter(pk=meter.pk).update(public_key=str(keypair.pubkey()))
+    items = []
+    first_pass = AUTUMN_FIRST_PASS + timedelta(minutes=30)
+    for kwh in ("0.5", "0.6"):
+        message = signatures.full_message(
+            serial=meter.serial, reading_timestamp=first_pass, kwh=Decimal(kwh), import_kwh=None, export_kwh=None
+        )
+        items.append(
+            {"meter_serial": meter.serial, "kwh": kwh, "timestamp": "2026-10-25T02:30:00", "time_zone": BERLIN,
+             "meter_signature": str(keypair.sign_message(message))}
+        )  # fmt: skip
+
+    for item in items:
+        post("/api/v1/meters/batch/readings", {"readings": [item]}, key=fleet_key)
+
+    first, second = readings(meter)
+    assert first.status == MeterReading.Status.PENDING and first.flags == []
+    assert second.reading_timestamp == AUTUMN_FIRST_PASS + timedelta(minutes=90)
+    assert second.status == MeterReading.Status.HELD and second.flags == ["unsigned_timestamp"]
