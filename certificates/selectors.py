@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from certificates.apis.payloads import bundle_payload, issuance_payload
 from certificates.models import CertificateBundle, ChainOperation, Issuance, ProductionDevice
 from realtime.events import rfc3339
 
 FEA_STATUS = {"active": "Active", "claimed": "Claimed", "withdrawn": "Withdrawn", "expired": "Expired"}
+# FEA's DeviceTechnologyType for each of ours (its EnergySourceType holds ours as they are).
+FEA_TECHNOLOGY = {"solar_pv": "solar_pv", "wind": "wind_turbine", "hydro": "hydro", "biomass": "other",
+                  "geothermal": "other", "other": "other"}  # fmt: skip
+# Technologies that burn nothing: their direct (operational) emissions factor is 0 kgCO2e/MWh, and this is its
+# source. Biomass and "other" are left empty rather than guessed.
+_DIRECT = "direct operational emissions of a non-combustion technology (GHG Protocol scope 1): 0 kgCO2e/MWh"
+FEA_DIRECT_EMISSIONS = {"solar_pv": _DIRECT, "wind": _DIRECT, "hydro": _DIRECT, "geothermal": _DIRECT}
 LIVE = ("active", "claimed", "withdrawn", "expired")
 
 
@@ -68,33 +76,42 @@ def certificate_verify(*, lookup_id: uuid.UUID) -> dict | None:
 
 
 def fea_bundle(bundle: CertificateBundle) -> dict:
-    """One bundle in the FEA granular certificate registry's field names (docs/CERTIFICATES.md maps them)."""
+    """One bundle in the FEA granular certificate registry's current field names, units and enum values
+    (docs/CERTIFICATES.md maps them)."""
     issuance = bundle.issuance
     device = issuance.device_attributes
     capacity = device.get("capacity_kw")
-    location = [device.get("latitude"), device.get("longitude")]
+    storage = device["is_storage"]
+    emissions = FEA_DIRECT_EMISSIONS.get(device["technology"])
+    start, end = rfc3339(issuance.interval_start), rfc3339(issuance.interval_end)
     return {
         "issuance_id": str(issuance.id),
         "certificate_bundle_status": FEA_STATUS[bundle.status],
         "account_id": str(bundle.holder_id),
-        "bundle_id_range_start": bundle.range_start,
-        "bundle_id_range_end": bundle.range_end,
+        "certificate_bundle_id_range_start": bundle.range_start,
+        "certificate_bundle_id_range_end": bundle.range_end,
         "bundle_quantity": bundle.quantity_wh,
-        "energy_carrier": "Electricity",
+        "energy_carrier": "electricity",
         "energy_source": device["technology"],
         "face_value": 1,
         "issuance_post_energy_carrier_conversion": False,
         "registry_configuration": 1,
+        "emissions_factor_production_device": None if emissions is None else 0,
+        "emissions_factor_source": emissions,
         "device_id": device["device_id"],
         "device_name": device["name"],
-        "device_technology_type": device["technology"],
+        "device_technology_type": "other_storage" if storage else FEA_TECHNOLOGY[device["technology"]],
         "device_production_start_date": device["commissioning_date"],
-        "device_capacity": None if capacity is None else capacity,
-        "device_location": location,
-        "device_type": "storage" if device["is_storage"] else "generation",
-        "is_storage": device["is_storage"],
-        "production_starting_interval": rfc3339(issuance.interval_start),
-        "production_ending_interval": rfc3339(issuance.interval_end),
+        "device_capacity": None if capacity is None else int(Decimal(capacity) * 1000),  # W; kW has 3 places
+        "device_location": [_coordinate(device.get("latitude")), _coordinate(device.get("longitude"))],
+        "device_type": "storage" if storage else "generation",
+        "is_storage": storage,
+        "sdr_allocation_id": None,
+        "storage_efficiency_factor": None,
+        "discharging_start_datetime": start if storage else None,
+        "discharging_end_datetime": end if storage else None,
+        "production_starting_interval": start,
+        "production_ending_interval": end,
         "issuance_datestamp": issuance.issued_at.date().isoformat(),
         "expiry_datestamp": issuance.expires_at.date().isoformat(),
         "country_of_issuance": device["country"],
@@ -111,6 +128,11 @@ def fea_bundle(bundle: CertificateBundle) -> dict:
             "consumption_end": None if bundle.consumption_end is None else rfc3339(bundle.consumption_end),
         },
     }
+
+
+def _coordinate(text: str | None) -> float | None:
+    """FEA keeps coordinates as floats; a coordinate is no amount, and 6 places survive a double exactly enough."""
+    return None if text is None else float(text)
 
 
 def fea_export(*, device_id: uuid.UUID | None = None, status: str | None = None, limit: int = 100,

@@ -103,6 +103,7 @@ class TokenizationConfig:
 class IngestConfig:
     batch_max: int
     signature_required: bool
+    signature_uncovered: str  # hold or reject a reading whose minted quantities its signature does not cover
     rate_limit_key_per_min: int
     rate_limit_user_per_min: int
     rate_limit_login_per_min: int
@@ -112,6 +113,7 @@ class IngestConfig:
         return cls(
             batch_max=env.int("INGEST_BATCH_MAX", 1000, min=1, max=10000),
             signature_required=env.bool("METER_SIGNATURE_REQUIRED", False),
+            signature_uncovered=env.str("METER_SIGNATURE_UNCOVERED", "hold", choices=("hold", "reject")),
             rate_limit_key_per_min=env.int("RATE_LIMIT_KEY_PER_MIN", 600, min=0, max=10_000_000),
             rate_limit_user_per_min=env.int("RATE_LIMIT_USER_PER_MIN", 1200, min=0, max=10_000_000),
             rate_limit_login_per_min=env.int("RATE_LIMIT_LOGIN_PER_MIN", 10, min=0, max=10_000),
@@ -244,6 +246,7 @@ class ServiceConfig:
 MQTT_PRESETS = {
     "gridtoken": "gridtoken/meters/{serial}/readings",
     "tasmota": "tele/{serial}/SENSOR",
+    "tasmota-export": "tele/pv/{serial}/SENSOR",  # plugs whose ENERGY.Total is production; not subscribed by default
     "shelly": "{serial}/status/emdata:0",
     "shelly-rpc": "{serial}/events/rpc",
 }

@@ -19,6 +19,7 @@ READING_FLAGS = (
     "register_baseline",
     "register_reset",
     "register_rollover",
+    "registers_overlaid",
     "late_register_read",
     "late_settled_window",
     "above_maximum",
@@ -28,6 +29,12 @@ READING_FLAGS = (
     "gap",
     "clock_drift",
     "meter_quality",
+    "unsigned_timestamp",
+    "unsigned_kwh",
+    "unsigned_import",
+    "unsigned_export",
+    "local_time_ambiguous",
+    "local_time_nonexistent",
 )
 # Register totals are larger than any one interval: numeric(24, 9) holds a billion MWh.
 REGISTER_MAX_DIGITS = 24

@@ -12,6 +12,10 @@ A register read carries running totals, not deltas. Two registers matter for min
 ``derive`` turns a read and the read before it (in timestamp order, of the same meter and baseline) into the
 interval's energy, exactly: a decrease is a rollover at the meter's declared register size, or else a reset
 (meter swapped, register cleared), which starts a new baseline and never mints a negative or a jump.
+
+Partial reads. A read may leave out a register (Shelly's ``NotifyStatus`` omits unchanged attributes); ``overlay``
+fills it from the previous read, whose stored totals are the meter's last known state. A register is never
+derived from one the previous read did not have: such a read is a baseline (nothing is known of the interval).
 """
 
 from __future__ import annotations
@@ -170,9 +174,24 @@ def registers_from_body(data: dict) -> Registers | None:
     return Registers(found.get(IMPORT), found.get(EXPORT))
 
 
-def derive(read: Registers, previous: Registers | None, *, rollover_kwh: Decimal | None) -> Delta:
-    """The interval's energy from ``previous`` to ``read``; None previous (a first read, a new baseline) is 0."""
+def overlay(read: Registers, previous: Registers | None) -> Registers:
+    """``read`` with each register it left out taken from ``previous`` (the register did not move)."""
     if previous is None:
+        return read
+    return Registers(
+        previous.import_kwh if read.import_kwh is None else read.import_kwh,
+        previous.export_kwh if read.export_kwh is None else read.export_kwh,
+    )
+
+
+def derive(read: Registers, previous: Registers | None, *, rollover_kwh: Decimal | None) -> Delta:
+    """The interval's energy from ``previous`` to ``read``; None previous (a first read, a new baseline) is 0,
+    and so is a read with a register ``previous`` lacked: its energy since then is unknown, never read as 0."""
+    appeared = previous is not None and (
+        (read.import_kwh is not None and previous.import_kwh is None)
+        or (read.export_kwh is not None and previous.export_kwh is None)
+    )
+    if previous is None or appeared:
         return Delta(Decimal(0), Decimal(0), ("register_baseline",))
     flags: list[str] = []
     imported = _step(read.import_kwh, previous.import_kwh, rollover_kwh, flags)

@@ -18,11 +18,11 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from solders.keypair import Keypair
 
-from meters.signatures import canonical_message
+from meters.signatures import KWH_QUANTUM, full_message
 
 INTERVAL = timedelta(minutes=15)
 WATT_HOUR = Decimal("0.001")
@@ -126,11 +126,23 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
-def signature(meter: SimMeter, interval_end: datetime, kwh: Decimal) -> str | None:
-    """Base58 Ed25519 signature over the canonical message (docs/API.md), or None for unsigned meters."""
+def _as_stored(value: float | None) -> Decimal | None:
+    """A direction as the server stores it: the float's shortest text, cut to nine places."""
+    return None if value is None else Decimal(repr(value)).quantize(KWH_QUANTUM, rounding=ROUND_DOWN)
+
+
+def signature(meter: SimMeter, interval_end: datetime, kwh: Decimal, body: dict) -> str | None:
+    """Base58 Ed25519 signature over the v2 message (docs/API.md), which covers the kWh and both directions the
+    body sends, or None for unsigned meters."""
     if meter.keypair is None:
         return None
-    message = canonical_message(serial=meter.serial, reading_timestamp=interval_end, kwh=kwh)
+    message = full_message(
+        serial=meter.serial,
+        reading_timestamp=interval_end,
+        kwh=kwh,
+        import_kwh=_as_stored(body.get("energy_consumed")),
+        export_kwh=_as_stored(body.get("energy_generated")),
+    )
     return str(meter.keypair.sign_message(message))
 
 
@@ -159,7 +171,7 @@ class Reading:
         return self._signed(body)
 
     def _signed(self, body: dict) -> dict:
-        signed = signature(self.meter, self.timestamp, self.kwh)
+        signed = signature(self.meter, self.timestamp, self.kwh, body)
         if signed is not None:
             body["meter_signature"] = signed
         return body

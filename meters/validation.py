@@ -11,12 +11,11 @@ resolve the meter (errors about the meter win, and a rejected reading of a known
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 
 from django.conf import settings
@@ -26,6 +25,14 @@ from gridtoken.exceptions import ApplicationError, ValidationFailed
 from meters.models import KWH_DECIMAL_PLACES, KWH_MAX_DIGITS, MeterReading
 from meters.numbers import read_integer, read_number
 from meters.registers import Registers, registers_from_body
+from meters.timestamps import (
+    LOCAL_TIME_NONEXISTENT,
+    check_timestamp_window,
+    parse_local_timestamp,
+    parse_register_start,
+    parse_time_zone,
+    parse_timestamp,
+)
 
 KWH_QUANTUM = Decimal(1).scaleb(-KWH_DECIMAL_PLACES)
 # The column is numeric(18, 9): whatever the configured maximum, nothing at or above 10^9 fits.
@@ -37,10 +44,6 @@ UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 MAX_SERIAL_LENGTH = 64
 MAX_SIGNATURE_LENGTH = 4096
 MAX_TEXT_LENGTH = 64
-
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$",
-)
 
 TELEMETRY_NUMBERS = (
     "energy_generated",
@@ -93,11 +96,17 @@ class ReadingInput:
     generated: Decimal | None = None
     consumed: Decimal | None = None
     interval_secs: int | None = None
+    # A local time without offset (``time_zone`` sent) that a DST change repeats or skips: reading_timestamp is
+    # its earlier reading, this the later one; meters.services.local_time picks one under the meter lock.
+    timestamp_alternative: datetime | None = None
+    register_start: datetime | None = None  # when the meter's registers last started from zero (reset marker)
     flags: list[str] | None = None  # found while parsing: a wallet that is not the meter's, unusable fields
     meter_quality: bool = False  # the meter itself marked the reading as not good
-    # Set only by a device protocol (never from a body): the messages its signature may cover instead of the
-    # canonical one (e.g. the aggregator bridge's "{device_id}:{kwh}:{timestamp_ms}" forms).
-    signed_messages: tuple[bytes, ...] | None = None
+    # Set only by a device protocol (never from a body): the forms (``meters.signatures.SignedForm``) its
+    # signature may be over instead of GridToken's own (e.g. the aggregator bridge's "{device_id}:{v}:{ms}").
+    signed_messages: tuple | None = None
+    # Set once the signature verified: the quantities its form covers (None: no signature was checked).
+    signature_covers: frozenset[str] | None = None
     error: ApplicationError | None = None
     # What the client sent, for the validation_failed event.
     raw_kwh: object = None
@@ -137,44 +146,6 @@ def parse_kwh(value: object, name: str) -> Decimal:
         precision_code="kwh_too_precise",
     )
     return amount.quantize(KWH_QUANTUM)
-
-
-def parse_timestamp(value: object, name: str) -> datetime:
-    """An RFC 3339 timestamp with an offset, in UTC (sub-microsecond digits are dropped)."""
-    if not isinstance(value, str) or len(value) > 40:
-        raise _invalid("validation_error", "An RFC 3339 timestamp with an offset is required.", name)
-    moment = _rfc3339(value)
-    if moment is None:
-        raise _invalid("validation_error", "An RFC 3339 timestamp with an offset is required.", name)
-    return moment
-
-
-@functools.lru_cache(maxsize=4096)  # the items of one batch usually share their interval's timestamp
-def _rfc3339(value: str) -> datetime | None:
-    if not _RFC3339.match(value):
-        return None
-    text = f"{value[:10]}T{value[11:-1]}{value[-1].upper()}"
-    dot = text.find(".")
-    if dot != -1:
-        end = len(text) - (1 if text[-1] == "Z" else 6)  # the offset is "Z" or "+HH:MM"
-        if end - dot - 1 > 6:  # fromisoformat wants at most microseconds
-            text = text[: dot + 7] + text[end:]
-    try:
-        return datetime.fromisoformat(text).astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-
-
-def check_timestamp_window(moment: datetime, *, now: datetime, name: str) -> None:
-    cfg = settings.TOKENIZATION
-    if moment < now - timedelta(days=cfg.reading_max_age_days):
-        raise _invalid("timestamp_too_old", f"The reading is older than {cfg.reading_max_age_days} days.", name)
-    if moment > now + timedelta(seconds=cfg.future_tolerance_secs):
-        raise _invalid(
-            "timestamp_in_future",
-            f"The reading is more than {cfg.future_tolerance_secs} seconds in the future.",
-            name,
-        )
 
 
 def is_wallet_address(value: str) -> bool:
@@ -353,15 +324,25 @@ def _parse_body(item: ReadingInput, data: dict, *, kwh_key: str, timestamp_key: 
         raise _invalid("validation_error", "This field (or register totals) is required.", kwh_key)
     else:
         item.kwh = parse_kwh(item.raw_kwh, kwh_key)
+    flags: list[str] = []
+    zone = None if data.get("time_zone") is None else parse_time_zone(data["time_zone"])
     if item.raw_timestamp is None:
         if required:
             raise _invalid("validation_error", "This field is required.", timestamp_key)
         item.reading_timestamp = now
+    elif zone is not None:
+        item.reading_timestamp, item.timestamp_alternative, nonexistent = parse_local_timestamp(
+            item.raw_timestamp, timestamp_key, zone
+        )
+        item.timestamp_sent = True
+        if nonexistent:
+            flags.append(LOCAL_TIME_NONEXISTENT)
     else:
         item.reading_timestamp = parse_timestamp(item.raw_timestamp, timestamp_key)
         item.timestamp_sent = True
     check_timestamp_window(item.reading_timestamp, now=now, name=timestamp_key)
-    flags: list[str] = []
+    if item.registers is not None and data.get("register_start") is not None:
+        item.register_start = parse_register_start(data["register_start"], zone)
     wallet = data.get("wallet_address")
     if wallet is not None:  # never credited: the meter's registered wallet is paid; compared once the meter is known
         item.wallet_address = wallet if isinstance(wallet, str) else ""

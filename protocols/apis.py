@@ -24,7 +24,7 @@ from meters.services.readings import reading_submit
 from meters.validation import parse_reading
 from protocols import bridge
 
-SIGNATURE_CODES = frozenset({"invalid_signature", "signature_required"})
+SIGNATURE_CODES = frozenset({"invalid_signature", "signature_required", "signature_incomplete"})
 # GridToken's body field -> the bridge payload's.
 _FIELDS = {"meter_signature": "signature", "meter_serial": "device_id", "meter_id": "device_id"}
 
@@ -77,10 +77,14 @@ PAYLOAD = inline_serializer(
         ),
     },
 )
+PROTOCOL = serializers.CharField(
+    allow_blank=True,
+    help_text=f"{', '.join(bridge.PROTOCOLS)} in any case; {bridge.AUTO} or empty is {bridge.DLMS} (as the bridge)",
+)
 INGEST = inline_serializer(
     "BridgeIngest",
     {
-        "protocol": serializers.ChoiceField(choices=bridge.PROTOCOLS),
+        "protocol": PROTOCOL,
         "device_id": serializers.CharField(help_text="The meter's serial"),
         "payload": PAYLOAD,
     },
@@ -88,7 +92,7 @@ INGEST = inline_serializer(
 BATCH = inline_serializer(
     "BridgeIngestBatch",
     {
-        "protocol": serializers.ChoiceField(choices=bridge.PROTOCOLS),
+        "protocol": PROTOCOL,
         "readings": serializers.ListField(
             child=serializers.DictField(),
             help_text="Payloads as in BridgePayload, each naming its meter by device_id (or meter_serial, meter_id)",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,16 +33,17 @@ from functools import reduce
 
 from gridtoken.exceptions import ApplicationError, ValidationFailed
 from meters.numbers import EXACT, MAX_DIGITS, decimal_places, read_number, shift
+from meters.signatures import EVERYTHING, EXPORT, IMPORT, NET, TIMESTAMP, SignedForm
+from meters.timestamps import parse_timestamp
 from meters.validation import (
     KWH_COLUMN_LIMIT,
     KWH_QUANTUM,
     MAX_SERIAL_LENGTH,
     TELEMETRY_FIELDS,
     clean_text,
-    parse_timestamp,
 )
 
-DLMS, DLMS_ENC, SIMULATOR = "dlms", "dlms-enc", "simulator"
+DLMS, DLMS_ENC, SIMULATOR, AUTO = "dlms", "dlms-enc", "simulator", "auto"
 PROTOCOLS = (DLMS, DLMS_ENC, SIMULATOR)
 DEVICE_TYPE = "smart_meter"
 # Where GridToken announces a stored reading: the meter_reading_received event on the WebSocket (/ws).
@@ -60,6 +62,8 @@ OBIS_TELEMETRY = {
 _PASSED_THROUGH = tuple(name for name in TELEMETRY_FIELDS if name not in ("energy_generated", "energy_consumed"))
 OBIS_WH_LIMIT = KWH_COLUMN_LIMIT * 1000  # an interval's energy, in Wh, below the kWh column's limit
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What Rust's f64 FromStr reads: an optional sign, decimal digits with an optional exponent, inf/infinity/nan.
+_RUST_F64 = re.compile(r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
 _MILLISECOND = timedelta(milliseconds=1)
 
 
@@ -69,7 +73,7 @@ class BridgeReading:
 
     device_id: str | None
     body: dict
-    signed_messages: tuple[bytes, ...] | None
+    signed_messages: tuple[SignedForm, ...] | None
 
 
 def _invalid(message: str, field: str, code: str = "validation_error") -> ValidationFailed:
@@ -77,13 +81,18 @@ def _invalid(message: str, field: str, code: str = "validation_error") -> Valida
 
 
 def envelope_protocol(envelope: object) -> str:
-    """The envelope's protocol; 400 ``unsupported_protocol`` when it is not one the bridge speaks."""
+    """The envelope's protocol as the bridge reads it (``resolve_protocol``: any case, ``auto`` or empty is
+    ``dlms``); 400 ``unsupported_protocol`` when it is not one the bridge speaks."""
     if not isinstance(envelope, dict):
         raise ValidationFailed("validation_error", "Expected a JSON object.")
     protocol = envelope.get("protocol")
-    if protocol not in PROTOCOLS:
-        raise _invalid(f"protocol must be one of {', '.join(PROTOCOLS)}.", "protocol", "unsupported_protocol")
-    return protocol
+    resolved = protocol.lower() if isinstance(protocol, str) else None
+    if resolved in ("", AUTO):
+        resolved = DLMS
+    if resolved not in PROTOCOLS:
+        allowed = f"{', '.join(PROTOCOLS)} (any case; {AUTO} or empty: {DLMS})"
+        raise _invalid(f"protocol must be one of {allowed}.", "protocol", "unsupported_protocol")
+    return resolved
 
 
 def refuse_encrypted(payload: object, field: str = "payload") -> ApplicationError:
@@ -236,36 +245,81 @@ def _obis_kwh(payload: dict, total: str, tariffs: tuple[str, ...]) -> Decimal | 
 # --- What the signature covers ---------------------------------------------------------------------------------
 
 
-def signed_messages(payload: dict, *, device_id: str | None) -> tuple[bytes, ...] | None:
-    """The bridge's three message forms for ``payload``, or None when it names no device or carries no
-    timestamp (a signed reading must carry both; GridToken's own canonical message is then checked)."""
+def signed_messages(payload: dict, *, device_id: str | None) -> tuple[SignedForm, ...] | None:
+    """The bridge's three message forms for ``payload`` and what each covers, or None when it names no device
+    or carries no timestamp (a signed reading must carry both; GridToken's own forms are then checked).
+
+    ``{device_id}:{v}:{timestamp_ms}`` vouches for the timestamp (to the millisecond) and for the one quantity
+    ``v`` was read from; the seconds form for the timestamp only when it is on a whole second; the JSON form
+    for everything the payload says.
+    """
     if device_id is None or not isinstance(payload.get("timestamp"), str):
         return None
     try:
         moment = parse_timestamp(payload["timestamp"], "timestamp")
     except ValidationFailed:
         return None
-    value = signed_value(payload)
-    if value is None:
+    signed = _signed_source(payload)
+    if signed is None:
         return None
+    value, source = signed
     millis = (moment - _EPOCH) // _MILLISECOND
+    quantities = _value_covers(payload, source)
     unsigned = {key: item for key, item in payload.items() if key != "signature"}
+    exact_ms = moment.microsecond % 1000 == 0
     return (
-        f"{device_id}:{value}:{millis}".encode(),
-        f"{device_id}:{value}:{millis // 1000}".encode(),
-        serde_json(unsigned).encode(),
+        SignedForm(f"{device_id}:{value}:{millis}".encode(), quantities | ({TIMESTAMP} if exact_ms else set())),
+        SignedForm(
+            f"{device_id}:{value}:{millis // 1000}".encode(),
+            quantities | ({TIMESTAMP} if moment.microsecond == 0 else set()),
+        ),
+        SignedForm(serde_json(unsigned).encode(), EVERYTHING),
     )
+
+
+def _value_covers(payload: dict, source: str) -> frozenset[str]:
+    """What ``v`` vouches for in the reading GridToken stores: the direction (or net) it was read from, when
+    that payload field is what the direction (or net) is stored from. A net derived from the directions
+    (no ``kwh`` sent) is never covered by ``v``, which carries one number."""
+    from_obis = {
+        IMPORT: any(payload.get(code) is not None for code in (IMPORT_WH, *IMPORT_TARIFFS)),
+        EXPORT: any(payload.get(code) is not None for code in (EXPORT_WH, *EXPORT_TARIFFS)),
+    }
+    covered = {
+        "kwh": NET,
+        IMPORT_WH: IMPORT,
+        EXPORT_WH: EXPORT,
+        "energy_consumed": None if from_obis[IMPORT] else IMPORT,
+        "energy_generated": None if from_obis[EXPORT] else EXPORT,
+    }[source]
+    return frozenset(() if covered is None else (covered,))
+
+
+def _signed_source(payload: dict) -> tuple[str, str] | None:
+    """``v`` and the field it was read from: the first JSON number of kwh, energy_consumed, energy_generated,
+    import Wh/1000, export Wh/1000."""
+    for name, scale in (("kwh", 1.0), ("energy_consumed", 1.0), ("energy_generated", 1.0),
+                        (IMPORT_WH, 1000.0), (EXPORT_WH, 1000.0)):  # fmt: skip
+        number = _sign_number(payload.get(name))
+        if number is not None:
+            value = _display(number if scale == 1.0 else number / scale)
+            return None if value is None else (value, name)
+    return None
+
+
+def _sign_number(value: object) -> float | None:
+    """The f64 the bridge signs for a field: a JSON number, or text Rust's ``str::parse::<f64>`` accepts."""
+    if _is_number(value):
+        return _f64(value)
+    if isinstance(value, str) and _RUST_F64.match(value):
+        return float(value)
+    return None
 
 
 def signed_value(payload: dict) -> str | None:
     """``v``: the first JSON number of kwh, energy_consumed, energy_generated, import Wh/1000, export Wh/1000."""
-    for name in ("kwh", "energy_consumed", "energy_generated"):
-        if _is_number(payload.get(name)):
-            return rust_f64_to_string(payload[name])
-    for code in (IMPORT_WH, EXPORT_WH):
-        if _is_number(payload.get(code)):
-            return _display(_f64(payload[code]) / 1000.0)
-    return None
+    signed = _signed_source(payload)
+    return None if signed is None else signed[0]
 
 
 def _f64(number: int | Decimal) -> float:

@@ -23,6 +23,7 @@ __all__ = ["PARSERS", "Ignored", "reading_body"]
 PARSERS: dict[str, Callable[..., dict]] = {
     "gridtoken": gridtoken.gridtoken,
     "tasmota": tasmota.tasmota,
+    "tasmota-export": tasmota.tasmota_export,
     "shelly": shelly.shelly,
     "shelly-rpc": shelly.shelly_rpc,
 }

@@ -39,6 +39,7 @@ from meters.registers import Registers
 from meters.selectors import Caller, MeterRow, meter_access_error, meter_not_found, meters_by_reference
 from meters.services.dead_letters import TRANSIENT, DeadLetterHook, rest_batch_hook
 from meters.services.energy import assess, contexts_load, late_register_read, needs_context
+from meters.services.local_time import local_times_resolve
 from meters.services.readings import (
     LOCK_NAMESPACE,
     TABLE,
@@ -96,8 +97,12 @@ class _Existing:
         self.registers = registers
 
     def replayed_by(self, item: ReadingInput) -> bool:
-        if item.registers is not None:
-            return self.registers == item.registers
+        if item.registers is not None:  # a partial update repeats the registers it sends (the rest were overlaid)
+            sent, stored = item.registers, self.registers
+            return stored is not None and all(
+                value is None or value == kept
+                for value, kept in ((sent.import_kwh, stored.import_kwh), (sent.export_kwh, stored.export_kwh))
+            )
         return self.registers is None and self.kwh_amount == item.kwh
 
 
@@ -211,6 +216,7 @@ def _store(caller: Caller, candidates, results, reject, now: datetime) -> list[S
         candidates = _recheck(caller, candidates, locked, reject)
         if not candidates:
             return []
+        local_times_resolve(cursor, candidates)  # a DST change's repeated hour: which pass, under the lock
         ranges: dict[uuid.UUID, list[datetime]] = {}
         for _, item, meter in candidates:
             span = ranges.setdefault(meter.id, [item.reading_timestamp, item.reading_timestamp])

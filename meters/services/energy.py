@@ -14,6 +14,9 @@ batch see each other in timestamp order whatever order they arrived in.
 - **Mint basis** (``TOKENIZATION_MINT_BASIS``): ``reading`` mints a reading's positive net, ``export`` its
   export/generation, ``window`` nothing per reading (``awaiting_window``; the window's net surplus is minted once
   per (meter, window) by ``minting.services.windows``).
+- **Signature coverage**: when a reading's signature was checked, every quantity its mint depends on must be
+  one the verified form covers (``meters.signatures``); otherwise it is held with ``unsigned_<quantity>`` flags
+  (or refused ``signature_incomplete`` when ``METER_SIGNATURE_UNCOVERED=reject``), never minted silently.
 - **VEE** (``settings.VEE``, per-meter overrides in ``Meter.vee_rules``): each rule flags, holds (status ``held``,
   never minted until an operator approves) or rejects (a 400 with code ``vee_<rule>``).
 """
@@ -31,9 +34,11 @@ from django.conf import settings
 from django.db import connection
 
 from gridtoken.exceptions import ValidationFailed
+from meters import signatures
 from meters.models import MeterReading
-from meters.registers import Registers, derive
+from meters.registers import Registers, derive, overlay
 from meters.selectors import MeterRow
+from meters.timestamps import LOCAL_TIME_AMBIGUOUS, LOCAL_TIME_NONEXISTENT
 from meters.validation import KWH_COLUMN_LIMIT, KWH_QUANTUM, ReadingInput, is_wallet_address
 
 Status, Source = MeterReading.Status, MeterReading.Source
@@ -41,6 +46,7 @@ TABLE = MeterReading._meta.db_table
 ZERO = Decimal(0)
 # Readings whose energy may still be re-derived: not priced, claimed, minted or counted in a settled window.
 OPEN_STATUSES = (Status.PENDING, Status.HELD, Status.AWAITING_WINDOW)
+HELD_TIMES = frozenset((LOCAL_TIME_AMBIGUOUS, LOCAL_TIME_NONEXISTENT))
 VEE_MESSAGES = {
     "capacity": "The energy is more than the meter's rated capacity can produce in the interval.",
     "spike": "The energy is far above this meter's recent readings.",
@@ -122,6 +128,7 @@ class Assessment:
     window_start: datetime | None = None
     resplit: Resplit | None = None
     interval_secs: int | None = None  # as sent, or a register read's time since the previous read
+    registers: Registers | None = None  # a register read's totals, left-out ones overlaid from the previous read
 
 
 def window_of(moment: datetime) -> datetime:
@@ -136,6 +143,7 @@ def needs_context(item: ReadingInput) -> bool:
     vee = settings.VEE
     return (
         item.source == Source.REGISTER
+        or item.timestamp_alternative is not None  # decided against the meter's readings, under its lock
         or settings.TOKENIZATION.mint_basis == "window"
         or (item.interval_secs is not None and vee.actions["gap"] != "off")
         or vee.actions["spike"] != "off"
@@ -231,8 +239,9 @@ def assess(
         flags.append("wallet_mismatch" if valid else "wallet_invalid")
     resplit = None
     elapsed: timedelta | None = None
+    registers = item.registers
     if item.source == Source.REGISTER:
-        kwh, generated, consumed, elapsed, resplit = _register(item, meter, context, flags)
+        kwh, generated, consumed, elapsed, resplit, registers = _register(item, meter, context, flags)
         exported = generated
     else:
         kwh, generated, consumed = item.kwh, item.generated, item.consumed
@@ -250,7 +259,7 @@ def assess(
     if mintable > settings.TOKENIZATION.max_reading_kwh:
         flags.append("above_maximum")
     status = _status(mintable, window_start)  # a late reading into a settled window: nothing to mint, recorded
-    failed = _vee(item, meter, context, exported=exported, elapsed=elapsed, now=now)
+    failed = _vee(item, meter, context, registers, exported=exported, elapsed=elapsed, now=now)
     rules = _rules(meter)
     for rule in failed:
         action = settings.VEE.action(rule, rules)
@@ -259,8 +268,22 @@ def assess(
         flags.append(rule)
         if action == "hold":
             status = Status.HELD
-    if "above_maximum" in flags:
-        status = Status.HELD  # a jump beyond the largest accepted reading is never minted unseen
+    if "above_maximum" in flags or HELD_TIMES & set(flags):
+        status = Status.HELD  # a jump beyond the largest reading, a local time not read safely: never minted unseen
+    unsigned = signatures.uncovered(
+        item, basis=settings.TOKENIZATION.mint_basis, minting=mintable > 0 or window_start is not None
+    )
+    if unsigned:
+        if settings.INGEST.signature_uncovered == "reject":
+            raise ValidationFailed(
+                "signature_incomplete",
+                f"The signature does not cover the {', '.join(unsigned)} this reading would mint; sign the "
+                "gridtoken:v2 form (or the bridge's JSON form).",
+                field="meter_signature",
+                details={"unsigned": unsigned},
+            )
+        flags.extend(f"unsigned_{quantity}" for quantity in unsigned)
+        status = Status.HELD
     if context is not None:
         context.add(
             Neighbour(
@@ -269,7 +292,7 @@ def assess(
                 item.source,
                 status,
                 mintable,
-                item.registers,
+                registers,
                 window_start,
                 False,
                 flags,
@@ -278,7 +301,7 @@ def assess(
     seconds = item.interval_secs if elapsed is None else int(elapsed.total_seconds())
     return Assessment(
         _exact(kwh), _exact(generated), _exact(consumed), _exact(mintable), status, list(dict.fromkeys(flags)),
-        window_start, resplit, seconds,
+        window_start, resplit, seconds, registers,
     )  # fmt: skip
 
 
@@ -292,13 +315,21 @@ def late_register_read(verdict: Assessment) -> Assessment:
     zero = _exact(ZERO)
     status = Status.HELD if held else Status.RECORDED
     flags = [*verdict.flags, "late_register_read"]
-    return Assessment(zero, zero, zero, zero, status, flags, interval_secs=verdict.interval_secs)
+    return Assessment(
+        zero, zero, zero, zero, status, flags, interval_secs=verdict.interval_secs, registers=verdict.registers
+    )
 
 
 def _register(item: ReadingInput, meter: MeterRow, context: MeterContext | None, flags: list[str]):
     rollover = meter.register_max_kwh
     previous = context.before(item.reading_timestamp, source=Source.REGISTER, after=meter.register_baseline_at)
-    delta = derive(item.registers, previous.registers if previous else None, rollover_kwh=rollover)
+    if previous is not None and item.register_start is not None and item.register_start > previous.moment:
+        flags.append("register_reset")  # the device says its registers restarted since the previous read
+        previous = None
+    registers = overlay(item.registers, previous.registers if previous else None)
+    if registers != item.registers:
+        flags.append("registers_overlaid")  # a partial update: the left-out registers did not move
+    delta = derive(registers, previous.registers if previous else None, rollover_kwh=rollover)
     flags.extend(delta.flags)
     imported, exported = delta.imported, delta.exported
     if max(imported, exported) >= KWH_COLUMN_LIMIT:  # far beyond any interval: a corrupt or foreign register
@@ -309,7 +340,7 @@ def _register(item: ReadingInput, meter: MeterRow, context: MeterContext | None,
     following = context.after(item.reading_timestamp, source=Source.REGISTER)
     if following is not None:
         if following.open:
-            later = derive(following.registers, item.registers, rollover_kwh=rollover)
+            later = derive(following.registers, registers, rollover_kwh=rollover)
             net = later.net
             mintable = ZERO if following.window_start is not None else _mintable(net, later.exported)
             status = following.status
@@ -320,10 +351,10 @@ def _register(item: ReadingInput, meter: MeterRow, context: MeterContext | None,
         else:
             flags.append("late_register_read")  # the later read's energy, already counted, covers this one
             imported = exported = ZERO
-    return exported - imported, exported, imported, elapsed, resplit
+    return exported - imported, exported, imported, elapsed, resplit, registers
 
 
-def _vee(item, meter: MeterRow, context, *, exported, elapsed, now) -> list[str]:
+def _vee(item, meter: MeterRow, context, registers, *, exported, elapsed, now) -> list[str]:
     """The VEE rules this reading fails."""
     vee = settings.VEE
     failed = []
@@ -338,7 +369,7 @@ def _vee(item, meter: MeterRow, context, *, exported, elapsed, now) -> list[str]
             mean = sum(history, ZERO) / len(history)
             if exported > mean * vee.spike_factor:
                 failed.append("spike")
-    if item.source == Source.REGISTER and context is not None and _frozen(item, meter, context):
+    if item.source == Source.REGISTER and context is not None and _frozen(item, registers, meter, context):
         failed.append("frozen")
     if item.source == Source.INTERVAL and item.interval_secs is not None and context is not None:
         previous = context.before(item.reading_timestamp)
@@ -352,7 +383,7 @@ def _vee(item, meter: MeterRow, context, *, exported, elapsed, now) -> list[str]
     return failed
 
 
-def _frozen(item: ReadingInput, meter: MeterRow, context: MeterContext) -> bool:
+def _frozen(item: ReadingInput, registers: Registers, meter: MeterRow, context: MeterContext) -> bool:
     """Both registers unchanged since a read at least VEE_FROZEN_SECS before this one (the run of equal reads is
     followed back through the context, then, if it starts before what the context holds, in the database)."""
     limit = item.reading_timestamp - timedelta(seconds=settings.VEE.frozen_secs)
@@ -362,14 +393,14 @@ def _frozen(item: ReadingInput, meter: MeterRow, context: MeterContext) -> bool:
             continue
         if meter.register_baseline_at is not None and reading.moment < meter.register_baseline_at:
             break
-        if reading.registers != item.registers:
+        if reading.registers != registers:
             return run_start is not None and run_start <= limit
         run_start = reading.moment
     if run_start is None:
         return False
     if run_start <= limit:
         return True
-    registers, start = item.registers, meter.register_baseline_at or _EPOCH
+    start = meter.register_baseline_at or _EPOCH
     with connection.cursor() as cursor:
         cursor.execute(FROZEN_SINCE_SQL, [meter.id, run_start, start, registers.import_kwh, registers.export_kwh])
         since = cursor.fetchone()[0]

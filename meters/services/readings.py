@@ -93,7 +93,7 @@ class StoredReading:
     @classmethod
     def new(cls, meter: MeterRow, item: ReadingInput, now: datetime, verdict: Assessment, reading_id=None):
         """The row ingestion stores: attributed to the meter's owner and wallet, whatever the body said."""
-        registers = item.registers
+        registers = verdict.registers
         return cls(
             reading_id or uuid.uuid4(),
             meter.owner_id,
@@ -184,21 +184,17 @@ def _signature_rejection(meter: MeterRow, item: ReadingInput) -> ApplicationErro
         return ValidationFailed(
             "invalid_signature", "The meter has no public key to verify signatures with.", field="meter_signature"
         )
-    message = signatures.canonical_message(
-        serial=meter.serial, reading_timestamp=item.reading_timestamp, kwh=signatures.signed_kwh(item)
+    forms = item.signed_messages or signatures.canonical_forms(serial=meter.serial, item=item)
+    for form in forms:
+        if signatures.verify(public_key=meter.public_key, signature=item.meter_signature, message=form.message):
+            item.signature_covers = form.covers  # what the verified form vouches for (energy.assess checks it)
+            return None
+    hint = "" if item.timestamp_sent else " (a signed reading must carry its timestamp)"
+    return ValidationFailed(
+        "invalid_signature",
+        f"The signature does not verify over {forms[0].message.decode()!r} with the meter's public key{hint}.",
+        field="meter_signature",
     )
-    messages = item.signed_messages or (message,)
-    if not any(
-        signatures.verify(public_key=meter.public_key, signature=item.meter_signature, message=m) for m in messages
-    ):
-        message = messages[0]
-        hint = "" if item.timestamp_sent else " (a signed reading must carry its timestamp)"
-        return ValidationFailed(
-            "invalid_signature",
-            f"The signature does not verify over {message.decode()!r} with the meter's public key{hint}.",
-            field="meter_signature",
-        )
-    return None
 
 
 def announce_stored(readings: list[StoredReading]) -> None:

@@ -173,17 +173,44 @@ def test_anyone_can_verify_a_bundle_or_issuance_id(issued):
 
 
 def test_the_export_speaks_the_fea_registry_field_names(issued):
+    """Future-Energy-Associates/granular_certificate_registry (gc_registry/certificate/schemas.py,
+    core/models/base.py): certificate_bundle_id_range_*, device_capacity an integer in W, EnergyCarrierType
+    ``electricity``, DeviceTechnologyType, device_location (float, float). Before: "10.000" (kW, read as 10 W),
+    "Electricity", bundle_id_range_*."""
     rows = APIClient().get("/api/certificates/export", {"device_id": str(issued.issuance.device_id)}).json()
     [row] = rows["granular_certificate_bundles"]
     assert row["issuance_id"] == str(issued.issuance_id) and row["certificate_bundle_status"] == "Active"
-    assert (row["bundle_id_range_start"], row["bundle_id_range_end"], row["bundle_quantity"]) == (1, 1250, 1250)
+    assert (row["certificate_bundle_id_range_start"], row["certificate_bundle_id_range_end"]) == (1, 1250)
+    assert row["bundle_quantity"] == 1250 and "bundle_id_range_start" not in row
     assert row["production_starting_interval"] == "2026-03-01T00:00:00.000000Z"
     assert row["production_ending_interval"] == "2026-03-01T01:00:00.000000Z"
-    assert row["device_technology_type"] == "solar_pv" and row["energy_carrier"] == "Electricity"
-    assert row["device_location"] == ["52.520008", "13.404954"] and row["issuing_body"] == "GridToken test registry"
+    assert row["device_capacity"] == 10000 and row["energy_carrier"] == "electricity"
+    assert row["device_technology_type"] == "solar_pv" and row["energy_source"] == "solar_pv"
+    assert row["emissions_factor_production_device"] == 0 and "non-combustion" in row["emissions_factor_source"]
+    assert row["is_storage"] is False and row["discharging_start_datetime"] is None
+    assert row["device_location"] == [52.520008, 13.404954] and row["issuing_body"] == "GridToken test registry"
     assert row["expiry_datestamp"] == (HOUR0 + timedelta(hours=1, days=730)).date().isoformat()
     bad = APIClient().get("/api/certificates/export", {"limit": "100000"})
     assert bad.status_code == 400
+
+
+def test_a_storage_devices_bundles_fill_feas_storage_fields():
+    device = make_device()
+    ProductionDevice.objects.filter(pk=device.pk).update(is_storage=True)
+    add_readings(device, 0, ["1.25"])
+    close_hour(device, 0)
+    certificates_issue_due()
+
+    [row] = (
+        APIClient()
+        .get("/api/certificates/export", {"device_id": str(device.id)})
+        .json()["granular_certificate_bundles"]
+    )
+
+    assert (row["is_storage"], row["device_type"], row["device_technology_type"]) == (True, "storage", "other_storage")
+    assert row["discharging_start_datetime"] == row["production_starting_interval"]
+    assert row["discharging_end_datetime"] == row["production_ending_interval"]
+    assert row["sdr_allocation_id"] is None and row["storage_efficiency_factor"] is None
 
 
 def test_every_certificates_operation_documents_its_bodies_and_errors():

@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from meters.models import ApiKey, Meter, MeterReading, User
-from meters.signatures import canonical_message, verify
+from meters.signatures import full_message, verify
 from meters.simulator import (
     INTERVAL,
     floor_interval,
@@ -53,13 +53,23 @@ def test_sun_fraction_is_a_bell_between_six_and_eighteen_solar_hours():
     assert at(9) == pytest.approx(0.5) == at(15)
 
 
-def test_signed_bodies_carry_a_signature_over_the_canonical_message():
+def test_signed_bodies_carry_a_signature_over_the_v2_message_covering_what_they_send():
     meter = make_meter("SIM-SIGN-1", sign=True)
     (reading,) = readings_at([meter], BANGKOK_NOON_UTC)
     v1 = reading.v1_body()
     legacy = reading.legacy_body()
-    message = canonical_message(serial=meter.serial, reading_timestamp=BANGKOK_NOON_UTC, kwh=reading.kwh)
-    assert verify(public_key=meter.public_key, signature=v1["meter_signature"], message=message)
+    full = full_message(
+        serial=meter.serial,
+        reading_timestamp=BANGKOK_NOON_UTC,
+        kwh=reading.kwh,
+        import_kwh=Decimal(repr(v1["energy_consumed"])),
+        export_kwh=reading.kwh,
+    )
+    assert verify(public_key=meter.public_key, signature=v1["meter_signature"], message=full)
+    bare = full_message(
+        serial=meter.serial, reading_timestamp=BANGKOK_NOON_UTC, kwh=reading.kwh, import_kwh=None, export_kwh=None
+    )
+    assert verify(public_key=meter.public_key, signature=legacy["meter_signature"], message=bare)
     assert v1["kwh"] == legacy["kwh_amount"] == format(reading.kwh, "f")
     assert v1["timestamp"] == legacy["reading_timestamp"] == "2026-06-01T05:00:00Z"
     assert legacy["meter_serial"] == meter.serial and "meter_serial" not in v1

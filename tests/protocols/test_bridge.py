@@ -103,17 +103,17 @@ def test_the_sim_fleet_keys_are_the_published_ones():
 
 def test_the_published_signatures_verify_over_the_rebuilt_messages():
     payload = loads_exact(fleet.wire_bytes(fleet.BRIDGE_DLMS_INGEST_JSON))["payload"]
-    messages = bridge.signed_messages(payload, device_id="MTR-0042")
+    messages = [form.message for form in bridge.signed_messages(payload, device_id="MTR-0042")]
     key = Pubkey.from_bytes(bytes.fromhex(fleet.SIM_PUBKEY_HEX["MTR-0042"]))
 
-    assert messages[:2] == (fleet.SIGNED_CANONICAL.encode(), fleet.SIGNED_CANONICAL_SECONDS.encode())
+    assert messages[:2] == [fleet.SIGNED_CANONICAL.encode(), fleet.SIGNED_CANONICAL_SECONDS.encode()]
     assert Signature.from_string(payload["signature"]).verify(key, messages[0])
     assert Signature.from_string(fleet.SIGNATURE_SECONDS_FORM).verify(key, messages[1])
     second = loads_exact(fleet.wire_bytes(fleet.BRIDGE_DLMS_BATCH_JSON))["readings"][1]
     translated = bridge.reading_from_item(second)
-    assert translated.signed_messages[0] == b"MTR-0043:-0.35:1768903650000"
+    assert translated.signed_messages[0].message == b"MTR-0043:-0.35:1768903650000"
     key = Pubkey.from_bytes(bytes.fromhex(fleet.SIM_PUBKEY_HEX["MTR-0043"]))
-    assert Signature.from_string(second["signature"]).verify(key, translated.signed_messages[0])
+    assert Signature.from_string(second["signature"]).verify(key, translated.signed_messages[0].message)
 
 
 @pytest.mark.parametrize(
@@ -145,7 +145,7 @@ def test_without_kwh_the_signed_value_is_the_interval_import_in_kwh_as_f64_arith
 def test_the_json_form_is_serde_jsons_sorted_compact_text_without_the_signature():
     payload = loads_exact(b'{"b": 1250.0, "a": "x\\u00e9\\n", "signature": "s", "c": [1e-7, 1e16, 2, true, null]}')
 
-    assert bridge.signed_messages(payload | {"timestamp": FIXTURE_TIMESTAMP, "kwh": 1}, device_id="D")[2] == (
+    assert bridge.signed_messages(payload | {"timestamp": FIXTURE_TIMESTAMP, "kwh": 1}, device_id="D")[2].message == (
         '{"a":"xé\\n","b":1250.0,"c":[1e-7,1e16,2,true,null],"kwh":1,"timestamp":"2026-01-20T10:07:30+00:00"}'.encode()
     )
 

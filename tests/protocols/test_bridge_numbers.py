@@ -67,7 +67,7 @@ def test_obis_tariffs_are_summed_exactly_and_cut_to_nine_places_only_past_them()
 def test_the_signed_json_form_of_a_number_past_f64_is_written_as_serde_json_writes_it(number):
     payload = {"timestamp": STAMP, "kwh": 1, "voltage": number}
 
-    messages = bridge.signed_messages(payload, device_id="MTR-0042")
+    messages = [form.message for form in bridge.signed_messages(payload, device_id="MTR-0042")]
 
     assert messages is not None and messages[0].startswith(b"MTR-0042:1:")
     expected = "0.0" if isinstance(number, Decimal) and number.adjusted() < 0 else "null"
