@@ -136,7 +136,7 @@ def ingester(mqtt_broker):
     def make(**changes) -> Ingester:
         made.append(Ingester(mqtt_config(mqtt_broker, **changes)))
         made[-1].start()
-        assert made[-1].subscribed.wait(10), "ingester subscribed"
+        assert made[-1].subscribed.wait(30), "ingester subscribed"
         return made[-1]
 
     yield make

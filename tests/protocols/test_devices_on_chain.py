@@ -22,12 +22,10 @@ from minting import services
 from minting.chain import kwh_to_base_units
 from tests.factories import MeterFactory, api_key_for
 from tests.minting.pipeline_harness import assert_minted_exactly_once, set_tokenization, use_chain
-from tests.protocols import test_mqtt
 from tests.protocols.test_bridge import millis, sign, sim_pubkey
 from tests.protocols.test_mqtt import drive
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ingester, peer = test_mqtt.ingester, test_mqtt.peer
 TOPICS = (("tasmota-export", "tele/pv/{serial}/SENSOR"), ("shelly-rpc", "{serial}/events/rpc"))
 
 
