@@ -11,10 +11,18 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import Count, Q, Sum
 
 from gridtoken.exceptions import Forbidden, NotFound, ValidationFailed
-from meters.models import ApiKey, Meter, MeterReading
+from meters.models import (
+    LATENCY_BUCKETS,
+    ApiKey,
+    FleetRollup,
+    Meter,
+    MeterReading,
+    MeterRollup,
+    OwnerDayRollup,
+    ReadingDelta,
+)
 from meters.services.api_keys import ApiKeyPrincipal
 
 ZERO_KWH = Decimal("0.000000000")
@@ -227,12 +235,72 @@ def reading_list(*, caller: Caller, page: int, page_size: int, sort_by: str, sor
 
 def reading_stats(*, caller: Caller) -> dict:
     """Totals over the caller's readings: ``total_kwh`` is their net energy as the meters measured it (a window's
-    derived row is not counted again), ``minted_kwh``/``unminted_kwh`` what was minted and what is still to be."""
-    measured = ~Q(source=MeterReading.Source.WINDOW)
-    totals = _own_readings(caller).aggregate(
-        total_readings=Count("id", filter=measured),
-        minted_kwh=Sum("mintable_kwh", filter=Q(minted=True)),
-        unminted_kwh=Sum("mintable_kwh", filter=Q(minted=False) & ~Q(status=MeterReading.Status.REJECTED)),
-        total_kwh=Sum("kwh_amount", filter=measured),
+    derived row is not counted again), ``minted_kwh``/``unminted_kwh`` what was minted and what is still to be.
+
+    Read from the rollups (the owner's days, or a device key's meter), never from the readings."""
+    if caller.is_device:
+        totals = rollup_totals(MeterRollup, meter_id=caller.meter_id)
+    else:
+        totals = rollup_totals(OwnerDayRollup, user_id=caller.user_id)
+    return {
+        "total_readings": totals["readings"],
+        "minted_kwh": totals["minted_kwh"],
+        # Minted readings are never rejected, so what is still to mint is the rest of the mintable kWh.
+        "unminted_kwh": totals["mintable_kwh"] - totals["minted_kwh"],
+        "total_kwh": totals["net_kwh"],
+    }
+
+
+ROLLUP_COUNTS = ("readings", *MeterReading.Status.values, "flagged")
+ROLLUP_KWH = ("net_kwh", "generated_kwh", "consumed_kwh", "mintable_kwh", "minted_kwh")
+ROLLUP_UNITS = ("minted_units", "minting_units")
+ROLLUP_MAXES = ("last_submitted_at", "mint_slot")
+LATENCY_COLUMNS = (*(f"latency_le_{i}" for i in range(len(LATENCY_BUCKETS))), "latency_count", "latency_seconds")
+
+
+def rollup_totals(model, *, group_by: str | None = None, latency: bool = False, **where) -> dict:
+    """The sums of a rollup table's rows matching ``where`` (column -> value, or a list: any of them) plus the
+    deltas not folded yet, so the answer is exact (docs/ROLLUPS.md); per value of ``group_by`` when given.
+
+    Every rollup table names its keys as the delta table does, so one condition serves both halves. Counts
+    are ints, kWh Decimals with nine places, base units ints; ``last_submitted_at`` and ``mint_slot`` maxima.
+    """
+    conditions = " AND ".join(
+        f"{column} = ANY(%({column})s)" if isinstance(value, list | tuple) else f"{column} = %({column})s"
+        for column, value in where.items()
     )
-    return {key: (ZERO_KWH if value is None else value) for key, value in totals.items()}
+    sums = (*ROLLUP_COUNTS, *ROLLUP_KWH, *ROLLUP_UNITS, *(LATENCY_COLUMNS if latency else ()))
+    keys = (group_by,) if group_by else ()
+    inner = ", ".join((*keys, *sums, *ROLLUP_MAXES))
+    zero = {column: ZERO_KWH if column in ROLLUP_KWH else 0 for column in sums}
+    outer = ", ".join(
+        (*keys, *(f"coalesce(sum({c}), %(zero_{c})s)" for c in sums), *(f"max({c})" for c in ROLLUP_MAXES))
+    )
+    where_sql = f"WHERE {conditions}" if conditions else ""
+    sql = (
+        f"SELECT {outer} FROM (SELECT {inner} FROM {model._meta.db_table} {where_sql} "  # noqa: S608 (model names)
+        f"UNION ALL SELECT {inner} FROM {ReadingDelta._meta.db_table} {where_sql}) t"
+        + (f" GROUP BY {group_by}" if group_by else "")
+    )
+    params = {**{key: list(value) if isinstance(value, tuple) else value for key, value in where.items()}}
+    params.update({f"zero_{column}": value for column, value in zero.items()})
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    names = (*sums, *ROLLUP_MAXES)
+
+    def totals(values) -> dict:
+        row = dict(zip(names, values, strict=True))
+        for column in (*ROLLUP_COUNTS, *ROLLUP_UNITS, "mint_slot"):
+            row[column] = int(row[column] or 0)
+        row["rows"] = sum(row[status] for status in MeterReading.Status.values)
+        return row
+
+    if group_by:
+        return {row[0]: totals(row[1:]) for row in rows}
+    return totals(rows[0])
+
+
+def fleet_totals(*, latency: bool = False) -> dict:
+    """Every reading's rollup: counts by status, energy, base units (and the latency histogram)."""
+    return rollup_totals(FleetRollup, latency=latency)
