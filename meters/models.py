@@ -170,13 +170,23 @@ class MeterReading(models.Model):
         indexes = [
             # Serves the sweep: WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at.
             models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="reading_pending_due_idx"),
+            # Each index here serves a named query (docs/ROLLUPS.md, "Indexes"; EXPLAIN in tests/meters/test_plans.py).
+            # my-readings and the dashboard's recent readings: a user's newest first, keyset by (submitted_at, id).
             models.Index(fields=["user", "-submitted_at"], name="reading_user_submitted_idx"),
-            models.Index(fields=["mint_tx_signature"], name="reading_signature_idx"),
+            # my-readings of one meter, the admin's meter filter.
+            models.Index(fields=["meter", "submitted_at"], name="reading_meter_submitted_idx"),
+            # The admin list (newest first) and its date filter, the demo's readings since it started.
+            models.Index(fields=["submitted_at"], name="reading_submitted_idx"),
             # Serves window settlement: the readings still waiting for their window, per meter.
             models.Index(
                 fields=["meter", "window_start"], condition=Q(status="awaiting_window"), name="reading_awaiting_idx"
             ),
-            models.Index(fields=["status"], condition=Q(status="held"), name="reading_held_idx"),
+            # The readings still open or refused (few): held counts and ages, the admin's status filter.
+            models.Index(
+                fields=["status", "submitted_at"],
+                condition=~Q(status__in=["minted", "recorded"]),
+                name="reading_open_status_idx",
+            ),
         ]
 
     def __str__(self) -> str:

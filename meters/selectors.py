@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -11,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
+from django.db.models import Q
 
 from gridtoken.exceptions import Forbidden, NotFound, ValidationFailed
 from meters.models import (
@@ -225,12 +227,106 @@ READING_FILTERS = {
 }
 
 
-def reading_list(*, caller: Caller, page: int, page_size: int, sort_by: str, sort_order: str, **filters) -> dict:
-    """A page of the caller's readings; ``filters`` (READING_FILTERS, None for "any") narrow it."""
+# Page numbers are read with OFFSET, which costs the rows skipped: past this many, a page is asked for by
+# cursor (docs/API.md). Counts that the rollups cannot answer (source, since, until) stop at COUNT_CAP.
+MAX_OFFSET = 100_000
+COUNT_CAP = 10_000
+
+
+def cursor_encode(*, sort_by: str, sort_order: str, value, reading_id: uuid.UUID) -> str:
+    raw = json.dumps(
+        [sort_by, sort_order, value.isoformat() if isinstance(value, datetime) else str(value), str(reading_id)]
+    )
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def cursor_decode(cursor: str, *, sort_by: str, sort_order: str) -> tuple[object, uuid.UUID]:
+    """The (sort value, id) a cursor continues after; 400 for a malformed cursor or one of another ordering."""
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        by, order, value, reading_id = raw
+        if (by, order) != (sort_by, sort_order):
+            raise ValueError("another ordering")
+        parsed = Decimal(value) if sort_by == "kwh_amount" else datetime.fromisoformat(value)
+        return parsed, uuid.UUID(reading_id)
+    except (ValueError, TypeError, ArithmeticError, json.JSONDecodeError):
+        raise ValidationFailed(
+            "validation_error", "cursor is not a next_cursor of this sort_by and sort_order.", field="cursor"
+        ) from None
+
+
+def _reading_count(caller: Caller, filters: dict, readings) -> int:
+    """The number of readings a list's filters select: exact from the rollups when only the meter, status and
+    minted narrow it; otherwise counted, at most COUNT_CAP."""
+    if any(filters.get(name) is not None for name in ("source", "since", "until")):
+        return readings[:COUNT_CAP].count()
+    serial, meter_id = filters.get("meter_serial"), filters.get("meter_id")
+    if serial is not None or meter_id is not None or caller.is_device:
+        meters = meter_list(caller=caller)
+        if serial is not None:
+            meters = meters.filter(serial=serial)
+        if meter_id is not None:
+            meters = meters.filter(pk=meter_id)
+        meter_ids = list(meters.values_list("pk", flat=True))
+        if not meter_ids:
+            return 0
+        totals = rollup_totals(MeterRollup, meter_id=meter_ids)
+    else:
+        totals = rollup_totals(OwnerDayRollup, user_id=caller.user_id)
+    statuses = set(filters.get("status") or MeterReading.Status.values)
+    if filters.get("minted") is True:
+        statuses &= {MeterReading.Status.MINTED}
+    elif filters.get("minted") is False:
+        statuses -= {MeterReading.Status.MINTED}
+    return sum(totals[status] for status in statuses)
+
+
+def reading_list(
+    *, caller: Caller, page: int, page_size: int, sort_by: str, sort_order: str, cursor: str | None = None, **filters
+) -> dict:
+    """A page of the caller's readings; ``filters`` (READING_FILTERS, None for "any") narrow it.
+
+    ``cursor`` (a page's ``next_cursor``) continues after that page's last reading by keyset, at the cost of
+    one page whatever its depth; ``page`` alone skips rows (OFFSET), up to MAX_OFFSET of them. The total comes
+    from the rollups (exact) or a capped count (``_reading_count``), never from counting the caller's history.
+    """
     narrowing = {READING_FILTERS[name]: value for name, value in filters.items() if value is not None}
-    readings = _own_readings(caller).select_related("meter").filter(**narrowing)
+    readings = _own_readings(caller).filter(**narrowing)
     prefix = "-" if sort_order == "desc" else ""
-    return paginate(readings.order_by(f"{prefix}{sort_by}", f"{prefix}id"), page=page, page_size=page_size)
+    ordered = readings.select_related("meter").order_by(f"{prefix}{sort_by}", f"{prefix}id")
+    start = (page - 1) * page_size
+    if cursor is not None:
+        value, after = cursor_decode(cursor, sort_by=sort_by, sort_order=sort_order)
+        beyond = "lt" if sort_order == "desc" else "gt"
+        ordered = ordered.filter(Q(**{f"{sort_by}__{beyond}": value}) | Q(**{sort_by: value, f"id__{beyond}": after}))
+        start = 0
+    elif start > MAX_OFFSET:
+        raise ValidationFailed(
+            "validation_error",
+            f"page skips more than {MAX_OFFSET} readings: follow next_cursor to read further.",
+            field="page",
+        )
+    items = list(ordered[start : start + page_size + 1])
+    more = len(items) > page_size
+    items = items[:page_size]
+    total = _reading_count(caller, filters, readings)
+    last = items[-1] if more else None
+    return {
+        "items": items,
+        "pagination": {
+            "current_page": page,
+            "total_pages": math.ceil(total / page_size),
+            "total_items": total,
+            "items_per_page": page_size,
+            "has_next": more,
+            "has_previous": page > 1 or cursor is not None,
+            "next_cursor": None
+            if last is None
+            else cursor_encode(
+                sort_by=sort_by, sort_order=sort_order, value=getattr(last, sort_by), reading_id=last.id
+            ),
+        },
+    }
 
 
 def reading_stats(*, caller: Caller) -> dict:

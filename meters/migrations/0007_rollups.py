@@ -41,6 +41,7 @@ LATENCY_SUMS = {
     "latency_seconds": f"coalesce(extract(epoch FROM {LATENCY}), 0)",
 }
 MAXES = {"last_submitted_at": "r.submitted_at", "mint_slot": "coalesce(b.context_slot, 0)"}
+FLOORS = {"last_submitted_at": "NULL::timestamptz", "mint_slot": "0"}  # what a removed row contributes
 MEASURES = (*SUMS, *MAXES)
 KEYS = ("meter_id", "user_id", "wallet_address", "mint_address", "hour")
 DELTA_COLUMNS = (*KEYS, *SUMS, *LATENCY_SUMS, *MAXES)
@@ -78,7 +79,7 @@ def contributions(rows: str, sign: int) -> str:
             for expression in LATENCY_SUMS.values()
         ),
         # Maxima only grow: an insert raises them, nothing lowers them (a removed row leaves them as they were).
-        *(expression if sign > 0 else "NULL" for expression in MAXES.values()),
+        *(expression if sign > 0 else FLOORS[column] for column, expression in MAXES.items()),
     ]
     names = ", ".join(f"{value} AS {column}" for value, column in zip(values, DELTA_COLUMNS, strict=True))
     return f"SELECT {names} FROM {rows} r LEFT JOIN minting_mintbatch b ON r.status = 'minted' AND b.id = r.batch_id"
