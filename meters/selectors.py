@@ -354,6 +354,10 @@ ROLLUP_MAXES = ("last_submitted_at", "mint_slot")
 LATENCY_COLUMNS = (*(f"latency_le_{i}" for i in range(len(LATENCY_BUCKETS))), "latency_count", "latency_seconds")
 
 
+# A rollup key the delta rows hold in another shape: the owner's UTC day of the delta's hour.
+DELTA_KEYS = {"day": "(hour AT TIME ZONE 'UTC')::date"}
+
+
 def rollup_totals(model, *, group_by: str | None = None, latency: bool = False, **where) -> dict:
     """The sums of a rollup table's rows matching ``where`` (column -> value, or a list: any of them) plus the
     deltas not folded yet, so the answer is exact (docs/ROLLUPS.md); per value of ``group_by`` when given.
@@ -368,6 +372,8 @@ def rollup_totals(model, *, group_by: str | None = None, latency: bool = False, 
     sums = (*ROLLUP_COUNTS, *ROLLUP_KWH, *ROLLUP_UNITS, *(LATENCY_COLUMNS if latency else ()))
     keys = (group_by,) if group_by else ()
     inner = ", ".join((*keys, *sums, *ROLLUP_MAXES))
+    delta_keys = tuple(f"{DELTA_KEYS.get(key, key)} AS {key}" for key in keys)
+    delta_inner = ", ".join((*delta_keys, *sums, *ROLLUP_MAXES))
     zero = {column: ZERO_KWH if column in ROLLUP_KWH else 0 for column in sums}
     outer = ", ".join(
         (*keys, *(f"coalesce(sum({c}), %(zero_{c})s)" for c in sums), *(f"max({c})" for c in ROLLUP_MAXES))
@@ -375,7 +381,7 @@ def rollup_totals(model, *, group_by: str | None = None, latency: bool = False, 
     where_sql = f"WHERE {conditions}" if conditions else ""
     sql = (
         f"SELECT {outer} FROM (SELECT {inner} FROM {model._meta.db_table} {where_sql} "  # noqa: S608 (model names)
-        f"UNION ALL SELECT {inner} FROM {ReadingDelta._meta.db_table} {where_sql}) t"
+        f"UNION ALL SELECT {delta_inner} FROM {ReadingDelta._meta.db_table} {where_sql}) t"
         + (f" GROUP BY {group_by}" if group_by else "")
     )
     params = {**{key: list(value) if isinstance(value, tuple) else value for key, value in where.items()}}
