@@ -153,10 +153,12 @@ def seed(world: World) -> None:
 
 
 BUILD = """
-WITH seed AS (
-    SELECT DISTINCT ON (meter_id) * FROM meters_meterreading
-    WHERE meter_id IN (SELECT id FROM meters_meter WHERE serial NOT LIKE 'SCALE-POST-%%')
-    ORDER BY meter_id, reading_timestamp DESC
+WITH seed AS (  -- each meter's newest reading (the copies go back in time), by index
+    SELECT r.* FROM meters_meter m CROSS JOIN LATERAL (
+        SELECT * FROM meters_meterreading x WHERE x.meter_id = m.id AND x.source <> 'window'
+        ORDER BY x.reading_timestamp DESC LIMIT 1
+    ) r
+    WHERE m.serial NOT LIKE 'SCALE-POST-%%'
 ), copies AS (
     SELECT seed.*, s AS slot, abs(hashtext(seed.meter_id::text || s::text)) %% 1000 AS h,
         (row_number() OVER ()) / %(per_batch)s AS batch, seed.reading_timestamp - s * interval '15 minutes' AS moment

@@ -291,6 +291,13 @@ def reading_list(
     from the rollups (exact) or a capped count (``_reading_count``), never from counting the caller's history.
     """
     narrowing = {READING_FILTERS[name]: value for name, value in filters.items() if value is not None}
+    if filters.get("meter_serial") is not None:
+        # The meter's id first, so the list reads reading_meter_submitted_idx rather than walking every one
+        # of the owner's readings through a join on the serial.
+        narrowing.pop("meter__serial")
+        narrowing["meter_id__in"] = list(
+            Meter.objects.filter(serial=filters["meter_serial"]).values_list("pk", flat=True)
+        )
     readings = _own_readings(caller).filter(**narrowing)
     prefix = "-" if sort_order == "desc" else ""
     ordered = readings.select_related("meter").order_by(f"{prefix}{sort_by}", f"{prefix}id")

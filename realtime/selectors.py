@@ -11,7 +11,7 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from meters.models import Meter, MeterReading, MeterRollup
+from meters.models import Meter, MeterReading, MeterRollup, OwnerDayRollup
 from meters.selectors import fleet_totals, rollup_totals
 from minting.models import MintBatch, MintingControl
 from minting.selectors import FEE_PAYER_LOW_LAMPORTS, chain_state, control_peek, fee_payer_address
@@ -245,17 +245,13 @@ def window_table(*, user, now: datetime | None = None) -> list[WindowRow]:
 
 
 def review_counts(*, user, now: datetime | None = None) -> dict:
-    """Held readings (all of them) and flagged readings submitted in the last FLAGGED_SINCE, per flag.
-
-    One query; a producer's rows come through reading_user_submitted_idx, the held count through
-    reading_open_status_idx.
-    """
+    """Held readings (all of them, from the rollups) and flagged readings submitted in the last FLAGGED_SINCE,
+    per flag (one query; a producer's rows through reading_user_submitted_idx, an operator's through
+    reading_flagged_idx)."""
     since = (now or timezone.now()) - FLAGGED_SINCE
     owner = None if user.is_staff else str(user.pk)
+    held = fleet_totals()["held"] if owner is None else rollup_totals(OwnerDayRollup, user_id=user.pk)["held"]
     sql = f"""
-        SELECT NULL, count(*) FROM {READINGS}
-        WHERE status = 'held' AND (%(owner)s::uuid IS NULL OR user_id = %(owner)s::uuid)
-        UNION ALL
         SELECT f.flag, count(*) FROM {READINGS} r CROSS JOIN LATERAL jsonb_array_elements_text(r.flags) AS f(flag)
         WHERE r.submitted_at >= %(since)s AND r.flags <> '[]'::jsonb
           AND (%(owner)s::uuid IS NULL OR r.user_id = %(owner)s::uuid)
@@ -264,6 +260,5 @@ def review_counts(*, user, now: datetime | None = None) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(sql, {"owner": owner, "since": since})
         rows = cursor.fetchall()
-    held = next(count for flag, count in rows if flag is None)
-    flags = sorted(((flag, count) for flag, count in rows if flag is not None), key=lambda item: (-item[1], item[0]))
+    flags = sorted(rows, key=lambda item: (-item[1], item[0]))
     return {"held": held, "flags": flags, "since": since}
