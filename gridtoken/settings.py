@@ -129,6 +129,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 10.0,
         "options": {"expires": 10.0},
     },
+    # Reads add the deltas not folded yet, so this only bounds how many they add (docs/ROLLUPS.md).
+    "meters-rollups-fold": {
+        "task": "meters.tasks.fold_rollups",
+        "schedule": 5.0,
+        "options": {"expires": 5.0},
+    },
     "certificates-issue": {
         "task": "certificates.tasks.issue_certificates",
         "schedule": float(CERTIFICATES.issue_polling_secs),

@@ -38,6 +38,12 @@ READING_FLAGS = (
 )
 # Register totals are larger than any one interval: numeric(24, 9) holds a billion MWh.
 REGISTER_MAX_DIGITS = 24
+# Sums over many readings: kWh to 21 integer digits, base units as integers of up to 40 digits.
+SUM_KWH_DIGITS = 30
+SUM_UNITS_DIGITS = 40
+# Upper bounds (seconds) of the submit-to-mint latency histogram the rollups keep (gridtoken_submit_to_mint_...).
+# Fixed by migration 0007: changing them needs a migration that rebuilds the fleet rollup.
+LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 
 
 class User(AbstractUser):
@@ -171,13 +177,23 @@ class MeterReading(models.Model):
         indexes = [
             # Serves the sweep: WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at.
             models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="reading_pending_due_idx"),
+            # Each index here serves a named query (docs/ROLLUPS.md, "Indexes"; EXPLAIN in tests/meters/test_plans.py).
+            # my-readings and the dashboard's recent readings: a user's newest first, keyset by (submitted_at, id).
             models.Index(fields=["user", "-submitted_at"], name="reading_user_submitted_idx"),
-            models.Index(fields=["mint_tx_signature"], name="reading_signature_idx"),
+            # my-readings of one meter, the admin's meter filter.
+            models.Index(fields=["meter", "submitted_at"], name="reading_meter_submitted_idx"),
+            # The admin list (newest first) and its date filter, the demo's readings since it started.
+            models.Index(fields=["submitted_at"], name="reading_submitted_idx"),
             # Serves window settlement: the readings still waiting for their window, per meter.
             models.Index(
                 fields=["meter", "window_start"], condition=Q(status="awaiting_window"), name="reading_awaiting_idx"
             ),
-            models.Index(fields=["status"], condition=Q(status="held"), name="reading_held_idx"),
+            # The readings still open or refused (few): held counts and ages, the admin's status filter.
+            models.Index(
+                fields=["status", "submitted_at"],
+                condition=~Q(status__in=["minted", "recorded"]),
+                name="reading_open_status_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -272,3 +288,132 @@ class MessageAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.fingerprint[:12]}: {self.attempts} attempt(s)"
+
+
+def _kwh_sum():
+    return models.DecimalField(max_digits=SUM_KWH_DIGITS, decimal_places=KWH_DECIMAL_PLACES, default=0)
+
+
+def _units_sum():
+    return models.DecimalField(max_digits=SUM_UNITS_DIGITS, decimal_places=0, default=0)
+
+
+class RollupMeasures(models.Model):
+    """What every rollup sums over its readings (docs/ROLLUPS.md). Rows of every source and status count in
+    the status counts; ``readings`` and the energy sums leave derived window rows out (they repeat their
+    readings), and generated/consumed/mintable leave rejected readings out, as the reads they serve do."""
+
+    readings = models.BigIntegerField(default=0, help_text="Measured readings (not derived window rows)")
+    pending = models.BigIntegerField(default=0)
+    minting = models.BigIntegerField(default=0)
+    minted = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    rejected = models.BigIntegerField(default=0)
+    recorded = models.BigIntegerField(default=0)
+    held = models.BigIntegerField(default=0)
+    awaiting_window = models.BigIntegerField(default=0)
+    flagged = models.BigIntegerField(default=0, help_text="Rows carrying at least one flag")
+    net_kwh = _kwh_sum()
+    generated_kwh = _kwh_sum()
+    consumed_kwh = _kwh_sum()
+    mintable_kwh = _kwh_sum()
+    minted_kwh = _kwh_sum()
+    minted_units = _units_sum()
+    minting_units = _units_sum()
+    last_submitted_at = models.DateTimeField(null=True, blank=True)
+    mint_slot = models.BigIntegerField(default=0, help_text="Newest context slot of a batch that minted here")
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__} {self.pk}: {self.readings} readings, {self.net_kwh} kWh net"
+
+
+class LatencyHistogram(models.Model):
+    """Minted readings by submit-to-mint latency: ``latency_le_<i>`` counts those within LATENCY_BUCKETS[i]."""
+
+    latency_le_0 = models.BigIntegerField(default=0)
+    latency_le_1 = models.BigIntegerField(default=0)
+    latency_le_2 = models.BigIntegerField(default=0)
+    latency_le_3 = models.BigIntegerField(default=0)
+    latency_le_4 = models.BigIntegerField(default=0)
+    latency_le_5 = models.BigIntegerField(default=0)
+    latency_le_6 = models.BigIntegerField(default=0)
+    latency_le_7 = models.BigIntegerField(default=0)
+    latency_le_8 = models.BigIntegerField(default=0)
+    latency_le_9 = models.BigIntegerField(default=0)
+    latency_le_10 = models.BigIntegerField(default=0)
+    latency_le_11 = models.BigIntegerField(default=0)
+    latency_count = models.BigIntegerField(default=0)
+    latency_seconds = models.DecimalField(max_digits=SUM_KWH_DIGITS, decimal_places=6, default=0)
+
+    class Meta:
+        abstract = True
+
+
+class ReadingDelta(RollupMeasures, LatencyHistogram):
+    """What one statement changed in the readings' rollups, written by the readings table's triggers
+    (migration 0007) and folded into the rollup tables by ``rollups_fold``. Reads add the rows not folded yet,
+    so a rollup read is exact at every moment. No foreign keys: the triggers insert these on every write."""
+
+    id = models.BigAutoField(primary_key=True)
+    meter_id = models.UUIDField()
+    user_id = models.UUIDField()
+    wallet_address = models.CharField(max_length=44)
+    mint_address = models.CharField(max_length=44, blank=True, default="")  # "" unless the rows are minted
+    hour = models.DateTimeField()
+
+    __str__ = RollupMeasures.__str__
+
+
+class MeterHourRollup(RollupMeasures):
+    """One meter's readings in one UTC hour of ``reading_timestamp``."""
+
+    meter_id = models.UUIDField()
+    hour = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["meter_id", "hour"], name="meterhour_unique")]
+
+    __str__ = RollupMeasures.__str__
+
+
+class MeterRollup(RollupMeasures):
+    """All of one meter's readings."""
+
+    meter_id = models.UUIDField(primary_key=True)
+
+    __str__ = RollupMeasures.__str__
+
+
+class OwnerDayRollup(RollupMeasures):
+    """One owner's readings (``MeterReading.user``) in one UTC day of ``reading_timestamp``."""
+
+    user_id = models.UUIDField()
+    day = models.DateField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user_id", "day"], name="ownerday_unique")]
+
+    __str__ = RollupMeasures.__str__
+
+
+class WalletRollup(RollupMeasures):
+    """One wallet's readings per mint they were minted on ("" for those not minted)."""
+
+    wallet_address = models.CharField(max_length=44)
+    mint_address = models.CharField(max_length=44, blank=True, default="")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["wallet_address", "mint_address"], name="wallet_unique")]
+
+    __str__ = RollupMeasures.__str__
+
+
+class FleetRollup(RollupMeasures, LatencyHistogram):
+    """Every reading: one row (id 1), written only by the fold, never by ingestion."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+
+    __str__ = RollupMeasures.__str__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -11,10 +12,20 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import Count, Q, Sum
+from django.db.models import Q
 
 from gridtoken.exceptions import Forbidden, NotFound, ValidationFailed
-from meters.models import ApiKey, DeadLetter, Meter, MeterReading
+from meters.models import (
+    LATENCY_BUCKETS,
+    ApiKey,
+    DeadLetter,
+    FleetRollup,
+    Meter,
+    MeterReading,
+    MeterRollup,
+    OwnerDayRollup,
+    ReadingDelta,
+)
 from meters.services.api_keys import ApiKeyPrincipal
 
 ZERO_KWH = Decimal("0.000000000")
@@ -217,25 +228,192 @@ READING_FILTERS = {
 }
 
 
-def reading_list(*, caller: Caller, page: int, page_size: int, sort_by: str, sort_order: str, **filters) -> dict:
-    """A page of the caller's readings; ``filters`` (READING_FILTERS, None for "any") narrow it."""
+# Page numbers are read with OFFSET, which costs the rows skipped: past this many, a page is asked for by
+# cursor (docs/API.md). Counts that the rollups cannot answer (source, since, until) stop at COUNT_CAP.
+MAX_OFFSET = 100_000
+COUNT_CAP = 10_000
+
+
+def cursor_encode(*, sort_by: str, sort_order: str, value, reading_id: uuid.UUID) -> str:
+    raw = json.dumps(
+        [sort_by, sort_order, value.isoformat() if isinstance(value, datetime) else str(value), str(reading_id)]
+    )
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def cursor_decode(cursor: str, *, sort_by: str, sort_order: str) -> tuple[object, uuid.UUID]:
+    """The (sort value, id) a cursor continues after; 400 for a malformed cursor or one of another ordering."""
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        by, order, value, reading_id = raw
+        if (by, order) != (sort_by, sort_order):
+            raise ValueError("another ordering")
+        parsed = Decimal(value) if sort_by == "kwh_amount" else datetime.fromisoformat(value)
+        return parsed, uuid.UUID(reading_id)
+    except (ValueError, TypeError, ArithmeticError, json.JSONDecodeError):
+        raise ValidationFailed(
+            "validation_error", "cursor is not a next_cursor of this sort_by and sort_order.", field="cursor"
+        ) from None
+
+
+def _reading_count(caller: Caller, filters: dict, readings) -> int:
+    """The number of readings a list's filters select: exact from the rollups when only the meter, status and
+    minted narrow it; otherwise counted, at most COUNT_CAP."""
+    if any(filters.get(name) is not None for name in ("source", "since", "until")):
+        return readings[:COUNT_CAP].count()
+    serial, meter_id = filters.get("meter_serial"), filters.get("meter_id")
+    if serial is not None or meter_id is not None or caller.is_device:
+        meters = meter_list(caller=caller)
+        if serial is not None:
+            meters = meters.filter(serial=serial)
+        if meter_id is not None:
+            meters = meters.filter(pk=meter_id)
+        meter_ids = list(meters.values_list("pk", flat=True))
+        if not meter_ids:
+            return 0
+        totals = rollup_totals(MeterRollup, meter_id=meter_ids)
+    else:
+        totals = rollup_totals(OwnerDayRollup, user_id=caller.user_id)
+    statuses = set(filters.get("status") or MeterReading.Status.values)
+    if filters.get("minted") is True:
+        statuses &= {MeterReading.Status.MINTED}
+    elif filters.get("minted") is False:
+        statuses -= {MeterReading.Status.MINTED}
+    return sum(totals[status] for status in statuses)
+
+
+def reading_list(
+    *, caller: Caller, page: int, page_size: int, sort_by: str, sort_order: str, cursor: str | None = None, **filters
+) -> dict:
+    """A page of the caller's readings; ``filters`` (READING_FILTERS, None for "any") narrow it.
+
+    ``cursor`` (a page's ``next_cursor``) continues after that page's last reading by keyset, at the cost of
+    one page whatever its depth; ``page`` alone skips rows (OFFSET), up to MAX_OFFSET of them. The total comes
+    from the rollups (exact) or a capped count (``_reading_count``), never from counting the caller's history.
+    """
     narrowing = {READING_FILTERS[name]: value for name, value in filters.items() if value is not None}
-    readings = _own_readings(caller).select_related("meter").filter(**narrowing)
+    if filters.get("meter_serial") is not None:
+        # The meter's id first, so the list reads reading_meter_submitted_idx rather than walking every one
+        # of the owner's readings through a join on the serial.
+        narrowing.pop("meter__serial")
+        narrowing["meter_id__in"] = list(
+            Meter.objects.filter(serial=filters["meter_serial"]).values_list("pk", flat=True)
+        )
+    readings = _own_readings(caller).filter(**narrowing)
     prefix = "-" if sort_order == "desc" else ""
-    return paginate(readings.order_by(f"{prefix}{sort_by}", f"{prefix}id"), page=page, page_size=page_size)
+    ordered = readings.select_related("meter").order_by(f"{prefix}{sort_by}", f"{prefix}id")
+    start = (page - 1) * page_size
+    if cursor is not None:
+        value, after = cursor_decode(cursor, sort_by=sort_by, sort_order=sort_order)
+        beyond = "lt" if sort_order == "desc" else "gt"
+        ordered = ordered.filter(Q(**{f"{sort_by}__{beyond}": value}) | Q(**{sort_by: value, f"id__{beyond}": after}))
+        start = 0
+    elif start > MAX_OFFSET:
+        raise ValidationFailed(
+            "validation_error",
+            f"page skips more than {MAX_OFFSET} readings: follow next_cursor to read further.",
+            field="page",
+        )
+    items = list(ordered[start : start + page_size + 1])
+    more = len(items) > page_size
+    items = items[:page_size]
+    total = _reading_count(caller, filters, readings)
+    last = items[-1] if more else None
+    return {
+        "items": items,
+        "pagination": {
+            "current_page": page,
+            "total_pages": math.ceil(total / page_size),
+            "total_items": total,
+            "items_per_page": page_size,
+            "has_next": more,
+            "has_previous": page > 1 or cursor is not None,
+            "next_cursor": None
+            if last is None
+            else cursor_encode(
+                sort_by=sort_by, sort_order=sort_order, value=getattr(last, sort_by), reading_id=last.id
+            ),
+        },
+    }
 
 
 def reading_stats(*, caller: Caller) -> dict:
     """Totals over the caller's readings: ``total_kwh`` is their net energy as the meters measured it (a window's
-    derived row is not counted again), ``minted_kwh``/``unminted_kwh`` what was minted and what is still to be."""
-    measured = ~Q(source=MeterReading.Source.WINDOW)
-    totals = _own_readings(caller).aggregate(
-        total_readings=Count("id", filter=measured),
-        minted_kwh=Sum("mintable_kwh", filter=Q(minted=True)),
-        unminted_kwh=Sum("mintable_kwh", filter=Q(minted=False) & ~Q(status=MeterReading.Status.REJECTED)),
-        total_kwh=Sum("kwh_amount", filter=measured),
+    derived row is not counted again), ``minted_kwh``/``unminted_kwh`` what was minted and what is still to be.
+
+    Read from the rollups (the owner's days, or a device key's meter), never from the readings."""
+    if caller.is_device:
+        totals = rollup_totals(MeterRollup, meter_id=caller.meter_id)
+    else:
+        totals = rollup_totals(OwnerDayRollup, user_id=caller.user_id)
+    return {
+        "total_readings": totals["readings"],
+        "minted_kwh": totals["minted_kwh"],
+        # Minted readings are never rejected, so what is still to mint is the rest of the mintable kWh.
+        "unminted_kwh": totals["mintable_kwh"] - totals["minted_kwh"],
+        "total_kwh": totals["net_kwh"],
+    }
+
+
+ROLLUP_COUNTS = ("readings", *MeterReading.Status.values, "flagged")
+ROLLUP_KWH = ("net_kwh", "generated_kwh", "consumed_kwh", "mintable_kwh", "minted_kwh")
+ROLLUP_UNITS = ("minted_units", "minting_units")
+ROLLUP_MAXES = ("last_submitted_at", "mint_slot")
+LATENCY_COLUMNS = (*(f"latency_le_{i}" for i in range(len(LATENCY_BUCKETS))), "latency_count", "latency_seconds")
+
+
+# A rollup key the delta rows hold in another shape: the owner's UTC day of the delta's hour.
+DELTA_KEYS = {"day": "(hour AT TIME ZONE 'UTC')::date"}
+
+
+def rollup_totals(model, *, group_by: str | None = None, latency: bool = False, **where) -> dict:
+    """The sums of a rollup table's rows matching ``where`` (column -> value, or a list: any of them) plus the
+    deltas not folded yet, so the answer is exact (docs/ROLLUPS.md); per value of ``group_by`` when given.
+
+    Every rollup table names its keys as the delta table does, so one condition serves both halves. Counts
+    are ints, kWh Decimals with nine places, base units ints; ``last_submitted_at`` and ``mint_slot`` maxima.
+    """
+    conditions = " AND ".join(
+        f"{column} = ANY(%({column})s)" if isinstance(value, list | tuple) else f"{column} = %({column})s"
+        for column, value in where.items()
     )
-    return {key: (ZERO_KWH if value is None else value) for key, value in totals.items()}
+    sums = (*ROLLUP_COUNTS, *ROLLUP_KWH, *ROLLUP_UNITS, *(LATENCY_COLUMNS if latency else ()))
+    keys = (group_by,) if group_by else ()
+    inner = ", ".join((*keys, *sums, *ROLLUP_MAXES))
+    delta_keys = tuple(f"{DELTA_KEYS.get(key, key)} AS {key}" for key in keys)
+    delta_inner = ", ".join((*delta_keys, *sums, *ROLLUP_MAXES))
+    zero = {column: ZERO_KWH if column in ROLLUP_KWH else 0 for column in sums}
+    outer = ", ".join(
+        (*keys, *(f"coalesce(sum({c}), %(zero_{c})s)" for c in sums), *(f"max({c})" for c in ROLLUP_MAXES))
+    )
+    where_sql = f"WHERE {conditions}" if conditions else ""
+    sql = (
+        f"SELECT {outer} FROM (SELECT {inner} FROM {model._meta.db_table} {where_sql} "  # noqa: S608 (model names)
+        f"UNION ALL SELECT {delta_inner} FROM {ReadingDelta._meta.db_table} {where_sql}) t"
+        + (f" GROUP BY {group_by}" if group_by else "")
+    )
+    params = {**{key: list(value) if isinstance(value, tuple) else value for key, value in where.items()}}
+    params.update({f"zero_{column}": value for column, value in zero.items()})
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    names = (*sums, *ROLLUP_MAXES)
+
+    def totals(values) -> dict:
+        row = dict(zip(names, values, strict=True))
+        for column in (*ROLLUP_COUNTS, *ROLLUP_UNITS, "mint_slot"):
+            row[column] = int(row[column] or 0)
+        row["rows"] = sum(row[status] for status in MeterReading.Status.values)
+        return row
+
+    if group_by:
+        return {row[0]: totals(row[1:]) for row in rows}
+    return totals(rows[0])
+
+
+def fleet_totals(*, latency: bool = False) -> dict:
+    """Every reading's rollup: counts by status, energy, base units (and the latency histogram)."""
+    return rollup_totals(FleetRollup, latency=latency)
 
 
 def dead_letter_list(*, door: str | None, status: str | None, before: int | None, limit: int) -> dict:

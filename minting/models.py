@@ -58,6 +58,10 @@ class MintBatch(models.Model):
         verbose_name_plural = "mint batches"
         indexes = [
             models.Index(fields=["created_at"], condition=models.Q(status="signed"), name="batch_in_flight_idx"),
+            # Recent batches for the dashboard, the status API and /metrics (the newest one, the last minute's
+            # and hour's settlements) without reading every batch ever sent.
+            models.Index(fields=["created_at"], name="batch_created_idx"),
+            models.Index(fields=["settled_at"], name="batch_settled_idx"),
         ]
 
     def __str__(self) -> str:

@@ -11,6 +11,7 @@ from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from meters.models import MeterReading
+from meters.selectors import fleet_totals
 from minting.models import MintBatch, MintingControl, TokenMint
 from minting.services.control import control_get
 
@@ -47,19 +48,13 @@ def unminted_reading_list(*, limit: int = 50) -> QuerySet[MeterReading]:
     )
 
 
-def unminted_reading_count() -> int:
-    return MeterReading.objects.filter(minted=False).exclude(status=MeterReading.Status.REJECTED).count()
+def unminted_reading_count(fleet: dict) -> int:
+    """Readings not minted and not rejected, from the fleet rollup."""
+    return fleet["rows"] - fleet["minted"] - fleet["rejected"]
 
 
-def reading_status_counts() -> dict[str, int]:
-    rows = (
-        MeterReading.objects.filter(status__in=["pending", "minting", "failed"])
-        .values("status")
-        .annotate(n=Count("id"))
-    )
-    counts = {"pending": 0, "minting": 0, "failed": 0}
-    counts.update({row["status"]: row["n"] for row in rows})
-    return counts
+def reading_status_counts(fleet: dict) -> dict[str, int]:
+    return {status: fleet[status] for status in ("pending", "minting", "failed")}
 
 
 def batch_stats(*, window: timedelta = RECENT_WINDOW) -> dict:
@@ -85,13 +80,14 @@ def batch_stats(*, window: timedelta = RECENT_WINDOW) -> dict:
 def tokenization_status() -> dict:
     control = control_get()
     cfg = settings.TOKENIZATION
+    fleet = fleet_totals()
     return {
         "auto_mint_enabled": control.auto_mint_enabled,
         "auto_mint_percentage": cfg.auto_mint_percentage,
         "polling_interval_secs": cfg.polling_interval_secs,
         "batch_size": cfg.batch_size,
-        "unminted_readings_count": unminted_reading_count(),
-        "readings_by_status": reading_status_counts(),
+        "unminted_readings_count": unminted_reading_count(fleet),
+        "readings_by_status": reading_status_counts(fleet),
         "recent_batch_stats": batch_stats(),
         "chain": {**chain_state(control=control), "fee_payer_address": fee_payer_address()},
         "updated_by": control.updated_by,

@@ -8,10 +8,11 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from meters.models import Meter, MeterReading
+from meters.models import Meter, MeterReading, MeterRollup, OwnerDayRollup
+from meters.selectors import fleet_totals, rollup_totals
 from minting.models import MintBatch, MintingControl
 from minting.selectors import FEE_PAYER_LOW_LAMPORTS, chain_state, control_peek, fee_payer_address
 from realtime.events import rfc3339
@@ -24,8 +25,14 @@ READINGS, METERS = MeterReading._meta.db_table, Meter._meta.db_table
 
 
 def meter_list(*, user) -> list[Meter]:
-    meters = Meter.objects.filter(owner=user).order_by("serial")
-    return list(meters.annotate(reading_count=Count("readings"), last_reading=Max("readings__submitted_at")))
+    """The user's meters with their reading count and last submission, from the meters' rollups."""
+    meters = list(Meter.objects.filter(owner=user).order_by("serial"))
+    totals = rollup_totals(MeterRollup, group_by="meter_id", meter_id=[meter.id for meter in meters])
+    for meter in meters:
+        row = totals.get(meter.id)
+        meter.reading_count = row["rows"] if row else 0
+        meter.last_reading = row["last_submitted_at"] if row else None
+    return meters
 
 
 def reading_list_recent(*, user, limit: int = RECENT_READINGS) -> list[MeterReading]:
@@ -114,35 +121,27 @@ def pipeline_figures(*, now: datetime | None = None) -> dict:
     throughput and failures.
 
     Minted per minute is counted from the batches confirmed in the last minute, in tokens (exact, from their
-    base units) and in readings. The status counts are one pass over the readings table, which the
-    per-status counts needed anyway.
+    base units) and in readings. The status counts come from the fleet rollup.
     """
     now = now or timezone.now()
     control = control_peek()
-    readings = MeterReading.objects.aggregate(
-        total=Count("id"),
-        held=Count("id", filter=Q(status=MeterReading.Status.HELD)),
-        pending=Count("id", filter=Q(status=MeterReading.Status.PENDING)),
-        minting=Count("id", filter=Q(status=MeterReading.Status.MINTING)),
-        failed=Count("id", filter=Q(status=MeterReading.Status.FAILED)),
-    )
+    readings = fleet_totals()
     last_minute = now - timedelta(minutes=1)
     last_hour = now - timedelta(hours=1)
-    batches = MintBatch.objects.aggregate(
-        in_flight=Count("id", filter=Q(status=MintBatch.Status.SIGNED)),
+    # The last hour's settlements through batch_settled_idx, the in-flight ones through batch_in_flight_idx.
+    batches = MintBatch.objects.filter(settled_at__gte=last_hour).aggregate(
         minted_last_minute=Sum(
             "reading_count", filter=Q(status=MintBatch.Status.CONFIRMED, settled_at__gte=last_minute)
         ),
         tokens_last_minute=Sum(
             "total_token_amount", filter=Q(status=MintBatch.Status.CONFIRMED, settled_at__gte=last_minute)
         ),
-        failed_last_hour=Count(
-            "id", filter=Q(status__in=[MintBatch.Status.FAILED, MintBatch.Status.EXPIRED], settled_at__gte=last_hour)
-        ),
+        failed_last_hour=Count("id", filter=Q(status__in=[MintBatch.Status.FAILED, MintBatch.Status.EXPIRED])),
     )
+    batches["in_flight"] = MintBatch.objects.filter(status=MintBatch.Status.SIGNED).count()
     tokens_last_minute = int(batches["tokens_last_minute"] or 0)
     return {
-        "readings_total": readings["total"],
+        "readings_total": readings["rows"],
         "meters_total": Meter.objects.count(),
         "held": readings["held"],
         "pending": readings["pending"],
@@ -246,17 +245,13 @@ def window_table(*, user, now: datetime | None = None) -> list[WindowRow]:
 
 
 def review_counts(*, user, now: datetime | None = None) -> dict:
-    """Held readings (all of them) and flagged readings submitted in the last FLAGGED_SINCE, per flag.
-
-    One query; a producer's rows come through reading_user_submitted_idx, the held count through
-    reading_held_idx.
-    """
+    """Held readings (all of them, from the rollups) and flagged readings submitted in the last FLAGGED_SINCE,
+    per flag (one query; a producer's rows through reading_user_submitted_idx, an operator's through
+    reading_flagged_idx)."""
     since = (now or timezone.now()) - FLAGGED_SINCE
     owner = None if user.is_staff else str(user.pk)
+    held = fleet_totals()["held"] if owner is None else rollup_totals(OwnerDayRollup, user_id=user.pk)["held"]
     sql = f"""
-        SELECT NULL, count(*) FROM {READINGS}
-        WHERE status = 'held' AND (%(owner)s::uuid IS NULL OR user_id = %(owner)s::uuid)
-        UNION ALL
         SELECT f.flag, count(*) FROM {READINGS} r CROSS JOIN LATERAL jsonb_array_elements_text(r.flags) AS f(flag)
         WHERE r.submitted_at >= %(since)s AND r.flags <> '[]'::jsonb
           AND (%(owner)s::uuid IS NULL OR r.user_id = %(owner)s::uuid)
@@ -265,6 +260,5 @@ def review_counts(*, user, now: datetime | None = None) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(sql, {"owner": owner, "since": since})
         rows = cursor.fetchall()
-    held = next(count for flag, count in rows if flag is None)
-    flags = sorted(((flag, count) for flag, count in rows if flag is not None), key=lambda item: (-item[1], item[0]))
+    flags = sorted(rows, key=lambda item: (-item[1], item[0]))
     return {"held": held, "flags": flags, "since": since}

@@ -16,9 +16,9 @@ show only this process' share. Instead every scrape derives the figures from fac
 - Meter data review: readings held for an operator (and the oldest one's age), and readings flagged per flag
   over the last 24 hours (one GROUP BY over ``jsonb_array_elements_text(flags)``).
 
-Cost: a handful of aggregate queries, each a scan of the readings or batches table. That is milliseconds at
-the demo's scale and roughly 100-300 ms per million readings; past that, archive old readings or move the
-histograms to counters maintained by the pipeline (see docs/OPERATIONS.md).
+Cost: the readings' counters and the latency histogram come from the fleet rollup (docs/ROLLUPS.md), the
+backlog's gauges from the pending and held rows (partial indexes), flags from the last 24 hours' flagged rows
+(reading_flagged_idx): none of them grows with the readings' history.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from prometheus_client.registry import Collector
 
 from gridtoken import observability
 from gridtoken.ops.health import check_rpc
-from meters.models import READING_FLAGS, DeadLetter, MeterReading
+from meters.models import LATENCY_BUCKETS, READING_FLAGS, DeadLetter, MeterReading
+from meters.selectors import fleet_totals
 from minting.models import MintBatch
 from minting.selectors import PAUSE_REASONS, chain_state, control_peek
 from minting.services.policy import rollout_bucket_sql
@@ -48,7 +49,6 @@ from protocols import status as mqtt_status
 logger = logging.getLogger(__name__)
 
 BATCH_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 SETTLED = (MintBatch.Status.CONFIRMED, MintBatch.Status.FAILED, MintBatch.Status.EXPIRED)
 R = MeterReading.Status
 FLAGGED_SINCE = timedelta(hours=24)
@@ -79,10 +79,6 @@ def histogram_buckets(queryset, duration: ExpressionWrapper, bounds: tuple[float
     return buckets, _seconds(row["total_seconds"])
 
 
-def reading_latency():
-    return ExpressionWrapper(F("batch__settled_at") - F("submitted_at"), output_field=DurationField())
-
-
 def batch_duration():
     return ExpressionWrapper(F("settled_at") - F("created_at"), output_field=DurationField())
 
@@ -111,6 +107,35 @@ def readings_with_rollout():
         return MeterReading.objects.all(), Q()
     bucket = RawSQL(rollout_bucket_sql(f'"{MeterReading._meta.db_table}"."user_id"'), ())  # noqa: S611 (a constant expression over a model column)
     return MeterReading.objects.annotate(rollout_bucket=bucket), Q(rollout_bucket__lt=percentage)
+
+
+def readings_figures(*, now: datetime) -> dict:
+    """The readings' counters and gauges: totals by status from the fleet rollup (exact, whatever the history),
+    the backlog's figures from the pending and held rows alone (partial indexes: their cost is the backlog's)."""
+    fleet = fleet_totals()
+    row = {
+        "received": fleet["rows"],
+        "tokens": fleet["minted_units"],
+        **{status: fleet[status] for status in ("minted", "pending", "minting", "failed", "rejected", "held")},
+    }
+    pending, automatic = readings_with_rollout()
+    row.update(
+        pending.filter(status=R.PENDING).aggregate(
+            due=Count("pk", filter=Q(next_attempt_at__lte=now) & automatic),
+            oldest_pending=Min("submitted_at", filter=automatic),
+            **({"manual": Count("pk", filter=~automatic)} if automatic else {}),
+        )
+    )
+    row["oldest_held"] = MeterReading.objects.filter(status=R.HELD).aggregate(oldest=Min("submitted_at"))["oldest"]
+    row.setdefault("manual", 0)
+    return row
+
+
+def latency_histogram(fleet: dict) -> tuple[list, float]:
+    """``gridtoken_submit_to_mint_latency_seconds`` from the fleet rollup's histogram of minted readings."""
+    buckets = [(str(bound), fleet[f"latency_le_{i}"]) for i, bound in enumerate(LATENCY_BUCKETS)]
+    buckets.append(("+Inf", fleet["latency_count"]))
+    return buckets, float(fleet["latency_seconds"])
 
 
 def flagged_counts(*, since: datetime) -> dict[str, int]:
@@ -165,22 +190,7 @@ class PipelineCollector(Collector):
 
     def _database(self):
         now = timezone.now()
-        readings, automatic = readings_with_rollout()
-        row = readings.aggregate(
-            received=Count("pk"),
-            minted=Count("pk", filter=Q(status=R.MINTED)),
-            tokens=Sum("token_amount", filter=Q(status=R.MINTED)),
-            pending=Count("pk", filter=Q(status=R.PENDING)),
-            due=Count("pk", filter=Q(status=R.PENDING, next_attempt_at__lte=now) & automatic),
-            oldest_pending=Min("submitted_at", filter=Q(status=R.PENDING) & automatic),
-            minting=Count("pk", filter=Q(status=R.MINTING)),
-            failed=Count("pk", filter=Q(status=R.FAILED)),
-            rejected=Count("pk", filter=Q(status=R.REJECTED)),
-            held=Count("pk", filter=Q(status=R.HELD)),
-            oldest_held=Min("submitted_at", filter=Q(status=R.HELD)),
-            **({"manual": Count("pk", filter=Q(status=R.PENDING) & ~automatic)} if automatic else {}),
-        )
-        row.setdefault("manual", 0)
+        row = readings_figures(now=now)
         yield CounterMetricFamily("gridtoken_readings_received_total", "Readings accepted and stored.", row["received"])
         yield CounterMetricFamily("gridtoken_readings_minted_total", "Readings minted on chain.", row["minted"])
         yield CounterMetricFamily(
@@ -326,8 +336,7 @@ class PipelineCollector(Collector):
             "gridtoken_submit_to_mint_latency_seconds",
             "Reading submitted to its batch confirmed, all minted readings.",
         )
-        minted = MeterReading.objects.filter(status=R.MINTED, batch__settled_at__isnull=False)
-        latency.add_metric([], *histogram_buckets(minted, reading_latency(), LATENCY_BUCKETS))
+        latency.add_metric([], *latency_histogram(fleet_totals(latency=True)))
         yield latency
 
     def _redis(self):
@@ -411,12 +420,11 @@ REGISTRY = build_registry()
 
 
 def pipeline_snapshot(*, since: datetime) -> dict:
-    """Figures for the demo's progress line: this run's readings, the whole backlog."""
-    row = MeterReading.objects.aggregate(
-        submitted=Count("pk", filter=Q(submitted_at__gte=since)),
-        minted=Count("pk", filter=Q(submitted_at__gte=since, status=R.MINTED)),
-        pending=Count("pk", filter=Q(status__in=(R.PENDING, R.MINTING))),
-        failed=Count("pk", filter=Q(status=R.FAILED)),
+    """Figures for the demo's progress line: this run's readings (reading_submitted_idx), the whole backlog."""
+    row = MeterReading.objects.filter(submitted_at__gte=since).aggregate(
+        submitted=Count("pk"), minted=Count("pk", filter=Q(status=R.MINTED))
     )
+    fleet = fleet_totals()
+    row.update(pending=fleet["pending"] + fleet["minting"], failed=fleet["failed"])
     row["p95_secs"] = latency_quantile(0.95, since=since)
     return row

@@ -64,17 +64,19 @@ BODY_ERRORS = (400, 401, 413, 415, 429)
 # A reading write can also name a meter that is not the caller's, unknown, or conflicting.
 READING_ERRORS = errors(*BODY_ERRORS, 403, 404, 409)
 
-PAGINATION = inline_serializer(
-    "Pagination",
-    {
+
+def pagination_fields() -> dict:
+    return {
         "current_page": serializers.IntegerField(),
         "total_pages": serializers.IntegerField(),
         "total_items": serializers.IntegerField(),
         "items_per_page": serializers.IntegerField(),
         "has_next": serializers.BooleanField(),
         "has_previous": serializers.BooleanField(),
-    },
-)
+    }
+
+
+PAGINATION = inline_serializer("Pagination", pagination_fields())
 
 _telemetry = {name: serializers.JSONField(required=False) for name in TELEMETRY_FIELDS}
 _kwh = {"allow_null": True, "help_text": "Exact decimal string (kWh, nine places) or null"}
@@ -142,7 +144,18 @@ V1_SUBMITTED = inline_serializer(
         "message": serializers.CharField(),
     },
 )
-READING_PAGE = inline_serializer("ReadingPage", {"data": READING.__class__(many=True), "pagination": PAGINATION})
+READING_PAGINATION = inline_serializer(
+    "ReadingPagination",
+    {
+        **pagination_fields(),
+        "next_cursor": serializers.CharField(
+            allow_null=True, help_text="Pass as cursor for the next page (null on the last page)"
+        ),
+    },
+)
+READING_PAGE = inline_serializer(
+    "ReadingPage", {"data": READING.__class__(many=True), "pagination": READING_PAGINATION}
+)
 SUBMIT = inline_serializer(
     "ReadingSubmit",
     {

@@ -135,6 +135,12 @@ class ReadingListApi(ApiView):
         until = serializers.DateTimeField(
             required=False, default=None, help_text="reading_timestamp before this (ISO 8601; no offset: UTC)"
         )
+        cursor = serializers.CharField(
+            required=False,
+            default=None,
+            max_length=400,
+            help_text="A page's next_cursor: the page after it, by keyset (same sort_by, sort_order and filters)",
+        )
 
         def validate(self, data):
             if data["since"] is not None and data["until"] is not None and data["until"] < data["since"]:

@@ -113,16 +113,32 @@ def test_issuing_a_device_key_from_the_meter_list(operator):
 
 @pytest.mark.parametrize(
     "query",
-    ["", "?status__exact=pending", "?minted__exact=1", "?q=MTR", "?reading_timestamp__year=2025"],
+    ["", "?status__exact=pending", "?minted__exact=1", "?q={serial}", "?q={id}", "?reading_timestamp__year=2025"],
 )
 def test_the_reading_list_filters_and_searches(operator, query):
     reading = ReadingFactory()
+    query = query.format(serial=reading.meter.serial, id=reading.pk)
 
     response = operator.get(f"/admin/meters/meterreading/{query}")
 
     assert response.status_code == 200
-    if query in ("", "?status__exact=pending", "?q=MTR"):
+    if query != "?minted__exact=1" and "year" not in query:
         assert str(reading.pk) in response.content.decode()
+
+
+def test_the_reading_search_is_exact_and_finds_a_batch_by_its_signature(operator):
+    from minting.models import MintBatch
+
+    batch = MintBatch.objects.create(
+        signature="SearchSig", raw_transaction=b"\x01", last_valid_block_height=1, mint_address="Mint111"
+    )
+    minted, other = ReadingFactory(batch=batch), ReadingFactory()
+
+    by_signature = operator.get(f"/admin/meters/meterreading/?q={batch.signature}").content.decode()
+    by_prefix = operator.get(f"/admin/meters/meterreading/?q={minted.meter.serial[:-1]}").content.decode()
+
+    assert str(minted.pk) in by_signature and str(other.pk) not in by_signature
+    assert str(minted.pk) not in by_prefix and str(other.pk) not in by_prefix
 
 
 def test_the_reading_list_filters_by_meter(operator):

@@ -36,6 +36,7 @@ def test_my_readings_lists_only_the_callers_readings(get, meter, user_token):
         "items_per_page": 20,
         "has_next": False,
         "has_previous": False,
+        "next_cursor": None,
     }
 
 

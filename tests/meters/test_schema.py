@@ -188,6 +188,6 @@ def test_the_reading_schemas_list_exactly_the_fields_the_endpoints_return(
     assert set(submitted.json()) == set(components["ReadingSubmitted"]["properties"])
     assert set(v1.json()) == set(components["MeterReadingV1Submitted"]["properties"])
     assert set(listed["data"][0]) == set(components["Reading"]["properties"])
-    assert set(listed["pagination"]) == set(components["Pagination"]["properties"])
+    assert set(listed["pagination"]) == set(components["ReadingPagination"]["properties"])
     assert unknown.status_code == 404 and set(unknown.json()) == set(components["ErrorBody"]["properties"])
     assert set(unknown.json()["error"]) <= set(components["ErrorDetail"]["properties"])

@@ -47,7 +47,8 @@ from gridtoken.ops import demo
 from gridtoken.ops.metrics import pipeline_snapshot
 from gridtoken.ops.processes import ChildFailed, Supervisor, stop_group
 from meters.management.commands.simulate_meters import PASSWORD_ENV
-from meters.models import MeterReading, User
+from meters.models import User
+from meters.selectors import fleet_totals
 from minting.chain.configured import recorded_mint
 
 SIMULATOR_MODES = (["--sign"], ["--legacy"], ["--batch"])
@@ -111,6 +112,12 @@ class Interrupted(BaseException):
 
 def _interrupt(signum, frame):
     raise Interrupted
+
+
+def in_flight_count() -> int:
+    """Readings waiting or being minted, from the fleet rollup."""
+    fleet = fleet_totals()
+    return fleet["pending"] + fleet["minting"]
 
 
 class Command(BaseCommand):
@@ -338,14 +345,13 @@ class Command(BaseCommand):
 
     def drain(self) -> None:
         """Wait (at most DRAIN_SECS) until no reading is waiting or being minted, so the figures settle."""
-        in_flight = (MeterReading.Status.PENDING, MeterReading.Status.MINTING)
         deadline = time.monotonic() + DRAIN_SECS
-        waiting = MeterReading.objects.filter(status__in=in_flight).count()
+        waiting = in_flight_count()
         if waiting:
             self.stdout.write(f"Waiting up to {DRAIN_SECS:g} s for {waiting} readings in flight to be minted ...")
         while waiting and time.monotonic() < deadline:
             time.sleep(0.5)
-            waiting = MeterReading.objects.filter(status__in=in_flight).count()
+            waiting = in_flight_count()
         if waiting:
             self.stdout.write(f"{waiting} readings are still in flight; the figures below may differ by them.")
 

@@ -2,8 +2,9 @@
 
 1. Resolve each subject to wallets: a username to its own and its meters' wallets, a meter serial to its
    wallet, a wallet address to itself.
-2. Sum the token amounts of that wallet's minted readings on the mint in use (readings minted on an earlier
-   mint are counted apart), and those of its readings being minted right now (in flight).
+2. Read the token amounts of that wallet's minted readings on the mint in use (readings minted on an earlier
+   mint are counted apart), and those of its readings being minted right now (in flight), from the wallets'
+   rollups (docs/ROLLUPS.md).
 3. Read the wallet's token account (``--supply``: the mint's supply) at SOLANA_COMMITMENT from a node that has
    seen the newest of those readings' batches (a node behind is "not yet", never "no"). The database is read
    first: a reading is marked minted only after its transaction is confirmed, so the chain can hold more than
@@ -22,14 +23,13 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Count, Max, Q, Sum
 
-from meters.models import Meter, MeterReading, User
+from meters.models import Meter, User, WalletRollup
+from meters.selectors import rollup_totals
 from minting.chain import ChainClient, ChainError, NodeBehind
 from minting.chain.decoding import rpc_value, token_amount
 from minting.chain.instructions import parse_wallet
 from minting.management.commands.demo import demo_database_name, using_database
-from minting.models import MintBatch
 
 MATCH, MISMATCH, NOT_YET = 0, 1, 2
 
@@ -77,30 +77,24 @@ def resolve(who: str) -> list[Subject]:
 
 
 def expected(*, mint: str, wallet: str | None) -> Expected:
-    """What the database says the wallet (or, for None, the whole mint) holds, and what is in flight."""
-    readings = MeterReading.objects.all() if wallet is None else MeterReading.objects.filter(wallet_address=wallet)
-    on_mint = Q(batch__mint_address=mint)
-    minted = Q(status=MeterReading.Status.MINTED)
-    flying = Q(status=MeterReading.Status.MINTING, token_amount__isnull=False)
-    row = readings.aggregate(
-        tokens=Sum("token_amount", filter=minted & on_mint),
-        kwh=Sum("mintable_kwh", filter=minted & on_mint),
-        readings=Count("pk", filter=minted & on_mint),
-        in_flight=Sum("token_amount", filter=flying),
-        in_flight_readings=Count("pk", filter=flying),
-        other_mints=Count("pk", filter=minted & ~on_mint),
-    )
-    batches = MintBatch.objects.filter(mint_address=mint, status=MintBatch.Status.CONFIRMED)
-    if wallet is not None:
-        batches = batches.filter(readings__wallet_address=wallet)
+    """What the database says the wallet (or, for None, the whole mint) holds, and what is in flight.
+
+    Read from the wallets' rollups (per wallet and mint), not by summing every minted reading. The chain is
+    read at or after the newest slot a batch minting to the wallet was confirmed at (``mint_slot``).
+    """
+    where = {} if wallet is None else {"wallet_address": wallet}
+    by_mint = rollup_totals(WalletRollup, group_by="mint_address", **where)
+    empty = {"minted_units": 0, "minted_kwh": Decimal(0), "minted": 0, "mint_slot": 0}
+    on_mint = by_mint.get(mint, empty)
+    in_flight = by_mint.get("", {"minting_units": 0, "minting": 0})
     return Expected(
-        tokens=int(row["tokens"] or 0),
-        kwh=row["kwh"] or Decimal(0),
-        readings=row["readings"],
-        in_flight=int(row["in_flight"] or 0),
-        in_flight_readings=row["in_flight_readings"],
-        other_mints=row["other_mints"],
-        min_slot=batches.aggregate(slot=Max("context_slot"))["slot"] or 0,
+        tokens=on_mint["minted_units"],
+        kwh=on_mint["minted_kwh"],
+        readings=on_mint["minted"],
+        in_flight=in_flight["minting_units"],
+        in_flight_readings=in_flight["minting"],
+        other_mints=sum(row["minted"] for address, row in by_mint.items() if address not in (mint, "")),
+        min_slot=on_mint["mint_slot"],
     )
 
 

@@ -1,0 +1,172 @@
+"""Query shapes, not timings: every query a surface sends that touches the readings table is read by index.
+
+Each surface is requested for real (API, dashboard, /metrics, admin, the status API, token_balance) while its
+queries are captured; each captured query on ``meters_meterreading`` is then explained with sequential scans
+disabled. A plan that still scans the table sequentially has no index to use; an index scan with no index
+condition outside a LIMIT reads the whole index. Either is a read that grows with history, and fails here.
+"""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib import admin
+from django.db import connection, transaction
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from meters.models import MeterReading
+from minting.management.commands.token_balance import expected
+from tests.factories import MeterFactory, ReadingFactory, UserFactory, api_key_for
+
+READINGS = MeterReading._meta.db_table
+INDEX_SCANS = ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+# Partial indexes of the rows still waiting for something: reading all of one costs the backlog, not history.
+BACKLOG_INDEXES = {"reading_pending_due_idx", "reading_awaiting_idx", "reading_open_status_idx"}
+
+
+def full_reads(plan: dict, *, limited: bool = False) -> list[str]:
+    """The nodes of ``plan`` that read all of the readings table or one of its indexes."""
+    found = []
+    node = plan["Node Type"]
+    limited = limited or node == "Limit"
+    if node == "Seq Scan" and plan.get("Relation Name") == READINGS:
+        found.append(f"Seq Scan on {READINGS}")
+    whole = node in INDEX_SCANS and "Index Cond" not in plan and not limited
+    if whole and plan["Index Name"].startswith("reading") and plan["Index Name"] not in BACKLOG_INDEXES:
+        found.append(f"{node} of all of {plan['Index Name']}")
+    for child in plan.get("Plans", []):
+        found += full_reads(child, limited=limited)
+    return found
+
+
+def explained(sql: str) -> dict:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}")
+        return cursor.fetchone()[0][0]["Plan"]
+
+
+def readings_queries(request) -> list[str]:
+    """The queries ``request()`` sends that read the readings table (its answer must be 200)."""
+    with CaptureQueriesContext(connection) as captured:
+        response = request()
+    assert response.status_code == 200, response.content[:500]
+    sqls = [q["sql"] for q in captured.captured_queries]
+    return [sql for sql in sqls if READINGS in sql and sql.lstrip().upper().startswith(("SELECT", "WITH"))]
+
+
+@pytest.fixture
+def fleet(db):
+    """Two producers, one with three meters; readings of every kind, a few flagged, held, failed."""
+    producer, other = UserFactory(), UserFactory()
+    meters = [MeterFactory(owner=producer) for _ in range(3)] + [MeterFactory(owner=other)]
+    now = timezone.now()
+    for i in range(60):
+        ReadingFactory(
+            meter=meters[i % 4],
+            reading_timestamp=now - timedelta(minutes=15 * i),
+            kwh_amount=Decimal("1.250000000"),
+            mintable_kwh=Decimal("1.250000000"),
+            status=("pending", "minted", "recorded", "held", "failed")[i % 5],
+            minted=i % 5 == 1,
+            mint_tx_signature="Sig" if i % 5 == 1 else None,
+            flags=["spike"] if i % 7 == 0 else [],
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {READINGS}")
+    return producer, meters
+
+
+def bearer(user) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=user).key}")
+
+
+def logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def surfaces(producer, meters) -> dict:
+    device = Client(HTTP_AUTHORIZATION=f"Bearer {api_key_for(meter=meters[0])[1]}")
+    api, operator = bearer(producer), UserFactory(is_staff=True, is_superuser=True)
+    admin, staff_api, dashboard = logged_in(operator), bearer(operator), logged_in(producer)
+    first = api.get("/api/meters/my-readings?page_size=5").json()["pagination"]["next_cursor"]
+    return {
+        "stats (producer)": lambda: api.get("/api/meters/stats"),
+        "stats (device)": lambda: device.get("/api/meters/stats"),
+        "my-readings page 1": lambda: api.get("/api/meters/my-readings"),
+        "my-readings by meter": lambda: api.get(f"/api/meters/my-readings?meter_serial={meters[1].serial}"),
+        "my-readings by status": lambda: api.get("/api/meters/my-readings?status=held,failed"),
+        "my-readings next page by cursor": lambda: api.get(f"/api/meters/my-readings?page_size=5&cursor={first}"),
+        "my-readings deep page": lambda: api.get("/api/meters/my-readings?page=9&page_size=5"),
+        "dashboard (producer)": lambda: dashboard.get("/dashboard/"),
+        "dashboard (operator)": lambda: admin.get("/dashboard/"),
+        "dashboard stats.json (operator)": lambda: admin.get("/dashboard/stats.json"),
+        "dashboard readings.json": lambda: dashboard.get("/dashboard/readings.json"),
+        "metrics": lambda: Client().get("/metrics"),
+        "status API": lambda: staff_api.get("/api/admin/tokenization/status"),
+        "admin readings list": lambda: admin.get("/admin/meters/meterreading/"),
+        "admin by status": lambda: admin.get("/admin/meters/meterreading/?status__exact=failed"),
+        "admin by flag": lambda: admin.get("/admin/meters/meterreading/?flag=spike"),
+        "admin by serial": lambda: admin.get(f"/admin/meters/meterreading/?q={meters[2].serial}"),
+        "admin today": lambda: admin.get(
+            "/admin/meters/meterreading/?submitted_at__gte="
+            + timezone.now().date().isoformat()
+            + "&submitted_at__lt="
+            + (timezone.now().date() + timedelta(days=1)).isoformat()
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "surface",
+    [
+        "stats (producer)",
+        "stats (device)",
+        "my-readings page 1",
+        "my-readings by meter",
+        "my-readings by status",
+        "my-readings next page by cursor",
+        "my-readings deep page",
+        "dashboard (producer)",
+        "dashboard (operator)",
+        "dashboard stats.json (operator)",
+        "dashboard readings.json",
+        "metrics",
+        "status API",
+        "admin readings list",
+        "admin by status",
+        "admin by flag",
+        "admin by serial",
+        "admin today",
+    ],
+)
+def test_every_query_of_a_surface_reads_the_readings_by_index(fleet, surface, monkeypatch):
+    # More than one admin page, as in production: a list that fits one page is fetched without a LIMIT.
+    monkeypatch.setattr(admin.site._registry[MeterReading], "list_per_page", 5)
+    producer, meters = fleet
+    queries = readings_queries(surfaces(producer, meters)[surface])
+
+    reads = {sql: full_reads(explained(sql)) for sql in queries}
+
+    assert {sql: found for sql, found in reads.items() if found} == {}
+
+
+@pytest.mark.parametrize("surface", ["stats (producer)", "stats (device)", "status API"])
+def test_totals_come_from_the_rollups_without_reading_any_reading(fleet, surface):
+    producer, meters = fleet
+
+    assert readings_queries(surfaces(producer, meters)[surface]) == []
+
+
+def test_token_balance_reads_no_reading(fleet):
+    _, meters = fleet
+    with CaptureQueriesContext(connection) as captured:
+        expected(mint="Mint111", wallet=meters[0].wallet_address)
+        expected(mint="Mint111", wallet=None)
+
+    assert [q["sql"] for q in captured.captured_queries if READINGS in q["sql"]] == []

@@ -1,0 +1,241 @@
+"""The readings' rollups (docs/ROLLUPS.md) equal a recomputation from the raw rows: after a mixed workload
+through the real pipeline (a worker killed while settling, held readings approved and rejected, a reading
+removed) and after folds killed half-way, by SIGKILL of the folding process and by terminating its backend.
+
+The recomputation is written here with the ORM, apart from the triggers' SQL, so the two can disagree.
+"""
+
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from datetime import UTC
+from decimal import Decimal
+
+import psycopg
+import pytest
+from django.db import connection
+from django.db.models import Count, Max, Q, Sum
+from django.db.models.functions import Coalesce, Greatest, TruncDate, TruncHour
+
+from meters.models import (
+    FleetRollup,
+    MeterHourRollup,
+    MeterReading,
+    MeterRollup,
+    OwnerDayRollup,
+    ReadingDelta,
+    WalletRollup,
+)
+from meters.selectors import rollup_totals
+from meters.services.holds import readings_approve, readings_reject
+from meters.services.rollups import rollups_fold, rollups_fold_all
+from minting.tasks import reconcile_batches
+from minting.triggers import mint_soon
+from tests.conftest import ROOT, database_url, wait_until
+from tests.minting.pipeline_harness import (
+    celery_processes_fixture,  # noqa: F401 (the celery_processes fixture)
+    make_meter,
+    make_readings,
+    make_user,
+    set_tokenization,
+    use_chain,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
+R = MeterReading.Status
+MEASURED = ~Q(source=MeterReading.Source.WINDOW)
+COUNTED = ~Q(status=R.REJECTED)
+ZERO = Decimal(0)
+
+
+def recomputed(readings) -> dict:
+    """What every rollup column should hold for ``readings``, from the rows themselves."""
+    kwh = Coalesce("kwh_amount", ZERO)
+    sums = dict(
+        readings=Count("pk", filter=MEASURED),
+        **{status: Count("pk", filter=Q(status=status)) for status in R.values},
+        flagged=Count("pk", filter=~Q(flags=[])),
+        net_kwh=Coalesce(Sum(kwh, filter=MEASURED), ZERO),
+        generated_kwh=Coalesce(Sum(Coalesce("generated_kwh", Greatest(kwh, ZERO)), filter=MEASURED & COUNTED), ZERO),
+        consumed_kwh=Coalesce(Sum(Coalesce("consumed_kwh", Greatest(-kwh, ZERO)), filter=MEASURED & COUNTED), ZERO),
+        mintable_kwh=Coalesce(Sum("mintable_kwh", filter=COUNTED), ZERO),
+        minted_kwh=Coalesce(Sum("mintable_kwh", filter=Q(status=R.MINTED)), ZERO),
+        minted_units=Coalesce(Sum("token_amount", filter=Q(status=R.MINTED)), 0),
+        minting_units=Coalesce(Sum("token_amount", filter=Q(status=R.MINTING)), 0),
+        last_submitted_at=Max("submitted_at"),
+    )
+    # Aliased apart: an aggregate may not share a field's name (mintable_kwh) inside one aggregate() call.
+    aggregated = readings.aggregate(**{f"sum_{name}": value for name, value in sums.items()})
+    row = {name: aggregated[f"sum_{name}"] for name in sums}
+    row["minted_units"], row["minting_units"] = int(row["minted_units"]), int(row["minting_units"])
+    return row
+
+
+def as_rolled_up(totals: dict, expected: dict) -> dict:
+    return {column: totals[column] for column in expected}
+
+
+SAMPLE = 30  # hours and days checked per meter and owner (the crash test's backlog has 25,000 per meter)
+
+
+def assert_rollups_exact(*, maxima: bool = True) -> None:
+    """Every rollup (with the deltas not folded yet) equals the recomputation, per scope and key.
+
+    Maxima only grow: a reading removed, or minted out of its wallet's "not minted" row, leaves the
+    ``last_submitted_at`` it raised, so they are compared only where rows never leave (``maxima``)."""
+    readings = MeterReading.objects.all()
+
+    def check(actual: dict, expected: dict, label: str, *, maxima: bool = maxima) -> None:
+        expected = dict(expected)
+        if not maxima:
+            expected.pop("last_submitted_at")
+        assert as_rolled_up(actual, expected) == expected, label
+
+    check(rollup_totals(FleetRollup), recomputed(readings), "fleet")
+    for user_id in readings.values_list("user_id", flat=True).distinct():
+        check(rollup_totals(OwnerDayRollup, user_id=user_id), recomputed(readings.filter(user_id=user_id)), "owner")
+        days = readings.filter(user_id=user_id).annotate(day=TruncDate("reading_timestamp", tzinfo=UTC))
+        by_day = rollup_totals(OwnerDayRollup, group_by="day", user_id=user_id)
+        for day in days.values_list("day", flat=True).distinct().order_by("day")[:SAMPLE]:
+            check(by_day[day], recomputed(days.filter(day=day)), f"owner day {day}")
+    for meter_id in readings.values_list("meter_id", flat=True).distinct():
+        check(rollup_totals(MeterRollup, meter_id=meter_id), recomputed(readings.filter(meter_id=meter_id)), "meter")
+        hours = readings.filter(meter_id=meter_id).annotate(hour=TruncHour("reading_timestamp", tzinfo=UTC))
+        by_hour = rollup_totals(MeterHourRollup, group_by="hour", meter_id=meter_id)
+        for hour in hours.values_list("hour", flat=True).distinct().order_by("-hour")[:SAMPLE]:
+            check(by_hour[hour], recomputed(hours.filter(hour=hour)), f"meter hour {hour}")
+    by_wallet = defaultdict(dict)
+    for row in readings.values("wallet_address", "batch__mint_address", "status").distinct():
+        mint = row["batch__mint_address"] if row["status"] == R.MINTED else ""
+        by_wallet[row["wallet_address"]][mint] = True
+    for wallet, mints in by_wallet.items():
+        rolled = rollup_totals(WalletRollup, group_by="mint_address", wallet_address=wallet)
+        for mint in mints:
+            mine = readings.filter(wallet_address=wallet)
+            mine = mine.filter(status=R.MINTED, batch__mint_address=mint) if mint else mine.exclude(status=R.MINTED)
+            check(rolled[mint], recomputed(mine), f"wallet {wallet} mint {mint!r}", maxima=False)
+
+
+def assert_folded_exactly(*, maxima: bool = True) -> None:
+    """Fold everything: no delta waits and the rollup tables alone hold the recomputation."""
+    rollups_fold_all()
+    assert not ReadingDelta.objects.exists()
+    assert_rollups_exact(maxima=maxima)
+
+
+def test_rollups_equal_a_recomputation_after_inserts_updates_and_a_removal_folded_or_not():
+    owner = make_user()
+    meters = [make_meter(owner=owner) for _ in range(3)] + [make_meter()]
+    readings = make_readings(meters, 40)
+    recorded = make_readings(meters[:2], 6, kwh="0", status=R.RECORDED)
+    MeterReading.objects.filter(id__in=[r.id for r in recorded]).update(kwh_amount=Decimal("-0.75"))
+    held = make_readings(meters, 8, status=R.HELD, flags=["spike"])
+    assert ReadingDelta.objects.exists()  # written by the insert's trigger, nothing folded yet
+    assert_rollups_exact()
+
+    rollups_fold(limit=3)  # part of them
+    assert_rollups_exact()
+    readings_approve(reading_ids=[r.id for r in held[:4]])
+    readings_reject(reading_ids=[r.id for r in held[4:]])
+    MeterReading.objects.filter(id__in=[r.id for r in readings[:10]]).update(
+        status=R.MINTING, token_amount=1_500_000_000
+    )
+    MeterReading.objects.filter(id__in=[r.id for r in readings[10:12]]).update(attempts=3)  # changes no rollup
+    MeterReading.objects.filter(id=readings[39].id).delete()
+    assert_rollups_exact(maxima=False)
+    assert_folded_exactly(maxima=False)
+
+
+@pytest.fixture
+def chain(settings, localnet, tmp_path):
+    set_tokenization(settings, batch_size=10, trigger_debounce_ms=100)
+    return use_chain(settings, localnet, tmp_path)
+
+
+def folding_backend() -> int | None:
+    """The backend of a fold waiting for a lock inside its statement, if one is."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'active'"
+            " AND wait_event_type = 'Lock' AND query LIKE %s AND pid <> pg_backend_pid()",
+            ["%meters_rollup_fold%"],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def backend_alive(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone() is not None
+
+
+def start_fold() -> subprocess.Popen:
+    env = {"DEBUG": "true", "DATABASE_URL": database_url(), "PATH": "/usr/bin:/bin"}
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "rollups_fold"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_rollups_stay_exact_through_the_real_pipeline_a_killed_worker_and_killed_folds(chain, celery_processes):
+    """1. Readings are minted by real workers, the first one SIGKILLed while settling.
+    2. Held readings are approved and rejected, a large backlog of deltas waits.
+    3. A fold is SIGKILLed mid-statement, another has its backend terminated mid-statement (both held there by
+       a lock on the fleet row another session takes): each time the
+       rollups (with what waits) still equal the recomputation, and a final fold leaves the tables exact."""
+    meters = [make_meter() for _ in range(4)]
+    to_mint = make_readings(meters, 24)
+    mint_soon()
+    doomed = celery_processes(chain=chain, env={"GRIDTOKEN_CRASH_AT": "while_settling"})
+    assert doomed.wait_killed() == -signal.SIGKILL, doomed.output()
+    assert_rollups_exact()
+    celery_processes(chain=chain)
+    mint_soon(force=True)
+    minted = [r.id for r in to_mint]
+
+    def all_minted() -> bool:
+        reconcile_batches.apply_async()  # settles the batch the killed worker left signed
+        return set(MeterReading.objects.filter(id__in=minted).values_list("status", flat=True)) == {R.MINTED}
+
+    wait_until(all_minted, interval=2.0, message="every reading minted")
+    assert_rollups_exact()
+
+    held = make_readings(meters, 6, status=R.HELD, flags=["capacity"])
+    readings_approve(reading_ids=[held[0].id])
+    rollups_fold_all()
+    readings_reject(reading_ids=[held[1].id])
+    with connection.cursor() as cursor:  # a backlog of deltas: one reading per hour and meter
+        cursor.execute(
+            "INSERT INTO meters_meterreading (id, user_id, meter_id, wallet_address, kwh_amount, reading_timestamp,"
+            " source, mintable_kwh, flags, submitted_at, minted, status, attempts, next_attempt_at, last_error,"
+            " telemetry) SELECT gen_random_uuid(), m.owner_id, m.id, m.wallet_address, 0.5, "
+            " '2020-01-01'::timestamptz + g * interval '1 hour', 'interval', 0, '[]', now(), false, 'recorded', 0,"
+            " now(), '', '{}' FROM meters_meter m CROSS JOIN generate_series(1, 500) g"
+        )
+    waiting = ReadingDelta.objects.count()
+    assert waiting >= 2_000
+
+    for kill in ("sigkill_client", "terminate_backend"):
+        # Another session holds the fleet row, so the fold stops inside its statement, its deltas deleted and
+        # the other rollups already added to, until it is killed there.
+        with psycopg.connect(database_url()) as holder:
+            holder.execute("SELECT 1 FROM meters_fleetrollup WHERE id = 1 FOR UPDATE")
+            fold = start_fold()
+            backend = wait_until(folding_backend, timeout=60, interval=0.05, message="a fold waiting mid-statement")
+            if kill == "sigkill_client":
+                fold.send_signal(signal.SIGKILL)
+            else:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+            fold.wait(timeout=60)
+            holder.rollback()
+        wait_until(lambda: not backend_alive(backend), timeout=120, message="the killed fold's backend gone")
+        assert ReadingDelta.objects.count() == waiting  # rolled back whole: nothing folded, nothing lost
+        assert_rollups_exact()
+
+    assert_folded_exactly()
