@@ -207,6 +207,13 @@ def test_rollups_stay_exact_through_the_real_pipeline_a_killed_worker_and_killed
 
     held = make_readings(meters, 6, status=R.HELD, flags=["capacity"])
     readings_approve(reading_ids=[held[0].id])
+    # The running worker mints the approved reading; let it finish, or its status changes would add deltas
+    # while the backlog below is counted.
+    wait_until(
+        lambda: MeterReading.objects.get(id=held[0].id).status == R.MINTED,
+        interval=0.5,
+        message="the approved reading minted",
+    )
     rollups_fold_all()
     readings_reject(reading_ids=[held[1].id])
     with connection.cursor() as cursor:  # a backlog of deltas: one reading per hour and meter
