@@ -33,7 +33,7 @@ from tests.protocols.conftest import Mosquitto, Peer, forget_session
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def drive(ingester: Ingester, until, *, timeout: float = 15.0) -> None:
+def drive(ingester: Ingester, until, *, timeout: float = 60.0) -> None:
     """Run the ingester's store loop in this thread (and this test's transaction) until ``until()``."""
     deadline = time.monotonic() + timeout
     while not until():
@@ -95,7 +95,7 @@ def test_unknown_meter_and_foreign_body_are_answered_on_the_error_topic_and_ackn
     sender.publish("gridtoken/meters/NO-SUCH-METER/readings", json.dumps(body))
     sender.publish(f"gridtoken/meters/{meter.serial}/readings", json.dumps(body | {"meter_serial": other.serial}))
     sender.publish(f"gridtoken/meters/{meter.serial}/readings", json.dumps({"kwh": 1.5}))  # no time of its own
-    wait_until(lambda: (run.step() or True) and len(listener.received) >= 3, timeout=15, interval=0)
+    wait_until(lambda: (run.step() or True) and len(listener.received) >= 3, timeout=60, interval=0)
 
     answers = {topic: json.loads(payload) for topic, payload in listener.received}
     assert answers["gridtoken/meters/NO-SUCH-METER/errors"]["error"]["code"] == "meter_not_found"  # REST's 404 code
@@ -110,7 +110,7 @@ def test_unknown_meter_and_foreign_body_are_answered_on_the_error_topic_and_ackn
     run.close()
     resumed = Ingester(run.cfg)
     resumed.start()
-    assert resumed.subscribed.wait(10)
+    assert resumed.subscribed.wait(30)
     time.sleep(0.5)
     resumed.step()
     resumed.stop()

@@ -104,7 +104,7 @@ def test_a_message_that_meets_a_bug_is_a_dead_letter_answered_and_acknowledged_a
     run.close()
     resumed = ingester_module.Ingester(run.cfg)
     resumed.start()
-    assert resumed.subscribed.wait(10)
+    assert resumed.subscribed.wait(30)
     time.sleep(0.5)
     resumed.step()
     resumed.stop()
