@@ -4,7 +4,8 @@
 1. Build a fresh venv from ``requirements.txt`` (what the image installs; pip's cache is reused) and run
    ``pip check``. Then re-run this script with that venv's Python: nothing below may come from anywhere else.
 2. Create a private PostgreSQL database (dropped at exit) and take a private Redis DB (``RUNTIME_CHECK_REDIS_DB``,
-   default 15, which must be empty; flushed at exit); pick free ports.
+   which must be empty; by default the highest empty one of 1-14, since 0 is the app's and 15 the tests'; flushed
+   at exit); pick free ports.
 3. As production would (``DEBUG=false``, a random ``SECRET_KEY``): ``manage.py localnet``, the set-up (migrate,
    chain_init, certificates_chain_init), web under gunicorn and under uvicorn, ``celery -A gridtoken worker``,
    ``celery -A gridtoken beat``, a private Mosquitto with the files of ``manage.py mqtt_acl``, and
@@ -86,7 +87,8 @@ class Stack:
         self.db_name = f"gridtoken_runtime_check_{os.getpid()}"
         self.server_url = db._replace(path="/postgres").geturl()
         server = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-        self.redis_url = server._replace(path=f"/{os.environ.get('RUNTIME_CHECK_REDIS_DB', '15')}").geturl()
+        self.redis_server = server
+        self.redis_url = server._replace(path=f"/{os.environ.get('RUNTIME_CHECK_REDIS_DB', '14')}").geturl()
         self.ports = dict(zip(("rpc", "gunicorn", "uvicorn", "mqtt"), free_ports(4), strict=True))
         self.mqtt_password = secrets.token_urlsafe(16)
         self.user_password = secrets.token_urlsafe(16)
@@ -114,9 +116,18 @@ class Stack:
         import psycopg
         import redis
 
-        client = redis.Redis.from_url(self.redis_url)
-        if client.dbsize():
-            fail(f"Redis {self.redis_url} is not empty: set RUNTIME_CHECK_REDIS_DB to an unused DB number")
+        # A test run leaves counters in its own DB (15): unless told which DB to use, take an empty one.
+        candidates = (
+            [os.environ["RUNTIME_CHECK_REDIS_DB"]] if "RUNTIME_CHECK_REDIS_DB" in os.environ else range(14, 0, -1)
+        )
+        for number in candidates:
+            url = self.redis_server._replace(path=f"/{number}").geturl()
+            client = redis.Redis.from_url(url)
+            if not client.dbsize():
+                self.redis_url = self.env["REDIS_URL"] = url
+                break
+        else:
+            fail(f"no empty Redis DB among {list(candidates)}: set RUNTIME_CHECK_REDIS_DB to an unused DB number")
         self.redis_db = client
         with psycopg.connect(self.server_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.db_name}"')
