@@ -2,7 +2,7 @@
 
     export DATABASE_URL=postgres://postgres@127.0.0.1:5432/gridtoken REDIS_URL=redis://127.0.0.1:6379/5
     python bench/scale.py --readings 2000000               # builds, measures at 50,000 and at 2 M, drops
-    python bench/scale.py --readings 20000000 --keep       # the lead's run; rerun with --resume after a stop
+    python bench/scale.py --readings 20000000 --keep       # the full-size run; rerun with --resume after a stop
 
 1. Its own database (DATABASE_URL's name + ``_scale``), created and migrated (dropped first unless
    ``--resume``), dropped at the end unless ``--keep``.
