@@ -109,10 +109,10 @@ def readings_with_rollout():
     return MeterReading.objects.annotate(rollout_bucket=bucket), Q(rollout_bucket__lt=percentage)
 
 
-def readings_figures(*, now: datetime) -> dict:
-    """The readings' counters and gauges: totals by status from the fleet rollup (exact, whatever the history),
-    the backlog's figures from the pending and held rows alone (partial indexes: their cost is the backlog's)."""
-    fleet = fleet_totals()
+def readings_figures(*, fleet: dict, now: datetime) -> dict:
+    """The readings' counters and gauges: totals by status from the fleet rollup ``fleet`` (exact, whatever the
+    history), the backlog's figures from the pending and held rows alone (partial indexes: their cost is the
+    backlog's)."""
     row = {
         "received": fleet["rows"],
         "tokens": fleet["minted_units"],
@@ -190,7 +190,8 @@ class PipelineCollector(Collector):
 
     def _database(self):
         now = timezone.now()
-        row = readings_figures(now=now)
+        fleet = fleet_totals(latency=True)  # one read of the rollup serves the counters and the latency histogram
+        row = readings_figures(fleet=fleet, now=now)
         yield CounterMetricFamily("gridtoken_readings_received_total", "Readings accepted and stored.", row["received"])
         yield CounterMetricFamily("gridtoken_readings_minted_total", "Readings minted on chain.", row["minted"])
         yield CounterMetricFamily(
@@ -244,7 +245,7 @@ class PipelineCollector(Collector):
         for flag, count in flagged_counts(since=now - FLAGGED_SINCE).items():
             flagged.add_metric([flag], count)
         yield flagged
-        yield from self._batches(now)
+        yield from self._batches(now, fleet)
         control = control_peek()
         enabled = settings.TOKENIZATION.auto_mint_enabled if control is None else control.auto_mint_enabled
         yield GaugeMetricFamily("gridtoken_auto_mint_enabled", "1 when automatic minting is on.", int(enabled))
@@ -287,7 +288,7 @@ class PipelineCollector(Collector):
                 chain["fee_payer_checked_at"].timestamp() if chain["fee_payer_checked_at"] else 0,
             )
 
-    def _batches(self, now: datetime):
+    def _batches(self, now: datetime, fleet: dict):
         by_status = dict(MintBatch.objects.values_list("status").annotate(n=Count("pk")).order_by())
         times = MintBatch.objects.aggregate(
             oldest_signed=Min("created_at", filter=Q(status=MintBatch.Status.SIGNED)),
@@ -336,7 +337,7 @@ class PipelineCollector(Collector):
             "gridtoken_submit_to_mint_latency_seconds",
             "Reading submitted to its batch confirmed, all minted readings.",
         )
-        latency.add_metric([], *latency_histogram(fleet_totals(latency=True)))
+        latency.add_metric([], *latency_histogram(fleet))
         yield latency
 
     def _redis(self):
