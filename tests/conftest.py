@@ -52,6 +52,16 @@ def broker(settings):
     client.flushdb()
 
 
+@pytest.fixture
+def mint_internal_errors_counter():
+    """``gridtoken_mint_internal_errors_total``'s Redis counter, zero before the test and removed after it."""
+    from gridtoken import observability
+
+    observability.redis_client().delete(observability.MINT_INTERNAL_ERRORS_KEY)
+    yield
+    observability.redis_client().delete(observability.MINT_INTERNAL_ERRORS_KEY)
+
+
 def queued_tasks(broker) -> list[str]:
     """Names of the tasks waiting in the broker's default queue, oldest first."""
     return [json.loads(raw)["headers"]["task"] for raw in broker.lrange("celery", 0, -1)]

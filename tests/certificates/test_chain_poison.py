@@ -50,13 +50,6 @@ def poisoned(monkeypatch):
     return ids
 
 
-@pytest.fixture
-def counted():
-    observability.redis_client().delete(observability.MINT_INTERNAL_ERRORS_KEY)
-    yield
-    observability.redis_client().delete(observability.MINT_INTERNAL_ERRORS_KEY)
-
-
 def assert_minted_once(operations: list[ChainOperation]) -> None:
     """Each operation confirmed, and the chain holds exactly their Wh: per wallet and in supply."""
     client = certificate_client()
@@ -70,7 +63,7 @@ def assert_minted_once(operations: list[ChainOperation]) -> None:
 
 
 def test_an_unexpected_error_for_one_operation_costs_it_an_attempt_and_every_other_operation_is_minted(
-    chain, poisoned, counted, caplog
+    chain, poisoned, mint_internal_errors_counter, caplog
 ):
     issue(devices=3, hours=2)
     operations = list(ChainOperation.objects.order_by("created_at", "id"))
@@ -95,7 +88,9 @@ def test_an_unexpected_error_for_one_operation_costs_it_an_attempt_and_every_oth
     assert operations_drain().claimed == 0  # it waits out its back-off
 
 
-def test_an_operation_minting_to_an_unusable_wallet_is_failed_at_once_and_the_others_are_minted(chain, counted):
+def test_an_operation_minting_to_an_unusable_wallet_is_failed_at_once_and_the_others_are_minted(
+    chain, mint_internal_errors_counter
+):
     issue(devices=3, hours=1)
     operations = list(ChainOperation.objects.order_by("created_at", "id"))
     bad = operations[1]
@@ -113,7 +108,7 @@ def test_an_operation_minting_to_an_unusable_wallet_is_failed_at_once_and_the_ot
 
 
 def test_an_operation_that_keeps_failing_is_failed_after_its_last_attempt_and_the_admin_retry_mints_it(
-    chain, poisoned, counted, settings, client
+    chain, poisoned, mint_internal_errors_counter, settings, client
 ):
     settings.TOKENIZATION = dataclasses.replace(settings.TOKENIZATION, max_retry_attempts=3)
     (issuance,) = issue(devices=1, hours=1)

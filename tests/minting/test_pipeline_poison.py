@@ -47,15 +47,8 @@ def poisoned(monkeypatch):
     return ids
 
 
-@pytest.fixture
-def counted():
-    observability.redis_client().delete(observability.MINT_INTERNAL_ERRORS_KEY)
-    yield
-    observability.redis_client().delete(observability.MINT_INTERNAL_ERRORS_KEY)
-
-
 def test_an_unexpected_error_for_one_reading_costs_it_an_attempt_and_every_other_reading_is_minted(
-    chain, poisoned, counted, caplog
+    chain, poisoned, mint_internal_errors_counter, caplog
 ):
     readings = make_readings([make_meter() for _ in range(6)], 12)
     bad = readings[7]
@@ -77,7 +70,7 @@ def test_an_unexpected_error_for_one_reading_costs_it_an_attempt_and_every_other
 
 
 def test_a_reading_that_keeps_failing_unexpectedly_is_failed_after_its_last_attempt_and_surfaced(
-    chain, poisoned, counted, settings, client, django_capture_on_commit_callbacks
+    chain, poisoned, mint_internal_errors_counter, settings, client, django_capture_on_commit_callbacks
 ):
     set_tokenization(settings, max_retry_attempts=3)
     meter = make_meter()
@@ -110,7 +103,7 @@ def test_a_reading_that_keeps_failing_unexpectedly_is_failed_after_its_last_atte
 
 
 def test_a_reading_charged_for_an_internal_error_waits_its_back_off_and_does_not_block_later_readings(
-    chain, poisoned, counted
+    chain, poisoned, mint_internal_errors_counter
 ):
     (bad,) = make_readings([make_meter()], 1)
     poisoned.add(bad.id)
