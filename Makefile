@@ -20,8 +20,12 @@ install: $(VENV)/.installed
 services:
 	@bash .ci/services.sh
 
+# Parallel workers (pytest-xdist), each with its own test database and Redis database (tests/env.py); a test
+# file stays on one worker (--dist loadfile), so module-scoped stacks are shared. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 3
 test: install services
-	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=20 \
+		--cov --cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

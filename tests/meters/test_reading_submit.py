@@ -74,6 +74,7 @@ def test_a_body_wallet_equal_to_the_meters_is_accepted(post, meter, device_key, 
 @pytest.mark.parametrize(
     ("wallet", "flag"),
     [(new_wallet(), "wallet_mismatch"), ("not-a-wallet-0OIl", "wallet_invalid"), (7, "wallet_invalid")],
+    ids=["another-wallet", "not-base58", "a-number"],  # fixed ids: parallel workers must collect the same tests
 )
 def test_a_body_wallet_is_never_credited_nor_a_reason_to_drop_the_reading(
     post, meter, device_key, recent, wallet, flag
