@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc served from here: /api/docs/ works offline
     "channels",
+    "localnet",
     "meters",
     "minting",
     "realtime",

@@ -10,7 +10,7 @@ from solders.pubkey import Pubkey
 from meters.models import MeterReading
 from minting import services
 from tests.conftest import free_port
-from tests.minting.localnet_helpers import mint_to
+from tests.localnet.helpers import mint_to
 from tests.minting.pipeline_harness import make_meter, make_readings, use_chain
 
 pytestmark = pytest.mark.django_db

@@ -19,8 +19,8 @@ from solders.system_program import CreateAccountParams, TransferParams, create_a
 from solders.transaction import VersionedTransaction
 from spl.token.constants import MINT_LEN, TOKEN_PROGRAM_ID
 
-from minting.localnet.rpc import Dispatcher
-from minting.localnet.state import LocalChain
+from localnet.rpc import Dispatcher
+from localnet.state import LocalChain
 
 SOL = 1_000_000_000
 

@@ -10,9 +10,9 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
-from minting.localnet.errors import RpcError, error_to_ui
-from minting.localnet.state import FAUCET_PUBKEY, LAMPORTS_PER_SIGNATURE, MAX_PROCESSING_AGE, LocalChain
-from tests.minting.localnet_helpers import SOL, ChainKit, lookup_table_instructions, pay, signed
+from localnet.errors import RpcError, error_to_ui
+from localnet.state import FAUCET_PUBKEY, LAMPORTS_PER_SIGNATURE, MAX_PROCESSING_AGE, LocalChain
+from tests.localnet.helpers import SOL, ChainKit, lookup_table_instructions, pay, signed
 
 
 @pytest.fixture

@@ -21,12 +21,12 @@ from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.transaction import VersionedTransaction
 
-from minting.localnet import ledger
-from minting.localnet.faults import CONTROL_METHODS, HTTP_FAULT_BODIES, RPC_METHODS, FaultPlanError, Faults
-from minting.localnet.server import _STATUS_TEXT, build_dispatcher
-from minting.localnet.state import LocalChain
+from localnet import ledger
+from localnet.faults import CONTROL_METHODS, HTTP_FAULT_BODIES, RPC_METHODS, FaultPlanError, Faults
+from localnet.server import _STATUS_TEXT, build_dispatcher
+from localnet.state import LocalChain
 from tests.conftest import Localnet, free_port, rpc_call, wait_until
-from tests.minting.localnet_helpers import SOL, pay, signed
+from tests.localnet.helpers import SOL, pay, signed
 
 FROZEN_SLOT = 300
 OLD_SLOT = 10  # where the frozen chain's oldest transaction landed

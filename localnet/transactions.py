@@ -15,16 +15,16 @@ from solders.rpc.responses import GetSignatureStatusesResp, RpcResponseContext, 
 from solders.transaction import VersionedTransaction
 from solders.transaction_status import TransactionStatus
 
-from minting.localnet.errors import (
+from localnet.errors import (
     UNSUPPORTED_TRANSACTION_VERSION,
     RpcError,
     error_to_ui,
     history_not_available,
     invalid_params,
 )
-from minting.localnet.faults import PROCESSED, Faults
-from minting.localnet.history import TransactionRecord
-from minting.localnet.rpc import (
+from localnet.faults import PROCESSED, Faults
+from localnet.history import TransactionRecord
+from localnet.rpc import (
     API_VERSION,
     check_min_context_slot,
     config_of,
@@ -34,7 +34,7 @@ from minting.localnet.rpc import (
     solders_result,
     u64_of,
 )
-from minting.localnet.state import LocalChain
+from localnet.state import LocalChain
 
 PACKET_DATA_SIZE = 1232  # the most a transaction may take on the wire
 MAX_BASE64_SIZE = 1644  # ceil(1232 / 3) * 4 + slack, as the validator allows

@@ -33,7 +33,7 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 from solders.transaction_status import TransactionErrorFieldless
 
-from minting.localnet.errors import (
+from localnet.errors import (
     TRANSACTION_ERROR_TEXT,
     RpcError,
     error_to_ui,
@@ -41,7 +41,7 @@ from minting.localnet.errors import (
     preflight_failure,
     signature_verification_failure,
 )
-from minting.localnet.history import SignatureHistory, TransactionArchive, TransactionRecord
+from localnet.history import SignatureHistory, TransactionArchive, TransactionRecord
 
 MAX_PROCESSING_AGE = 150  # blocks a blockhash stays valid (solana_sdk::clock::MAX_PROCESSING_AGE)
 STATUS_CACHE_SLOTS = 300  # how far back getSignatureStatuses looks without searchTransactionHistory

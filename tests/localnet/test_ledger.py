@@ -4,10 +4,10 @@ import pytest
 from solders.keypair import Keypair
 from solders.signature import Signature
 
-from minting.localnet import ledger
-from minting.localnet.errors import RpcError, error_to_ui
-from minting.localnet.state import LocalChain
-from tests.minting.localnet_helpers import SOL, ChainKit, pay
+from localnet import ledger
+from localnet.errors import RpcError, error_to_ui
+from localnet.state import LocalChain
+from tests.localnet.helpers import SOL, ChainKit, pay
 
 
 @pytest.fixture

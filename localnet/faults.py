@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 
 from solders.transaction_status import TransactionConfirmationStatus
 
-from minting.localnet.errors import invalid_params
-from minting.localnet.rpc import check_min_context_slot, config_of, positional
-from minting.localnet.state import SLOT_HASHES_MAX, ChainView, LocalChain
+from localnet.errors import invalid_params
+from localnet.rpc import check_min_context_slot, config_of, positional
+from localnet.state import SLOT_HASHES_MAX, ChainView, LocalChain
 
 CONTROL_METHODS = frozenset({"localnet_setFaults", "localnet_getFaults"})
 # Answered by a replica (the lag fault applies); the rest go to the leader or need no chain state.

@@ -13,7 +13,7 @@ from typing import Any
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from minting.localnet.errors import (
+from localnet.errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,

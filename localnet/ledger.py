@@ -22,9 +22,9 @@ from solders.account import Account
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 
-from minting.localnet.errors import error_from_ui, error_to_ui
-from minting.localnet.history import SignatureHistory, TransactionArchive, TransactionRecord
-from minting.localnet.state import DEFAULT_ARCHIVE_CAPACITY, LocalChain
+from localnet.errors import error_from_ui, error_to_ui
+from localnet.history import SignatureHistory, TransactionArchive, TransactionRecord
+from localnet.state import DEFAULT_ARCHIVE_CAPACITY, LocalChain
 
 MAGIC = b"GRIDTOKEN-LOCALNET-LEDGER 1\n"
 _SECTION_NAME = struct.Struct("<H")

@@ -31,10 +31,10 @@ from solders.rpc.responses import (
     RpcVersionInfo,
 )
 
-from minting.localnet.encoding import check_account_encoding, encode_account
-from minting.localnet.errors import invalid_params
-from minting.localnet.faults import Faults
-from minting.localnet.rpc import (
+from localnet.encoding import check_account_encoding, encode_account
+from localnet.errors import invalid_params
+from localnet.faults import Faults
+from localnet.rpc import (
     API_VERSION,
     config_of,
     positional,
@@ -43,8 +43,8 @@ from minting.localnet.rpc import (
     u64_of,
     with_context,
 )
-from minting.localnet.state import LAMPORTS_PER_SIGNATURE, LocalChain
-from minting.localnet.tokens import TOKEN_PROGRAM_NAMES, parse_mint, parse_token_account, ui_token_amount
+from localnet.state import LAMPORTS_PER_SIGNATURE, LocalChain
+from localnet.tokens import TOKEN_PROGRAM_NAMES, parse_mint, parse_token_account, ui_token_amount
 
 FEATURE_SET = 3_294_202_862  # reported by getVersion; clients only display it
 MAX_MULTIPLE_ACCOUNTS = 100

@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from minting.localnet import ledger
-from minting.localnet.faults import JSON_CONTENT, Faults, HttpReply
-from minting.localnet.methods import ClusterMethods
-from minting.localnet.rpc import Dispatcher
-from minting.localnet.state import LocalChain
-from minting.localnet.transactions import TransactionMethods
+from localnet import ledger
+from localnet.faults import JSON_CONTENT, Faults, HttpReply
+from localnet.methods import ClusterMethods
+from localnet.rpc import Dispatcher
+from localnet.state import LocalChain
+from localnet.transactions import TransactionMethods
 
-logger = logging.getLogger("minting.localnet")
+logger = logging.getLogger("localnet")
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 50 * 1024 * 1024

@@ -37,9 +37,9 @@ from solders.rpc.responses import (
 from solders.transaction import VersionedTransaction
 from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 
-from minting.localnet.server import build_dispatcher
-from minting.localnet.state import LocalChain
-from tests.minting.localnet_helpers import SOL, ChainKit, call, pay, signed
+from localnet.server import build_dispatcher
+from localnet.state import LocalChain
+from tests.localnet.helpers import SOL, ChainKit, call, pay, signed
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from solders.transaction_status import (
 )
 from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 
-from minting.localnet.errors import describe_transaction_error, error_from_ui, error_to_ui
-from minting.localnet.history import SignatureHistory, TransactionArchive
-from minting.localnet.tokens import parse_mint, parse_token_account, parsed_token_json, ui_amount_string
+from localnet.errors import describe_transaction_error, error_from_ui, error_to_ui
+from localnet.history import SignatureHistory, TransactionArchive
+from localnet.tokens import parse_mint, parse_token_account, parsed_token_json, ui_amount_string
 
 MINT = Keypair().pubkey()
 OWNER = Keypair().pubkey()

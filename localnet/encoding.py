@@ -13,8 +13,8 @@ import based58
 from solders.account import Account
 from solders.pubkey import Pubkey
 
-from minting.localnet.errors import INVALID_REQUEST, RpcError, invalid_params
-from minting.localnet.tokens import parsed_token_json
+from localnet.errors import INVALID_REQUEST, RpcError, invalid_params
+from localnet.tokens import parsed_token_json
 
 ACCOUNT_ENCODINGS = ("base58", "base64", "jsonParsed", "binary", "base64+zstd")
 MAX_BASE58_BYTES = 128

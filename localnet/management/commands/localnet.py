@@ -7,9 +7,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from minting.localnet.faults import FaultPlanError, normalise_plan
-from minting.localnet.ledger import LedgerError, load_or_create
-from minting.localnet.server import LocalnetServer, run_server
+from localnet.faults import FaultPlanError, normalise_plan
+from localnet.ledger import LedgerError, load_or_create
+from localnet.server import LocalnetServer, run_server
 
 
 def _print(line: str) -> None:

@@ -12,11 +12,11 @@ from solana.rpc.api import Client
 from solana.rpc.core import RPCException
 from solders.keypair import Keypair
 
-from minting.localnet import ledger
-from minting.localnet.rpc import Dispatcher
-from minting.localnet.server import LocalnetServer, SlotTicker, run_server
-from minting.localnet.state import LocalChain
-from tests.minting.localnet_helpers import SOL, create_ata, create_mint_instructions, mint_to, pay, signed
+from localnet import ledger
+from localnet.rpc import Dispatcher
+from localnet.server import LocalnetServer, SlotTicker, run_server
+from localnet.state import LocalChain
+from tests.localnet.helpers import SOL, create_ata, create_mint_instructions, mint_to, pay, signed
 
 
 class ServedChain:

@@ -14,7 +14,7 @@ from solders.rpc.errors import InvalidParamsMessage, SendTransactionPreflightFai
 from solders.transaction_status import TransactionConfirmationStatus, TransactionErrorFieldless
 from spl.token.constants import MINT_LEN
 
-from tests.minting.localnet_helpers import (
+from tests.localnet.helpers import (
     SOL,
     create_ata,
     create_mint_instructions,
