@@ -93,15 +93,6 @@ ALLOWED_CYCLES: dict[frozenset[str], str] = {
     ): "meters -> minting.triggers -> tasks -> services -> meters.services.windows; readings <-> batch",
     frozenset(
         {
-            "certificates.services.chain",
-            "certificates.services.issuance",
-            "certificates.services.lifecycle",
-            "certificates.tasks",
-            "certificates.triggers",
-        }
-    ): "certificate services -> triggers -> tasks -> services: the trigger imports the task it sends",
-    frozenset(
-        {
             "protocols.mqtt.ingester",
             "protocols.mqtt.poison",
         }

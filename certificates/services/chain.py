@@ -35,6 +35,7 @@ from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import VersionedTransaction
 
 from certificates.models import CertificateMint, ChainOperation
+from certificates.triggers import operations_soon
 from gridtoken import observability
 from minting.chain import ChainClient, InsufficientFunds, InvalidWallet, NotInitialised, SignedMint
 from minting.chain import instructions as ix
@@ -366,7 +367,5 @@ def operations_retry(*, operation_ids: list[uuid.UUID], actor: str) -> int:
         audit.info("certificate operations retried", extra={"audit": "certificate_operations_retried",
                    "operations": [str(i) for i in operation_ids], "released": count, "actor": actor})  # fmt: skip
         if count:
-            from certificates.triggers import operations_soon
-
             transaction.on_commit(operations_soon)
     return count
