@@ -24,6 +24,7 @@ from minting.models import MintBatch
 from minting.services.claiming import READINGS
 from minting.services.control import accounts_epoch_bump, chain_outage_record
 from minting.services.policy import after_failed_attempt
+from minting.triggers import mint_soon
 from realtime import events
 
 audit = logging.getLogger("minting.audit")
@@ -330,7 +331,5 @@ def batches_settle(settlement: Settlement) -> SettleResult:
         released_pending = result.retried > 0 and platform_error is None
         events.emit(emitted)
         if released_pending:
-            from minting.triggers import mint_soon
-
             transaction.on_commit(mint_soon)
     return result

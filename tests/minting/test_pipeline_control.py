@@ -126,6 +126,11 @@ def test_a_burst_of_a_thousand_triggers_enqueues_one_task(broker, settings):
     assert 0 < broker.pttl(DEBOUNCE_KEY) <= 2000
 
 
+def test_the_trigger_sends_the_registered_mint_task_by_name(broker):
+    assert mint_soon(force=True)
+    assert queued_tasks(broker) == [mint_due_readings.name]
+
+
 def test_a_forced_trigger_enqueues_at_once_whatever_the_window(broker, settings):
     set_tokenization(settings, trigger_debounce_ms=2000)
     assert mint_soon() and mint_soon(force=True) and not mint_soon()
