@@ -61,9 +61,9 @@ def wallet_balances(wallets: list[str]) -> list[dict]:
     if not wallets:
         return []
     try:
-        from minting.chain import ChainClient
+        from minting.chain.configured import client_from_settings
 
-        client = ChainClient.from_settings()
+        client = client_from_settings()
     except Exception:  # not configured, no mint yet, module not deployed: the page still works
         logger.warning("chain client unavailable for balances", exc_info=True)
         return unavailable

@@ -67,13 +67,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     ("minting.services.settlement", "realtime.events"): EVENTS,
 }
 ALLOWED_CYCLES: dict[frozenset[str], str] = {
-    frozenset(
-        {
-            "minting.chain.client",
-            "minting.chain.configured",
-            "minting.chain.lookup",
-        }
-    ): "the chain client and its configured/lookup helpers import each other",
     frozenset({"meters.services.batch", "meters.services.readings"}): (
         "reading_submit and the batch path call into each other; one ingestion pipeline (issue 24, item 2) ends it"
     ),

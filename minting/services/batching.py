@@ -40,7 +40,7 @@ from minting.chain import (
     PermanentChainError,
     SignedMint,
 )
-from minting.chain.configured import KeptClient
+from minting.chain.configured import KeptClient, client_from_settings
 from minting.faults import crash_point
 from minting.models import MintBatch, TokenMint
 from minting.services.chain_view import read_outcomes
@@ -120,7 +120,7 @@ _kept_client = KeptClient()
 
 
 def _client_from_settings() -> ChainClient:
-    client = ChainClient.from_settings()
+    client = client_from_settings()
     if client.anchor is not None:  # the program's mint: its decimals and authority, checked once
         client.verify_mint()
     return client
