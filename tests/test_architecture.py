@@ -70,12 +70,6 @@ ALLOWED_CYCLES: dict[frozenset[str], str] = {
     frozenset({"meters.services.batch", "meters.services.readings"}): (
         "reading_submit and the batch path call into each other; one ingestion pipeline (issue 24, item 2) ends it"
     ),
-    frozenset(
-        {
-            "protocols.mqtt.ingester",
-            "protocols.mqtt.poison",
-        }
-    ): "the MQTT ingester and its poison handling share Delivery",
 }
 
 
