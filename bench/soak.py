@@ -669,7 +669,7 @@ def audit(load: Load, chaos: Chaos | None, world: dict) -> dict:
     from django.db.models import Sum
 
     from meters.models import MeterReading
-    from minting.services import chain_client
+    from minting.services.batching import chain_client
 
     accepted: dict[str, tuple[str, int, str]] = {}
     logs: list = []

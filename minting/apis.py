@@ -13,9 +13,17 @@ from rest_framework.response import Response
 
 from meters.apis.base import ApiView, StrictBooleanField, StrictUUIDField
 from meters.authentication import BearerTokenAuthentication
-from minting import schemas, selectors, services
+from minting import schemas, selectors
 from minting.schemas import MINT_ERRORS, OPERATOR_BODY_ERRORS, OPERATOR_ERRORS, operator_errors
-from minting.services.operator import MAX_READINGS_PER_REQUEST
+from minting.services.control import auto_mint_set
+from minting.services.operator import (
+    MAX_READINGS_PER_REQUEST,
+    batch_trigger,
+    reading_mint_now,
+    readings_mint_now,
+    readings_retry,
+)
+from minting.services.reconciliation import batches_reconcile
 
 
 class IsOperator(BasePermission):
@@ -79,7 +87,7 @@ class ReadingMintFromReadingApi(OperatorApi):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        reading, confirmed = services.reading_mint_now(reading_id=data.validated_data["reading_id"], actor=self.actor())
+        reading, confirmed = reading_mint_now(reading_id=data.validated_data["reading_id"], actor=self.actor())
         in_flight = reading.batch.signature if reading.status == "minting" and reading.batch_id else None
         body = {
             "message": "Tokens minted." if confirmed else "Transaction sent; confirmation pending.",
@@ -127,7 +135,7 @@ class ReadingMintBatchApi(OperatorApi):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        results = services.readings_mint_now(reading_ids=data.validated_data["reading_ids"], actor=self.actor())
+        results = readings_mint_now(reading_ids=data.validated_data["reading_ids"], actor=self.actor())
         successful = sum(result.success for result in results)
         return Response(
             {
@@ -169,7 +177,7 @@ class ReadingRetryFailedApi(OperatorApi):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        count = services.readings_retry(reading_ids=data.validated_data.get("reading_ids"), actor=self.actor())
+        count = readings_retry(reading_ids=data.validated_data.get("reading_ids"), actor=self.actor())
         return Response({"message": f"{count} reading(s) queued for minting.", "retried": count})
 
 
@@ -190,7 +198,7 @@ class AutoMintToggleApi(OperatorApi):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        control = services.auto_mint_set(enabled=data.validated_data["enabled"], actor=self.actor())
+        control = auto_mint_set(enabled=data.validated_data["enabled"], actor=self.actor())
         state = "enabled" if control.auto_mint_enabled else "disabled"
         return Response({"message": f"Automatic minting {state}.", "auto_mint_enabled": control.auto_mint_enabled})
 
@@ -201,7 +209,7 @@ class BatchTriggerApi(OperatorApi):
         responses={200: schemas.TRIGGERED, **operator_errors(*OPERATOR_ERRORS, *MINT_ERRORS)},
     )
     def post(self, request):
-        result = services.batch_trigger(actor=self.actor())
+        result = batch_trigger(actor=self.actor())
         return Response(
             {
                 "message": f"Batch processed: {result.minted} of {result.claimed} reading(s) minted.",
@@ -220,4 +228,4 @@ class BatchReconcileApi(OperatorApi):
         responses={200: schemas.RECONCILED, **operator_errors(*OPERATOR_ERRORS)},
     )
     def post(self, request):
-        return Response(services.batches_reconcile(min_age_secs=0).as_dict())
+        return Response(batches_reconcile(min_age_secs=0).as_dict())

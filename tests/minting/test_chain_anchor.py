@@ -26,7 +26,7 @@ from minting.chain import (
 from minting.chain.anchor import EnergyTokenProgram, load_idl
 from minting.chain.configured import client_from_settings
 from minting.chain.instructions import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
-from minting.services import chain_client
+from minting.services.batching import chain_client
 
 PROGRAM_ID = Pubkey.from_string("94G1r674LmRDmLN2UPjDFD8Eh7zT8JaSaxv9v68GyEur")
 AUTHORITY = Keypair.from_seed(bytes([7]) * 32).pubkey()
