@@ -22,11 +22,11 @@ from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
+from gridtoken.events import rfc3339
 from gridtoken.exceptions import error_body
 from meters.ratelimit import LoginRateLimitMixin
 from meters.validation import KWH_QUANTUM
 from realtime import selectors
-from realtime.events import rfc3339
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from django.utils import timezone
 
 from certificates.models import CertificateBundle, ChainOperation, Issuance, ProductionDevice
 from certificates.triggers import operations_soon
+from gridtoken import events
 from meters.models import MeterReading
-from realtime import events
 
 logger = logging.getLogger("certificates.issuance")
 audit = logging.getLogger("certificates.audit")

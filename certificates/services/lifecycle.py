@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from certificates.models import CertificateBundle, ChainOperation
 from certificates.triggers import operations_soon
+from gridtoken import events
 from gridtoken.exceptions import ApplicationError
-from realtime import events
 
 audit = logging.getLogger("certificates.audit")
 Status = CertificateBundle.Status

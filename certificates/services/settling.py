@@ -16,9 +16,9 @@ from django.utils import timezone
 
 from certificates.models import ChainOperation
 from certificates.triggers import operations_soon
+from gridtoken import events
 from minting.models import MintBatch
 from minting.services.policy import is_final_attempt, retry_delay
-from realtime import events
 
 logger = logging.getLogger("certificates.chain")
 audit = logging.getLogger("certificates.audit")

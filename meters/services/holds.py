@@ -11,10 +11,10 @@ import uuid
 
 from django.db import connection, transaction
 
+from gridtoken import events
 from meters.models import MeterReading
 from meters.services.readings import LOCK_NAMESPACE
 from minting.triggers import mint_soon
-from realtime import events
 
 Status = MeterReading.Status
 

@@ -26,6 +26,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import connection, transaction
 
+from gridtoken import events
 from gridtoken.exceptions import ApplicationError, Conflict, Forbidden, ValidationFailed
 from meters import signatures
 from meters.models import MeterReading
@@ -33,7 +34,6 @@ from meters.selectors import Caller, MeterRow, meter_access_error, meter_get, me
 from meters.services.energy import Assessment, assess, needs_context
 from meters.validation import ReadingInput
 from minting.triggers import mint_soon
-from realtime import events
 
 LOCK_NAMESPACE = 0x4754  # "GT": the advisory-lock class of per-meter reading writes
 TABLE = MeterReading._meta.db_table

@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from gridtoken import observability
+from gridtoken import events, observability
 from meters.models import MeterReading
 from minting.chain import (
     ChainClient,
@@ -52,7 +52,6 @@ from minting.services.control import (
 )
 from minting.services.pricing import readings_price
 from minting.services.settlement import INSTRUCTION_REFUSAL, SettleResult, batches_settle
-from realtime import events
 
 logger = logging.getLogger("minting.batching")
 

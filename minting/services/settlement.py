@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from django.db import connection, transaction
 from django.utils import timezone
 
+from gridtoken import events
 from meters.models import Meter
 from minting.chain import ChainError, InsufficientFunds, InvalidAccount, InvalidMint, SupplyOverflow, WrongAuthority
 from minting.faults import crash_point
@@ -25,7 +26,6 @@ from minting.services.claiming import READINGS
 from minting.services.control import accounts_epoch_bump, chain_outage_record
 from minting.services.policy import after_failed_attempt
 from minting.triggers import mint_soon
-from realtime import events
 
 audit = logging.getLogger("minting.audit")
 logger = logging.getLogger("minting.settlement")

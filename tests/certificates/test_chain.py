@@ -187,7 +187,7 @@ def test_a_worker_killed_at_any_step_still_issues_certificates_exactly_once(chai
 
 
 def test_issuance_and_its_mint_reach_the_websocket_groups(chain):
-    from realtime.events import user_group
+    from gridtoken.events import user_group
     from tests.minting.pipeline_harness import captured_events
 
     device = make_device(capacity_kw="0.5")
