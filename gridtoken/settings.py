@@ -1,7 +1,7 @@
 """Django settings. Every value comes from ``config`` (validated at import); nothing is read here directly."""
 
 import config
-from certificates import config as certificates_config
+from config import certificates as certificates_config
 
 CONFIG = config.load()
 SERVICE = CONFIG.service
@@ -10,7 +10,7 @@ INGEST = CONFIG.ingest
 VEE = CONFIG.vee
 CHAIN = CONFIG.chain
 MQTT = CONFIG.mqtt
-CERTIFICATES = certificates_config.load()  # the certificates app's own settings (certificates/config.py)
+CERTIFICATES = certificates_config.load()  # the certificates app's own settings (config/certificates.py)
 
 BASE_DIR = config.objects.BASE_DIR
 SECRET_KEY = SERVICE.secret_key

@@ -1,4 +1,5 @@
-"""The certificates app's settings, read once from the environment and validated (``config.Env``)."""
+"""The certificates app's settings, read once from the environment and validated (``config.Env``); beside the
+other typed settings because the project's settings load them before any app."""
 
 from __future__ import annotations
 
