@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.authentication import SessionAuthentication
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
-from meters.apis.base import ApiView, StrictBooleanField, StrictUUIDField
-from meters.authentication import BearerTokenAuthentication
+from meters.apis.base import StrictBooleanField, StrictUUIDField
+from meters.apis.operator import OPERATOR_BODY_ERRORS, OPERATOR_ERRORS, OperatorApi, operator_errors
 from minting import schemas, selectors
-from minting.schemas import MINT_ERRORS, OPERATOR_BODY_ERRORS, OPERATOR_ERRORS, operator_errors
+from minting.schemas import MINT_ERRORS
 from minting.services.control import auto_mint_set
 from minting.services.operator import (
     MAX_READINGS_PER_REQUEST,
@@ -24,23 +22,6 @@ from minting.services.operator import (
     readings_retry,
 )
 from minting.services.reconciliation import batches_reconcile
-
-
-class IsOperator(BasePermission):
-    message = "Operators only."
-
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and user.is_staff)
-
-
-class OperatorApi(ApiView):
-    # Bearer first: an anonymous request then gets a 401 with WWW-Authenticate, not a 403.
-    authentication_classes = [BearerTokenAuthentication, SessionAuthentication]
-    permission_classes = [IsOperator]
-
-    def actor(self) -> str:
-        return self.request.user.get_username()
 
 
 @extend_schema_serializer(component_name="UnmintedReading")
