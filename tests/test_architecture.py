@@ -187,6 +187,11 @@ def test_no_import_cycle():
     assert not gone, f"these allowed cycles are gone; remove them from ALLOWED_CYCLES: {gone}"
 
 
+def test_every_application_package_has_a_floor():
+    packages = {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
+    assert packages == FLOORS.keys(), "give each top-level package a floor here and in the README's layout"
+
+
 def test_the_walk_sees_lazy_relative_and_from_imports(tmp_path):
     modules = {name: tmp_path for name in ("meters", "meters.services", "meters.services.a", "minting.triggers")}
     source = tmp_path / "a.py"
