@@ -31,18 +31,17 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
 from django.utils import timezone
 from psycopg import sql
 from solders.keypair import Keypair
 
+from gridtoken.databases import demo_database_name, using_database
 from gridtoken.ops import demo
 from gridtoken.ops.metrics import pipeline_snapshot
 from gridtoken.ops.processes import ChildFailed, Supervisor, stop_group
@@ -52,31 +51,7 @@ from meters.selectors import fleet_totals
 from minting.chain.configured import recorded_mint
 
 SIMULATOR_MODES = (["--sign"], ["--legacy"], ["--batch"])
-DEMO_SUFFIX = "_demo"
 DRAIN_SECS = 30.0
-POSTGRES_NAME_MAX = 63
-
-
-def demo_database_name(configured: str) -> str:
-    """The demo's own database: the configured name + ``_demo`` (never the configured database itself)."""
-    name = configured + DEMO_SUFFIX
-    if len(name.encode()) > POSTGRES_NAME_MAX:
-        raise CommandError(f"The demo database name {name!r} is longer than PostgreSQL's {POSTGRES_NAME_MAX} bytes.")
-    return name
-
-
-@contextmanager
-def using_database(name: str):
-    """This process's default connection on database ``name`` until the block ends (then back)."""
-    connection = connections["default"]
-    original = connection.settings_dict["NAME"]
-    connection.close()
-    connection.settings_dict["NAME"] = name
-    try:
-        yield connection.settings_dict
-    finally:
-        connection.close()
-        connection.settings_dict["NAME"] = original
 
 
 def reset_database(db: dict, *, keep: bool) -> bool:
