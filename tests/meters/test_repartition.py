@@ -22,6 +22,7 @@ from meters import repartition
 from meters.models import MeterReading, ReadingDelta
 from meters.partitions import DEFAULT_PARTITION, TABLE, is_partitioned, month_start, partition_name
 from tests.factories import MeterFactory, ReadingFactory
+from tests.meters.test_partitions import partitions_restored_fixture  # noqa: F401 (the partitions_restored fixture)
 from tests.meters.test_rollups import assert_folded_exactly
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,7 +36,7 @@ def migrate(*targets: tuple[str, str | None]) -> None:
 
 
 @pytest.fixture
-def unpartitioned():
+def unpartitioned(partitions_restored):
     """The readings table as migration 0008 left it; the schema is put back (0009 applied) afterwards."""
     migrate(("meters", "0008_reading_index_diet"))
     with connection.cursor() as cursor:
