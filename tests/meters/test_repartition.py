@@ -52,9 +52,9 @@ def unpartitioned(partitions_restored):
     yield
     if not _partitioned():
         repartition.abort()
+    migrate()  # partitions what a test left unpartitioned, keeping the old table: dropped next
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {repartition.KEPT}")
-    migrate()
 
 
 def _partitioned() -> bool:
@@ -283,11 +283,14 @@ def constraint_violations(meter) -> dict:
     return said
 
 
-def test_every_constraint_of_the_partitioned_table_holds_after_the_online_migration(unpartitioned):
+def test_copied_ahead_of_the_deploy_then_migrate_swaps_and_every_constraint_holds(unpartitioned):
     meters = [MeterFactory() for _ in range(2)]
     history(meters[:1])
+    out = StringIO()
+    call_command("readings_partition", "--no-swap", stdout=out)
+    assert "Copied and verified" in out.getvalue() and not _partitioned()
 
-    call_command("readings_partition", stdout=StringIO())
+    migrate()  # 0009 finds the copy done: it verifies and swaps
     said = constraint_violations(meters[1])
 
     assert sorted(said) == sorted(
@@ -316,3 +319,19 @@ def _partitions() -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass", [TABLE])
         return [name for (name,) in cursor.fetchall()]
+
+
+def test_an_unfinished_copy_is_dropped_and_the_readings_stay_as_they_were(unpartitioned):
+    history([MeterFactory()])
+    before = per_meter()
+    repartition.prepare()
+    repartition.copy(chunk_rows=1, chunks=2)
+
+    call_command("readings_partition", "--abort", stdout=StringIO())
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s), to_regclass(%s)", [repartition.SHADOW, repartition.PROGRESS])
+        assert cursor.fetchone() == (None, None)
+        cursor.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE %s", [f"{repartition.MIRROR}%"])
+        assert cursor.fetchone()[0] == 0
+    assert per_meter() == before and not _partitioned()
