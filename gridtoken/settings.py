@@ -10,6 +10,7 @@ INGEST = CONFIG.ingest
 VEE = CONFIG.vee
 CHAIN = CONFIG.chain
 MQTT = CONFIG.mqtt
+RETENTION = CONFIG.retention  # readings' retention and archive (docs/RETENTION.md)
 CERTIFICATES = certificates_config.load()  # the certificates app's own settings (certificates/config.py)
 
 BASE_DIR = config.objects.BASE_DIR
