@@ -292,3 +292,19 @@ def test_the_parquet_file_holds_every_column_exactly(retention, history):
         archived = row[field.column]
         archived = json.loads(archived) if field.get_internal_type() == "JSONField" else archived
         assert archived == getattr(stored, field.attname), field.column
+
+
+def test_a_late_reading_for_an_archived_month_is_kept_and_archived_again(retention, history):
+    """After the drop, a reading of that month lands in the default partition; partitions_ensure gives the
+    month a partition again, and the next run archives it in a file of its own: both files stay findable."""
+    retention()
+    old, _ = history
+    run("readings_archive")
+    late = MeterReading.objects.bulk_create([reading(make_meter(), OLD_MONTH + timedelta(days=9), Status.RECORDED)])[0]
+    partitions_ensure()
+
+    assert "archived: 1 readings" in run("readings_archive")
+    first, second = ArchivedPartition.objects.order_by("id")
+    assert (first.partition, first.status, second.status) == (second.partition, Archived.DROPPED, Archived.DROPPED)
+    assert reading_find(reading_id=late.pk).where["manifest_id"] == second.pk
+    assert reading_find(reading_id=old[0].pk).where["manifest_id"] == first.pk
