@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -26,7 +27,9 @@ from meters.archive.models import ArchivedPartition
 from meters.models import MeterHourRollup, MeterReading, MeterRollup
 from meters.partitions import month_start, partition_name, partitions_ensure, readings_partitions
 from meters.selectors import fleet_totals, rollup_totals
+from meters.tasks import archive_readings
 from minting.models import MintBatch
+from tests.conftest import database_url
 from tests.minting.pipeline_harness import make_meter
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
@@ -308,3 +311,15 @@ def test_a_late_reading_for_an_archived_month_is_kept_and_archived_again(retenti
     assert (first.partition, first.status, second.status) == (second.partition, Archived.DROPPED, Archived.DROPPED)
     assert reading_find(reading_id=late.pk).where["manifest_id"] == second.pk
     assert reading_find(reading_id=old[0].pk).where["manifest_id"] == first.pk
+
+
+def test_a_second_run_finds_the_lock_taken_and_does_nothing_then_the_beat_task_archives(retention, history):
+    retention()
+    with psycopg.connect(database_url(), autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [services.RUN_LOCK])
+        assert "Another readings_archive run holds the lock; nothing done." in run("readings_archive")
+        assert partition_name(OLD_MONTH) in [p.name for p in readings_partitions()]
+        other.execute("SELECT pg_advisory_unlock(%s)", [services.RUN_LOCK])  # a closing backend frees it later
+
+    assert archive_readings() == 1  # the daily beat task, once the other run is over
+    assert ArchivedPartition.objects.get().status == Archived.DROPPED
