@@ -18,7 +18,6 @@ a partition fires no row or statement trigger, so the rollups keep counting the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -34,7 +33,7 @@ from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from config.retention import RetentionConfig
-from meters.archive.destination import COPY_CHUNK, DestinationError, archive_url, file_digest, file_open, file_upload
+from meters.archive.destination import DestinationError, archive_url, file_digest, file_open, file_upload
 from meters.archive.files import SCHEMA_VERSION, Figures, parquet_figures, parquet_write, partition_figures
 from meters.archive.models import ArchivedPartition
 from meters.models import MeterReading
@@ -116,13 +115,13 @@ def _archive_one(
     report(f"{partition.name}: exporting (ends {partition.upper:%Y-%m-%d}, before {cutoff:%F})")
     try:
         attempt = partition_export(partition=partition, config=config, report=report)
-        if isinstance(attempt, str):
-            return done("skipped", attempt)
-        problem = archive_verify(attempt=attempt)
-        if problem:
-            return done("failed", f"{attempt.url} {problem}; nothing dropped")
     except DestinationError as error:
         return done("failed", f"{error}; nothing dropped")
+    if isinstance(attempt, str):
+        return done("skipped", attempt)
+    problem = archive_verify(attempt=attempt)
+    if problem:
+        return done("failed", f"{attempt.url} {problem}; nothing dropped")
     return done(*partition_drop(attempt=attempt))
 
 
@@ -147,7 +146,8 @@ def partition_export(
     *, partition: ReadingPartition, config: RetentionConfig, report: Callable[[str], None] = logger.info
 ) -> ArchivedPartition | str:
     """Export one partition to the destination and record its manifest; the reason it was refused when it
-    holds a reading that is not final (a string)."""
+    holds a reading that is not final (a string). The manifest row is written before the upload, so a
+    destination that fails leaves a ``failed`` attempt behind (the /metrics gauge), then raises."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="gridtoken-archive-") as directory:
         local = Path(directory) / "readings.parquet"
@@ -159,10 +159,12 @@ def partition_export(
             figures, digest = partition_figures(cursor, partition.name)
             with connection.chunked_cursor() as rows:
                 written = parquet_write(rows, partition.name, local, progress=report)
+        if written != figures.rows:  # one snapshot: the cursor reads exactly the rows it counted
+            raise DestinationError(f"wrote {written:,} readings of {figures.rows:,} counted in the same snapshot")
         exported_at = timezone.now()
         name = f"{partition.name}-{exported_at:%Y%m%dT%H%M%S%fZ}.parquet"
         url = archive_url(config, name)
-        sha256, size = _local_digest(local)
+        sha256, size = file_digest(local.as_uri(), config)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "partition": partition.name,
@@ -175,40 +177,37 @@ def partition_export(
             "exported_at": exported_at.isoformat(),
             **figures.as_json(),
         }
-        if written != figures.rows:  # one snapshot: the cursor reads exactly the rows counted
-            raise DestinationError(f"wrote {written:,} readings of {figures.rows:,} counted in the same snapshot")
-        file_upload(local, url, config)
-        file_upload(_manifest_file(Path(directory), manifest), f"{url.removesuffix('.parquet')}.manifest.json", config)
+        attempt = ArchivedPartition.objects.create(
+            partition=partition.name,
+            lower=partition.lower,
+            upper=partition.upper,
+            url=url,
+            bytes=size,
+            sha256=sha256,
+            schema_version=SCHEMA_VERSION,
+            rows=figures.rows,
+            meters=figures.meters,
+            kwh_sum=figures.kwh_sum,
+            mintable_kwh_sum=figures.mintable_kwh_sum,
+            token_units_sum=figures.token_units_sum,
+            rows_digest=digest,
+            manifest=manifest,
+            exported_at=exported_at,
+        )
+        try:
+            file_upload(local, url, config)
+            file_upload(
+                _manifest_file(Path(directory), manifest), f"{url.removesuffix('.parquet')}.manifest.json", config
+            )
+        except DestinationError as error:
+            ArchivedPartition.objects.filter(pk=attempt.pk).update(status=Archived.FAILED, error=str(error))
+            raise
     elapsed = time.monotonic() - started
     report(
         f"{partition.name}: exported {figures.rows:,} readings to {url}: {size:,} bytes "
         f"({size / max(figures.rows, 1):.1f} bytes/reading, {figures.rows / max(elapsed, 1e-9):,.0f} readings/s)"
     )
-    return ArchivedPartition.objects.create(
-        partition=partition.name,
-        lower=partition.lower,
-        upper=partition.upper,
-        url=url,
-        bytes=size,
-        sha256=sha256,
-        schema_version=SCHEMA_VERSION,
-        rows=figures.rows,
-        meters=figures.meters,
-        kwh_sum=figures.kwh_sum,
-        mintable_kwh_sum=figures.mintable_kwh_sum,
-        token_units_sum=figures.token_units_sum,
-        rows_digest=digest,
-        manifest=manifest,
-        exported_at=exported_at,
-    )
-
-
-def _local_digest(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while chunk := source.read(COPY_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest(), path.stat().st_size
+    return attempt
 
 
 def _manifest_file(directory: Path, manifest: dict) -> Path:
@@ -224,25 +223,30 @@ def _expected(attempt: ArchivedPartition) -> Figures:
 def archive_verify(*, attempt: ArchivedPartition) -> str | None:
     """Read the attempt's file back from the destination; the difference from its manifest (the attempt is
     then ``failed``), or None (``verified``)."""
-    config: RetentionConfig = settings.RETENTION
-    sha256, size = file_digest(attempt.url, config)
-    problem = None
-    if (sha256, size) != (attempt.sha256, attempt.bytes):
-        problem = (
-            f"reads back as sha256 {sha256} ({size:,} bytes); its manifest says {attempt.sha256} ({attempt.bytes:,})"
-        )
-    else:
-        try:
-            with file_open(attempt.url, config) as handle:
-                figures, version = parquet_figures(handle)
-        except (pa.ArrowException, OSError) as error:
-            figures, version, problem = None, None, f"cannot be read as Parquet: {error}"
-        if problem is None and (figures, version) != (_expected(attempt), attempt.schema_version):
-            problem = f"holds {figures.as_json()} (schema {version}); its manifest says {_expected(attempt).as_json()}"
+    try:
+        problem = _file_problem(attempt, settings.RETENTION)
+    except DestinationError as error:
+        problem = f"could not be read back: {error}"
     if problem:
         ArchivedPartition.objects.filter(pk=attempt.pk).update(status=Archived.FAILED, error=problem)
         return problem
     ArchivedPartition.objects.filter(pk=attempt.pk).update(status=Archived.VERIFIED, verified_at=timezone.now())
+    return None
+
+
+def _file_problem(attempt: ArchivedPartition, config: RetentionConfig) -> str | None:
+    sha256, size = file_digest(attempt.url, config)
+    if (sha256, size) != (attempt.sha256, attempt.bytes):
+        return f"reads back as sha256 {sha256} ({size:,} bytes); its manifest says {attempt.sha256} ({attempt.bytes:,})"
+    try:
+        with file_open(attempt.url, config) as handle:
+            figures, version = parquet_figures(handle)
+    except (pa.ArrowException, OSError) as error:
+        return f"cannot be read as Parquet: {error}"
+    expected = _expected(attempt)
+    if (figures, version) != (expected, attempt.schema_version):
+        shown = f"{expected.as_json()} (schema {attempt.schema_version})"
+        return f"holds {figures.as_json()} (schema {version}); its manifest says {shown}"
     return None
 
 

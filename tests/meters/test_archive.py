@@ -24,6 +24,7 @@ from meters.archive import services
 from meters.archive.destination import filesystem_for
 from meters.archive.find import reading_find
 from meters.archive.models import ArchivedPartition
+from meters.archive.services import archive_failing
 from meters.models import MeterHourRollup, MeterReading, MeterRollup
 from meters.partitions import month_start, partition_name, partitions_ensure, readings_partitions
 from meters.selectors import fleet_totals, rollup_totals
@@ -223,7 +224,7 @@ def test_a_file_corrupted_before_its_verification_is_not_dropped_and_the_command
         return attempt
 
     monkeypatch.setattr(services, "partition_export", export_then_corrupt)
-    with pytest.raises(CommandError, match="did not verify, nothing of it was dropped"):
+    with pytest.raises(CommandError, match="nothing of it was dropped"):
         run("readings_archive")
 
     assert partition_name(OLD_MONTH) in [p.name for p in readings_partitions()]
@@ -231,8 +232,10 @@ def test_a_file_corrupted_before_its_verification_is_not_dropped_and_the_command
     attempt = ArchivedPartition.objects.get()
     assert attempt.status == Archived.FAILED and "reads back as sha256" in attempt.error
 
+    assert archive_failing() == 1
     monkeypatch.undo()  # the next run exports anew and archives
     assert "archived: 30 readings" in run("readings_archive")
+    assert archive_failing() == 0
 
 
 def test_a_reading_arriving_between_export_and_drop_is_not_lost(retention, history):
@@ -323,3 +326,15 @@ def test_a_second_run_finds_the_lock_taken_and_does_nothing_then_the_beat_task_a
 
     assert archive_readings() == 1  # the daily beat task, once the other run is over
     assert ArchivedPartition.objects.get().status == Archived.DROPPED
+
+
+def test_an_unwritable_destination_fails_the_run_keeps_the_month_and_raises_the_gauge(retention, history):
+    retention(READINGS_ARCHIVE_URL="file:///proc/gridtoken-archive")  # no directory can be made there
+
+    with pytest.raises(CommandError, match="nothing of it was dropped"):
+        run("readings_archive")
+
+    assert partition_name(OLD_MONTH) in [p.name for p in readings_partitions()]
+    attempt = ArchivedPartition.objects.get()
+    assert attempt.status == Archived.FAILED and "could not write file:///proc/gridtoken-archive" in attempt.error
+    assert archive_failing() == 1

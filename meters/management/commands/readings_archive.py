@@ -4,8 +4,9 @@ task does:
     python manage.py readings_archive --dry-run   # what would be archived, and why not
     python manage.py readings_archive             # export, verify, then detach and drop each expired month
 
-One line per partition and progress lines while a partition is written. Exit code 1 when a file did not
-verify (nothing was dropped for it); a partition skipped for readings that are not final is not an error.
+One line per partition and progress lines while a partition is written. Exit code 1 when a month could not
+be archived: the destination could not be written or read, or the file read back did not verify (nothing of
+that month was dropped); a partition skipped for readings that are not final is not an error.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{len(outcomes)} partition(s) looked at, {archived} archived, {len(failed)} failed.")
         if failed:
             raise CommandError(
-                f"{', '.join(failed)}: the archive file did not verify, nothing of it was dropped. Check the "
-                "destination (READINGS_ARCHIVE_URL), then run readings_archive again: it exports those anew."
+                f"{', '.join(failed)}: not archived (the lines above say why: the destination could not be written or "
+                "read, or the file read back did not verify); nothing of it was dropped. Check the destination "
+                "(READINGS_ARCHIVE_URL), then run readings_archive again: it exports those anew."
             )
