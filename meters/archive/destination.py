@@ -22,8 +22,6 @@ class DestinationError(Exception):
 
 def archive_url(config: RetentionConfig, name: str) -> str:
     """The URL of a file called ``name`` in the configured destination."""
-    if not config.archive_url:
-        raise DestinationError("READINGS_ARCHIVE_URL is not set: set it to file:///dir or s3://bucket/prefix")
     return f"{config.scheme}://{config.location.rstrip('/')}/{name}"
 
 

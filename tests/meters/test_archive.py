@@ -338,3 +338,19 @@ def test_an_unwritable_destination_fails_the_run_keeps_the_month_and_raises_the_
     attempt = ArchivedPartition.objects.get()
     assert attempt.status == Archived.FAILED and "could not write file:///proc/gridtoken-archive" in attempt.error
     assert archive_failing() == 1
+
+
+def test_a_long_query_on_the_readings_table_leaves_the_month_for_the_next_run(retention, history):
+    config = retention()
+    partition = next(p for p in readings_partitions() if p.name == partition_name(OLD_MONTH))
+    attempt = services.partition_export(partition=partition, config=config)
+    assert services.archive_verify(attempt=attempt) is None
+    with psycopg.connect(database_url()) as reader:  # a transaction still open: it holds the table's lock
+        reader.execute("SELECT count(*) FROM meters_meterreading")
+
+        action, reason = services.partition_drop(attempt=attempt)
+
+        assert action == "busy" and "next run tries again" in reason
+        assert partition.name in [p.name for p in readings_partitions()]
+        reader.rollback()
+    assert "archived: 30 readings" in run("readings_archive")
