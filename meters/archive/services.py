@@ -37,7 +37,7 @@ from meters.archive.destination import DestinationError, archive_url, file_diges
 from meters.archive.files import SCHEMA_VERSION, Figures, parquet_figures, parquet_write, partition_figures
 from meters.archive.models import ArchivedPartition
 from meters.models import MeterReading
-from meters.partitions import ReadingPartition, readings_partitions
+from meters.partitions import LOCK_TIMEOUT, ReadingPartition, readings_partitions
 
 logger = logging.getLogger("meters.archive")
 Status = MeterReading.Status
@@ -48,7 +48,6 @@ Archived = ArchivedPartition.Status
 OPEN_STATUSES = (Status.PENDING, Status.MINTING, Status.FAILED, Status.HELD, Status.AWAITING_WINDOW)
 # One run at a time (a session-level lock: it spans the run's many transactions).
 RUN_LOCK = 0x4754_4152_4348  # "GTARCH"
-DROP_LOCK_TIMEOUT = "5s"  # waiting longer for the readings table's lock would stall ingestion behind it
 
 
 @dataclass(frozen=True)
@@ -256,7 +255,7 @@ def partition_drop(*, attempt: ArchivedPartition) -> tuple[str, str]:
     parent = MeterReading._meta.db_table
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
+            cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
             # Writes into the partition wait from here; reads of it and every other partition go on.
             cursor.execute(f'LOCK TABLE "{attempt.partition}" IN EXCLUSIVE MODE')
             figures, digest = partition_figures(cursor, attempt.partition)
@@ -268,5 +267,5 @@ def partition_drop(*, attempt: ArchivedPartition) -> tuple[str, str]:
             cursor.execute(f'DROP TABLE "{attempt.partition}"')
             ArchivedPartition.objects.filter(pk=attempt.pk).update(status=Archived.DROPPED, dropped_at=timezone.now())
     except OperationalError as error:  # lock_timeout: a long query held the table; nothing changed
-        return "busy", f"the readings table stayed locked for {DROP_LOCK_TIMEOUT} ({error}); the next run tries again"
+        return "busy", f"the readings table stayed locked for {LOCK_TIMEOUT} ({error}); the next run tries again"
     return "archived", f"{attempt.rows:,} readings in {attempt.url} ({attempt.bytes:,} bytes), verified, dropped"
