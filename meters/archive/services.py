@@ -5,7 +5,7 @@ One partition at a time, each in three steps that each stop the partition's run 
 
 1. ``partition_export``: in one REPEATABLE READ snapshot, refuse the partition while it holds a reading that is
    not final (``OPEN_STATUSES``), else compute its figures and a digest of every row, and write every row to a
-   Parquet file in chunks; upload the file and its manifest; record the manifest (``ArchivedPartition``).
+   Parquet file in chunks; record the manifest (``ArchivedPartition``), then upload the file and the manifest.
 2. ``archive_verify``: read the file back from the destination: its sha256 and size, its rows, meters, kWh
    and base-unit sums must equal the manifest. A difference marks the attempt ``failed``; nothing is dropped.
 3. ``partition_drop``: in one transaction, lock the partition against writes, recompute its figures and
@@ -66,13 +66,11 @@ def retention_cutoff(config: RetentionConfig, now: datetime) -> datetime | None:
     return None if config.days is None else now - timedelta(days=config.days)
 
 
-def readings_archive(
-    *, now: datetime | None = None, dry_run: bool = False, report: Callable[[str], None] = logger.info
-) -> list[Outcome]:
+def readings_archive(*, dry_run: bool = False, report: Callable[[str], None] = logger.info) -> list[Outcome]:
     """Archive every expired partition (oldest first); one outcome per partition. ``dry_run`` exports nothing
     and says what would be archived and why not."""
     config: RetentionConfig = settings.RETENTION
-    cutoff = retention_cutoff(config, now or timezone.now())
+    cutoff = retention_cutoff(config, timezone.now())
     if cutoff is None:
         report("READINGS_RETENTION_DAYS is not set: every reading is kept, nothing to archive.")
         return []
