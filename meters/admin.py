@@ -436,3 +436,4 @@ class ApiKeyAdmin(CheckedModelAdmin):
 
 
 from meters import account_admin, dead_letter_admin  # noqa: E402, F401 (register GroupAdmin, DeadLetterAdmin)
+from meters.archive import admin as archive_admin  # noqa: E402, F401 (registers ArchivedPartitionAdmin)

@@ -425,3 +425,7 @@ class FleetRollup(RollupMeasures, LatencyHistogram):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
 
     __str__ = RollupMeasures.__str__
+
+
+# The archive's manifests live in their own module (meters/archive/); imported here so Django registers them.
+from meters.archive.models import ArchivedPartition  # noqa: E402, F401
