@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import environ
 
 from config.environment import ConfigError, Env
+from config.retention import RetentionConfig
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 U64_MAX = 2**64 - 1
@@ -381,6 +382,7 @@ class AppConfig:
     vee: VeeConfig
     chain: ChainConfig
     mqtt: MqttConfig
+    retention: RetentionConfig
 
 
 def load(source=None) -> AppConfig:
@@ -394,11 +396,13 @@ def load(source=None) -> AppConfig:
     env = Env(source)
     service = ServiceConfig.from_env(env)
     ingest = IngestConfig.from_env(env)
+    tokenization = TokenizationConfig.from_env(env)
     return AppConfig(
         service=service,
-        tokenization=TokenizationConfig.from_env(env),
+        tokenization=tokenization,
         ingest=ingest,
         vee=VeeConfig.from_env(env),
         chain=ChainConfig.from_env(env, debug=service.debug),
         mqtt=MqttConfig.from_env(env, debug=service.debug, batch_limit=ingest.batch_max),
+        retention=RetentionConfig.from_env(env, reading_max_age_days=tokenization.reading_max_age_days),
     )

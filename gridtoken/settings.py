@@ -1,5 +1,7 @@
 """Django settings. Every value comes from ``config`` (validated at import); nothing is read here directly."""
 
+from celery.schedules import crontab
+
 import config
 from config import certificates as certificates_config
 
@@ -10,6 +12,7 @@ INGEST = CONFIG.ingest
 VEE = CONFIG.vee
 CHAIN = CONFIG.chain
 MQTT = CONFIG.mqtt
+RETENTION = CONFIG.retention  # readings' retention and archive (docs/RETENTION.md)
 CERTIFICATES = certificates_config.load()  # the certificates app's own settings (config/certificates.py)
 
 BASE_DIR = config.objects.BASE_DIR
@@ -135,6 +138,18 @@ CELERY_BEAT_SCHEDULE = {
         "task": "meters.tasks.fold_rollups",
         "schedule": 5.0,
         "options": {"expires": 5.0},
+    },
+    # Months ahead, and a month of its own for readings that landed in the default partition (docs/PARTITIONS.md).
+    "meters-partitions-ensure": {
+        "task": "meters.tasks.ensure_partitions",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
+    # Retention (docs/RETENTION.md): a no-op without READINGS_RETENTION_DAYS; a month is archived once.
+    "meters-readings-archive": {
+        "task": "meters.tasks.archive_readings",
+        "schedule": crontab(hour=3, minute=17),
+        "options": {"expires": 3600.0},
     },
     "certificates-issue": {
         "task": "certificates.tasks.issue_certificates",

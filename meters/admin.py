@@ -236,7 +236,9 @@ class EstimatedCountPaginator(Paginator):
         if not self.object_list.query.where:
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                    # A partitioned table's own estimate is never kept up to date: sum its partitions'.
+                    "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_partition_tree(%s::regclass) t"
+                    " JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf",
                     [self.object_list.model._meta.db_table],
                 )
                 estimate = cursor.fetchone()[0]
@@ -434,3 +436,4 @@ class ApiKeyAdmin(CheckedModelAdmin):
 
 
 from meters import account_admin, dead_letter_admin  # noqa: E402, F401 (register GroupAdmin, DeadLetterAdmin)
+from meters.archive import admin as archive_admin  # noqa: E402, F401 (registers ArchivedPartitionAdmin)

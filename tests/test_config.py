@@ -82,3 +82,54 @@ def test_manage_py_stops_with_the_message_on_a_bad_value():
     )
     assert result.returncode == 2
     assert "TOKENIZATION_BATCH_SIZE='5000'" in result.stderr and "from 1 to 1000" in result.stderr
+
+
+def test_retention_is_off_by_default_and_needs_no_destination():
+    retention = load(BASE).retention
+    assert retention.days is None and retention.archive_url is None
+
+
+def test_a_retention_without_a_destination_says_what_to_set():
+    with pytest.raises(ConfigError) as info:
+        load({**BASE, "READINGS_RETENTION_DAYS": "90"})
+    assert info.value.name == "READINGS_ARCHIVE_URL" and "unset READINGS_RETENTION_DAYS" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variables", "name", "allowed"),
+    [
+        ({"READINGS_RETENTION_DAYS": "7"}, "READINGS_RETENTION_DAYS", "at least 31 days"),
+        (
+            {"READINGS_RETENTION_DAYS": "60", "TOKENIZATION_READING_MAX_AGE_DAYS": "90"},
+            "READINGS_RETENTION_DAYS",
+            "at least 91 days",
+        ),
+        ({"READINGS_RETENTION_DAYS": "ninety"}, "READINGS_RETENTION_DAYS", "an integer"),
+        ({"READINGS_ARCHIVE_URL": "ftp://archive/readings"}, "READINGS_ARCHIVE_URL", "file:///"),
+        ({"READINGS_ARCHIVE_URL": "file://relative/dir"}, "READINGS_ARCHIVE_URL", "s3://bucket"),
+        ({"READINGS_ARCHIVE_S3_ENDPOINT": "minio:9000"}, "READINGS_ARCHIVE_S3_ENDPOINT", "http://"),
+        ({"READINGS_ARCHIVE_S3_ACCESS_KEY": "AKIA"}, "READINGS_ARCHIVE_S3_SECRET_KEY", "together"),
+    ],
+)
+def test_an_invalid_retention_setting_names_the_variable(variables, name, allowed):
+    destination = {"READINGS_ARCHIVE_URL": "file:///var/lib/gridtoken/archive"}
+    with pytest.raises(ConfigError) as info:
+        load({**BASE, **destination, **variables})
+    assert info.value.name == name and allowed in str(info.value)
+
+
+def test_archive_destinations_parse_to_a_directory_or_a_bucket_prefix():
+    local = load({**BASE, "READINGS_RETENTION_DAYS": "90", "READINGS_ARCHIVE_URL": "file:///var/lib/gt/archive/"})
+    assert (local.retention.days, local.retention.scheme, local.retention.location) == (
+        90,
+        "file",
+        "/var/lib/gt/archive",
+    )
+    s3 = load(
+        {**BASE, "READINGS_ARCHIVE_URL": "s3://archive/readings/", "READINGS_ARCHIVE_S3_ENDPOINT": "http://s3:9000"}
+    )
+    assert (s3.retention.scheme, s3.retention.location, s3.retention.s3_endpoint) == (
+        "s3",
+        "archive/readings",
+        "http://s3:9000",
+    )

@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 
 from gridtoken import observability
 from gridtoken.ops.health import check_rpc
+from meters.archive.services import archive_failing
 from meters.models import LATENCY_BUCKETS, READING_FLAGS, DeadLetter, MeterReading
 from meters.selectors import fleet_totals
 from minting.models import MintBatch
@@ -237,6 +238,11 @@ class PipelineCollector(Collector):
         for row in waiting.values("door", "status").annotate(n=Count("pk")).order_by():
             dead.add_metric([row["door"], row["status"]], row["n"])
         yield dead
+        yield GaugeMetricFamily(
+            "gridtoken_readings_archive_failing",
+            "Readings partitions whose newest archive attempt did not verify (nothing of them was dropped).",
+            archive_failing(),
+        )
         flagged = GaugeMetricFamily(
             "gridtoken_readings_flagged",
             "Readings submitted in the last 24 hours carrying each quality or VEE flag.",

@@ -23,6 +23,7 @@ from rest_framework.authtoken.models import Token
 from certificates.models import CertificateBundle, CertificateMint, ChainOperation, Issuance
 from certificates.services.issuance import certificates_issue_due
 from gridtoken.admin import TAMPERED_SELECTION
+from meters.archive.models import ArchivedPartition
 from meters.models import DeadLetter, Meter, MeterReading
 from meters.services.dead_letters import Origin, dead_letter_record
 from minting.models import MintBatch, TokenMint
@@ -43,6 +44,7 @@ SERVICE_WRITTEN = (
     CertificateBundle,
     ChainOperation,
     DeadLetter,
+    ArchivedPartition,
 )
 
 GARBAGE = (
