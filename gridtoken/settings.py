@@ -39,11 +39,12 @@ INSTALLED_APPS = [
     "realtime",
     "protocols",
     "certificates",
+    "ops",
 ]
 
 MIDDLEWARE = [
     "gridtoken.middleware.RequestIdMiddleware",
-    "gridtoken.ops.middleware.OpsMiddleware",
+    "ops.middleware.OpsMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (admin, dashboard) answered before sessions, auth and CSRF do any work.

@@ -18,8 +18,8 @@ from django.core.management import CommandError, call_command
 from psycopg import sql
 
 from gridtoken.databases import demo_database_name, using_database
-from gridtoken.ops.processes import group_alive
 from meters.models import MeterReading
+from ops.processes import group_alive
 from tests.conftest import ROOT, free_port
 
 BASE_DB = "gt_ops_demo_smoke"

@@ -5,7 +5,7 @@ The middleware sits just inside ``RequestIdMiddleware``, so each line carries th
 ``/health``, ``/ready`` and ``/metrics`` are answered here, before ``CommonMiddleware`` checks the Host
 header against ``ALLOWED_HOSTS``: orchestrator probes and Prometheus address a pod or container by IP, and
 a probe refused with 400 DisallowedHost would take a healthy server out of rotation. These views build no
-URLs from the Host header, so skipping the check is safe; the routes stay in ``gridtoken/ops/urls.py``
+URLs from the Host header, so skipping the check is safe; the routes stay in ``ops/urls.py``
 for ``reverse()``. Probe and
 scrape paths log at DEBUG (a probe every few seconds would drown the log). Query strings are never logged:
 WebSocket and dashboard URLs may carry a token there.
@@ -23,7 +23,7 @@ import re
 import time
 
 from gridtoken import observability
-from gridtoken.ops import views
+from ops import views
 
 logger = logging.getLogger("gridtoken.access")
 

@@ -38,13 +38,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from gridtoken import observability
-from gridtoken.ops.health import check_rpc
 from meters.archive.services import archive_failing
 from meters.models import LATENCY_BUCKETS, READING_FLAGS, DeadLetter, MeterReading
 from meters.selectors import fleet_totals
 from minting.models import MintBatch
 from minting.selectors import PAUSE_REASONS, chain_state, control_peek
 from minting.services.policy import rollout_bucket_sql
+from ops.health import check_rpc
 from protocols import status as mqtt_status
 
 logger = logging.getLogger(__name__)

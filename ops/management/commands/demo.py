@@ -42,13 +42,13 @@ from psycopg import sql
 from solders.keypair import Keypair
 
 from gridtoken.databases import demo_database_name, using_database
-from gridtoken.ops import demo
-from gridtoken.ops.metrics import pipeline_snapshot
-from gridtoken.ops.processes import ChildFailed, Supervisor, stop_group
 from meters.management.commands.simulate_meters import PASSWORD_ENV
 from meters.models import User
 from meters.selectors import fleet_totals
 from minting.chain.configured import recorded_mint
+from ops import demo
+from ops.metrics import pipeline_snapshot
+from ops.processes import ChildFailed, Supervisor, stop_group
 
 SIMULATOR_MODES = (["--sign"], ["--legacy"], ["--batch"])
 DRAIN_SECS = 30.0

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from gridtoken.ops import views
+from ops import views
 
 urlpatterns = [
     path("health", views.health_view, name="health"),
