@@ -11,10 +11,12 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.db.models import Q
 from django.utils.html import format_html
 
 from gridtoken.admin import CheckedModelAdmin, RecordAdmin
 from gridtoken.exceptions import ApplicationError
+from meters.admin import MeterReadingAdmin
 from meters.models import MeterReading
 from minting import selectors
 from minting.models import MintBatch, MintingControl, TokenMint
@@ -240,3 +242,27 @@ class MintingControlAdmin(CheckedModelAdmin):
 @admin.register(TokenMint)
 class TokenMintAdmin(RecordAdmin):
     list_display = ("address", "decimals", "token_program", "authority", "rpc_url", "created_at")
+
+
+# The token column goes right after the mintable energy it was minted from.
+_BEFORE_TOKENS = MeterReadingAdmin.list_display[: MeterReadingAdmin.list_display.index("mintable_kwh") + 1]
+
+
+class MintingReadingAdmin(MeterReadingAdmin):
+    """The readings admin with minting's token column, mint actions and search by batch signature (meters' own
+    admin cannot name minting, the app above it)."""
+
+    list_display = (*_BEFORE_TOKENS, "tokens_minted", *MeterReadingAdmin.list_display[len(_BEFORE_TOKENS) :])
+    actions = (mint_now, retry_failed, *MeterReadingAdmin.actions)
+
+    def search_beyond_meters(self, term: str) -> Q | None:
+        batch = MintBatch.objects.filter(signature=term).values_list("pk", flat=True).first()
+        return Q(batch_id=batch) if batch else None
+
+    @admin.display(description="tokens", ordering="token_amount")
+    def tokens_minted(self, reading: MeterReading) -> str:
+        return tokens(reading.token_amount)
+
+
+admin.site.unregister(MeterReading)
+admin.site.register(MeterReading, MintingReadingAdmin)
