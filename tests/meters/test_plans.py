@@ -118,6 +118,7 @@ def surfaces(producer, meters) -> dict:
     api, operator = bearer(producer), UserFactory(is_staff=True, is_superuser=True)
     admin, staff_api, dashboard = logged_in(operator), bearer(operator), logged_in(producer)
     first = api.get("/api/meters/my-readings?page_size=5").json()["pagination"]["next_cursor"]
+    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     return {
         "stats (producer)": lambda: api.get("/api/meters/stats"),
         "stats (device)": lambda: device.get("/api/meters/stats"),
@@ -136,11 +137,10 @@ def surfaces(producer, meters) -> dict:
         "admin by status": lambda: admin.get("/admin/meters/meterreading/?status__exact=failed"),
         "admin by flag": lambda: admin.get("/admin/meters/meterreading/?flag=spike"),
         "admin by serial": lambda: admin.get(f"/admin/meters/meterreading/?q={meters[2].serial}"),
+        # The admin's date filter sends aware bounds (a bare date would be read as a naive datetime).
         "admin today": lambda: admin.get(
-            "/admin/meters/meterreading/?submitted_at__gte="
-            + timezone.now().date().isoformat()
-            + "&submitted_at__lt="
-            + (timezone.now().date() + timedelta(days=1)).isoformat()
+            "/admin/meters/meterreading/",
+            {"submitted_at__gte": str(today), "submitted_at__lt": str(today + timedelta(days=1))},
         ),
     }
 
