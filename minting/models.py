@@ -57,7 +57,8 @@ class MintBatch(models.Model):
         ordering = ["-created_at"]
         verbose_name_plural = "mint batches"
         indexes = [
-            models.Index(fields=["created_at"], condition=models.Q(status="signed"), name="batch_in_flight_idx"),
+            # The oldest in flight (reconciliation, /metrics) and the admin's status filter, newest first.
+            models.Index(fields=["status", "created_at"], name="batch_status_created_idx"),
             # Recent batches for the dashboard, the status API and /metrics (the newest one, the last minute's
             # and hour's settlements) without reading every batch ever sent.
             models.Index(fields=["created_at"], name="batch_created_idx"),

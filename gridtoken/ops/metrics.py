@@ -285,7 +285,7 @@ class PipelineCollector(Collector):
         totals = batch_totals()
         by_status = {status: row["batches"] for status, row in totals.items()}
         # Two queries, not one aggregate with FILTERs: each then reads one end of its index
-        # (batch_in_flight_idx, batch_settled_idx) instead of every batch.
+        # (batch_status_created_idx, batch_settled_idx) instead of every batch.
         oldest_signed = MintBatch.objects.filter(status=MintBatch.Status.SIGNED).aggregate(oldest=Min("created_at"))
         last_confirmed = MintBatch.objects.filter(status=MintBatch.Status.CONFIRMED).aggregate(last=Max("settled_at"))
         batches = CounterMetricFamily(
