@@ -34,7 +34,10 @@ class EstimatedCountPaginator(Paginator):
         if not self.object_list.query.where:
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                    # A partitioned table's own estimate is never kept up to date: sum its partitions' (a plain
+                    # table is its own only leaf).
+                    "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_partition_tree(%s::regclass) t"
+                    " JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf",
                     [self.object_list.model._meta.db_table],
                 )
                 estimate = cursor.fetchone()[0]

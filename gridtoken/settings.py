@@ -135,6 +135,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 5.0,
         "options": {"expires": 5.0},
     },
+    # Months ahead, and a month of its own for readings that landed in the default partition (docs/PARTITIONS.md).
+    "meters-partitions-ensure": {
+        "task": "meters.tasks.ensure_partitions",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
     "certificates-issue": {
         "task": "certificates.tasks.issue_certificates",
         "schedule": float(CERTIFICATES.issue_polling_secs),

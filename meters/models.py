@@ -2,7 +2,7 @@ import uuid
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 # kWh is kept exactly as the meter sent it, to 9 decimal places (the token's own precision).
@@ -160,9 +160,17 @@ class MeterReading(models.Model):
                 condition=~Q(source="window"),
                 name="reading_unique_meter_timestamp",
             ),
-            # One mint per (meter, settlement window), whatever races or crashes.
+            # One mint per (meter, settlement window), whatever races or crashes. A unique index of the
+            # partitioned table includes its partition key (docs/PARTITIONS.md); a window row is stored at its
+            # window's start (reading_window_at_its_start), so this is as unique as (meter, window_start).
             models.UniqueConstraint(
-                fields=["meter", "window_start"], condition=Q(source="window"), name="reading_one_per_window"
+                fields=["meter", "window_start", "reading_timestamp"],
+                condition=Q(source="window"),
+                name="reading_one_per_window",
+            ),
+            models.CheckConstraint(
+                condition=~Q(source="window") | Q(reading_timestamp=F("window_start")),
+                name="reading_window_at_its_start",
             ),
             models.CheckConstraint(condition=Q(mintable_kwh__gte=0), name="reading_mintable_not_negative"),
             models.CheckConstraint(

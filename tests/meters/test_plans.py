@@ -2,8 +2,9 @@
 
 Each surface is requested for real (API, dashboard, /metrics, admin, the status API, token_balance) while its
 queries are captured; each captured query on ``meters_meterreading`` is then explained with sequential scans
-disabled. A plan that still scans the table sequentially has no index to use; an index scan with no index
-condition outside a LIMIT reads the whole index. Either is a read that grows with history, and fails here.
+disabled. A plan that still scans the table (any of its monthly partitions) sequentially has no index to use;
+an index scan with no index condition outside a LIMIT reads the whole index. Either is a read that grows with
+history, and fails here. A query bounded in reading time reads only its months' partitions.
 """
 
 from datetime import timedelta
@@ -17,7 +18,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from certificates.services.issuance import READINGS_FROM_SQL
 from meters.models import MeterReading
+from meters.partitions import month_start, partition_name, readings_partitions
+from meters.services.readings import NEIGHBOURS_SQL
 from minting.management.commands.token_balance import expected
 from tests.factories import MeterFactory, ReadingFactory, UserFactory, api_key_for
 
@@ -35,18 +39,38 @@ def full_reads(
     backlog: set[str] = BACKLOG_INDEXES,
     limited: bool = False,
 ) -> list[str]:
-    """The nodes of ``plan`` that read all of ``table`` or one of its indexes (named starting with one of
-    ``indexes``; reading all of a ``backlog`` index costs the backlog, not history)."""
+    """The nodes of ``plan`` that read all of ``table`` (a partition of it) or one of its indexes (named, or
+    its partitions' copy named, starting with one of ``indexes``; reading all of a ``backlog`` index costs the
+    backlog, not history)."""
     found = []
     node = plan["Node Type"]
     limited = limited or node == "Limit"
-    if node == "Seq Scan" and plan.get("Relation Name") == table:
-        found.append(f"Seq Scan on {table}")
+    if node == "Seq Scan" and plan.get("Relation Name", "").startswith(table):
+        found.append(f"Seq Scan on {plan['Relation Name']}")
     whole = node in INDEX_SCANS and "Index Cond" not in plan and not limited
-    if whole and plan["Index Name"].startswith(indexes) and plan["Index Name"] not in backlog:
-        found.append(f"{node} of all of {plan['Index Name']}")
+    index = parent_indexes().get(plan.get("Index Name"), plan.get("Index Name"))
+    if whole and index.startswith(indexes) and index not in backlog:
+        found.append(f"{node} of all of {plan['Index Name']} ({index})")
     for child in plan.get("Plans", []):
         found += full_reads(child, table=table, indexes=indexes, backlog=backlog, limited=limited)
+    return found
+
+
+def parent_indexes() -> dict[str, str]:
+    """A partition's index -> the readings table's index it is part of (``reading_submitted_idx`` ...)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, p.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relkind = 'I'"
+        )
+        return dict(cursor.fetchall())
+
+
+def scanned(plan: dict) -> set[str]:
+    """The readings partitions ``plan`` reads."""
+    found = {plan["Relation Name"]} if plan.get("Relation Name", "").startswith(READINGS) else set()
+    for child in plan.get("Plans", []):
+        found |= scanned(child)
     return found
 
 
@@ -178,3 +202,28 @@ def test_token_balance_reads_no_reading(fleet):
         expected(mint="Mint111", wallet=None)
 
     assert [q["sql"] for q in captured.captured_queries if READINGS in q["sql"]] == []
+
+
+def test_a_query_bounded_in_reading_time_reads_only_its_months_partition(fleet):
+    _, meters = fleet
+    moment = month_start(timezone.now()) + timedelta(days=14)
+    sql = connection.ops.compose_sql(
+        NEIGHBOURS_SQL, [meters[0].id, moment - timedelta(minutes=15), moment + timedelta(minutes=15)]
+    )
+
+    plan = explained(sql)
+
+    assert scanned(plan) == {partition_name(moment)}
+    assert full_reads(plan) == []
+
+
+def test_the_certificates_hourly_sums_skip_the_months_before_their_range(fleet):
+    _, meters = fleet
+    since = month_start(timezone.now())
+    sql = connection.ops.compose_sql(READINGS_FROM_SQL, [meters[0].id, since])
+
+    plan = explained(sql)
+
+    older = {partition.name for partition in readings_partitions() if partition.upper <= since}
+    assert scanned(plan) & older == set()
+    assert partition_name(since) in scanned(plan)
