@@ -82,6 +82,20 @@ def test_readings_either_side_of_a_month_boundary_land_in_their_months(post, ing
 
 
 @pytest.mark.django_db
+def test_partitions_ensure_since_creates_the_past_months_a_history_import_will_fill(post, ingest_settings):
+    ingest_settings(reading_max_age_days=3650)
+    this_month = month_start(timezone.now())
+    since = add_months(this_month, -7) + timedelta(days=12)
+
+    created = partitions_ensure(since=since)
+    imported = submit(post, MeterFactory(), since + timedelta(hours=1))
+
+    assert created[:7] == [partition_name(add_months(this_month, -k)) for k in range(7, 0, -1)]
+    assert imported.status_code == 201 and home(imported.json()["id"]) == partition_name(since)
+    assert partitions_ensure(since=since) == []
+
+
+@pytest.mark.django_db
 def test_a_late_reading_goes_into_its_old_month_and_its_duplicate_is_still_refused(post, ingest_settings):
     ingest_settings(reading_max_age_days=3650)
     meter, old = MeterFactory(), add_months(month_start(timezone.now()), -5) + timedelta(days=3, hours=7)
