@@ -26,7 +26,7 @@ DEFAULT_PARTITION = f"{TABLE}_default"
 MONTHS_AHEAD = 3
 # Maintenance never queues behind a long transaction for long: it waits this much for a lock, then gives up
 # (the next run retries), instead of holding every reader of the table up behind it.
-LOCK_TIMEOUT = "5s"
+LOCK_TIMEOUT = "2s"
 ENSURE_LOCK = "meters_partitions_ensure"
 # The parent's indexes carry this suffix while the online migration builds them (meters.repartition).
 BUILDING_SUFFIX = "_partitioned"
@@ -92,20 +92,23 @@ def partition_create(cursor, *, parent: str, lower: datetime | None) -> str:
     transaction).
 
     The month is built as a plain table and attached: ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent,
-    so readers and writers of the other partitions go on; the default partition is locked against writes
-    while its rows of the month move, then briefly exclusively while ATTACH checks none is left. The moved rows
+    so readers and writers of the other partitions go on; the default partition (a few outliers) is locked
+    exclusively while its rows of the month move and ATTACH checks none is left. The moved rows
     go straight into the new table, not through the parent, so the rollup triggers see no change (there is
     none: the same rows, in the same hours)."""
     name = partition_name(lower) if lower else DEFAULT_PARTITION
-    cursor.execute(f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
     default = _default_of(cursor, parent)
+    if default:
+        # ATTACH takes this lock anyway; taking it first, not upgrading to it, leaves no deadlock with a
+        # transaction that read the default partition and is about to write into it.
+        cursor.execute(f"LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE")
+    cursor.execute(f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
     if lower is None:
         bounds = "DEFAULT"
     else:
         upper = add_months(lower, 1)
         bounds = f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"  # DDL takes no parameters
         if default:
-            cursor.execute(f"LOCK TABLE {default} IN EXCLUSIVE MODE")
             cursor.execute(
                 f"WITH moved AS (DELETE FROM {default} WHERE reading_timestamp >= %s AND reading_timestamp < %s"  # noqa: S608
                 f" RETURNING *) INSERT INTO {name} SELECT * FROM moved",
