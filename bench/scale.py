@@ -172,7 +172,8 @@ WITH seed AS (  -- each meter's newest reading (the copies go back in time), by 
     WHERE m.serial NOT LIKE 'SCALE-POST-%%'
 ), copies AS (
     SELECT seed.*, s AS slot, abs(hashtext(seed.meter_id::text || s::text)) %% 1000 AS h,
-        (row_number() OVER ()) / %(per_batch)s AS batch, seed.reading_timestamp - s * interval '15 minutes' AS moment
+        (row_number() OVER (ORDER BY s DESC, seed.meter_id)) / %(per_batch)s AS batch,
+        seed.reading_timestamp - s * interval '15 minutes' AS moment
     FROM seed CROSS JOIN generate_series(%(first)s, %(last)s) s
 ), batches AS (
     -- Ids derived from the batch's number, so each reading names its batch without a join.
@@ -204,6 +205,9 @@ SELECT r.* FROM copies c CROSS JOIN LATERAL json_populate_record(NULL::meters_me
     'next_attempt_at', c.moment, 'last_error', '', 'telemetry', c.telemetry,
     'batch_id', CASE WHEN c.h < 900 OR c.h >= 968 THEN md5('scale-' || %(first)s || '-' || c.batch)::uuid END
 )) r
+-- In the order meters report: every meter's reading of one interval, then the next interval. Copied meter by
+-- meter, each meter's rows went in newest first, and every (meter, time) index page split in half.
+ORDER BY c.moment, c.meter_id
 """
 
 
