@@ -20,8 +20,9 @@
    ``--samples`` times in-process (Django's test client, no HTTP server): the device's single post, a 100-item
    batch post, the producer's stats and my-readings (page 1, by meter, a deep page, by cursor), the operator's
    dashboard, its stats.json, the admin readings list (plain and filtered) and mint batches list, Prometheus'
-   /metrics. Printed: each p95 at both sizes and their ratio, bytes per reading (every partition's heap,
-   TOAST and indexes) and per index, each partition's rows and size, the commit and the load average.
+   /metrics; the rollup deltas are folded before each surface, as the beat task does every 5 s. Printed:
+   each p95 at both sizes and their ratio, bytes per reading (every partition's heap, TOAST and indexes) and
+   per index, each partition's rows and size, the commit and the load average.
 5. ``--measure-only``: no build; the kept database (``--keep``) measured once more as it is, every surface
    or those whose name contains ``--surface`` (after a fix, to measure that surface again at full size).
 """
@@ -316,11 +317,15 @@ def surfaces(world: World, phase: int):
 
 def measure(world: World, *, samples: int, phase: int, only: str = "") -> dict[str, float]:
     from meters.selectors import fleet_totals
+    from meters.services.rollups import rollups_fold_all
 
     results = {}
     for name, request in surfaces(world, phase):
         if only not in name:
             continue
+        # As the beat task does every 5 s: without it the posts' deltas pile up (9,000 after the posts) and
+        # every rollup read after them adds them all, which no deployment with a beat ever sees.
+        rollups_fold_all()
         request(samples + 1000)  # warm (the cache of meters, the plans); not counted
         results[name] = p95(timed(samples, request))
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
