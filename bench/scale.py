@@ -341,14 +341,18 @@ def storage() -> tuple[int, list[tuple[str, float]]]:
     from meters.selectors import fleet_totals
 
     rows = fleet_totals()["rows"]
-    leaves = "SELECT relid FROM pg_partition_tree('meters_meterreading') WHERE isleaf"
     with connection.cursor() as cursor:
+        # The table and each index summed over the monthly partitions (a partitioned parent stores nothing;
+        # pg_partition_tree lists no leaves for a plain table, which is measured itself).
         cursor.execute(
-            f"SELECT 'total (heap, TOAST, indexes)', sum(pg_total_relation_size(relid))::bigint FROM ({leaves}) t"
-            f" UNION ALL SELECT 'heap', sum(pg_relation_size(relid))::bigint FROM ({leaves}) t"
-            " UNION ALL (SELECT i.indexrelid::regclass::text, (SELECT sum(pg_relation_size(p.relid))::bigint"
-            "  FROM pg_partition_tree(i.indexrelid) p WHERE p.isleaf) FROM pg_index i"
-            "  WHERE i.indrelid = 'meters_meterreading'::regclass ORDER BY 2 DESC)"
+            "WITH leaves AS (SELECT relid FROM pg_partition_tree('meters_meterreading') WHERE isleaf)"
+            " SELECT 'total (heap, TOAST, indexes)', coalesce((SELECT sum(pg_total_relation_size(relid))"
+            "  FROM leaves), pg_total_relation_size('meters_meterreading'))"
+            " UNION ALL SELECT 'heap', coalesce((SELECT sum(pg_relation_size(relid)) FROM leaves),"
+            "  pg_relation_size('meters_meterreading'))"
+            " UNION ALL (SELECT indexrelid::regclass::text, coalesce((SELECT sum(pg_relation_size(relid))"
+            "  FROM pg_partition_tree(indexrelid) WHERE isleaf), pg_relation_size(indexrelid)) FROM pg_index"
+            "  WHERE indrelid = 'meters_meterreading'::regclass ORDER BY 2 DESC)"
         )
         return rows, [(name, size / max(rows, 1)) for name, size in cursor.fetchall()]
 

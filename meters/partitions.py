@@ -88,20 +88,12 @@ def readings_partitions() -> list[ReadingPartition]:
 
 def partition_create(cursor, *, parent: str, lower: datetime | None) -> str:
     """Create the month starting at ``lower`` (None: the default partition) as a partition of ``parent``,
-    moving the default partition's rows of that month into it first (the caller holds the ensure lock, in a
-    transaction).
-
-    The month is built as a plain table and attached: ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent,
-    so readers and writers of the other partitions go on; the default partition (a few outliers) is locked
-    exclusively while its rows of the month move and ATTACH checks none is left. The moved rows
-    go straight into the new table, not through the parent, so the rollup triggers see no change (there is
-    none: the same rows, in the same hours)."""
+    moving the default partition's rows of that month into it (in the caller's transaction, which holds
+    ``parent`` exclusively or is the only one to know it). The month is built as a plain table with every
+    index, filled, and attached. The moved rows go straight into the new table, not through the parent, so
+    the rollup triggers see no change (there is none: the same rows, in the same hours)."""
     name = partition_name(lower) if lower else DEFAULT_PARTITION
     default = _default_of(cursor, parent)
-    if default:
-        # ATTACH takes this lock anyway; taking it first, not upgrading to it, leaves no deadlock with a
-        # transaction that read the default partition and is about to write into it.
-        cursor.execute(f"LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE")
     cursor.execute(f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
     if lower is None:
         bounds = "DEFAULT"
@@ -180,4 +172,10 @@ def partitions_ensure(*, through: datetime | None = None, since: datetime | None
             return []
         cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         needed = months_needed(cursor, parent=TABLE, rows_from=DEFAULT_PARTITION, through=through, since=since)
+        if needed:
+            # The whole table, taken at once, for the milliseconds a month takes to attach (once a month, and
+            # after outliers). Less is not enough: an insert routed to the default partition before ATTACH
+            # commits fails its partition check after, and locking the default partition alone (or writes only)
+            # deadlocks with a transaction that read the default partition and then writes.
+            cursor.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
         return [partition_create(cursor, parent=TABLE, lower=lower) for lower in needed]

@@ -144,7 +144,9 @@ def test_stats_total_the_callers_readings_exactly(get, meter, user_token):
 def test_stats_count_measured_energy_once_and_mint_only_what_is_mintable(get, meter, user_token):
     ReadingFactory(meter=meter, kwh_amount=Decimal("-0.5"), status="recorded")
     ReadingFactory(meter=meter, kwh_amount=Decimal("2"), mintable_kwh=0, status="recorded", window_start=timezone.now())
-    window = {"source": "window", "window_start": timezone.now(), "kwh_amount": Decimal("2"), "status": "pending"}
+    start = timezone.now()
+    window = {"source": "window", "window_start": start, "reading_timestamp": start, "kwh_amount": Decimal("2")}
+    window["status"] = "pending"
     ReadingFactory(meter=meter, **window)
 
     body = get("/api/meters/stats", token=user_token).json()

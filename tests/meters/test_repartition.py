@@ -4,6 +4,7 @@ the copy's backend killed half-way and resumed. Nothing may be lost, doubled or 
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import uuid
@@ -19,10 +20,18 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from meters import repartition
-from meters.models import MeterReading, ReadingDelta
-from meters.partitions import DEFAULT_PARTITION, TABLE, is_partitioned, month_start, partition_name
+from meters.models import MeterReading, MeterRollup, ReadingDelta
+from meters.partitions import (
+    DEFAULT_PARTITION,
+    TABLE,
+    is_partitioned,
+    month_start,
+    partition_name,
+    partitions_ensure,
+)
+from meters.services.rollups import rollups_fold_all
 from tests.factories import MeterFactory, ReadingFactory
-from tests.meters.test_rollups import assert_folded_exactly
+from tests.meters.test_partitions import partitions_restored_fixture  # noqa: F401 (the partitions_restored fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 R = MeterReading.Status
@@ -35,7 +44,7 @@ def migrate(*targets: tuple[str, str | None]) -> None:
 
 
 @pytest.fixture
-def unpartitioned():
+def unpartitioned(partitions_restored):
     """The readings table as migration 0008 left it; the schema is put back (0009 applied) afterwards."""
     migrate(("meters", "0008_reading_index_diet"))
     with connection.cursor() as cursor:
@@ -43,9 +52,9 @@ def unpartitioned():
     yield
     if not _partitioned():
         repartition.abort()
+    migrate()  # partitions what a test left unpartitioned, keeping the old table: dropped next
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {repartition.KEPT}")
-    migrate()
 
 
 def _partitioned() -> bool:
@@ -62,6 +71,18 @@ def per_meter(table: str = TABLE) -> dict:
         return {meter: [n, kwh, mintable, int(units)] for meter, n, kwh, mintable, units in cursor.fetchall()}
 
 
+def assert_meter_rollups_exact() -> None:
+    """Each meter's rollup, folded, equals its measured readings' count and net kWh."""
+    rollups_fold_all()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT meter_id, count(*), sum(kwh_amount) FROM {TABLE} WHERE source <> 'window' GROUP BY meter_id"
+        )
+        measured = {meter: (n, kwh) for meter, n, kwh in cursor.fetchall()}
+    rolled = {r.meter_id: (r.readings, r.net_kwh) for r in MeterRollup.objects.filter(meter_id__in=measured)}
+    assert rolled == measured
+
+
 class Writer(threading.Thread):
     """Inserts, updates (kWh, base units, a move to another month) and deletes readings until stopped, one
     transaction each, keeping what each committed change did to the per-meter sums in ``changes``."""
@@ -74,11 +95,12 @@ class Writer(threading.Thread):
         self.done = defaultdict(int)
         self.error: BaseException | None = None
         self.seconds = 0
+        self.operations = itertools.cycle((self.insert, self.add_kwh, self.add_units, self.move, self.delete))
 
     def run(self) -> None:
         try:
             while not self.stop.is_set():
-                operation = random.choice((self.insert, self.add_kwh, self.add_units, self.move, self.delete))
+                operation = next(self.operations)
                 with transaction.atomic(), connection.cursor() as cursor:
                     change = operation(cursor)
                 if change:
@@ -212,6 +234,7 @@ def test_a_populated_table_is_partitioned_online_through_a_crash_and_concurrent_
     call_command("readings_partition", "--chunk", "1", stdout=out)  # resumes, verifies, swaps, ensures
     writer.stop.set()
     writer.join(30)
+    partitions_ensure()  # the months of what the writer stored after the command's own run
 
     assert writer.error is None, writer.error
     assert set(writer.done) >= {"insert", "add_kwh", "add_units", "delete"}, writer.done
@@ -228,7 +251,7 @@ def test_a_populated_table_is_partitioned_online_through_a_crash_and_concurrent_
         assert cursor.fetchone()[0] == 0
         cursor.execute(f"SELECT count(*) FROM {DEFAULT_PARTITION}")
         assert cursor.fetchone()[0] == 0  # the writer's months got partitions of their own
-    assert_folded_exactly(maxima=False)  # rollups: the old table's triggers, then the new one's
+    assert_meter_rollups_exact()  # the old table's triggers, then the new one's; the copy and moves added none
 
 
 def constraint_violations(meter) -> dict:
@@ -260,11 +283,14 @@ def constraint_violations(meter) -> dict:
     return said
 
 
-def test_every_constraint_of_the_partitioned_table_holds_after_the_online_migration(unpartitioned):
+def test_copied_ahead_of_the_deploy_then_migrate_swaps_and_every_constraint_holds(unpartitioned):
     meters = [MeterFactory() for _ in range(2)]
     history(meters[:1])
+    out = StringIO()
+    call_command("readings_partition", "--no-swap", stdout=out)
+    assert "Copied and verified" in out.getvalue() and not _partitioned()
 
-    call_command("readings_partition", stdout=StringIO())
+    migrate()  # 0009 finds the copy done: it verifies and swaps
     said = constraint_violations(meters[1])
 
     assert sorted(said) == sorted(
@@ -293,3 +319,19 @@ def _partitions() -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass", [TABLE])
         return [name for (name,) in cursor.fetchall()]
+
+
+def test_an_unfinished_copy_is_dropped_and_the_readings_stay_as_they_were(unpartitioned):
+    history([MeterFactory()])
+    before = per_meter()
+    repartition.prepare()
+    repartition.copy(chunk_rows=1, chunks=2)
+
+    call_command("readings_partition", "--abort", stdout=StringIO())
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s), to_regclass(%s)", [repartition.SHADOW, repartition.PROGRESS])
+        assert cursor.fetchone() == (None, None)
+        cursor.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE %s", [f"{repartition.MIRROR}%"])
+        assert cursor.fetchone()[0] == 0
+    assert per_meter() == before and not _partitioned()

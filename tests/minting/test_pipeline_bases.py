@@ -165,12 +165,16 @@ def test_racing_settlers_create_one_window_and_the_database_refuses_a_second(cha
 
     assert sum(counts) == 1
     window = MeterReading.objects.get(source="window")
-    with pytest.raises(IntegrityError), transaction.atomic():
-        MeterReading.objects.create(
-            user_id=window.user_id, meter=meter, wallet_address=window.wallet_address, kwh_amount=1, mintable_kwh=1,
-            reading_timestamp=window.reading_timestamp + timedelta(seconds=1), source="window",
-            window_start=window.window_start,
-        )  # fmt: skip
+    # A second row for the window: refused where a window row must sit (its start), and at any other moment.
+    for moment, constraint in (
+        (window.reading_timestamp, "reading_one_per_window"),
+        (window.reading_timestamp + timedelta(seconds=1), "reading_window_at_its_start"),
+    ):
+        with pytest.raises(IntegrityError, match=constraint), transaction.atomic():
+            MeterReading.objects.create(
+                user_id=window.user_id, meter=meter, wallet_address=window.wallet_address, kwh_amount=1,
+                mintable_kwh=1, reading_timestamp=moment, source="window", window_start=window.window_start,
+            )  # fmt: skip
     services.readings_mint_due()
     assert_balance(chain, meter, "1.5")
 

@@ -16,9 +16,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
+from django.db import OperationalError, connection
 
-from meters.partitions import DEFAULT_PARTITION, TABLE, is_partitioned, partitions_ensure, readings_partitions
+from meters.partitions import (
+    DEFAULT_PARTITION,
+    LOCK_TIMEOUT,
+    TABLE,
+    is_partitioned,
+    partitions_ensure,
+    readings_partitions,
+)
 from meters.repartition import CHUNK_ROWS, abort, progress, repartition
 
 
@@ -45,7 +52,15 @@ class Command(BaseCommand):
         elif abort:
             self._abort()
         elif repartition(chunk_rows=chunk, swap_tables=not no_swap, out=self.stdout.write):
-            created = partitions_ensure(through=through)
+            try:
+                created = partitions_ensure(through=through)
+            except OperationalError as error:
+                if getattr(error.__cause__, "sqlstate", None) != "55P03":
+                    raise
+                raise CommandError(
+                    f"The readings table stayed busy for {LOCK_TIMEOUT} (a long transaction holds it): run this again,"
+                    " or leave it to the hourly task."
+                ) from error
             self.stdout.write(f"Partitions created: {', '.join(created) if created else 'none needed'}.")
         else:
             self.stdout.write("Copied and verified; `manage.py migrate` (0009) or a run without --no-swap swaps.")
