@@ -3,21 +3,28 @@
     export DATABASE_URL=postgres://postgres@127.0.0.1:5432/gridtoken REDIS_URL=redis://127.0.0.1:6379/5
     python bench/scale.py --readings 2000000               # builds, measures at 50,000 and at 2 M, drops
     python bench/scale.py --readings 20000000 --keep       # the full-size run; rerun with --resume after a stop
+    python bench/scale.py --measure-only --surface metrics # a kept database measured again, as it is
 
 1. Its own database (DATABASE_URL's name + ``_scale``), created and migrated (dropped first unless
    ``--resume``), dropped at the end unless ``--keep``.
 2. A seed through the real batch path (``readings_submit_batch``): one reading per meter, ``--meters``
    meters, most owned by one aggregator, ``--producers`` owning one each.
-3. History in the seed's shape: time-shifted copies 15 minutes apart per meter, built with one
-   ``INSERT ... SELECT generate_series`` per chunk (``--chunk`` rows) through the readings table's own
-   triggers, so the rollups are built as ingestion builds them; minted ones (90 %) belong to confirmed
-   batches of 50, the rest recorded, held, failed, a few flagged. Each chunk is committed and folded, so a
-   stopped run resumes where it was (``--resume``). A progress line per chunk.
+3. History in the seed's shape: time-shifted copies 15 minutes apart per meter, going back in time (20 M
+   readings of 1,000 meters reach back ~7 months), built with one ``INSERT ... SELECT generate_series`` per
+   chunk (``--chunk`` rows) through the readings table's own triggers, so the rollups are built as ingestion
+   builds them; minted ones (90 %) belong to confirmed batches of 50, the rest recorded, held, failed, a few
+   flagged. The monthly partitions the history will fill are created first (``partitions_ensure(since=)``),
+   so no row waits in the default partition. Each chunk is committed and folded, so a stopped run resumes
+   where it was (``--resume``). A progress line per chunk.
 4. At ``--small`` readings, then at ``--readings`` (after VACUUM ANALYZE), every surface is timed
    ``--samples`` times in-process (Django's test client, no HTTP server): the device's single post, a 100-item
    batch post, the producer's stats and my-readings (page 1, by meter, a deep page, by cursor), the operator's
-   dashboard, its stats.json and the admin readings list, Prometheus' /metrics. Printed: each p95 at both
-   sizes and their ratio, bytes per reading (table, TOAST and every index) and per index.
+   dashboard, its stats.json, the admin readings list (plain and filtered) and mint batches list, Prometheus'
+   /metrics; the rollup deltas are folded before each surface, as the beat task does every 5 s. Printed:
+   each p95 at both sizes and their ratio, bytes per reading (every partition's heap, TOAST and indexes) and
+   per index, each partition's rows and size, the commit and the load average.
+5. ``--measure-only``: no build; the kept database (``--keep``) measured once more as it is, every surface
+   or those whose name contains ``--surface`` (after a fix, to measure that surface again at full size).
 """
 
 from __future__ import annotations
@@ -51,7 +58,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chunk", type=int, default=250_000, help="readings per build statement")
     parser.add_argument("--resume", action="store_true", help="keep the database a stopped run left")
     parser.add_argument("--keep", action="store_true", help="keep the database at the end")
-    return parser.parse_args()
+    parser.add_argument("--measure-only", action="store_true", help="measure a kept database once, build nothing")
+    parser.add_argument("--surface", default="", help="with --measure-only: only surfaces whose name has this")
+    args = parser.parse_args()
+    if args.measure_only:
+        args.resume = args.keep = True
+    return args
 
 
 def scale_database_url() -> str:
@@ -161,7 +173,8 @@ WITH seed AS (  -- each meter's newest reading (the copies go back in time), by 
     WHERE m.serial NOT LIKE 'SCALE-POST-%%'
 ), copies AS (
     SELECT seed.*, s AS slot, abs(hashtext(seed.meter_id::text || s::text)) %% 1000 AS h,
-        (row_number() OVER ()) / %(per_batch)s AS batch, seed.reading_timestamp - s * interval '15 minutes' AS moment
+        (row_number() OVER (ORDER BY s DESC, seed.meter_id)) / %(per_batch)s AS batch,
+        seed.reading_timestamp - s * interval '15 minutes' AS moment
     FROM seed CROSS JOIN generate_series(%(first)s, %(last)s) s
 ), batches AS (
     -- Ids derived from the batch's number, so each reading names its batch without a join.
@@ -193,6 +206,9 @@ SELECT r.* FROM copies c CROSS JOIN LATERAL json_populate_record(NULL::meters_me
     'next_attempt_at', c.moment, 'last_error', '', 'telemetry', c.telemetry,
     'batch_id', CASE WHEN c.h < 900 OR c.h >= 968 THEN md5('scale-' || %(first)s || '-' || c.batch)::uuid END
 )) r
+-- In the order meters report: every meter's reading of one interval, then the next interval. Copied meter by
+-- meter, each meter's rows went in newest first, and every (meter, time) index page split in half.
+ORDER BY c.moment, c.meter_id
 """
 
 
@@ -201,11 +217,16 @@ def build(world: World, *, target: int, chunk: int) -> None:
     from django.db import connection, transaction
     from django.utils import timezone
 
+    from meters.partitions import partitions_ensure
     from meters.selectors import fleet_totals
     from meters.services.rollups import rollups_fold_all
 
     meters = world.history_meters.count()
     started, stored = time.monotonic(), fleet_totals()["rows"]
+    if stored < target:
+        oldest = timezone.now() - SLOT * (target // meters) - timedelta(days=2)  # posts shift the slots a little
+        created = partitions_ensure(since=oldest)
+        say(f"partitions back to {oldest:%Y-%m}: {len(created)} created")
     while stored < target:
         first = stored // meters  # slots already copied (slot 0 is the seed)
         last = first + max(1, min(chunk, target - stored) // meters) - 1
@@ -289,23 +310,32 @@ def surfaces(world: World, phase: int):
         ("operator: /dashboard/stats.json", lambda i: operator.get("/dashboard/stats.json")),
         ("operator: admin readings list", lambda i: operator.get("/admin/meters/meterreading/")),
         ("operator: admin, status failed", lambda i: operator.get("/admin/meters/meterreading/?status__exact=failed")),
+        ("operator: admin mint batches", lambda i: operator.get("/admin/minting/mintbatch/")),
         ("prometheus: GET /metrics", lambda i: prometheus.get("/metrics")),
     ]
 
 
-def measure(world: World, *, samples: int, phase: int) -> dict[str, float]:
+def measure(world: World, *, samples: int, phase: int, only: str = "") -> dict[str, float]:
     from meters.selectors import fleet_totals
+    from meters.services.rollups import rollups_fold_all
 
     results = {}
     for name, request in surfaces(world, phase):
+        if only not in name:
+            continue
+        # As the beat task does every 5 s: without it the posts' deltas pile up (9,000 after the posts) and
+        # every rollup read after them adds them all, which no deployment with a beat ever sees.
+        rollups_fold_all()
         request(samples + 1000)  # warm (the cache of meters, the plans); not counted
         results[name] = p95(timed(samples, request))
-    say(f"measured at {fleet_totals()['rows']:,} readings")
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    say(f"measured at {fleet_totals()['rows']:,} readings (load average {load})")
     return results
 
 
 def storage() -> tuple[int, list[tuple[str, float]]]:
-    """(readings, [(relation, bytes per reading)]): the table with TOAST and indexes, then each index."""
+    """(readings, [(relation, bytes per reading)]): every partition's heap with TOAST and indexes, the heaps,
+    then each index of the readings table (its partitions' copies summed)."""
     from django.db import connection
 
     from meters.selectors import fleet_totals
@@ -327,12 +357,59 @@ def storage() -> tuple[int, list[tuple[str, float]]]:
         return rows, [(name, size / max(rows, 1)) for name, size in cursor.fetchall()]
 
 
+def partition_sizes() -> list[tuple[str, int, int]]:
+    """(partition, rows, bytes with TOAST and indexes) for every partition of the readings table that holds
+    rows, oldest first (rows from the statistics VACUUM ANALYZE just gathered)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid)"
+            " FROM pg_partition_tree('meters_meterreading') t JOIN pg_class c ON c.oid = t.relid"
+            " WHERE t.isleaf AND c.reltuples > 0 ORDER BY c.relname"
+        )
+        return cursor.fetchall()
+
+
 def vacuum() -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        for table in ("meters_meterreading", "minting_mintbatch", "meters_readingdelta"):
+        for table in ("meters_meterreading", "minting_mintbatch", "meters_readingdelta", "minting_batchdelta"):
             cursor.execute(f"VACUUM ANALYZE {table}")
+
+
+def commit() -> str:
+    import subprocess
+
+    run = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return run.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+
+
+def report(small: tuple[int, dict, list] | None, large: tuple[int, dict, list]) -> None:
+    """The tables: p95 per surface (and ratio), bytes per reading, the partitions' sizes."""
+    large_rows, large_p95, large_storage = large
+    if small is None:
+        print(f"\n| surface | p95 at {large_rows:,} |\n|---|---|")
+        for name, value in large_p95.items():
+            print(f"| {name} | {value:.1f} ms |")
+    else:
+        small_rows, small_p95, small_storage = small
+        print(f"\n| surface | p95 at {small_rows:,} | p95 at {large_rows:,} | ratio |")
+        print("|---|---|---|---|")
+        for name in small_p95:
+            ratio = large_p95[name] / small_p95[name]
+            print(f"| {name} | {small_p95[name]:.1f} ms | {large_p95[name]:.1f} ms | {ratio:.2f}x |")
+        print(f"\n| bytes per reading | at {small_rows:,} | at {large_rows:,} |")
+        print("|---|---|---|")
+        sizes = dict(small_storage)
+        for name, size in large_storage:
+            print(f"| {name} | {sizes.get(name, 0):.0f} | {size:.0f} |")
+    print("\n| partition | rows | MB (heap, TOAST, indexes) | bytes per row |\n|---|---|---|---|")
+    for name, rows, size in partition_sizes():
+        print(f"| {name} | {rows:,} | {size / 2**20:,.0f} | {size / max(rows, 1):.0f} |")
 
 
 def main() -> None:
@@ -356,8 +433,16 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    say(f"database {url.rsplit('/', 1)[1]}: {args.meters:,} meters, {args.small:,} then {args.readings:,} readings")
+    say(f"commit {commit()}, {os.cpu_count()} cores, load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     world = World(args.meters, args.producers)
+    if args.measure_only:
+        vacuum()
+        rows, sizes = storage()
+        # Posts of a rerun need moments of their own (a repeat is a duplicate): a phase per minute, 5 hours round.
+        phase = 2 + int(time.time() // 60) % 300
+        report(None, (rows, measure(world, samples=args.samples, phase=phase, only=args.surface), sizes))
+        return
+    say(f"database {url.rsplit('/', 1)[1]}: {args.meters:,} meters, {args.small:,} then {args.readings:,} readings")
     seed(world)
     build(world, target=args.small, chunk=args.chunk)
     vacuum()
@@ -367,16 +452,7 @@ def main() -> None:
     vacuum()
     large_rows, large_storage = storage()
     large = measure(world, samples=args.samples, phase=1)
-
-    print(f"\n| surface | p95 at {small_rows:,} | p95 at {large_rows:,} | ratio |")
-    print("|---|---|---|---|")
-    for name in small:
-        print(f"| {name} | {small[name]:.1f} ms | {large[name]:.1f} ms | {large[name] / small[name]:.2f}x |")
-    print(f"\n| bytes per reading | at {small_rows:,} | at {large_rows:,} |")
-    print("|---|---|---|")
-    sizes = dict(small_storage)
-    for name, size in large_storage:
-        print(f"| {name} | {sizes.get(name, 0):.0f} | {size:.0f} |")
+    report((small_rows, small, small_storage), (large_rows, large, large_storage))
     if not args.keep:
         drop_database(url)
         say("database dropped")

@@ -72,6 +72,7 @@ class IssuanceAdmin(RecordAdmin):
                     "bundle_id_range_end")  # fmt: skip
     list_filter = ("status",)
     search_fields = ("id", "device__name", "device__meter__serial")
+    ordering = ("-interval_start",)  # issuance_interval_idx
     inlines = [BundleInline]
     actions = ("issue_held", "reject_held")
 
@@ -90,7 +91,8 @@ class IssuanceAdmin(RecordAdmin):
 class CertificateBundleAdmin(RecordAdmin):
     list_display = ("issuance", "range_start", "range_end", "status", "holder", "holder_wallet", "beneficiary")
     list_filter = ("status",)
-    search_fields = ("id", "issuance__id", "holder_wallet", "beneficiary")
+    # Exact, by index: a wallet's bundles through their holder (holder_wallet is indexed for active ones only).
+    search_fields = ("id", "issuance__id", "holder__username", "holder__wallet_address")
     actions = ("withdraw",)
 
     @admin.action(description="Withdraw selected bundles (reason: revoked by an operator in the admin)")
@@ -104,7 +106,9 @@ class CertificateBundleAdmin(RecordAdmin):
 class ChainOperationAdmin(RecordAdmin):
     list_display = ("kind", "issuance", "amount_wh", "status", "attempts", "signature", "created_at")
     list_filter = ("status", "kind")
-    search_fields = ("issuance__id", "signature", "burn_from", "mint_to")
+    # Exact, by index: a signature through its batch (minting_mintbatch.signature is unique).
+    search_fields = ("id", "issuance__id", "batch__signature")
+    ordering = ("-created_at",)  # operation_created_idx
     actions = ("retry",)
 
     @admin.action(description="Retry selected failed operations (fresh attempts)")

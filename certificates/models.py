@@ -125,7 +125,10 @@ class Issuance(models.Model):
                 name="issuance_issued_has_range",
             ),
         ]
-        indexes = [models.Index(fields=["status"], condition=Q(status="held"), name="issuance_held_idx")]
+        indexes = [
+            models.Index(fields=["status"], condition=Q(status="held"), name="issuance_held_idx"),
+            models.Index(fields=["interval_start"], name="issuance_interval_idx"),  # the admin list, newest first
+        ]
 
     def __str__(self) -> str:
         return f"{self.id} ({self.status})"
@@ -169,7 +172,11 @@ class CertificateBundle(models.Model):
                 fields=["issuance", "range_start"], condition=~Q(status="split"), name="bundle_live_range_unique"
             ),
         ]
-        indexes = [models.Index(fields=["holder_wallet"], condition=Q(status="active"), name="bundle_active_idx")]
+        indexes = [
+            models.Index(fields=["holder_wallet"], condition=Q(status="active"), name="bundle_active_idx"),
+            # The admin's status filter in the list's order (a rare status otherwise walks every bundle).
+            models.Index(fields=["status", "issuance", "range_start"], name="bundle_status_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.issuance_id}[{self.range_start}..{self.range_end}] ({self.status})"
@@ -227,6 +234,10 @@ class ChainOperation(models.Model):
         ]
         indexes = [
             models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="operation_pending_idx"),
+            # The admin list newest first, and its status and kind filters in that order.
+            models.Index(fields=["created_at"], name="operation_created_idx"),
+            models.Index(fields=["status", "created_at"], name="operation_status_idx"),
+            models.Index(fields=["kind", "created_at"], name="operation_kind_idx"),
         ]
 
     def __str__(self) -> str:

@@ -22,12 +22,9 @@ from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.core.paginator import Paginator
-from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 from django.forms.fields import InvalidJSONInput
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from config.objects import VEE_ACTIONS, VEE_RULES
@@ -36,7 +33,7 @@ from gridtoken.exceptions import ApplicationError
 from meters.models import READING_FLAGS, ApiKey, Meter, MeterReading, User
 from meters.parsers import loads_exact
 from meters.ratelimit import LoginRateLimitMixin
-from meters.selectors import COUNT_CAP, meter_cache_clear
+from meters.selectors import meter_cache_clear
 from meters.services.api_keys import api_key_create, api_key_revoke
 from meters.services.holds import readings_approve, readings_reject
 from meters.services.meters import meter_set_status
@@ -225,26 +222,6 @@ class MeterAdmin(KeepsReadingsAdmin):
         )
 
 
-class EstimatedCountPaginator(Paginator):
-    """The admin's page count without counting a large table: the planner's row estimate when nothing is
-    filtered, otherwise the matching rows counted up to COUNT_CAP (the pages past it are reached by number)."""
-
-    @cached_property
-    def count(self) -> int:
-        if not self.object_list.query.where:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    # A partitioned table's own estimate is never kept up to date: sum its partitions'.
-                    "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_partition_tree(%s::regclass) t"
-                    " JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf",
-                    [self.object_list.model._meta.db_table],
-                )
-                estimate = cursor.fetchone()[0]
-            if estimate >= COUNT_CAP:
-                return estimate
-        return self.object_list[:COUNT_CAP].count()
-
-
 class ReadingFlagFilter(admin.SimpleListFilter):
     title = "flag"
     parameter_name = "flag"
@@ -331,8 +308,6 @@ class MeterReadingAdmin(RecordAdmin):
     search_fields = ("meter__serial",)
     search_help_text = "An exact meter serial, mint transaction signature or reading id."
     list_select_related = ("meter",)
-    show_full_result_count = False  # no COUNT(*) over millions of rows per page view
-    paginator = EstimatedCountPaginator
     # Readings are what meters reported: operators look and act, the minting pipeline changes status.
     # minting/admin.py registers this admin's subclass with the token column and the mint actions.
     actions = (approve_held, reject_held)

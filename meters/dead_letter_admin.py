@@ -16,7 +16,6 @@ class DeadLetterAdmin(RecordAdmin):
     list_display = ("id", "door", "topic", "meter_serial", "status", "error_type", "deliveries", "last_seen")
     list_filter = ("door", "status")
     search_fields = ("=meter_serial", "=request_id", "=fingerprint")
-    show_full_result_count = False
     actions = ("replay", "discard")
 
     def _apply(self, request, queryset, service, done: str) -> None:

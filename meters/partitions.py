@@ -141,14 +141,17 @@ def _default_of(cursor, parent: str) -> str | None:
     return row[0] if row else None
 
 
-def months_needed(cursor, *, parent: str, rows_from: str, through: datetime) -> list[datetime]:
-    """The first instants of the months ``parent`` lacks: from the current month through ``through``'s, and
-    every month holding a row of ``rows_from`` (the default partition, or the table being partitioned)."""
+def months_needed(
+    cursor, *, parent: str, rows_from: str, through: datetime, since: datetime | None = None
+) -> list[datetime]:
+    """The first instants of the months ``parent`` lacks: from the current month (or ``since``'s, when earlier)
+    through ``through``'s, and every month holding a row of ``rows_from`` (the default partition, or the table
+    being partitioned)."""
     cursor.execute(
         f"SELECT DISTINCT date_trunc('month', reading_timestamp, 'UTC') FROM {rows_from}"  # noqa: S608
     )
     wanted = {month_start(moment) for (moment,) in cursor.fetchall()}
-    lower, last = month_start(timezone.now()), month_start(through)
+    lower, last = month_start(min(since or timezone.now(), timezone.now())), month_start(through)
     while lower <= last:
         wanted.add(lower)
         lower = add_months(lower, 1)
@@ -156,9 +159,10 @@ def months_needed(cursor, *, parent: str, rows_from: str, through: datetime) -> 
     return sorted(wanted - existing)
 
 
-def partitions_ensure(*, through: datetime | None = None) -> list[str]:
+def partitions_ensure(*, through: datetime | None = None, since: datetime | None = None) -> list[str]:
     """Create the readings' missing monthly partitions through ``through`` (default: MONTHS_AHEAD months past
-    this one) and one for every month with readings waiting in the default partition; the names created.
+    this one), from ``since``'s month when given (before importing history: its rows then never wait in the
+    default partition) and one for every month with readings waiting in the default partition; the names created.
     Idempotent and safe to run concurrently (one run at a time holds an advisory lock; another waits for it
     and then finds nothing to do). Before the table is partitioned (migration 0009), it does nothing."""
     through = through or add_months(month_start(timezone.now()), MONTHS_AHEAD)
@@ -167,7 +171,7 @@ def partitions_ensure(*, through: datetime | None = None) -> list[str]:
         if not is_partitioned(cursor):
             return []
         cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-        needed = months_needed(cursor, parent=TABLE, rows_from=DEFAULT_PARTITION, through=through)
+        needed = months_needed(cursor, parent=TABLE, rows_from=DEFAULT_PARTITION, through=through, since=since)
         if needed:
             # The whole table, taken at once, for the milliseconds a month takes to attach (once a month, and
             # after outliers). Less is not enough: an insert routed to the default partition before ATTACH

@@ -9,7 +9,8 @@ from meters.services.rollups import rollups_fold_all
 
 @shared_task(ignore_result=True)
 def fold_rollups() -> int:
-    """Beat: fold the readings' rollup deltas (harmless twice: a second run finds the lock taken or nothing)."""
+    """Beat: fold the readings' rollup deltas and every registered log's (harmless twice: a second run finds
+    the lock taken or nothing)."""
     return rollups_fold_all()
 
 

@@ -118,9 +118,10 @@ class MintBatchAdmin(RecordAdmin):
         "settled_at",
         "settle_seconds",
     )
-    list_filter = ("status",)
-    search_fields = ("signature", "=id")
-    date_hierarchy = "created_at"
+    # By index (batch_created_idx, batch_status_created_idx): no date hierarchy, which lists the distinct
+    # years and months of every batch.
+    list_filter = (("created_at", admin.DateFieldListFilter), "status")
+    search_fields = ("signature", "id")
     fields = (
         "id",
         "status",

@@ -57,7 +57,8 @@ class MintBatch(models.Model):
         ordering = ["-created_at"]
         verbose_name_plural = "mint batches"
         indexes = [
-            models.Index(fields=["created_at"], condition=models.Q(status="signed"), name="batch_in_flight_idx"),
+            # The oldest in flight (reconciliation, /metrics) and the admin's status filter, newest first.
+            models.Index(fields=["status", "created_at"], name="batch_status_created_idx"),
             # Recent batches for the dashboard, the status API and /metrics (the newest one, the last minute's
             # and hour's settlements) without reading every batch ever sent.
             models.Index(fields=["created_at"], name="batch_created_idx"),
@@ -66,6 +67,53 @@ class MintBatch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.signature[:12]}… ({self.status})"
+
+
+# Batch created (signed) to settled, seconds: gridtoken_mint_batch_duration_seconds' buckets, frozen in the batch
+# rollup's columns by minting/migrations/0006_batch_rollup.py (a new bound needs a migration).
+BATCH_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class BatchMeasures(models.Model):
+    """What the batch rollup sums over mint batches of one status: how many, and the histogram of
+    ``settled_at - created_at`` of those with ``settled_at`` set (``duration_le_<i>``: within
+    BATCH_DURATION_BUCKETS[i]; the count and the sum in seconds, exact to the microsecond)."""
+
+    batches = models.BigIntegerField(default=0)
+    duration_le_0 = models.BigIntegerField(default=0)
+    duration_le_1 = models.BigIntegerField(default=0)
+    duration_le_2 = models.BigIntegerField(default=0)
+    duration_le_3 = models.BigIntegerField(default=0)
+    duration_le_4 = models.BigIntegerField(default=0)
+    duration_le_5 = models.BigIntegerField(default=0)
+    duration_le_6 = models.BigIntegerField(default=0)
+    duration_le_7 = models.BigIntegerField(default=0)
+    duration_le_8 = models.BigIntegerField(default=0)
+    duration_le_9 = models.BigIntegerField(default=0)
+    duration_le_10 = models.BigIntegerField(default=0)
+    duration_count = models.BigIntegerField(default=0)
+    duration_seconds = models.DecimalField(max_digits=30, decimal_places=6, default=0)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__} {self.status}: {self.batches} batches"
+
+
+class BatchDelta(BatchMeasures):
+    """What one statement on the mint batches changed in the batch rollup, written by the batch table's
+    triggers (migration 0006), folded with the readings' deltas (``rollups_fold_all``); reads add the rows not
+    folded yet."""
+
+    id = models.BigAutoField(primary_key=True)
+    status = models.CharField(max_length=16)
+
+
+class BatchRollup(BatchMeasures):
+    """Mint batches of one status (one row per status), written only by the fold."""
+
+    status = models.CharField(max_length=16, primary_key=True)
 
 
 class MintingControl(models.Model):

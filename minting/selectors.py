@@ -7,12 +7,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from meters.models import MeterReading
 from meters.selectors import fleet_totals
-from minting.models import MintBatch, MintingControl, TokenMint
+from minting.models import BATCH_DURATION_BUCKETS, BatchDelta, BatchRollup, MintBatch, MintingControl, TokenMint
 from minting.services.control import control_get
 
 RECENT_WINDOW = timedelta(hours=24)
@@ -36,6 +37,34 @@ PAUSE_REASONS = (
     "history_unavailable",
 )
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+BATCH_SUMS = (
+    "batches",
+    *(f"duration_le_{i}" for i in range(len(BATCH_DURATION_BUCKETS))),
+    "duration_count",
+    "duration_seconds",
+)
+
+
+def batch_totals() -> dict[str, dict]:
+    """Per status (every one present), the number of mint batches and the histogram of their
+    ``settled_at - created_at`` (``duration_le_<i>``, count, seconds): the batch rollup plus the deltas not
+    folded yet, so exact at every moment, and as cheap on day 300 as on day 1 (docs/ROLLUPS.md)."""
+    sums = ", ".join(f"sum({column})" for column in BATCH_SUMS)
+    columns = ", ".join(("status", *BATCH_SUMS))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT status, {sums} FROM (SELECT {columns} FROM {BatchRollup._meta.db_table} "  # noqa: S608 (model names)
+            f"UNION ALL SELECT {columns} FROM {BatchDelta._meta.db_table}) t GROUP BY status"
+        )
+        rows = {row[0]: row[1:] for row in cursor.fetchall()}
+    totals = {}
+    for status in {*MintBatch.Status.values, *rows}:
+        values = dict(zip(BATCH_SUMS, rows.get(status, (0,) * len(BATCH_SUMS)), strict=True))
+        totals[status] = {column: Decimal(value) if column == "duration_seconds" else int(value)
+                          for column, value in values.items()}  # fmt: skip
+    return totals
 
 
 def unminted_reading_list(*, limit: int = 50) -> QuerySet[MeterReading]:

@@ -18,7 +18,8 @@ show only this process' share. Instead every scrape derives the figures from fac
 
 Cost: the readings' counters and the latency histogram come from the fleet rollup (docs/ROLLUPS.md), the
 backlog's gauges from the pending and held rows (partial indexes), flags from the last 24 hours' flagged rows
-(reading_flagged_idx): none of them grows with the readings' history.
+(reading_flagged_idx), the batch counts and the batch duration histogram from the batch rollup, the oldest
+in-flight and newest confirmed batch from one end of an index: none of them grows with history.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, Sum
+from django.db.models import Count, Max, Min, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -41,15 +42,14 @@ from gridtoken import observability
 from meters.archive.services import archive_failing
 from meters.models import LATENCY_BUCKETS, READING_FLAGS, DeadLetter, MeterReading
 from meters.selectors import fleet_totals
-from minting.models import MintBatch
-from minting.selectors import PAUSE_REASONS, chain_state, control_peek
+from minting.models import BATCH_DURATION_BUCKETS, MintBatch
+from minting.selectors import PAUSE_REASONS, batch_totals, chain_state, control_peek
 from minting.services.policy import rollout_bucket_sql
 from ops.health import check_rpc
 from protocols import status as mqtt_status
 
 logger = logging.getLogger(__name__)
 
-BATCH_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 SETTLED = (MintBatch.Status.CONFIRMED, MintBatch.Status.FAILED, MintBatch.Status.EXPIRED)
 R = MeterReading.Status
 FLAGGED_SINCE = timedelta(hours=24)
@@ -70,18 +70,11 @@ def _age(moment: datetime | None, now: datetime) -> float:
     return max((now - moment).total_seconds(), 0.0) if moment is not None else 0.0
 
 
-def histogram_buckets(queryset, duration: ExpressionWrapper, bounds: tuple[float, ...]) -> tuple[list, float]:
-    """Cumulative ``(le, count)`` pairs ending with ``+Inf``, and the sum, in one query."""
-    annotated = queryset.annotate(duration=duration)
-    aggregates = {f"le{i}": Count("pk", filter=Q(duration__lte=timedelta(seconds=b))) for i, b in enumerate(bounds)}
-    row = annotated.aggregate(total=Count("pk"), total_seconds=Sum("duration"), **aggregates)
-    buckets = [(str(bound), row[f"le{i}"]) for i, bound in enumerate(bounds)]
-    buckets.append(("+Inf", row["total"]))
-    return buckets, _seconds(row["total_seconds"])
-
-
-def batch_duration():
-    return ExpressionWrapper(F("settled_at") - F("created_at"), output_field=DurationField())
+def duration_histogram(totals: dict) -> tuple[list, float]:
+    """``gridtoken_mint_batch_duration_seconds`` of one status from the batch rollup's histogram."""
+    buckets = [(str(bound), totals[f"duration_le_{i}"]) for i, bound in enumerate(BATCH_DURATION_BUCKETS)]
+    buckets.append(("+Inf", totals["duration_count"]))
+    return buckets, float(totals["duration_seconds"])
 
 
 def latency_quantile(quantile: float, *, since: datetime) -> float | None:
@@ -295,11 +288,12 @@ class PipelineCollector(Collector):
             )
 
     def _batches(self, now: datetime, fleet: dict):
-        by_status = dict(MintBatch.objects.values_list("status").annotate(n=Count("pk")).order_by())
-        times = MintBatch.objects.aggregate(
-            oldest_signed=Min("created_at", filter=Q(status=MintBatch.Status.SIGNED)),
-            last_confirmed=Max("settled_at", filter=Q(status=MintBatch.Status.CONFIRMED)),
-        )
+        totals = batch_totals()
+        by_status = {status: row["batches"] for status, row in totals.items()}
+        # Two queries, not one aggregate with FILTERs: each then reads one end of its index
+        # (batch_status_created_idx, batch_settled_idx) instead of every batch.
+        oldest_signed = MintBatch.objects.filter(status=MintBatch.Status.SIGNED).aggregate(oldest=Min("created_at"))
+        last_confirmed = MintBatch.objects.filter(status=MintBatch.Status.CONFIRMED).aggregate(last=Max("settled_at"))
         batches = CounterMetricFamily(
             "gridtoken_mint_batches_total", "Settled mint transactions by outcome.", labels=["status"]
         )
@@ -322,9 +316,9 @@ class PipelineCollector(Collector):
         yield GaugeMetricFamily(
             "gridtoken_mint_batch_oldest_in_flight_age_seconds",
             "Age of the oldest unsettled batch (0 when none).",
-            _age(times["oldest_signed"], now),
+            _age(oldest_signed["oldest"], now),
         )
-        last = times["last_confirmed"]
+        last = last_confirmed["last"]
         yield GaugeMetricFamily(
             "gridtoken_last_successful_batch_timestamp_seconds",
             "Unix time the newest confirmed batch settled (0 when none yet).",
@@ -336,8 +330,7 @@ class PipelineCollector(Collector):
             labels=["status"],
         )
         for status in SETTLED:
-            settled = MintBatch.objects.filter(status=status, settled_at__isnull=False)
-            duration.add_metric([status], *histogram_buckets(settled, batch_duration(), BATCH_DURATION_BUCKETS))
+            duration.add_metric([status], *duration_histogram(totals[status]))
         yield duration
         latency = HistogramMetricFamily(
             "gridtoken_submit_to_mint_latency_seconds",

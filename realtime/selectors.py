@@ -128,7 +128,7 @@ def pipeline_figures(*, now: datetime | None = None) -> dict:
     readings = fleet_totals()
     last_minute = now - timedelta(minutes=1)
     last_hour = now - timedelta(hours=1)
-    # The last hour's settlements through batch_settled_idx, the in-flight ones through batch_in_flight_idx.
+    # The last hour's settlements through batch_settled_idx, the in-flight ones through batch_status_created_idx.
     batches = MintBatch.objects.filter(settled_at__gte=last_hour).aggregate(
         minted_last_minute=Sum(
             "reading_count", filter=Q(status=MintBatch.Status.CONFIRMED, settled_at__gte=last_minute)

@@ -12,20 +12,34 @@ from __future__ import annotations
 from django.db import connection, transaction
 
 FOLD_LIMIT = 50_000  # deltas per fold statement: bounds its transaction
+READINGS_FOLD = "meters_rollup_fold"
+# The fold functions of every delta log kept this way: the readings' (migration 0007) and those an upper app
+# registers at start-up (the mint batches', minting 0006). Each takes a limit and answers the number folded,
+# or -1 while another fold of the same log runs.
+_folds = [READINGS_FOLD]
 
 
-def rollups_fold(*, limit: int = FOLD_LIMIT) -> int:
-    """Fold up to ``limit`` of the oldest deltas; the number folded, or -1 while another fold runs."""
+def register_fold(function: str) -> None:
+    """Fold the delta log of ``function`` (a SQL function shaped as meters_rollup_fold) with the readings'."""
+    if function not in _folds:
+        _folds.append(function)
+
+
+def rollups_fold(*, limit: int = FOLD_LIMIT, fold: str = READINGS_FOLD) -> int:
+    """Fold up to ``limit`` of the oldest deltas of one log; the number folded, or -1 while another fold runs."""
+    if fold not in _folds:
+        raise ValueError(f"{fold!r} is not a registered fold: one of {_folds}")
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT meters_rollup_fold(%s)", [limit])
+        cursor.execute(f"SELECT {fold}(%s)", [limit])
         return cursor.fetchone()[0]
 
 
 def rollups_fold_all(*, limit: int = FOLD_LIMIT) -> int:
-    """Fold until no delta waits (or another fold holds the lock); the number folded."""
+    """Fold every log until no delta waits (or another fold holds its lock); the number folded."""
     total = 0
-    while (folded := rollups_fold(limit=limit)) > 0:
-        total += folded
-        if folded < limit:
-            break
+    for fold in _folds:
+        while (folded := rollups_fold(limit=limit, fold=fold)) > 0:
+            total += folded
+            if folded < limit:
+                break
     return total

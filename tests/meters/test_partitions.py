@@ -13,7 +13,7 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from meters import admin as meters_admin
+from gridtoken import admin as record_admin
 from meters.models import MeterReading, ReadingDelta
 from meters.partitions import (
     DEFAULT_PARTITION,
@@ -81,6 +81,20 @@ def test_readings_either_side_of_a_month_boundary_land_in_their_months(post, ing
     assert home(before.json()["id"]) == partition_name(boundary - timedelta(days=1))
     assert home(after.json()["id"]) == partition_name(boundary)
     assert partitions_ensure() == []  # idempotent
+
+
+@pytest.mark.django_db
+def test_partitions_ensure_since_creates_the_past_months_a_history_import_will_fill(post, ingest_settings):
+    ingest_settings(reading_max_age_days=3650)
+    this_month = month_start(timezone.now())
+    since = add_months(this_month, -7) + timedelta(days=12)
+
+    created = partitions_ensure(since=since)
+    imported = submit(post, MeterFactory(), since + timedelta(hours=1))
+
+    assert created[:7] == [partition_name(add_months(this_month, -k)) for k in range(7, 0, -1)]
+    assert imported.status_code == 201 and home(imported.json()["id"]) == partition_name(since)
+    assert partitions_ensure(since=since) == []
 
 
 @pytest.mark.django_db
@@ -192,7 +206,7 @@ def test_partitions_ensure_run_concurrently_creates_each_month_once(partitions_r
 
 @pytest.mark.django_db
 def test_the_admin_estimates_the_readings_from_their_partitions_without_counting(monkeypatch):
-    monkeypatch.setattr(meters_admin, "COUNT_CAP", 5)
+    monkeypatch.setattr(record_admin, "COUNT_CAP", 5)
     meter, this = MeterFactory(), month_start(timezone.now())
     for hour in range(8):
         ReadingFactory(meter=meter, reading_timestamp=this + timedelta(hours=hour))
@@ -200,7 +214,7 @@ def test_the_admin_estimates_the_readings_from_their_partitions_without_counting
         cursor.execute(f"ANALYZE {partition_name(this)}")  # as autovacuum does: never the partitioned parent
 
     with CaptureQueriesContext(connection) as captured:
-        count = meters_admin.EstimatedCountPaginator(MeterReading.objects.all(), 5).count
+        count = record_admin.EstimatedCountPaginator(MeterReading.objects.all(), 5).count
 
     assert count == 8
     assert not [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]

@@ -31,19 +31,28 @@ INDEX_SCANS = ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
 BACKLOG_INDEXES = {"reading_pending_due_idx", "reading_awaiting_idx", "reading_open_status_idx"}
 
 
-def full_reads(plan: dict, *, limited: bool = False) -> list[str]:
-    """The nodes of ``plan`` that read all of the readings table (a partition of it) or one of its indexes."""
+def full_reads(
+    plan: dict,
+    *,
+    table: str = READINGS,
+    indexes: tuple[str, ...] = ("reading",),
+    backlog: set[str] = BACKLOG_INDEXES,
+    limited: bool = False,
+) -> list[str]:
+    """The nodes of ``plan`` that read all of ``table`` (a partition of it) or one of its indexes (named, or
+    its partitions' copy named, starting with one of ``indexes``; reading all of a ``backlog`` index costs the
+    backlog, not history)."""
     found = []
     node = plan["Node Type"]
     limited = limited or node == "Limit"
-    if node == "Seq Scan" and plan.get("Relation Name", "").startswith(READINGS):
+    if node == "Seq Scan" and plan.get("Relation Name", "").startswith(table):
         found.append(f"Seq Scan on {plan['Relation Name']}")
     whole = node in INDEX_SCANS and "Index Cond" not in plan and not limited
     index = parent_indexes().get(plan.get("Index Name"), plan.get("Index Name"))
-    if whole and index.startswith("reading") and index not in BACKLOG_INDEXES:
+    if whole and index.startswith(indexes) and index not in backlog:
         found.append(f"{node} of all of {plan['Index Name']} ({index})")
     for child in plan.get("Plans", []):
-        found += full_reads(child, limited=limited)
+        found += full_reads(child, table=table, indexes=indexes, backlog=backlog, limited=limited)
     return found
 
 

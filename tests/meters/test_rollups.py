@@ -153,13 +153,13 @@ def chain(settings, localnet, tmp_path):
     return use_chain(settings, localnet, tmp_path)
 
 
-def folding_backend() -> int | None:
-    """The backend of a fold waiting for a lock inside its statement, if one is."""
+def folding_backend(function: str = "meters_rollup_fold") -> int | None:
+    """The backend of a fold (a call of ``function``) waiting for a lock inside its statement, if one is."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'active'"
             " AND wait_event_type = 'Lock' AND query LIKE %s AND pid <> pg_backend_pid()",
-            ["%meters_rollup_fold%"],
+            [f"%{function}%"],
         )
         row = cursor.fetchone()
     return row[0] if row else None

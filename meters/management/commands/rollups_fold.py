@@ -1,7 +1,7 @@
-"""Fold the readings' rollup deltas now, as the beat task does every 5 s (docs/ROLLUPS.md).
+"""Fold the rollup deltas now (the readings', the mint batches'), as the beat task does every 5 s.
 
     python manage.py rollups_fold              # until none waits (after migration 0007's backfill, a restore)
-    python manage.py rollups_fold --limit 1000 # one fold of at most 1,000 deltas
+    python manage.py rollups_fold --limit 1000 # one fold of at most 1,000 of the readings' deltas
 
 Safe at any time and while the task runs: one fold holds the lock, a second finds it taken and stops.
 """
@@ -15,7 +15,7 @@ from meters.services.rollups import FOLD_LIMIT, rollups_fold, rollups_fold_all
 
 
 class Command(BaseCommand):
-    help = "Fold the readings' rollup deltas into the rollup tables (until none waits, or one --limit)."
+    help = "Fold the rollup deltas into the rollup tables (until none waits, or one --limit of the readings')."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
