@@ -77,7 +77,7 @@ class Stack:
 
     def __init__(self, work: Path, *, venv: Path) -> None:
         # Modules of the runtime venv (and the project) are imported where used: stage 1 runs without them.
-        from gridtoken.ops.processes import Supervisor
+        from ops.processes import Supervisor
 
         self.work, self.bin = work, venv / "bin"
         self.supervisor = Supervisor(log_dir=work / "logs")
@@ -361,7 +361,7 @@ def main() -> None:
 
 
 def run(work: Path) -> None:
-    from gridtoken.ops.processes import ChildFailed
+    from ops.processes import ChildFailed
 
     stack = Stack(work, venv=Path(sys.prefix))
     try:

@@ -441,11 +441,11 @@ def latency(args, env, port, workdir, fleet, broker, rpc_port) -> None:
     from django.db import connection
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from minting import services
+    from minting.services.control import auto_mint_set
 
     say(f"\n== publish -> confirmed mint: {args.rate} readings/s for {args.latency_duration} s, whole pipeline")
     empty_readings()
-    services.auto_mint_set(enabled=True, actor="bench")
+    auto_mint_set(enabled=True, actor="bench")
     localnet = start_localnet(rpc_port, workdir)
     worker = ingester = None
     try:

@@ -252,12 +252,12 @@ def report_latency() -> None:
 
 
 def burst(fleet: Fleet, size: int, concurrency: int, *, label: str = "burst") -> None:
-    from minting import services
+    from minting.services.control import auto_mint_set
     from minting.triggers import mint_soon
 
     say(f"\n== {label}: {size} readings submitted with auto-mint off, then switched on")
     before = counts().get("minted", 0)
-    services.auto_mint_set(enabled=False, actor="bench")
+    auto_mint_set(enabled=False, actor="bench")
     started = time.monotonic()
     per_owner, remaining, index = max(1, size // len(fleet.owners)), size, 0
     while remaining > 0:
@@ -266,7 +266,7 @@ def burst(fleet: Fleet, size: int, concurrency: int, *, label: str = "burst") ->
         remaining -= fleet.submit(owner, min(per_owner, remaining, 1000))
     say(f"  ingested {size} readings in {time.monotonic() - started:.1f} s")
     switched = time.monotonic()
-    services.auto_mint_set(enabled=True, actor="bench")
+    auto_mint_set(enabled=True, actor="bench")
     for _ in range(concurrency - 1):  # one drain per worker process (auto_mint_set already triggered one)
         mint_soon(force=True)
     next_report = switched + 2.0
@@ -285,7 +285,7 @@ def verify_exactly_once() -> None:
     from django.db.models import Sum
 
     from meters.models import MeterReading
-    from minting.services import chain_client
+    from minting.services.batching import chain_client
 
     say("\n== exactly-once check")
     client = chain_client()

@@ -669,7 +669,7 @@ def audit(load: Load, chaos: Chaos | None, world: dict) -> dict:
     from django.db.models import Sum
 
     from meters.models import MeterReading
-    from minting.services import chain_client
+    from minting.services.batching import chain_client
 
     accepted: dict[str, tuple[str, int, str]] = {}
     logs: list = []
@@ -730,7 +730,7 @@ def audit(load: Load, chaos: Chaos | None, world: dict) -> dict:
             for line in events:
                 user_id, kind, reading_id = line.split()
                 received[user_id].add(f"{kind}{reading_id}")
-    # Excused (best effort by design, realtime/events.py): from just before a Redis restart or flush until the
+    # Excused (best effort by design, gridtoken/events.py): from just before a Redis restart or flush until the
     # hub re-joins its groups, and an event committed just before its publisher (gunicorn for received, a
     # worker for minted) was SIGKILLed, which dies with it. "Just before": the row's time is taken before its
     # commit, the publish comes after it (the 1 h run lost 81 events 1-15 ms before such a fault).

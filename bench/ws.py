@@ -1,11 +1,11 @@
-"""WebSocket fan-out latency: commit -> realtime.events -> Redis layer -> uvicorn -> N connected clients.
+"""WebSocket fan-out latency: commit -> gridtoken.events -> Redis layer -> uvicorn -> N connected clients.
 
     DATABASE_URL=... REDIS_URL=... python bench/ws.py --clients 500 --events 100 --interval 0.1
 
 1. Creates (or reuses) bench users with API tokens in DATABASE_URL (which must be migrated).
 2. Starts ``uvicorn gridtoken.asgi:application`` on a free port (DB_POOL=true, the Redis layer).
 3. Connects ``--clients`` WebSocket clients with the ``websockets`` library (token subprotocol).
-4. A separate publisher process commits and emits events through ``realtime.events.emit``; each event
+4. A separate publisher process commits and emits events through ``gridtoken.events.emit``; each event
    carries the wall-clock time taken just before its transaction commits.
 5. Every client records receipt time minus that stamp; prints p50/p95/p99/max and what was lost.
 
@@ -73,7 +73,7 @@ def publisher(user_ids: list[str], events: int, interval: float, batch: int, mod
     django_setup()
     from django.db import transaction
 
-    from realtime import events as contract
+    from gridtoken import events as contract
 
     start.wait()
     next_at = time.perf_counter()

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from certificates.apis.payloads import bundle_payload, issuance_payload
 from certificates.models import CertificateBundle, ChainOperation, Issuance, ProductionDevice
-from realtime.events import rfc3339
+from gridtoken.events import rfc3339
 
 FEA_STATUS = {"active": "Active", "claimed": "Claimed", "withdrawn": "Withdrawn", "expired": "Expired"}
 # FEA's DeviceTechnologyType for each of ours (its EnergySourceType holds ours as they are).

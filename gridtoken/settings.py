@@ -3,7 +3,7 @@
 from celery.schedules import crontab
 
 import config
-from certificates import config as certificates_config
+from config import certificates as certificates_config
 
 CONFIG = config.load()
 SERVICE = CONFIG.service
@@ -13,7 +13,7 @@ VEE = CONFIG.vee
 CHAIN = CONFIG.chain
 MQTT = CONFIG.mqtt
 RETENTION = CONFIG.retention  # readings' retention and archive (docs/RETENTION.md)
-CERTIFICATES = certificates_config.load()  # the certificates app's own settings (certificates/config.py)
+CERTIFICATES = certificates_config.load()  # the certificates app's own settings (config/certificates.py)
 
 BASE_DIR = config.objects.BASE_DIR
 SECRET_KEY = SERVICE.secret_key
@@ -33,16 +33,18 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc served from here: /api/docs/ works offline
     "channels",
+    "localnet",
     "meters",
     "minting",
     "realtime",
     "protocols",
     "certificates",
+    "ops",
 ]
 
 MIDDLEWARE = [
     "gridtoken.middleware.RequestIdMiddleware",
-    "gridtoken.ops.middleware.OpsMiddleware",
+    "ops.middleware.OpsMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (admin, dashboard) answered before sessions, auth and CSRF do any work.

@@ -10,7 +10,7 @@ urlpatterns = [
     # Before the admin's own URLs: the same login view, answering 429 once the username's budget is spent.
     path("admin/login/", session_login_limited(admin.site.login)),
     path("admin/", admin.site.urls),
-    path("", include("gridtoken.ops.urls")),
+    path("", include("ops.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("meters.urls")),

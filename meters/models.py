@@ -5,9 +5,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-# kWh is kept exactly as the meter sent it, to 9 decimal places (the token's own precision).
-KWH_DECIMAL_PLACES = 9
-KWH_MAX_DIGITS = 18
+from meters.columns import KWH_DECIMAL_PLACES, KWH_MAX_DIGITS, REGISTER_MAX_DIGITS, SUM_KWH_DIGITS, SUM_UNITS_DIGITS
+
 # Every flag ingestion and VEE set on a reading (meters/validation.py, registers.py, services/energy.py,
 # services/holds.py; docs/METER_DATA.md), for the admin's filter and the flagged-readings metric.
 READING_FLAGS = (
@@ -36,11 +35,6 @@ READING_FLAGS = (
     "local_time_ambiguous",
     "local_time_nonexistent",
 )
-# Register totals are larger than any one interval: numeric(24, 9) holds a billion MWh.
-REGISTER_MAX_DIGITS = 24
-# Sums over many readings: kWh to 21 integer digits, base units as integers of up to 40 digits.
-SUM_KWH_DIGITS = 30
-SUM_UNITS_DIGITS = 40
 # Upper bounds (seconds) of the submit-to-mint latency histogram the rollups keep (gridtoken_submit_to_mint_...).
 # Fixed by migration 0007: changing them needs a migration that rebuilds the fleet rollup.
 LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)

@@ -11,13 +11,17 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.db.models import Q
 from django.utils.html import format_html
 
 from gridtoken.admin import CheckedModelAdmin, RecordAdmin
 from gridtoken.exceptions import ApplicationError
+from meters.admin import MeterReadingAdmin
 from meters.models import MeterReading
-from minting import selectors, services
+from minting import selectors
 from minting.models import MintBatch, MintingControl, TokenMint
+from minting.services.control import auto_mint_set, control_get
+from minting.services.operator import MAX_READINGS_PER_REQUEST, readings_mint_now, readings_retry
 
 
 def explorer_url(signature: str) -> str:
@@ -46,9 +50,9 @@ def signature_link(signature: str | None):
 
 @admin.action(description="Mint selected readings now")
 def mint_now(modeladmin, request, queryset) -> None:
-    ids = list(queryset.values_list("id", flat=True)[: services.operator.MAX_READINGS_PER_REQUEST])
+    ids = list(queryset.values_list("id", flat=True)[:MAX_READINGS_PER_REQUEST])
     try:
-        results = services.readings_mint_now(reading_ids=ids, actor=request.user.get_username())
+        results = readings_mint_now(reading_ids=ids, actor=request.user.get_username())
     except ApplicationError as exc:
         modeladmin.message_user(request, f"Nothing minted: {exc.message}", messages.ERROR)
         return
@@ -62,7 +66,7 @@ def mint_now(modeladmin, request, queryset) -> None:
 @admin.action(description="Retry selected failed readings")
 def retry_failed(modeladmin, request, queryset) -> None:
     ids = list(queryset.filter(status=MeterReading.Status.FAILED).values_list("id", flat=True))
-    count = services.readings_retry(reading_ids=ids, actor=request.user.get_username()) if ids else 0
+    count = readings_retry(reading_ids=ids, actor=request.user.get_username()) if ids else 0
     modeladmin.message_user(request, f"{count} failed reading(s) queued for minting.", messages.SUCCESS)
 
 
@@ -226,12 +230,12 @@ class MintingControlAdmin(CheckedModelAdmin):
         return selectors.chain_state(control=obj)["decisions_blocked"]
 
     def changelist_view(self, request, extra_context=None):
-        services.control_get()  # seed the row so there is always one to edit
+        control_get()  # seed the row so there is always one to edit
         return super().changelist_view(request, extra_context)
 
     def save_model(self, request, obj, form, change) -> None:
         if "auto_mint_enabled" in form.changed_data:
-            services.auto_mint_set(enabled=obj.auto_mint_enabled, actor=request.user.get_username())
+            auto_mint_set(enabled=obj.auto_mint_enabled, actor=request.user.get_username())
             return
         super().save_model(request, obj, form, change)
 
@@ -239,3 +243,27 @@ class MintingControlAdmin(CheckedModelAdmin):
 @admin.register(TokenMint)
 class TokenMintAdmin(RecordAdmin):
     list_display = ("address", "decimals", "token_program", "authority", "rpc_url", "created_at")
+
+
+# The token column goes right after the mintable energy it was minted from.
+_BEFORE_TOKENS = MeterReadingAdmin.list_display[: MeterReadingAdmin.list_display.index("mintable_kwh") + 1]
+
+
+class MintingReadingAdmin(MeterReadingAdmin):
+    """The readings admin with minting's token column, mint actions and search by batch signature (meters' own
+    admin cannot name minting, the app above it)."""
+
+    list_display = (*_BEFORE_TOKENS, "tokens_minted", *MeterReadingAdmin.list_display[len(_BEFORE_TOKENS) :])
+    actions = (mint_now, retry_failed, *MeterReadingAdmin.actions)
+
+    def search_beyond_meters(self, term: str) -> Q | None:
+        batch = MintBatch.objects.filter(signature=term).values_list("pk", flat=True).first()
+        return Q(batch_id=batch) if batch else None
+
+    @admin.display(description="tokens", ordering="token_amount")
+    def tokens_minted(self, reading: MeterReading) -> str:
+        return tokens(reading.token_amount)
+
+
+admin.site.unregister(MeterReading)
+admin.site.register(MeterReading, MintingReadingAdmin)

@@ -7,32 +7,21 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.authentication import SessionAuthentication
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
-from meters.apis.base import ApiView, StrictBooleanField, StrictUUIDField
-from meters.authentication import BearerTokenAuthentication
-from minting import schemas, selectors, services
-from minting.schemas import MINT_ERRORS, OPERATOR_BODY_ERRORS, OPERATOR_ERRORS, operator_errors
-from minting.services.operator import MAX_READINGS_PER_REQUEST
-
-
-class IsOperator(BasePermission):
-    message = "Operators only."
-
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and user.is_staff)
-
-
-class OperatorApi(ApiView):
-    # Bearer first: an anonymous request then gets a 401 with WWW-Authenticate, not a 403.
-    authentication_classes = [BearerTokenAuthentication, SessionAuthentication]
-    permission_classes = [IsOperator]
-
-    def actor(self) -> str:
-        return self.request.user.get_username()
+from meters.apis.base import StrictBooleanField, StrictUUIDField
+from meters.apis.operator import OPERATOR_BODY_ERRORS, OPERATOR_ERRORS, OperatorApi, operator_errors
+from minting import schemas, selectors
+from minting.schemas import MINT_ERRORS
+from minting.services.control import auto_mint_set
+from minting.services.operator import (
+    MAX_READINGS_PER_REQUEST,
+    batch_trigger,
+    reading_mint_now,
+    readings_mint_now,
+    readings_retry,
+)
+from minting.services.reconciliation import batches_reconcile
 
 
 @extend_schema_serializer(component_name="UnmintedReading")
@@ -79,7 +68,7 @@ class ReadingMintFromReadingApi(OperatorApi):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        reading, confirmed = services.reading_mint_now(reading_id=data.validated_data["reading_id"], actor=self.actor())
+        reading, confirmed = reading_mint_now(reading_id=data.validated_data["reading_id"], actor=self.actor())
         in_flight = reading.batch.signature if reading.status == "minting" and reading.batch_id else None
         body = {
             "message": "Tokens minted." if confirmed else "Transaction sent; confirmation pending.",
@@ -127,7 +116,7 @@ class ReadingMintBatchApi(OperatorApi):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        results = services.readings_mint_now(reading_ids=data.validated_data["reading_ids"], actor=self.actor())
+        results = readings_mint_now(reading_ids=data.validated_data["reading_ids"], actor=self.actor())
         successful = sum(result.success for result in results)
         return Response(
             {
@@ -169,7 +158,7 @@ class ReadingRetryFailedApi(OperatorApi):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        count = services.readings_retry(reading_ids=data.validated_data.get("reading_ids"), actor=self.actor())
+        count = readings_retry(reading_ids=data.validated_data.get("reading_ids"), actor=self.actor())
         return Response({"message": f"{count} reading(s) queued for minting.", "retried": count})
 
 
@@ -190,7 +179,7 @@ class AutoMintToggleApi(OperatorApi):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        control = services.auto_mint_set(enabled=data.validated_data["enabled"], actor=self.actor())
+        control = auto_mint_set(enabled=data.validated_data["enabled"], actor=self.actor())
         state = "enabled" if control.auto_mint_enabled else "disabled"
         return Response({"message": f"Automatic minting {state}.", "auto_mint_enabled": control.auto_mint_enabled})
 
@@ -201,7 +190,7 @@ class BatchTriggerApi(OperatorApi):
         responses={200: schemas.TRIGGERED, **operator_errors(*OPERATOR_ERRORS, *MINT_ERRORS)},
     )
     def post(self, request):
-        result = services.batch_trigger(actor=self.actor())
+        result = batch_trigger(actor=self.actor())
         return Response(
             {
                 "message": f"Batch processed: {result.minted} of {result.claimed} reading(s) minted.",
@@ -220,4 +209,4 @@ class BatchReconcileApi(OperatorApi):
         responses={200: schemas.RECONCILED, **operator_errors(*OPERATOR_ERRORS)},
     )
     def post(self, request):
-        return Response(services.batches_reconcile(min_age_secs=0).as_dict())
+        return Response(batches_reconcile(min_age_secs=0).as_dict())

@@ -5,7 +5,6 @@ declared here for the schema only; nothing in this module serialises a response.
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
-from meters.apis.docs import errors
 from minting.models import MintBatch
 
 _COUNT = serializers.IntegerField
@@ -100,15 +99,5 @@ STATUS = inline_serializer(
     },
 )
 
-# Every operator endpoint: 401 without credentials, 403 for a user who is not staff.
-OPERATOR_ERRORS = (401, 403)
-# Operator bodies go through the project's one parser (meters.parsers): malformed JSON, a repeated key or a failed
-# field is 400, a body past the size limit 413, another media type 415.
-OPERATOR_BODY_ERRORS = (400, *OPERATOR_ERRORS, 413, 415)
 # What a mint can answer when the chain will not: 502 (it refused or failed), 503 (unreachable).
 MINT_ERRORS = (502, 503)
-OPERATOR_DESCRIBED = {403: "forbidden: operators (is_staff) only."}
-
-
-def operator_errors(*statuses: int, described: dict[int, str] | None = None):
-    return errors(*statuses, described=OPERATOR_DESCRIBED | (described or {}))

@@ -6,16 +6,17 @@ reconciler run again within seconds.
 
 from celery import shared_task
 
-from minting import services
+from minting.services.automatic import readings_mint_due
+from minting.services.reconciliation import batches_reconcile
 
 
 @shared_task(ignore_result=True)
 def mint_due_readings() -> dict:
     """The on-submit trigger's task and the beat sweep: mint due readings in full batches."""
-    return services.readings_mint_due().as_dict()
+    return readings_mint_due().as_dict()
 
 
 @shared_task(ignore_result=True)
 def reconcile_batches() -> dict:
     """Beat: settle signed batches from the chain (confirm, fail, resend the same bytes, or expire)."""
-    return services.batches_reconcile().as_dict()
+    return batches_reconcile().as_dict()

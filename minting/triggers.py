@@ -6,7 +6,8 @@ task that finds them all due and mints them in full batches of ``TOKENIZATION_BA
 and the message are only an accelerator: if Redis loses them, the beat sweep mints the readings anyway.
 
 Call it after the reading's transaction commits: ``transaction.on_commit(mint_soon)`` (or
-``mint_soon_on_commit()``), so the task never looks for a reading that is not there yet.
+``mint_soon_on_commit()``), so the task never looks for a reading that is not there yet. The task is sent by
+name: the services that call this module are what the task runs, so the trigger never imports the task.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import logging
 
 import redis
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 
 logger = logging.getLogger("minting.triggers")
 
 DEBOUNCE_KEY = "gridtoken:minting:soon"
+TASK = "minting.tasks.mint_due_readings"
 _clients: dict[str, redis.Redis] = {}
 
 
@@ -36,16 +39,14 @@ def mint_soon(*, force: bool = False) -> bool:
     ``force`` enqueues at once, without the window (operator actions, hand-over). Returns whether a task
     was enqueued. Never raises: a lost trigger only delays minting until the next sweep.
     """
-    from minting.tasks import mint_due_readings
-
     debounce_ms = settings.TOKENIZATION.trigger_debounce_ms
     try:
         if force or debounce_ms == 0:
-            mint_due_readings.apply_async()
+            current_app.send_task(TASK)
             return True
         if not _redis().set(DEBOUNCE_KEY, b"1", nx=True, px=debounce_ms):
             return False
-        mint_due_readings.apply_async(countdown=debounce_ms / 1000)
+        current_app.send_task(TASK, countdown=debounce_ms / 1000)
         return True
     except Exception:
         logger.warning("mint trigger lost; the sweep will pick the readings up", exc_info=True)

@@ -1,7 +1,7 @@
 """The events WebSocket: pushes each user's events to that user, and every event to operators.
 
 Client messages only shape this connection (ping, subscribe); they never touch the database. Events arrive
-from the channel layer as ``{"type": "events.deliver", "events": [...]}`` (see ``realtime.events``), through
+from the channel layer as ``{"type": "events.deliver", "events": [...]}`` (see ``gridtoken.events``), through
 this process's ``realtime.hub`` (one subscription per group, not per connection), and leave as one JSON
 text frame per event that passes the connection's filter, written by the connection's own writer task.
 """
@@ -18,8 +18,7 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from gridtoken import observability
-from realtime import events
+from gridtoken import events, observability
 from realtime.auth import CLOSE_RATE_LIMITED, CLOSE_TRY_AGAIN, CLOSE_UNAUTHENTICATED, offered_token_subprotocol
 from realtime.filters import EventFilter, FilterError, parse_filter
 from realtime.hub import encode, hub_for

@@ -23,7 +23,7 @@ import logging
 import weakref
 from typing import Protocol
 
-from realtime.events import LAYER_MESSAGE_TYPE
+from gridtoken.events import LAYER_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from gridtoken.events import rfc3339
 from meters.models import Meter, MeterReading, MeterRollup, OwnerDayRollup
 from meters.selectors import fleet_totals, rollup_totals
 from minting.models import MintBatch, MintingControl
 from minting.selectors import FEE_PAYER_LOW_LAMPORTS, chain_state, control_peek, fee_payer_address
-from realtime.events import rfc3339
 
 RECENT_READINGS = 25
 RECENT_WINDOWS = 24  # settlement windows shown per meter

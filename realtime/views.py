@@ -22,11 +22,11 @@ from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
+from gridtoken.events import rfc3339
 from gridtoken.exceptions import error_body
 from meters.ratelimit import LoginRateLimitMixin
 from meters.validation import KWH_QUANTUM
 from realtime import selectors
-from realtime.events import rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +61,9 @@ def wallet_balances(wallets: list[str]) -> list[dict]:
     if not wallets:
         return []
     try:
-        from minting.chain import ChainClient
+        from minting.chain.configured import client_from_settings
 
-        client = ChainClient.from_settings()
+        client = client_from_settings()
     except Exception:  # not configured, no mint yet, module not deployed: the page still works
         logger.warning("chain client unavailable for balances", exc_info=True)
         return unavailable

@@ -7,7 +7,7 @@ from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
 from certificates.services.issuance import device_attributes
-from realtime.events import rfc3339
+from gridtoken.events import rfc3339
 
 
 def _time(value):

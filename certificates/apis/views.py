@@ -25,8 +25,8 @@ from meters.apis.base import (
     WriteApiView,
 )
 from meters.apis.docs import BODY_ERRORS, errors
+from meters.apis.operator import OperatorApi
 from meters.models import Meter, User
-from minting.apis import OperatorApi
 
 ID_PARAMETER = {"type": "string", "format": "uuid"}
 REFUSED = (

@@ -11,7 +11,7 @@ One cycle (``operations_send``), the same steps as a reading mint (``minting.ser
    earlier one of the same issuance is not confirmed, so a burn never lands before its mint), build and sign
    one transaction per operation (memo ``gc:<issuance id>:<operation id>:<nonce>``), insert one ``minting.MintBatch``
    per transaction and link the operations (``sending``). Commit (crash point ``after_build`` before it).
-2. ``minting.services.batches_dispatch``: send, confirm, settle (crash points ``after_batch_commit``,
+2. ``minting.services.batching.batches_dispatch``: send, confirm, settle (crash points ``after_batch_commit``,
    ``after_send``, ``while_settling``); undecided batches are left to the pipeline's reconciler.
 3. Settling is ``minting.services.settlement``'s conditional update of the batch; its settle hook
    (``certificates.services.settling``) moves this app's rows in the same transaction.
@@ -35,6 +35,7 @@ from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import VersionedTransaction
 
 from certificates.models import CertificateMint, ChainOperation
+from certificates.triggers import operations_soon
 from gridtoken import observability
 from minting.chain import ChainClient, InsufficientFunds, InvalidWallet, NotInitialised, SignedMint
 from minting.chain import instructions as ix
@@ -114,7 +115,7 @@ _kept_client = KeptClient()
 
 
 def certificate_client() -> ChainClient:
-    """The process's client for the certificate mint (kept, like ``minting.services.chain_client``)."""
+    """The process's client for the certificate mint (kept, like ``minting.services.batching.chain_client``)."""
     row = CertificateMint.objects.order_by("-created_at", "-id").first()
     if row is None:
         raise NotInitialised(NOT_INITIALISED)
@@ -366,7 +367,5 @@ def operations_retry(*, operation_ids: list[uuid.UUID], actor: str) -> int:
         audit.info("certificate operations retried", extra={"audit": "certificate_operations_retried",
                    "operations": [str(i) for i in operation_ids], "released": count, "actor": actor})  # fmt: skip
         if count:
-            from certificates.triggers import operations_soon
-
             transaction.on_commit(operations_soon)
     return count

@@ -36,8 +36,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from certificates.models import CertificateBundle, ChainOperation, Issuance, ProductionDevice
+from certificates.triggers import operations_soon
+from gridtoken import events
 from meters.models import MeterReading
-from realtime import events
 
 logger = logging.getLogger("certificates.issuance")
 audit = logging.getLogger("certificates.audit")
@@ -237,8 +238,6 @@ def device_issue_due(*, device_id: uuid.UUID, now: datetime, limit: int) -> Issu
         device.save(update_fields=["issued_through", "carry_wh", "next_bundle_id", "last_hash"])
         events.emit(emitted)
         if result.issued:
-            from certificates.triggers import operations_soon
-
             transaction.on_commit(operations_soon)
     return result
 
@@ -362,8 +361,6 @@ def issuance_decide_held(*, issuance_id: uuid.UUID, approve: bool, actor: str) -
             device.save(update_fields=["carry_wh", "next_bundle_id", "last_hash"])
             if issued.status == Issuance.Status.ISSUED:
                 events.emit([events.certificate_issued(issued)])
-                from certificates.triggers import operations_soon
-
                 transaction.on_commit(operations_soon)
         else:
             held.status = Issuance.Status.REJECTED

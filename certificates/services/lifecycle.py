@@ -19,8 +19,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from certificates.models import CertificateBundle, ChainOperation
+from certificates.triggers import operations_soon
+from gridtoken import events
 from gridtoken.exceptions import ApplicationError
-from realtime import events
 
 audit = logging.getLogger("certificates.audit")
 Status = CertificateBundle.Status
@@ -69,8 +70,6 @@ def _operation(bundle: CertificateBundle, *, kind: str, amount: int, burn_from: 
         kind=kind, issuance_id=bundle.issuance_id, bundle=bundle, amount_wh=amount, burn_from=burn_from,
         mint_to=mint_to, created_at=now, next_attempt_at=now,
     )  # fmt: skip
-    from certificates.triggers import operations_soon
-
     transaction.on_commit(operations_soon)
 
 

@@ -15,9 +15,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from certificates.models import ChainOperation
+from certificates.triggers import operations_soon
+from gridtoken import events
 from minting.models import MintBatch
 from minting.services.policy import is_final_attempt, retry_delay
-from realtime import events
 
 logger = logging.getLogger("certificates.chain")
 audit = logging.getLogger("certificates.audit")
@@ -85,7 +86,5 @@ def settle_operations(cursor, batch_ids: list[uuid.UUID], status: str, error: st
         ChainOperation.objects.filter(id=op.id).update(**fields)
         logger.warning("certificate operation %s", status, extra={"operation_id": str(op.id), "error": error})
     if released:
-        from certificates.triggers import operations_soon
-
         transaction.on_commit(operations_soon)
     return owned, emitted

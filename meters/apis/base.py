@@ -6,12 +6,12 @@ from rest_framework import serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.views import APIView
 
+from gridtoken.events import rfc3339
 from gridtoken.exceptions import ValidationFailed
 from meters.numbers import read_number
 from meters.parsers import JsonBodyOnly
 from meters.ratelimit import WriteRateLimit
 from meters.services.api_keys import ApiKeyPrincipal
-from realtime.events import rfc3339
 
 
 class ApiView(JsonBodyOnly, APIView):

@@ -12,13 +12,12 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from gridtoken.events import rfc3339
+from meters.apis.operator import OPERATOR_ERRORS, OperatorApi, operator_errors
 from meters.models import DeadLetter
 from meters.parsers import DecimalJSONParser
 from meters.selectors import dead_letter_list
 from meters.services.dead_letters import dead_letter_discard, dead_letter_get, dead_letter_replay
-from minting.apis import OperatorApi
-from minting.schemas import OPERATOR_ERRORS, operator_errors
-from realtime.events import rfc3339
 
 TAG = "operator: dead letters"
 ID = OpenApiParameter("dead_letter_id", int, OpenApiParameter.PATH, description="The dead letter's id")

@@ -11,13 +11,12 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
+from gridtoken.events import rfc3339
 from meters.apis.base import JsonInputSerializer
+from meters.apis.operator import OPERATOR_BODY_ERRORS, OPERATOR_ERRORS, OperatorApi, operator_errors
 from meters.models import ApiKey
 from meters.parsers import DecimalJSONParser
 from meters.services.api_keys import api_key_get, api_key_issue, api_key_list, api_key_revoke
-from minting.apis import OperatorApi
-from minting.schemas import OPERATOR_BODY_ERRORS, OPERATOR_ERRORS, operator_errors
-from realtime.events import rfc3339
 
 TAG = "operator: API keys"
 ISSUE_ERRORS = operator_errors(

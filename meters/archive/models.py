@@ -3,7 +3,7 @@
 from django.db import models
 from django.utils import timezone
 
-from meters.models import KWH_DECIMAL_PLACES, SUM_KWH_DIGITS, SUM_UNITS_DIGITS
+from meters.columns import KWH_DECIMAL_PLACES, SUM_KWH_DIGITS, SUM_UNITS_DIGITS
 
 
 class ArchivedPartition(models.Model):

@@ -11,10 +11,10 @@ import uuid
 
 from django.db import connection, transaction
 
+from gridtoken import events
+from meters import hooks
 from meters.models import MeterReading
 from meters.services.readings import LOCK_NAMESPACE
-from minting.triggers import mint_soon
-from realtime import events
 
 Status = MeterReading.Status
 
@@ -67,5 +67,5 @@ def _decide(reading_ids, *, approve: bool, reason: str = "") -> int:
         MeterReading.objects.bulk_update(held, ["status", "last_error", "window_start", "flags"])
         events.emit([events.reading_reviewed(reading, approved=approve) for reading in held])
         if approve and held:
-            transaction.on_commit(mint_soon)
+            hooks.readings_stored()
     return len(held)

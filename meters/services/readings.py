@@ -24,16 +24,15 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 
+from gridtoken import events
 from gridtoken.exceptions import ApplicationError, Conflict, Forbidden, ValidationFailed
-from meters import signatures
+from meters import hooks, signatures
 from meters.models import MeterReading
 from meters.selectors import Caller, MeterRow, meter_access_error, meter_get, meter_reference
 from meters.services.energy import Assessment, assess, needs_context
 from meters.validation import ReadingInput
-from minting.triggers import mint_soon
-from realtime import events
 
 LOCK_NAMESPACE = 0x4754  # "GT": the advisory-lock class of per-meter reading writes
 TABLE = MeterReading._meta.db_table
@@ -198,11 +197,11 @@ def _signature_rejection(meter: MeterRow, item: ReadingInput) -> ApplicationErro
 
 
 def announce_stored(readings: list[StoredReading]) -> None:
-    """Once the readings' transaction commits: their events, and a (debounced) mint of due readings."""
+    """Once the readings' transaction commits: their events, and the stored-readings hooks (minting's trigger)."""
     if readings:
         at = events.rfc3339()
         events.emit([events.reading_received(reading, timestamp=at) for reading in readings])
-        transaction.on_commit(mint_soon)
+        hooks.readings_stored()
 
 
 def announce_rejections(rejected: list[tuple[MeterRow, ReadingInput, ApplicationError]]) -> None:

@@ -116,12 +116,6 @@ class ChainClient:
         self.payer_lamports: int | None = None  # the fee payer's balance at the last build
         self.lookup_tables = LookupTables(self) if lookup_tables else None
 
-    @classmethod
-    def from_settings(cls) -> ChainClient:
-        from minting.chain.configured import client_from_settings
-
-        return client_from_settings(cls)
-
     def close(self) -> None:
         self.rpc.close()
 

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from solders.pubkey import Pubkey
 
 from minting.chain.anchor import EnergyTokenProgram
+from minting.chain.client import ChainClient
 from minting.chain.errors import NotInitialised, PermanentChainError, WrongAuthority
 from minting.chain.instructions import TOKEN_PROGRAM_ID
 from minting.chain.keys import load_keypair
 
-if TYPE_CHECKING:
-    from minting.chain.client import ChainClient
-
 NOT_INITIALISED = "no energy token mint is recorded: run python manage.py chain_init"
 
 
-def client_from_settings(cls: type[ChainClient]) -> ChainClient:
+def client_from_settings() -> ChainClient:
     chain, tokenization = settings.CHAIN, settings.TOKENIZATION
     authority = load_keypair(chain.keypair_path)
     common = {
@@ -55,7 +52,7 @@ def client_from_settings(cls: type[ChainClient]) -> ChainClient:
             registry_authority=authority.pubkey(),
             rec_validator=rec_validator.pubkey(),
         )
-        return cls(
+        return ChainClient(
             **common, mint=program.mint, decimals=tokenization.decimals, anchor=program, rec_validator=rec_validator
         )
     mint, decimals, token_program = recorded_mint()
@@ -65,7 +62,7 @@ def client_from_settings(cls: type[ChainClient]) -> ChainClient:
             "minted amounts would be off by a power of ten; run python manage.py chain_init for a matching mint",
             code="decimals_mismatch",
         )
-    return cls(**common, mint=mint, decimals=decimals, token_program=token_program, lookup_tables=True)
+    return ChainClient(**common, mint=mint, decimals=decimals, token_program=token_program, lookup_tables=True)
 
 
 def recorded_mint() -> tuple[str, int, str]:

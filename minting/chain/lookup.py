@@ -20,25 +20,36 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from solders.address_lookup_table_account import AddressLookupTable, AddressLookupTableAccount
+from solders.instruction import Instruction
 from solders.pubkey import Pubkey
 
 from minting.chain import instructions as ix
 from minting.chain.errors import ChainError, PermanentChainError, RpcTimeout
 from minting.chain.packing import Unit
-
-if TYPE_CHECKING:
-    from minting.chain.client import ChainClient
+from minting.chain.rpc import Rpc
 
 TABLE_CAPACITY = 256
 EXTEND_CHUNK = 28  # addresses per extend transaction: 28 x 32 bytes keeps it well under 1232
 LEGACY_MINTS_PER_TRANSACTION = 19  # below this a table cannot save a transaction
 
 
+class TableOwner(Protocol):
+    """What the tables need from the ChainClient that owns them (the client builds them, not the reverse)."""
+
+    mint: Pubkey
+    payer: Pubkey
+    rpc: Rpc
+
+    def account_data(self, address: Pubkey) -> tuple[str, bytes] | None: ...
+
+    def execute(self, instructions: Sequence[Instruction]) -> int: ...
+
+
 class LookupTables:
-    def __init__(self, client: ChainClient, *, min_mints: int = LEGACY_MINTS_PER_TRANSACTION + 1) -> None:
+    def __init__(self, client: TableOwner, *, min_mints: int = LEGACY_MINTS_PER_TRANSACTION + 1) -> None:
         self.client = client
         self.min_mints = min_mints
         self.address: Pubkey | None = None

@@ -18,6 +18,7 @@ from minting.services.control import (
     control_get,
     fee_payer_record,
 )
+from minting.triggers import mint_soon
 
 logger = logging.getLogger("minting.automatic")
 
@@ -103,8 +104,6 @@ def readings_mint_due(*, budget_secs: float = DRAIN_BUDGET_SECS) -> DrainResult:
         if cycle.claimed < cfg.batch_size:
             break
         if time.monotonic() - started > budget_secs:
-            from minting.triggers import mint_soon
-
             mint_soon(force=True)  # hand over: a task must not outlive its time limit
             break
     if result.claimed:

@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from gridtoken import observability
+from gridtoken import events, observability
 from meters.models import MeterReading
 from minting.chain import (
     ChainClient,
@@ -40,7 +40,7 @@ from minting.chain import (
     PermanentChainError,
     SignedMint,
 )
-from minting.chain.configured import KeptClient
+from minting.chain.configured import KeptClient, client_from_settings
 from minting.faults import crash_point
 from minting.models import MintBatch, TokenMint
 from minting.services.chain_view import read_outcomes
@@ -52,7 +52,6 @@ from minting.services.control import (
 )
 from minting.services.pricing import readings_price
 from minting.services.settlement import INSTRUCTION_REFUSAL, SettleResult, batches_settle
-from realtime import events
 
 logger = logging.getLogger("minting.batching")
 
@@ -120,7 +119,7 @@ _kept_client = KeptClient()
 
 
 def _client_from_settings() -> ChainClient:
-    client = ChainClient.from_settings()
+    client = client_from_settings()
     if client.anchor is not None:  # the program's mint: its decimals and authority, checked once
         client.verify_mint()
     return client

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from minting.models import MintingControl
 from minting.services.policy import outage_delay
+from minting.triggers import mint_soon
 
 logger = logging.getLogger("minting.control")
 
@@ -31,8 +32,6 @@ def auto_mint_set(*, enabled: bool, actor: str = "") -> MintingControl:
     )
     logger.info("auto-mint switched", extra={"auto_mint_enabled": enabled, "actor": actor})
     if enabled:
-        from minting.triggers import mint_soon
-
         transaction.on_commit(lambda: mint_soon(force=True))
     return control_get()
 

@@ -20,6 +20,7 @@ from meters.models import MeterReading
 from minting.chain import ChainError
 from minting.services.batching import CycleResult, chain_client, is_systemic, readings_mint
 from minting.services.claiming import READINGS, claim_by_ids, claim_due
+from minting.triggers import mint_soon
 
 logger = logging.getLogger("minting.operator")
 
@@ -147,8 +148,6 @@ def readings_retry(*, reading_ids: list[uuid.UUID] | None = None, actor: str = "
         )
         count = cursor.rowcount
         if count:
-            from minting.triggers import mint_soon
-
             transaction.on_commit(lambda: mint_soon(force=True))
     logger.info("readings re-queued", extra={"actor": actor, "count": count})
     return count

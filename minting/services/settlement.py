@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from django.db import connection, transaction
 from django.utils import timezone
 
+from gridtoken import events
 from meters.models import Meter
 from minting.chain import ChainError, InsufficientFunds, InvalidAccount, InvalidMint, SupplyOverflow, WrongAuthority
 from minting.faults import crash_point
@@ -24,7 +25,7 @@ from minting.models import MintBatch
 from minting.services.claiming import READINGS
 from minting.services.control import accounts_epoch_bump, chain_outage_record
 from minting.services.policy import after_failed_attempt
-from realtime import events
+from minting.triggers import mint_soon
 
 audit = logging.getLogger("minting.audit")
 logger = logging.getLogger("minting.settlement")
@@ -330,7 +331,5 @@ def batches_settle(settlement: Settlement) -> SettleResult:
         released_pending = result.retried > 0 and platform_error is None
         events.emit(emitted)
         if released_pending:
-            from minting.triggers import mint_soon
-
             transaction.on_commit(mint_soon)
     return result

@@ -29,9 +29,7 @@ import queue
 import ssl
 import threading
 import time
-import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -50,32 +48,12 @@ from meters.services import dead_letters
 from meters.services.batch import ACCEPTED, DUPLICATE, REJECTED, readings_submit_batch
 from protocols import status
 from protocols.mqtt import topics
+from protocols.mqtt.delivery import Delivery
 from protocols.mqtt.poison import TRANSIENT, Door, PoisonIsolation
 
 logger = logging.getLogger("protocols.mqtt")
 STATS_EVERY_SECS = 60.0
 RETRY_MAX_SECS = 30.0
-
-
-@dataclass(slots=True)
-class Delivery:
-    """One received PUBLISH and what became of it."""
-
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    received_at: datetime
-    connection: int
-    correlation: bytes | None = None
-    serial: str | None = None
-    body: dict | None = None
-    outcome: str = ""  # accepted, duplicate, rejected, ignored
-    error: dict | None = field(default=None)
-    request_id: str = field(default_factory=lambda: f"mqtt-{uuid.uuid4().hex}")  # its log lines and answer
-    fingerprint: str = ""
-    suspect: bool = False  # redelivered after the ingester handling it died
-    attempts: int = 1
 
 
 class Ingester(PoisonIsolation):

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
@@ -20,9 +19,7 @@ from meters.models import DeadLetter
 from meters.services import dead_letters
 from meters.services.batch import REJECTED
 from protocols.mqtt import topics
-
-if TYPE_CHECKING:
-    from protocols.mqtt.ingester import Delivery
+from protocols.mqtt.delivery import Delivery
 
 logger = logging.getLogger("protocols.mqtt")
 TRANSIENT = (OperationalError, InterfaceError)

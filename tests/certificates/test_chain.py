@@ -128,7 +128,7 @@ def test_a_holder_cannot_move_certificate_tokens_outside_the_registry(chain):
     """The mint is non-transferable: a holder's own TransferChecked fails on chain."""
     from solders.keypair import Keypair
 
-    from tests.minting.localnet_helpers import signed
+    from tests.localnet.helpers import signed
 
     holder, client = issued_to_funded_holder()
     other = Pubkey.from_string(str(Keypair().pubkey()))
@@ -187,7 +187,7 @@ def test_a_worker_killed_at_any_step_still_issues_certificates_exactly_once(chai
 
 
 def test_issuance_and_its_mint_reach_the_websocket_groups(chain):
-    from realtime.events import user_group
+    from gridtoken.events import user_group
     from tests.minting.pipeline_harness import captured_events
 
     device = make_device(capacity_kw="0.5")
@@ -225,7 +225,7 @@ def test_a_holder_burning_its_own_tokens_makes_the_registry_burn_fail_and_costs_
     from certificates.services.lifecycle import bundle_withdraw
     from minting.models import MintingControl
     from minting.services.control import control_get
-    from tests.minting.localnet_helpers import signed
+    from tests.localnet.helpers import signed
 
     settings.TOKENIZATION = dataclasses.replace(settings.TOKENIZATION, initial_retry_delay_secs=1,
                                                 max_retry_delay_secs=1)  # fmt: skip

@@ -10,9 +10,9 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from rest_framework.test import APIClient
 
+from gridtoken import events
 from meters.selectors import meter_cache_clear
 from meters.services import api_keys
-from realtime import events
 from tests.factories import MeterFactory, UserFactory, api_key_for
 
 

@@ -29,6 +29,7 @@ from solders.keypair import Keypair
 
 from meters.models import Meter, MeterReading, User
 from minting.chain import ChainClient, kwh_to_base_units
+from minting.chain.configured import client_from_settings
 from minting.models import MintBatch
 from tests.conftest import database_url, wait_until
 
@@ -111,7 +112,7 @@ class Chain:
     keypair_path: Path
 
     def client(self) -> ChainClient:
-        return ChainClient.from_settings()
+        return client_from_settings()
 
 
 def use_chain(settings, localnet, tmp_path: Path) -> Chain:

@@ -11,9 +11,10 @@ from rest_framework.authtoken.models import Token
 
 from gridtoken.exceptions import ApplicationError
 from meters.models import MeterReading
-from minting import services
 from minting.chain.keys import create_keypair
 from minting.models import MintBatch, MintingControl, TokenMint
+from minting.services.control import auto_mint_set
+from minting.services.operator import readings_mint_now
 from tests.conftest import free_port
 from tests.factories import MeterFactory, UserFactory, api_key_for
 from tests.minting.pipeline_harness import (
@@ -269,7 +270,7 @@ def test_minting_now_with_the_chain_unreachable_is_a_503_and_changes_nothing(ope
 
 
 def test_minting_one_reading_now_works_with_auto_mint_off_and_answers_the_gateway_shape(operator, chain):
-    services.auto_mint_set(enabled=False)
+    auto_mint_set(enabled=False)
     (reading,) = make_readings([make_meter()], 1, kwh="2.01")
 
     response = operator.post("/api/admin/meters/mint-from-reading", {"reading_id": str(reading.id)}, "application/json")
@@ -307,7 +308,7 @@ def test_minting_a_list_reports_each_reading_and_mints_only_the_mintable_ones(op
 
 def test_triggering_a_batch_mints_due_readings_even_in_manual_mode(operator, chain, settings):
     set_tokenization(settings, batch_size=4)
-    services.auto_mint_set(enabled=False)
+    auto_mint_set(enabled=False)
     readings = make_readings([make_meter() for _ in range(2)], 6)
 
     body = operator.generic("POST", "/api/admin/tokenization/trigger-batch").json()
@@ -337,10 +338,10 @@ def test_reconciling_on_demand_settles_batches_at_once(operator, chain):
 
 def test_the_service_refuses_empty_and_oversized_lists_too():
     with pytest.raises(ApplicationError) as empty:
-        services.readings_mint_now(reading_ids=[])
+        readings_mint_now(reading_ids=[])
     assert empty.value.code == "empty_reading_ids"
     with pytest.raises(ApplicationError) as too_many:
-        services.readings_mint_now(reading_ids=[uuid.uuid4() for _ in range(1001)])
+        readings_mint_now(reading_ids=[uuid.uuid4() for _ in range(1001)])
     assert too_many.value.code == "too_many_readings"
 
 

@@ -24,8 +24,9 @@ from minting.chain import (
     WrongAuthority,
 )
 from minting.chain.anchor import EnergyTokenProgram, load_idl
+from minting.chain.configured import client_from_settings
 from minting.chain.instructions import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
-from minting.services import chain_client
+from minting.services.batching import chain_client
 
 PROGRAM_ID = Pubkey.from_string("94G1r674LmRDmLN2UPjDFD8Eh7zT8JaSaxv9v68GyEur")
 AUTHORITY = Keypair.from_seed(bytes([7]) * 32).pubkey()
@@ -235,7 +236,7 @@ def anchor_settings(settings, tmp_path, url, **changes):
 
 def test_the_anchor_strategy_builds_co_signed_mint_tokens_direct_transactions(settings, tmp_path, localnet):
     anchor_settings(settings, tmp_path, localnet.url)
-    client = ChainClient.from_settings()
+    client = client_from_settings()
     # Without a separate registry authority configured, the platform authority is the registry's authority.
     energy = EnergyTokenProgram(PROGRAM_ID, registry_authority=AUTHORITY, rec_validator=VALIDATOR)
     assert (client.mint, client.token_program) == (energy.mint, TOKEN_2022_PROGRAM_ID)
@@ -269,13 +270,13 @@ def test_the_pipeline_checks_the_anchor_programs_mint_before_minting_with_it(set
 def test_the_anchor_strategy_without_its_settings_is_not_initialised(settings, tmp_path, missing):
     anchor_settings(settings, tmp_path, "http://127.0.0.1:1", **{missing: None})
     with pytest.raises(NotInitialised) as caught:
-        ChainClient.from_settings()
+        client_from_settings()
     assert caught.value.code == "anchor_not_configured" and caught.value.permanent
 
 
 def anchor_client(settings, tmp_path, localnet) -> ChainClient:
     anchor_settings(settings, tmp_path, localnet.url)
-    client = ChainClient.from_settings()
+    client = client_from_settings()
     client.rpc.call("requestAirdrop", [str(AUTHORITY), 10**9])  # the fee payer must be able to pay
     return client
 
@@ -389,6 +390,6 @@ def test_the_anchor_strategy_refuses_a_rec_validator_that_is_the_authority(setti
     anchor_settings(settings, tmp_path, "http://127.0.0.1:1")
     settings.CHAIN = dataclasses.replace(settings.CHAIN, rec_validator_keypair_path=settings.CHAIN.keypair_path)
     with pytest.raises(WrongAuthority) as caught:
-        ChainClient.from_settings()
+        client_from_settings()
     assert caught.value.code == "rec_validator_is_authority" and caught.value.permanent
     assert "REC_VALIDATOR_KEYPAIR_PATH" in caught.value.message

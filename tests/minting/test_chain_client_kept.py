@@ -9,7 +9,7 @@ from minting.chain import PermanentChainError
 from minting.chain.instructions import TOKEN_PROGRAM_ID
 from minting.chain.keys import create_keypair
 from minting.models import TokenMint
-from minting.services import chain_client
+from minting.services.batching import chain_client
 
 pytestmark = pytest.mark.django_db
 

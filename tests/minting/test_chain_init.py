@@ -1,4 +1,4 @@
-"""python manage.py chain_init against the real localnet, and ChainClient.from_settings on what it records."""
+"""python manage.py chain_init against the real localnet, and client_from_settings() on what it records."""
 
 import dataclasses
 import io
@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 from solders.keypair import Keypair
 
 from minting.chain import ChainClient, MintRequest, NotInitialised, PermanentChainError
+from minting.chain.configured import client_from_settings
 from minting.chain.instructions import TOKEN_PROGRAM_ID
 from minting.chain.setup import _fund, is_local
 from minting.models import TokenMint
@@ -50,7 +51,7 @@ def test_chain_init_creates_a_private_keypair_a_funded_authority_and_a_recorded_
     assert (row.decimals, row.token_program, row.authority, row.rpc_url) == (
         9, str(TOKEN_PROGRAM_ID), str(authority.pubkey()), localnet.url
     )  # fmt: skip
-    client = ChainClient.from_settings()
+    client = client_from_settings()
     assert client.verify_mint().mint_authority == str(authority.pubkey())
     assert client.rpc.call("getBalance", [str(authority.pubkey())])["value"] >= 99 * SOL
     assert f"created the mint {row.address}" in output and "airdropped 100 SOL" in output
@@ -80,7 +81,7 @@ def test_chain_init_on_a_fresh_chain_replaces_a_recorded_mint_that_does_not_exis
     assert f"the recorded mint {stale.address} does not exist on {fresh.url}" in output
     newest = TokenMint.objects.order_by("-created_at").first()
     assert newest.address != stale.address and newest.rpc_url == fresh.url
-    assert ChainClient.from_settings().verify_mint().supply == 0
+    assert client_from_settings().verify_mint().supply == 0
 
 
 def test_new_mint_creates_another_mint_even_when_one_is_in_place(chain_settings):
@@ -91,7 +92,7 @@ def test_new_mint_creates_another_mint_even_when_one_is_in_place(chain_settings)
 
 def test_energy_token_mint_is_verified_and_adopted(chain_settings, localnet):
     chain_init()
-    client = ChainClient.from_settings()
+    client = client_from_settings()
     adopted = create_mint(client)
     chain_settings(energy_token_mint=str(adopted))
 
@@ -144,7 +145,7 @@ def test_the_anchor_strategy_creates_no_mint(chain_settings, settings):
 
 def test_from_settings_mints_through_the_recorded_mint(chain_settings, localnet):
     chain_init()
-    client = ChainClient.from_settings()
+    client = client_from_settings()
     (wallet,) = wallets(1)
     land(client, client.build_mints([MintRequest(wallet, 2_010_000_000)], memo="settings"))
     assert balance(localnet.url, client.mint, wallet) == 2_010_000_000
@@ -154,11 +155,11 @@ def test_from_settings_mints_through_the_recorded_mint(chain_settings, localnet)
 
 def test_from_settings_without_a_keypair_or_mint_says_to_run_chain_init(chain_settings, tmp_path):
     with pytest.raises(NotInitialised, match=r"run python manage\.py chain_init"):
-        ChainClient.from_settings()
+        client_from_settings()
     chain_settings().keypair_path.parent.mkdir(mode=0o700)
     chain_settings().keypair_path.write_text(json.dumps(list(bytes(Keypair()))))
     with pytest.raises(NotInitialised, match=r"run python manage\.py chain_init") as caught:
-        ChainClient.from_settings()
+        client_from_settings()
     assert caught.value.permanent and caught.value.code == "not_initialised"
 
 
@@ -167,14 +168,14 @@ def test_from_settings_falls_back_to_energy_token_mint(chain_settings):
     TokenMint.objects.all().delete()
     address = str(Keypair().pubkey())
     chain_settings(energy_token_mint=address)
-    assert str(ChainClient.from_settings().mint) == address
+    assert str(client_from_settings().mint) == address
 
 
 def test_from_settings_refuses_a_recorded_mint_with_other_decimals(chain_settings, settings):
     chain_init()
     settings.TOKENIZATION = dataclasses.replace(settings.TOKENIZATION, decimals=6)
     with pytest.raises(PermanentChainError) as caught:
-        ChainClient.from_settings()
+        client_from_settings()
     assert caught.value.code == "decimals_mismatch"
 
 
@@ -184,7 +185,7 @@ def test_a_malformed_keypair_file_is_a_permanent_invalid_keypair(chain_settings,
     path.parent.mkdir(mode=0o700)
     path.write_text(content)
     with pytest.raises(PermanentChainError) as caught:
-        ChainClient.from_settings()
+        client_from_settings()
     assert caught.value.code == "invalid_keypair"
 
 

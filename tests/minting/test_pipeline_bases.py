@@ -13,8 +13,8 @@ from meters.models import MeterReading
 from meters.selectors import Caller
 from meters.services.batch import readings_submit_batch
 from meters.services.windows import windows_settle
-from minting import services
 from minting.chain import kwh_to_base_units
+from minting.services.automatic import readings_mint_due
 from tests.minting.pipeline_harness import make_meter, set_tokenization, use_chain
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -62,7 +62,7 @@ def test_the_reading_basis_mints_positive_intervals_and_never_zero_or_negative(c
     )
     assert result["failed_count"] == 0
 
-    services.readings_mint_due()
+    readings_mint_due()
 
     assert_balance(chain, meter, "1.75")
     assert MeterReading.objects.filter(status=Status.RECORDED).count() == 2
@@ -80,7 +80,7 @@ def test_the_export_basis_mints_gross_generation_and_register_export(chain, sett
         ],
     )
 
-    services.readings_mint_due()
+    readings_mint_due()
 
     assert_balance(chain, solar, "1.25")
     assert_balance(chain, register, "3.5")
@@ -95,8 +95,8 @@ def test_the_window_basis_mints_each_windows_net_surplus_once(chain, settings, s
     submit(meter, first + second + third)
     assert set(MeterReading.objects.values_list("status", flat=True)) == {Status.AWAITING_WINDOW}
 
-    services.readings_mint_due()  # settles the complete windows, then mints them
-    services.readings_mint_due()
+    readings_mint_due()  # settles the complete windows, then mints them
+    readings_mint_due()
 
     windows = {r.window_start: r for r in MeterReading.objects.filter(source="window")}
     assert windows[start].mintable_kwh == Decimal("1.25") and windows[start].status == Status.MINTED
@@ -108,7 +108,7 @@ def test_the_window_basis_mints_each_windows_net_surplus_once(chain, settings, s
     late = MeterReading.objects.get(reading_timestamp=start + timedelta(minutes=7))
     assert (late.status, late.flags) == (Status.RECORDED, ["late_settled_window"])
     assert windows_settle() == 0
-    services.readings_mint_due()
+    readings_mint_due()
     assert_balance(chain, meter, "1.25")
 
 
@@ -121,7 +121,7 @@ def test_a_quiet_meters_past_windows_complete_by_the_wall_clock(chain, settings,
     MeterReading.objects.update(submitted_at=timezone.now() - timedelta(minutes=16))
 
     assert windows_settle() == 1
-    services.readings_mint_due()
+    readings_mint_due()
     assert_balance(chain, meter, "0.5")
 
 
@@ -138,7 +138,7 @@ def test_a_held_reading_keeps_its_window_open_until_an_operator_decides(chain, s
 
     readings_approve(reading_ids=[held.id])
     assert windows_settle() == 1
-    services.readings_mint_due()
+    readings_mint_due()
 
     assert_balance(chain, meter, "5")
 
@@ -175,7 +175,7 @@ def test_racing_settlers_create_one_window_and_the_database_refuses_a_second(cha
                 user_id=window.user_id, meter=meter, wallet_address=window.wallet_address, kwh_amount=1,
                 mintable_kwh=1, reading_timestamp=moment, source="window", window_start=window.window_start,
             )  # fmt: skip
-    services.readings_mint_due()
+    readings_mint_due()
     assert_balance(chain, meter, "1.5")
 
 

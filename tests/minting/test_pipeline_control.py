@@ -8,10 +8,12 @@ import pytest
 from django.utils import timezone
 
 from meters.models import MeterReading
-from minting import services
 from minting.chain.keys import create_keypair
 from minting.models import MintBatch, MintingControl, TokenMint
-from minting.services import control_get, outage_delay, retry_delay
+from minting.services.automatic import readings_mint_due
+from minting.services.control import auto_mint_set, chain_outage_clear, chain_outage_record, chain_paused, control_get
+from minting.services.policy import outage_delay, retry_delay
+from minting.services.reconciliation import batches_reconcile
 from minting.tasks import mint_due_readings, reconcile_batches
 from minting.triggers import DEBOUNCE_KEY, mint_soon, mint_soon_on_commit
 from tests.conftest import free_port, queued_tasks
@@ -41,7 +43,7 @@ def test_an_outage_backs_off_exponentially_but_never_longer_than_a_sweep_interva
 def test_the_environment_seeds_the_switch_once_and_the_row_wins_afterwards(settings):
     set_tokenization(settings, auto_mint_enabled=False)
     assert control_get().auto_mint_enabled is False
-    services.auto_mint_set(enabled=True, actor="ops")
+    auto_mint_set(enabled=True, actor="ops")
     set_tokenization(settings, auto_mint_enabled=False)
     control = control_get()
     assert control.auto_mint_enabled is True
@@ -51,8 +53,8 @@ def test_the_environment_seeds_the_switch_once_and_the_row_wins_afterwards(setti
 
 def test_with_auto_mint_off_the_drain_touches_nothing():
     readings = make_readings([make_meter()], 3)
-    services.auto_mint_set(enabled=False, actor="ops")
-    result = services.readings_mint_due()
+    auto_mint_set(enabled=False, actor="ops")
+    result = readings_mint_due()
     assert result.stopped == "auto_mint_disabled"
     assert result.claimed == 0
     assert set(MeterReading.objects.filter(id__in=[r.id for r in readings]).values_list("status", flat=True)) == {
@@ -63,7 +65,7 @@ def test_with_auto_mint_off_the_drain_touches_nothing():
 def test_with_a_zero_percent_rollout_the_drain_touches_nothing(settings):
     set_tokenization(settings, auto_mint_percentage=0)
     make_readings([make_meter()], 1)
-    assert services.readings_mint_due().stopped == "rollout_zero"
+    assert readings_mint_due().stopped == "rollout_zero"
 
 
 def unreachable_chain(settings, tmp_path):
@@ -83,7 +85,7 @@ def test_an_unreachable_rpc_pauses_automatic_minting_without_using_any_attempt(s
     unreachable_chain(settings, tmp_path)
     readings = make_readings([make_meter()], 4)
 
-    first = services.readings_mint_due()
+    first = readings_mint_due()
 
     assert first.stopped == "chain_unavailable"
     rows = MeterReading.objects.filter(id__in=[r.id for r in readings])
@@ -92,27 +94,27 @@ def test_an_unreachable_rpc_pauses_automatic_minting_without_using_any_attempt(s
     assert control.chain_failures == 1
     assert control.chain_retry_at > timezone.now()
     assert "cannot reach" in control.chain_error
-    assert services.readings_mint_due().stopped == "chain_paused"
+    assert readings_mint_due().stopped == "chain_paused"
 
     MintingControl.objects.filter(id=1).update(chain_retry_at=timezone.now() - timedelta(seconds=1))
-    assert services.readings_mint_due().stopped == "chain_unavailable"
+    assert readings_mint_due().stopped == "chain_unavailable"
     assert control_get().chain_failures == 2
 
 
 def test_a_missing_chain_setup_pauses_minting_like_an_outage(settings, tmp_path):
     settings.CHAIN = dataclasses.replace(settings.CHAIN, keypair_path=tmp_path / "missing.json")
     make_readings([make_meter()], 1)
-    assert services.readings_mint_due().stopped == "chain_unavailable"
+    assert readings_mint_due().stopped == "chain_unavailable"
     assert "chain_init" in control_get().chain_error
 
 
 def test_clearing_the_breaker_resumes_minting_for_every_worker():
-    services.chain_outage_record(RuntimeError("down"))
-    assert services.chain_paused(control_get())
-    services.chain_outage_clear()
+    chain_outage_record(RuntimeError("down"))
+    assert chain_paused(control_get())
+    chain_outage_clear()
     control = control_get()
     assert (control.chain_failures, control.chain_retry_at, control.chain_error) == (0, None, "")
-    assert not services.chain_paused(control)
+    assert not chain_paused(control)
 
 
 # --- the on-submit trigger -----------------------------------------------------------------------------
@@ -124,6 +126,11 @@ def test_a_burst_of_a_thousand_triggers_enqueues_one_task(broker, settings):
     assert enqueued.count(True) == 1
     assert queued_tasks(broker) == ["minting.tasks.mint_due_readings"]
     assert 0 < broker.pttl(DEBOUNCE_KEY) <= 2000
+
+
+def test_the_trigger_sends_the_registered_mint_task_by_name(broker):
+    assert mint_soon(force=True)
+    assert queued_tasks(broker) == [mint_due_readings.name]
 
 
 def test_a_forced_trigger_enqueues_at_once_whatever_the_window(broker, settings):
@@ -145,14 +152,14 @@ def test_a_trigger_that_cannot_reach_redis_is_lost_quietly_for_the_sweep_to_cove
 
 
 def test_switching_auto_mint_on_triggers_a_mint_after_commit(broker, django_capture_on_commit_callbacks):
-    services.auto_mint_set(enabled=False)
+    auto_mint_set(enabled=False)
     with django_capture_on_commit_callbacks(execute=True):
-        services.auto_mint_set(enabled=True, actor="ops")
+        auto_mint_set(enabled=True, actor="ops")
     assert queued_tasks(broker) == ["minting.tasks.mint_due_readings"]
 
 
 def test_the_tasks_are_thin_wrappers_that_report_what_they_did():
-    services.auto_mint_set(enabled=False)
+    auto_mint_set(enabled=False)
     assert mint_due_readings()["stopped"] == "auto_mint_disabled"
     assert reconcile_batches() == {
         "examined": 0, "confirmed": 0, "failed": 0, "expired": 0, "resent": 0, "minted": 0, "error": "",
@@ -173,6 +180,6 @@ def test_reconciliation_with_the_chain_unreachable_leaves_batches_for_the_next_r
         signature="never-sent", raw_transaction=b"x", last_valid_block_height=10, mint_address="m",
         created_at=timezone.now() - timedelta(minutes=1),
     )  # fmt: skip
-    result = services.batches_reconcile()
+    result = batches_reconcile()
     assert result.examined == 1 and "cannot reach" in result.error
     assert MintBatch.objects.get(id=batch.id).status == "signed"

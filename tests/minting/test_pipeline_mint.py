@@ -24,13 +24,23 @@ from spl.token.instructions import (
 )
 
 from meters.models import MeterReading
-from minting import services
 from minting.chain.keys import load_keypair
 from minting.models import MintBatch, MintingControl
 from minting.services import reconciliation
-from minting.services.batching import ZERO_AMOUNT_ERROR, Prepared, batches_dispatch, batches_prepare, batches_send
+from minting.services.automatic import readings_mint_due
+from minting.services.batching import (
+    ZERO_AMOUNT_ERROR,
+    Prepared,
+    batches_dispatch,
+    batches_prepare,
+    batches_send,
+    chain_client,
+)
 from minting.services.chain_view import as_signed
 from minting.services.claiming import claim_due
+from minting.services.control import chain_outage_record, control_get
+from minting.services.reconciliation import batches_reconcile
+from minting.services.settlement import Settlement, batches_settle
 from tests.minting.pipeline_harness import (
     assert_minted_exactly_once,
     captured_events,
@@ -68,7 +78,7 @@ def test_due_readings_are_minted_exactly_once_with_one_instruction_per_wallet(ch
     make_readings(meters[2:3], 1, kwh="99.999999999")
     client = chain.client()
 
-    result = services.readings_mint_due()
+    result = readings_mint_due()
 
     assert (result.claimed, result.minted, result.in_flight, result.stopped) == (23, 23, 0, "")
     readings = all_readings()
@@ -82,7 +92,7 @@ def test_due_readings_are_minted_exactly_once_with_one_instruction_per_wallet(ch
 def test_a_burst_is_minted_in_full_batches_by_one_drain(chain, settings):
     set_tokenization(settings, batch_size=10)
     make_readings([make_meter() for _ in range(7)], 35)
-    result = services.readings_mint_due()
+    result = readings_mint_due()
     assert (result.cycles, result.claimed, result.minted) == (4, 35, 35)
     assert_minted_exactly_once(chain.client(), all_readings())
 
@@ -92,7 +102,7 @@ def test_a_drain_that_outlives_its_budget_hands_over_to_a_fresh_task(chain, sett
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     broker.flushdb()
     make_readings([make_meter()], 5)
-    result = services.readings_mint_due(budget_secs=-1)
+    result = readings_mint_due(budget_secs=-1)
     assert (result.cycles, result.minted) == (1, 2)
     assert [json.loads(m)["headers"]["task"] for m in broker.lrange("celery", 0, -1)] == [
         "minting.tasks.mint_due_readings"
@@ -106,9 +116,9 @@ def test_reconciliation_sends_the_committed_bytes_of_a_batch_that_never_left(cha
     (batch,) = prepare_without_sending(client)
     assert client.get_signature_statuses([batch.signature])[batch.signature] is None
 
-    first = services.batches_reconcile(min_age_secs=0)
+    first = batches_reconcile(min_age_secs=0)
     assert (first.examined, first.resent) == (1, 1)
-    second = services.batches_reconcile(min_age_secs=0)
+    second = batches_reconcile(min_age_secs=0)
     assert (second.confirmed, second.minted) == (1, 6)
 
     assert MintBatch.objects.get().signature == batch.signature  # the same transaction, never a second one
@@ -121,7 +131,7 @@ def test_reconciliation_marks_a_batch_that_landed_but_was_never_marked(chain):
     batches = prepare_without_sending(client)
     batches_send(client, [(b, as_signed(b)) for b in batches])
 
-    result = services.batches_reconcile(min_age_secs=0)
+    result = batches_reconcile(min_age_secs=0)
 
     assert (result.confirmed, result.resent, result.minted) == (1, 0, 3)
     assert MintBatch.objects.get().send_attempts == 1
@@ -140,11 +150,11 @@ def test_reconciliation_counts_only_the_settles_it_won(chain, monkeypatch):
 
     def read_then_lose_the_race(client, chunk):
         outcome = real(client, chunk)
-        services.batches_settle(outcome[0])  # the worker wins
+        batches_settle(outcome[0])  # the worker wins
         return outcome
 
     monkeypatch.setattr(reconciliation, "read_outcomes", read_then_lose_the_race)
-    result = services.batches_reconcile(min_age_secs=0)
+    result = batches_reconcile(min_age_secs=0)
 
     assert (result.examined, result.confirmed, result.minted) == (1, 0, 0)
     assert_minted_exactly_once(client, all_readings())
@@ -153,7 +163,7 @@ def test_reconciliation_counts_only_the_settles_it_won(chain, monkeypatch):
 def test_young_batches_are_left_to_the_worker_that_is_confirming_them(chain):
     make_readings([make_meter()], 1)
     prepare_without_sending(chain.client())
-    assert services.batches_reconcile().examined == 0
+    assert batches_reconcile().examined == 0
 
 
 def test_an_orphaned_batch_expires_after_its_blockhash_and_its_readings_get_a_fresh_transaction(
@@ -165,13 +175,13 @@ def test_an_orphaned_batch_expires_after_its_blockhash_and_its_readings_get_a_fr
     (orphan,) = prepare_without_sending(client)
     wait_until(lambda: client.get_block_height() > orphan.last_valid_block_height, message="blockhash expiry")
 
-    result = services.batches_reconcile(min_age_secs=0)
+    result = batches_reconcile(min_age_secs=0)
 
     assert (result.expired, result.resent) == (1, 0)
     orphan.refresh_from_db()
     assert orphan.status == "expired"
     assert {(r.status, r.attempts) for r in all_readings()} == {("pending", 1)}  # no attempt consumed
-    assert services.readings_mint_due().minted == 4
+    assert readings_mint_due().minted == 4
     assert client.get_signature_statuses([orphan.signature])[orphan.signature] is None
     assert MintBatch.objects.filter(status="confirmed").exclude(signature=orphan.signature).count() == 1
     assert_minted_exactly_once(client, all_readings())
@@ -220,20 +230,20 @@ def test_a_mint_authority_changed_on_chain_pauses_minting_and_charges_no_reading
 
     events = captured_events(f"user.{meter.owner_id}")
     with events as received, django_capture_on_commit_callbacks(execute=True):
-        failed = services.readings_mint_due()
+        failed = readings_mint_due()
     assert (failed.claimed, failed.retried, failed.minted, failed.stopped) == (3, 3, 0, "chain_platform_fault")
     assert received(f"user.{meter.owner_id}") == []  # nothing for the producer to worry about
     (bad,) = MintBatch.objects.all()
     assert bad.status == "failed" and "authority" in bad.error
     assert {(r.status, r.attempts) for r in all_readings()} == {("pending", 0)}
-    control = services.control_get()
+    control = control_get()
     assert control.chain_error_code == "wrong_authority" and "not the mint authority" in control.chain_error
 
     change_mint_authority(client, authority, stranger, authority)
     lift_pause()
-    assert services.readings_mint_due().minted == 3
+    assert readings_mint_due().minted == 3
     assert {r.attempts for r in all_readings()} == {0}
-    assert services.control_get().chain_failures == 0
+    assert control_get().chain_failures == 0
     assert_minted_exactly_once(client, all_readings())
 
 
@@ -245,17 +255,17 @@ def test_a_fee_payer_without_sol_pauses_minting_before_anything_is_signed(chain,
     drain = client.balance(authority.pubkey()) - 6_000  # leaves less than one fee and one account's rent
     client.execute([transfer(TransferParams(from_pubkey=authority.pubkey(), to_pubkey=sink, lamports=drain))])
 
-    result = services.readings_mint_due()
+    result = readings_mint_due()
 
     assert (result.claimed, result.stopped) == (0, "chain_unavailable")
     assert MintBatch.objects.count() == 0 and {(r.status, r.attempts) for r in all_readings()} == {("pending", 0)}
-    control = services.control_get()
+    control = control_get()
     assert control.chain_error_code == "insufficient_funds" and "send it SOL" in control.chain_error
     assert control.fee_payer_lamports < 10_000  # the balance that stopped it, for the dashboard and the alert
     client.rpc.call("requestAirdrop", [str(authority.pubkey()), 10**10])
     lift_pause()
-    assert services.readings_mint_due().minted == 2
-    assert services.control_get().fee_payer_lamports > 10**9
+    assert readings_mint_due().minted == 2
+    assert control_get().fee_payer_lamports > 10**9
     assert_minted_exactly_once(client, readings)
 
 
@@ -265,9 +275,9 @@ def test_a_closed_token_account_is_created_again_without_using_an_attempt(chain,
     meter = make_meter(wallet=str(owner.pubkey()))
     client.rpc.call("requestAirdrop", [str(owner.pubkey()), 10**9])
     first = make_readings([meter], 1, kwh="1")
-    assert services.readings_mint_due().minted == 1  # creates the account
+    assert readings_mint_due().minted == 1  # creates the account
     first += make_readings([meter], 1, kwh="1")
-    assert services.readings_mint_due().minted == 1  # finds it: from now on the process knows it exists
+    assert readings_mint_due().minted == 1  # finds it: from now on the process knows it exists
     # The owner burns what they hold and closes the account; this process still believes it exists.
     account = client.token_account(owner.pubkey())
     close = [
@@ -280,11 +290,11 @@ def test_a_closed_token_account_is_created_again_without_using_an_attempt(chain,
     assert client.account_data(account) is None
 
     second = make_readings([meter, make_meter()], 4, kwh="1")
-    services.readings_mint_due()
+    readings_mint_due()
     failed = MintBatch.objects.filter(status="failed").get()
     assert "gone" in failed.error
     assert all(r.attempts == 0 for r in MeterReading.objects.filter(id__in=[r.id for r in second]))
-    assert services.readings_mint_due().minted >= 2  # the retry creates the account again
+    assert readings_mint_due().minted >= 2  # the retry creates the account again
     rows = MeterReading.objects.filter(id__in=[r.id for r in second])
     assert {(r.status, r.attempts) for r in rows} == {("minted", 0)}
     assert client.token_balance(str(owner.pubkey())) == 2 * 10**9
@@ -297,7 +307,7 @@ def test_a_wallet_the_chain_refuses_is_dead_lettered_without_holding_up_the_othe
     bad_meter = make_meter(wallet="not-a-solana-wallet")
     (bad,) = make_readings([bad_meter], 1)
 
-    result = services.readings_mint_due()
+    result = readings_mint_due()
 
     assert (result.claimed, result.minted, result.dead) == (5, 4, 1)
     bad.refresh_from_db()
@@ -309,7 +319,7 @@ def test_a_wallet_the_chain_refuses_is_dead_lettered_without_holding_up_the_othe
 def test_a_reading_worth_less_than_one_base_unit_is_dead_lettered_not_minted(chain, settings):
     set_tokenization(settings, kwh_to_token_ratio=Decimal("0.5"))
     (tiny,) = make_readings([make_meter()], 1, kwh="0.000000001")
-    assert services.readings_mint_due().dead == 1
+    assert readings_mint_due().dead == 1
     tiny.refresh_from_db()
     assert (tiny.status, tiny.last_error) == ("failed", ZERO_AMOUNT_ERROR)
     assert chain.client().token_supply() == 0
@@ -317,7 +327,7 @@ def test_a_reading_worth_less_than_one_base_unit_is_dead_lettered_not_minted(cha
 
 def test_a_claim_of_only_a_refused_wallet_dead_letters_just_that_reading(chain):
     (bad,) = make_readings([make_meter(wallet="11111111111111111111111111111111")], 1)
-    assert services.readings_mint_due().dead == 1
+    assert readings_mint_due().dead == 1
     bad.refresh_from_db()
     assert bad.status == "failed" and "refused by the chain" in bad.last_error
     assert MintBatch.objects.count() == 0
@@ -343,20 +353,20 @@ def test_bytes_the_node_refuses_are_resent_until_they_expire_and_then_minted_ane
     batch.refresh_from_db()
     assert batch.send_attempts >= 2 and batch.error.startswith("refused by the node")
     wait_until(lambda: client.get_block_height() > batch.last_valid_block_height, message="blockhash expiry")
-    assert services.control_get().chain_failures >= 1  # a refusal naming no instruction is the platform's
-    assert services.batches_reconcile(min_age_secs=0).expired == 1
+    assert control_get().chain_failures >= 1  # a refusal naming no instruction is the platform's
+    assert batches_reconcile(min_age_secs=0).expired == 1
     assert {(r.status, r.attempts) for r in all_readings()} == {("pending", 0)}
     lift_pause()
-    assert services.readings_mint_due().minted == 2
+    assert readings_mint_due().minted == 2
     assert_minted_exactly_once(client, readings)
 
 
 def test_the_first_cycle_that_reaches_the_chain_again_lifts_the_outage_pause(chain):
-    services.chain_outage_record(RuntimeError("was down"))
+    chain_outage_record(RuntimeError("was down"))
     MintingControl.objects.filter(id=1).update(chain_retry_at=timezone.now() - timedelta(seconds=1))
     readings = make_readings([make_meter()], 2)
-    assert services.readings_mint_due().minted == 2
-    assert services.control_get().chain_failures == 0
+    assert readings_mint_due().minted == 2
+    assert control_get().chain_failures == 0
     assert_minted_exactly_once(chain.client(), readings)
 
 
@@ -364,10 +374,10 @@ def test_recurring_wallets_are_packed_through_a_lookup_table_and_minted_exactly(
     set_tokenization(settings, batch_size=100)
     meters = [make_meter() for _ in range(40)]
     first = make_readings(meters, 40)
-    assert services.readings_mint_due().minted == 40  # creates the token accounts: legacy create+mint pairs
+    assert readings_mint_due().minted == 40  # creates the token accounts: legacy create+mint pairs
     second = make_readings(meters, 40, kwh="0.25")
 
-    assert services.readings_mint_due().minted == 40
+    assert readings_mint_due().minted == 40
 
     batches = MintBatch.objects.filter(readings__in=second).distinct()
     messages = [VersionedTransaction.from_bytes(bytes(b.raw_transaction)).message for b in batches]
@@ -381,11 +391,11 @@ def test_amounts_are_priced_once_and_a_ratio_change_applies_only_to_readings_not
     (early,) = make_readings([meter], 1, kwh="2")
     with transaction.atomic():
         (batch,) = [p.batch for p in batches_prepare(client=client, claimed=claim_due(limit=10))[0]]
-    services.batches_settle(services.Settlement(expired=[batch.id]))  # released: it must be re-signed
+    batches_settle(Settlement(expired=[batch.id]))  # released: it must be re-signed
     set_tokenization(settings, kwh_to_token_ratio=Decimal("3"))
     (late,) = make_readings([meter], 1, kwh="2")
 
-    assert services.readings_mint_due().minted == 2
+    assert readings_mint_due().minted == 2
 
     early.refresh_from_db()
     late.refresh_from_db()
@@ -399,7 +409,7 @@ def test_readings_worth_a_fraction_of_a_base_unit_each_are_minted_together(chain
     meter = make_meter()
     tiny = make_readings([meter], 3, kwh="0.000000001")  # half a base unit each
 
-    assert services.readings_mint_due().minted == 3
+    assert readings_mint_due().minted == 3
 
     rows = MeterReading.objects.filter(id__in=[r.id for r in tiny])
     assert sorted(r.token_amount for r in rows) == [0, 0, 1]  # 1.5 base units floor to 1, none lost twice
@@ -411,7 +421,7 @@ def test_a_request_that_cannot_be_built_is_isolated_without_holding_up_the_claim
     meters = [make_meter() for _ in range(6)]
     readings = make_readings(meters, 12)
     cursed = meters[4].wallet_address
-    client = services.chain_client()
+    client = chain_client()
     real = client.build_mints
 
     def build(requests, **kwargs):
@@ -420,11 +430,11 @@ def test_a_request_that_cannot_be_built_is_isolated_without_holding_up_the_claim
         return real(requests, **kwargs)
 
     monkeypatch.setattr(client, "build_mints", build)
-    result = services.readings_mint_due()
+    result = readings_mint_due()
 
     assert (result.minted, result.dead) == (10, 2)
     failed = MeterReading.objects.filter(status="failed")
     assert {r.wallet_address for r in failed} == {cursed}
     assert all("ArithmeticError: odd value" in r.last_error for r in failed)
-    assert services.control_get().chain_failures == 0
+    assert control_get().chain_failures == 0
     assert_minted_exactly_once(chain.client(), [r for r in readings if r.wallet_address != cursed])

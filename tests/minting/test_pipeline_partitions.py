@@ -15,8 +15,8 @@ from certificates.models import Issuance
 from certificates.services.issuance import certificates_issue_due
 from meters.models import MeterReading
 from meters.partitions import DEFAULT_PARTITION, month_start, partition_name, partitions_ensure
-from minting import services
 from minting.models import MintBatch
+from minting.services.automatic import readings_mint_due
 from tests.certificates.helpers import HOUR0, add_readings, close_hour, make_device
 from tests.meters.test_partitions import partitions_restored_fixture  # noqa: F401 (the partitions_restored fixture)
 from tests.minting.pipeline_harness import make_meter, set_tokenization, use_chain
@@ -57,7 +57,7 @@ def test_one_mint_batch_mints_readings_of_two_months_one_of_them_late(chain, set
     partitions_ensure()
     submit(meter, [interval(boundary, "0.25"), interval(boundary + timedelta(minutes=15), "1")])
 
-    services.readings_mint_due()
+    readings_mint_due()
 
     assert homes(meter=meter) == {partition_name(boundary - timedelta(days=1)), partition_name(boundary)}
     assert set(MeterReading.objects.values_list("status", flat=True)) == {Status.MINTED}
@@ -78,8 +78,8 @@ def test_settlement_windows_either_side_of_a_month_boundary_mint_once_each(chain
     submit(meter, [interval(after, "0.5"), interval(after + timedelta(minutes=10), "0.5")])
     submit(meter, [interval(after + timedelta(minutes=30), "2")])  # completes both windows in event time
 
-    services.readings_mint_due()
-    services.readings_mint_due()
+    readings_mint_due()
+    readings_mint_due()
 
     windows = {r.window_start: r for r in MeterReading.objects.filter(source="window")}
     assert {windows[before].status, windows[after].status} == {Status.MINTED}

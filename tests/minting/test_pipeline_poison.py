@@ -12,8 +12,9 @@ from django.utils import timezone
 
 from gridtoken import observability
 from meters.models import MeterReading
-from minting import services
 from minting.services import batching
+from minting.services.automatic import readings_mint_due
+from minting.services.control import control_get
 from tests.factories import UserFactory
 from tests.minting.pipeline_harness import (
     assert_minted_exactly_once,
@@ -55,7 +56,7 @@ def test_an_unexpected_error_for_one_reading_costs_it_an_attempt_and_every_other
     poisoned.add(bad.id)
 
     with caplog.at_level(logging.ERROR, logger="minting.batching"):
-        result = services.readings_mint_due()
+        result = readings_mint_due()
 
     assert (result.minted, result.retried, result.dead) == (11, 1, 0)
     bad.refresh_from_db()
@@ -63,7 +64,7 @@ def test_an_unexpected_error_for_one_reading_costs_it_an_attempt_and_every_other
     assert bad.last_error == "internal_error: ArithmeticError: a bug nobody saw coming"
     assert bad.next_attempt_at > timezone.now()
     assert_minted_exactly_once(chain.client(), [r for r in readings if r.id != bad.id])
-    assert services.control_get().chain_failures == 0  # the platform is fine: no outage pause
+    assert control_get().chain_failures == 0  # the platform is fine: no outage pause
     [logged] = [r for r in caplog.records if r.getMessage() == "a reading's mint raised an unexpected error"]
     assert logged.exc_info is not None and logged.reading_id == str(bad.id)
     assert observability.mint_internal_error_count() == 1
@@ -80,7 +81,7 @@ def test_a_reading_that_keeps_failing_unexpectedly_is_failed_after_its_last_atte
 
     group = f"user.{meter.owner_id}"
     with captured_events(group) as received, django_capture_on_commit_callbacks(execute=True):
-        result = services.readings_mint_due()
+        result = readings_mint_due()
 
     assert (result.minted, result.dead) == (3, 1)
     bad.refresh_from_db()
@@ -90,14 +91,14 @@ def test_a_reading_that_keeps_failing_unexpectedly_is_failed_after_its_last_atte
         (str(bad.id), True, 3)
     ]
     assert_minted_exactly_once(chain.client(), others)
-    assert services.readings_mint_due().claimed == 0  # never claimed again by itself
+    assert readings_mint_due().claimed == 0  # never claimed again by itself
 
     client.force_login(UserFactory(is_staff=True))
     unminted = client.get("/api/admin/meters/unminted").json()
     assert [(r["id"], r["status"]) for r in unminted if r["id"] == str(bad.id)] == [(str(bad.id), "failed")]
     poisoned.clear()  # the bug is fixed: the operator retries and it mints
     assert client.post("/api/admin/meters/retry-failed", {}, content_type="application/json").json()["retried"] == 1
-    assert services.readings_mint_due().minted == 1
+    assert readings_mint_due().minted == 1
     bad.refresh_from_db()
     assert bad.status == "minted"
 
@@ -107,10 +108,10 @@ def test_a_reading_charged_for_an_internal_error_waits_its_back_off_and_does_not
 ):
     (bad,) = make_readings([make_meter()], 1)
     poisoned.add(bad.id)
-    services.readings_mint_due()
+    readings_mint_due()
     later = make_readings([make_meter()], 4)
 
-    result = services.readings_mint_due()
+    result = readings_mint_due()
 
     assert (result.claimed, result.minted) == (4, 4)
     bad.refresh_from_db()

@@ -12,11 +12,11 @@ from spl.token.constants import TOKEN_PROGRAM_ID
 from meters.models import MeterReading
 from minting.chain import error_from_transaction_err
 from minting.models import MintBatch, MintingControl
-from minting.services import Settlement, batches_settle, claim_by_ids, claim_due, control_get, rollout_bucket
 from minting.services.chain_view import failure_of
-from minting.services.claiming import readings_link
-from minting.services.policy import rollout_bucket_sql
-from minting.services.settlement import INSTRUCTION_REFUSAL, Failure
+from minting.services.claiming import claim_by_ids, claim_due, readings_link
+from minting.services.control import control_get
+from minting.services.policy import rollout_bucket, rollout_bucket_sql
+from minting.services.settlement import INSTRUCTION_REFUSAL, Failure, Settlement, batches_settle
 from tests.conftest import queued_tasks
 from tests.minting.pipeline_harness import captured_events, make_meter, make_readings, make_user, set_tokenization
 

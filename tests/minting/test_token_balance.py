@@ -8,9 +8,9 @@ from django.core.management import CommandError, call_command
 from solders.pubkey import Pubkey
 
 from meters.models import MeterReading
-from minting import services
+from minting.services.automatic import readings_mint_due
 from tests.conftest import free_port
-from tests.minting.localnet_helpers import mint_to
+from tests.localnet.helpers import mint_to
 from tests.minting.pipeline_harness import make_meter, make_readings, use_chain
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +38,7 @@ def minted_world():
     meter, other = make_meter(), make_meter()
     make_readings([meter], 3, kwh="1.25")
     make_readings([other], 2, kwh="0.5")
-    result = services.readings_mint_due()
+    result = readings_mint_due()
     assert result.minted == 5
     return meter, other
 

@@ -27,7 +27,7 @@ from meters.archive.models import ArchivedPartition
 from meters.models import DeadLetter, Meter, MeterReading
 from meters.services.dead_letters import Origin, dead_letter_record
 from minting.models import MintBatch, TokenMint
-from minting.services import control_get
+from minting.services.control import control_get
 from tests.certificates.helpers import add_readings, close_hour, make_device
 from tests.factories import ReadingFactory, UserFactory, api_key_for
 

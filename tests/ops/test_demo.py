@@ -17,9 +17,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from psycopg import sql
 
-from gridtoken.ops.processes import group_alive
+from gridtoken.databases import demo_database_name, using_database
 from meters.models import MeterReading
-from minting.management.commands.demo import demo_database_name, using_database
+from ops.processes import group_alive
 from tests.conftest import ROOT, free_port
 
 BASE_DB = "gt_ops_demo_smoke"

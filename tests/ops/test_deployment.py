@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import load
 from gridtoken import observability
-from gridtoken.ops import demo
 from meters.models import DeadLetter
 from minting.models import MintingControl
 from minting.selectors import DECISIONS_BLOCKED_RECENT, FEE_PAYER_LOW_LAMPORTS
+from ops import demo
 from protocols import status as mqtt_status
 from protocols.mqtt import acl
 from tests.conftest import ROOT, free_port, wait_until

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from gridtoken.ops import health
 from minting.models import MintingControl
+from ops import health
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.django_db

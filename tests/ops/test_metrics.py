@@ -8,11 +8,11 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from gridtoken import observability
-from gridtoken.ops.metrics import latency_quantile, pipeline_snapshot
 from meters.models import Meter, User
 from minting.models import MintingControl
 from minting.selectors import PAUSE_REASONS
 from minting.services.policy import rollout_bucket
+from ops.metrics import latency_quantile, pipeline_snapshot
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ from django.test import RequestFactory
 
 from gridtoken import observability
 from gridtoken.middleware import RequestIdLogFilter
-from gridtoken.ops.middleware import rejection_reasons
+from ops.middleware import rejection_reasons
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gridtoken.ops import health
+from ops import health
 from protocols import status
 
 pytestmark = pytest.mark.django_db

@@ -9,9 +9,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from gridtoken.ops import demo
-from gridtoken.ops.processes import ChildFailed, Supervisor, group_alive, stop_group
 from meters.models import User
+from ops import demo
+from ops.processes import ChildFailed, Supervisor, group_alive, stop_group
 from tests.conftest import ROOT
 
 ENV = {"PATH": "/usr/bin:/bin"}

@@ -18,8 +18,8 @@ from rest_framework.test import APIClient
 
 from meters.models import MeterReading
 from meters.services.holds import readings_approve
-from minting import services
 from minting.chain import kwh_to_base_units
+from minting.services.automatic import readings_mint_due
 from tests.factories import MeterFactory, api_key_for
 from tests.minting.pipeline_harness import assert_minted_exactly_once, set_tokenization, use_chain
 from tests.protocols.test_bridge import millis, sign, sim_pubkey
@@ -35,7 +35,7 @@ def chain(settings, localnet, tmp_path):
 
 
 def minted(chain, meter) -> int:
-    services.readings_mint_due()
+    readings_mint_due()
     return chain.client().token_balance(meter.wallet_address)
 
 

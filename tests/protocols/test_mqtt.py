@@ -269,7 +269,7 @@ def test_the_generated_password_and_acl_files_let_a_meter_publish_only_on_its_ow
 
 
 def test_the_ingester_reports_itself_and_its_counts_to_ready_and_metrics(db, ingester, peer):
-    from gridtoken.ops import health
+    from ops import health
     from protocols import status
 
     meter = MeterFactory()

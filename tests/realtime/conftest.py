@@ -22,9 +22,9 @@ from django.db import connections
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
+from gridtoken import events
 from gridtoken.asgi import application
 from meters.models import Meter, MeterReading, User
-from realtime import events
 
 IN_MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

@@ -18,9 +18,9 @@ import redis
 from django.conf import settings
 from django.core.management import call_command
 
+from gridtoken import events
 from meters.models import MeterReading
 from meters.services.api_keys import api_key_create
-from realtime import events
 from tests.conftest import ROOT, database_url, free_port, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")

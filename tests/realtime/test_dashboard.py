@@ -8,9 +8,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from gridtoken.events import rfc3339
 from minting.models import MintBatch, MintingControl, TokenMint
 from realtime import views
-from realtime.events import rfc3339
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from gridtoken.events import rfc3339
 from minting.models import MintBatch
-from realtime.events import rfc3339
 from tests.conftest import wait_until
 from tests.factories import ReadingFactory
 from tests.realtime.test_browser import CHROMEDRIVER, CHROMIUM, browser, processes, sign_in, start_uvicorn, text_of

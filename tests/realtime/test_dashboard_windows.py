@@ -11,8 +11,8 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from gridtoken.events import rfc3339
 from realtime import selectors
-from realtime.events import rfc3339
 from tests.factories import ReadingFactory
 
 pytestmark = pytest.mark.django_db

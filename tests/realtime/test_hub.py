@@ -9,7 +9,7 @@ import pytest
 import redis
 from channels.layers import get_channel_layer
 
-from realtime import events
+from gridtoken import events
 from realtime.hub import hub_for
 from tests.conftest import free_port
 from tests.realtime.conftest import close_code, connected, layer_publish, receive_json, received_event, websocket

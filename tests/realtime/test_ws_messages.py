@@ -7,8 +7,8 @@ from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from django.urls import re_path
 
+from gridtoken import events
 from meters.models import MeterReading, User
-from realtime import events
 from realtime.auth import WebSocketAuthMiddleware
 from realtime.consumers import EventsConsumer
 from tests.realtime.conftest import close_code, connected, layer_publish, receive_json, received_event, websocket

@@ -6,8 +6,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
+from gridtoken import events
 from meters.models import MeterReading
-from realtime import events
 from tests.realtime.conftest import connected, receive_json, websocket
 
 pytestmark = pytest.mark.django_db(transaction=True)

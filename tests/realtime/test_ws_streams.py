@@ -2,7 +2,7 @@
 
 import pytest
 
-from realtime import events
+from gridtoken import events
 from tests.realtime.conftest import connected, layer_publish, receive_json, received_event, websocket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("in_memory_layer")]

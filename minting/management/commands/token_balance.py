@@ -24,12 +24,13 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from gridtoken.databases import demo_database_name, using_database
 from meters.models import Meter, User, WalletRollup
 from meters.selectors import rollup_totals
 from minting.chain import ChainClient, ChainError, NodeBehind
+from minting.chain.configured import client_from_settings
 from minting.chain.decoding import rpc_value, token_amount
 from minting.chain.instructions import parse_wallet
-from minting.management.commands.demo import demo_database_name, using_database
 
 MATCH, MISMATCH, NOT_YET = 0, 1, 2
 
@@ -146,7 +147,7 @@ class Command(BaseCommand):
         if supply:
             subjects.append(Subject("mint supply", None))
         try:
-            client = ChainClient.from_settings()
+            client = client_from_settings()
         except ChainError as error:
             raise CommandError(f"Cannot use the chain: {error}", returncode=NOT_YET) from error
         deadline = time.monotonic() + wait

@@ -1,0 +1,32 @@
+"""``/health``, ``/ready`` and ``/metrics``: plain Django views, no authentication (see docs/OPERATIONS.md)."""
+
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.http import require_safe
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ops import health, metrics
+
+
+@require_safe
+def health_view(request):
+    """The process is up and serving requests; nothing else is checked (a liveness probe)."""
+    return JsonResponse({"status": "ok"})
+
+
+@require_safe
+def ready_view(request):
+    """Every dependency answers (a readiness probe); 503 names the ones that do not.
+
+    ``degraded`` (automatic minting paused, settlement waiting for the node) still answers 200: it is the
+    workers' and the chain's trouble, which taking this pod out of rotation or restarting it cannot cure.
+    """
+    code, body = health.ready_answer()
+    response = JsonResponse(body, status=code)
+    if code != 200:  # health.py already logged each failure with its cause; skip Django's generic 5xx line
+        response._has_been_logged = True
+    return response
+
+
+@require_safe
+def metrics_view(request):
+    return HttpResponse(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
