@@ -171,6 +171,26 @@ def backend_alive(pid: int) -> bool:
         return cursor.fetchone() is not None
 
 
+def fold_killed_mid_statement(*, hold: str, kill: str, function: str = "meters_rollup_fold") -> None:
+    """Run ``rollups_fold`` while another session holds a rollup row (``hold``, a ``SELECT ... FOR UPDATE``), so
+    the fold stops inside its statement, its deltas deleted and other rollups already added to; then kill it
+    there (``kill``: ``sigkill_client`` or ``terminate_backend``) and wait for its backend to be gone."""
+    with psycopg.connect(database_url()) as holder:
+        holder.execute(hold)
+        fold = start_fold()
+        backend = wait_until(
+            lambda: folding_backend(function), timeout=60, interval=0.05, message="a fold waiting mid-statement"
+        )
+        if kill == "sigkill_client":
+            fold.send_signal(signal.SIGKILL)
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+        fold.wait(timeout=60)
+        holder.rollback()
+    wait_until(lambda: not backend_alive(backend), timeout=120, message="the killed fold's backend gone")
+
+
 def start_fold() -> subprocess.Popen:
     env = {"DEBUG": "true", "DATABASE_URL": database_url(), "PATH": "/usr/bin:/bin"}
     return subprocess.Popen(
@@ -228,20 +248,7 @@ def test_rollups_stay_exact_through_the_real_pipeline_a_killed_worker_and_killed
     assert waiting >= 2_000
 
     for kill in ("sigkill_client", "terminate_backend"):
-        # Another session holds the fleet row, so the fold stops inside its statement, its deltas deleted and
-        # the other rollups already added to, until it is killed there.
-        with psycopg.connect(database_url()) as holder:
-            holder.execute("SELECT 1 FROM meters_fleetrollup WHERE id = 1 FOR UPDATE")
-            fold = start_fold()
-            backend = wait_until(folding_backend, timeout=60, interval=0.05, message="a fold waiting mid-statement")
-            if kill == "sigkill_client":
-                fold.send_signal(signal.SIGKILL)
-            else:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
-            fold.wait(timeout=60)
-            holder.rollback()
-        wait_until(lambda: not backend_alive(backend), timeout=120, message="the killed fold's backend gone")
+        fold_killed_mid_statement(hold="SELECT 1 FROM meters_fleetrollup WHERE id = 1 FOR UPDATE", kill=kill)
         assert ReadingDelta.objects.count() == waiting  # rolled back whole: nothing folded, nothing lost
         assert_rollups_exact()
 

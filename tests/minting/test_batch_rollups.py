@@ -7,12 +7,10 @@ The recomputation is written here with the ORM, apart from the triggers' SQL, so
 """
 
 import random
-import signal
 import uuid
 from datetime import timedelta
 from decimal import Decimal
 
-import psycopg
 import pytest
 from django.db import connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
@@ -21,8 +19,7 @@ from django.utils import timezone
 from meters.services.rollups import rollups_fold, rollups_fold_all
 from minting.models import BATCH_DURATION_BUCKETS, BatchDelta, BatchRollup, MintBatch
 from minting.selectors import batch_totals
-from tests.conftest import database_url, wait_until
-from tests.meters.test_rollups import backend_alive, folding_backend, start_fold
+from tests.meters.test_rollups import fold_killed_mid_statement
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 FOLD = "minting_batch_rollup_fold"
@@ -132,20 +129,9 @@ def test_a_fold_killed_inside_its_statement_loses_and_double_counts_nothing(kill
     waiting = BatchDelta.objects.count()
     assert waiting > 0
 
-    with psycopg.connect(database_url()) as holder:
-        holder.execute("SELECT 1 FROM minting_batchrollup WHERE status = 'signed' FOR UPDATE")
-        fold = start_fold()
-        backend = wait_until(
-            lambda: folding_backend(FOLD), timeout=60, interval=0.05, message="a fold waiting mid-statement"
-        )
-        if kill == "sigkill_client":
-            fold.send_signal(signal.SIGKILL)
-        else:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
-        fold.wait(timeout=60)
-        holder.rollback()
-    wait_until(lambda: not backend_alive(backend), timeout=120, message="the killed fold's backend gone")
+    fold_killed_mid_statement(
+        hold="SELECT 1 FROM minting_batchrollup WHERE status = 'signed' FOR UPDATE", kill=kill, function=FOLD
+    )
 
     assert BatchDelta.objects.count() == waiting
     assert_exact()
