@@ -6,7 +6,7 @@ derived window rows (the unique (meter, reading_timestamp) index is now partial)
 from django.db import migrations, models
 
 FILL = "UPDATE meters_meterreading SET mintable_kwh = kwh_amount"
-# Serves the flagged-readings metric and the dashboard's counts (gridtoken/ops/metrics.py: FLAGGED_SQL), which
+# Serves the flagged-readings metric and the dashboard's counts (ops/metrics.py: FLAGGED_SQL), which
 # filter with exactly this predicate; few readings carry flags, so the index stays small.
 FLAGGED_INDEX = (
     "CREATE INDEX reading_flagged_idx ON meters_meterreading (submitted_at) WHERE flags <> '[]'::jsonb",
