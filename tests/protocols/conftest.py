@@ -30,39 +30,45 @@ class Mosquitto:
     def __init__(
         self, directory: Path, lines: tuple[str, ...] = ("allow_anonymous true",), *, user: str = "root"
     ) -> None:
-        self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
         self.conf = directory / "mosquitto.conf"
         self.log = directory / "mosquitto.log"
-        owner = (f"user {user}",) if os.geteuid() == 0 else ()
-        self.conf.write_text(
-            "\n".join(
-                (
-                    f"listener {self.port} 127.0.0.1",
-                    "persistence false",
-                    "max_queued_messages 0",  # unlimited: the crash test queues messages while the ingester is down
-                    *owner,
-                    *lines,
-                )
-            )
-            + "\n"
+        self.lines = (
+            "persistence false",
+            "max_queued_messages 0",  # unlimited: the crash test queues messages while the ingester is down
+            *((f"user {user}",) if os.geteuid() == 0 else ()),
+            *lines,
         )
         self.process: subprocess.Popen | None = None
+        self._listen(free_port())
+
+    def _listen(self, port: int) -> None:
+        self.port, self.url = port, f"mqtt://127.0.0.1:{port}"
+        self.conf.write_text("\n".join((f"listener {port} 127.0.0.1", *self.lines)) + "\n")
 
     def start(self) -> Mosquitto:
+        """Start the broker and wait until it says it runs. A free port can be taken by another process (a
+        parallel test worker's broker) before Mosquitto binds it: then it exits with "Address already in use"
+        and starts again on another port; connecting alone would not tell (it would reach the other broker)."""
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        handle = open(self.log, "ab")  # noqa: SIM115 (kept open for the subprocess' lifetime)
-        self.process = subprocess.Popen([binary, "-c", str(self.conf)], stdout=handle, stderr=subprocess.STDOUT)
-        handle.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
+        for _attempt in range(5):
+            offset = self.log.stat().st_size if self.log.exists() else 0
+            handle = open(self.log, "ab")  # noqa: SIM115 (kept open for the subprocess' lifetime)
+            self.process = subprocess.Popen([binary, "-c", str(self.conf)], stdout=handle, stderr=subprocess.STDOUT)
+            handle.close()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                said = self.log.read_bytes()[offset:].decode(errors="replace")
+                if self.process.poll() is not None:
+                    assert "Address already in use" in said, said
+                    break
+                if " running" in said:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+                    return self
                 time.sleep(0.05)
-        raise AssertionError(f"mosquitto did not listen on {self.port}: {self.log.read_text()}")
+            else:
+                raise AssertionError(f"mosquitto did not start on {self.port}: {said}")
+            self._listen(free_port())
+        raise AssertionError(f"mosquitto found no free port: {said}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
