@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import pyarrow
 from django.conf import settings
 from django.db import connection
 
@@ -37,16 +38,15 @@ def reading_find(*, reading_id: uuid.UUID) -> FoundReading | None:
     config = settings.RETENTION
     archives = ArchivedPartition.objects.filter(status=ArchivedPartition.Status.DROPPED).order_by("-lower", "-id")
     for searched, attempt in enumerate(archives, start=1):
-        with file_open(attempt.url, config) as handle:
-            row = parquet_find(handle, reading_id)
+        try:
+            with file_open(attempt.url, config) as handle:
+                row = parquet_find(handle, reading_id)
+        except (OSError, pyarrow.ArrowException) as error:  # a damaged footer or page: the hash says which
+            _check(attempt, config, f"cannot be read as Parquet ({error})")
+            raise
         if row is None:
             continue
-        sha256, size = file_digest(attempt.url, config)
-        if (sha256, size) != (attempt.sha256, attempt.bytes):
-            raise ArchiveCorrupt(
-                f"{attempt.url} holds reading {reading_id} but reads back as sha256 {sha256} ({size:,} bytes); "
-                f"its manifest (ArchivedPartition {attempt.pk}) says {attempt.sha256} ({attempt.bytes:,} bytes)"
-            )
+        sha256 = _check(attempt, config, f"holds reading {reading_id}")
         where = {
             "archive": attempt.url,
             "partition": attempt.partition,
@@ -56,3 +56,14 @@ def reading_find(*, reading_id: uuid.UUID) -> FoundReading | None:
         }
         return FoundReading(reading_document(row), where, searched)
     return None
+
+
+def _check(attempt: ArchivedPartition, config, what: str) -> str:
+    """The file's sha256, if it still equals its manifest's; otherwise ``ArchiveCorrupt``."""
+    sha256, size = file_digest(attempt.url, config)
+    if (sha256, size) != (attempt.sha256, attempt.bytes):
+        raise ArchiveCorrupt(
+            f"{attempt.url} {what} but reads back as sha256 {sha256} ({size:,} bytes); "
+            f"its manifest (ArchivedPartition {attempt.pk}) says {attempt.sha256} ({attempt.bytes:,} bytes)"
+        )
+    return sha256

@@ -132,11 +132,12 @@ def run(*arguments: str) -> str:
     return out.getvalue()
 
 
-def flip_a_byte(url: str, config) -> None:
+def flip_a_byte(url: str, config, *, at: float = 0.5) -> None:
+    """Flip the byte at fraction ``at`` of the file (0.5: among the data pages, 0.999: in the footer)."""
     filesystem, path = filesystem_for(url, config)
     with filesystem.open_input_stream(path) as stream:
         data = bytearray(stream.read())
-    data[len(data) // 2] ^= 0xFF
+    data[int(len(data) * at)] ^= 0xFF
     with filesystem.open_output_stream(path) as stream:
         stream.write(bytes(data))
 
@@ -266,11 +267,14 @@ def test_an_update_between_export_and_drop_keeps_the_partition(retention, histor
     assert partition.name in [p.name for p in readings_partitions()]
 
 
-def test_reading_find_refuses_an_archive_file_that_no_longer_matches_its_manifest(retention, history):
+@pytest.mark.parametrize("at", [0.5, 0.999], ids=["data", "footer"])
+def test_reading_find_refuses_an_archive_file_that_no_longer_matches_its_manifest(retention, history, at):
+    """A damaged file is named as not matching its manifest, whether it still parses (a data byte) or not (its
+    footer: pyarrow cannot read it at all, which once escaped as a bare OSError)."""
     config = retention()
     old, _ = history
     run("readings_archive")
-    flip_a_byte(ArchivedPartition.objects.get().url, config)
+    flip_a_byte(ArchivedPartition.objects.get().url, config, at=at)
 
     with pytest.raises(CommandError, match="reads back as sha256"):
         run("reading_find", str(old[0].pk))
