@@ -4,6 +4,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -29,6 +30,33 @@ def wait_until(predicate, *, timeout: float = 90.0, interval: float = 0.2, messa
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} not reached within {timeout:.0f} s")
         time.sleep(interval)
+
+
+def concurrently(work, count: int, *, timeout: float = 60.0) -> list:
+    """Run ``work()`` in ``count`` threads released together, each on its own database connection (closed after);
+    their results, or the first exception any of them raised."""
+    from django.db import connection
+
+    barrier, results, errors = threading.Barrier(count), [], []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            results.append(work())
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+    assert len(results) == count, f"{count - len(results)} of {count} threads still running after {timeout:.0f} s"
+    return results
 
 
 def database_url() -> str:

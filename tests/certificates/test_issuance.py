@@ -2,13 +2,12 @@
 
 import hashlib
 import itertools
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
 from certificates.models import CertificateBundle, ChainOperation, Issuance, ProductionDevice
 from certificates.services.issuance import (
@@ -21,6 +20,7 @@ from certificates.services.issuance import (
 from gridtoken.exceptions import ApplicationError
 from meters.models import MeterReading
 from tests.certificates.helpers import HOUR0, add_readings, close_hour, make_device
+from tests.conftest import concurrently
 
 pytestmark = pytest.mark.django_db
 
@@ -195,25 +195,12 @@ def test_racing_issuers_issue_every_interval_exactly_once():
         for hour in range(8):
             add_readings(device, hour, ["0.2501", "0.25"])
         close_hour(device, 7)
-    barrier = threading.Barrier(6)
-    errors = []
 
     def issue():
-        try:
-            barrier.wait()
-            for _ in range(3):
-                certificates_issue_due()
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
+        for _ in range(3):
+            certificates_issue_due()
 
-    threads = [threading.Thread(target=issue) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    concurrently(issue, 6)
     assert Issuance.objects.count() == 6 * 8
     for device in devices:
         issued = list(Issuance.objects.filter(device=device).order_by("interval_start"))

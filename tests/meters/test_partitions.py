@@ -3,7 +3,6 @@ partitions made ahead and on demand, every constraint still the database's, roll
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -25,6 +24,7 @@ from meters.partitions import (
     partitions_ensure,
     readings_partitions,
 )
+from tests.conftest import concurrently
 from tests.factories import MeterFactory, ReadingFactory, api_key_for
 from tests.meters.conftest import rfc3339
 from tests.meters.test_rollups import assert_folded_exactly
@@ -181,25 +181,9 @@ def partitions_restored_fixture():
 def test_partitions_ensure_run_concurrently_creates_each_month_once(partitions_restored):
     through = add_months(month_start(timezone.now()), MONTHS_AHEAD + 4)
     before = {p.name for p in readings_partitions()}
-    results: list[list[str]] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(partitions_ensure(through=through))
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    results = concurrently(lambda: partitions_ensure(through=through), 3, timeout=30)
 
     created = [name for names in results for name in names]
-    assert errors == []
     assert sorted(created) == sorted({p.name for p in readings_partitions()} - before)
     assert len(created) == 4 and len(set(created)) == 4
 

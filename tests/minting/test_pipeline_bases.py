@@ -1,12 +1,11 @@
 """Each mint basis through the real pipeline to the local chain: balances equal what the policy says, once."""
 
 import dataclasses
-import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from meters.models import MeterReading
@@ -15,6 +14,7 @@ from meters.services.batch import readings_submit_batch
 from meters.services.windows import windows_settle
 from minting.chain import kwh_to_base_units
 from minting.services.automatic import readings_mint_due
+from tests.conftest import concurrently
 from tests.minting.pipeline_harness import make_meter, set_tokenization, use_chain
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -147,21 +147,7 @@ def test_racing_settlers_create_one_window_and_the_database_refuses_a_second(cha
     set_tokenization(settings, mint_basis="window", window_grace_secs=0, duplicate_window_secs=0)
     meter = make_meter()
     submit(meter, [interval(start, "1.5"), interval(start + timedelta(minutes=16), "0.1")])
-    barrier = threading.Barrier(4)
-    counts = []
-
-    def settle():
-        barrier.wait()
-        try:
-            counts.append(windows_settle())
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=settle) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    counts = concurrently(windows_settle, 4)
 
     assert sum(counts) == 1
     window = MeterReading.objects.get(source="window")
