@@ -9,7 +9,16 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from certificates import selectors
-from certificates.apis.payloads import BUNDLE, DEVICE, ISSUANCE, bundle_payload, device_payload, issuance_payload
+from certificates.apis.payloads import (
+    BUNDLE,
+    DEVICE,
+    ISSUANCE,
+    MOVED,
+    bundle_payload,
+    device_payload,
+    issuance_payload,
+    outcome_payload,
+)
 from certificates.models import CertificateBundle, ProductionDevice
 from certificates.services.devices import device_register, device_set_status
 from certificates.services.issuance import issuance_decide_held
@@ -139,7 +148,7 @@ class BundleTransferApi(WriteApiView):
     @extend_schema(
         parameters=[OpenApiParameter("bundle_id", ID_PARAMETER, OpenApiParameter.PATH)],
         request=InputSerializer,
-        responses={200: BUNDLE, **errors(*BODY_ERRORS, 403, 404, 409, described={409: REFUSED})},
+        responses={200: MOVED, **errors(*BODY_ERRORS, 403, 404, 409, described={409: REFUSED})},
     )
     def post(self, request, bundle_id):
         data = self.InputSerializer(data=request.data)
@@ -147,11 +156,11 @@ class BundleTransferApi(WriteApiView):
         recipient = User.objects.filter(username=data.validated_data["recipient"]).first()
         if recipient is None:
             raise ApplicationError("recipient_not_found", "no such user", field="recipient", status=404)
-        bundle = bundle_transfer(
+        outcome = bundle_transfer(
             bundle_id=bundle_id, holder=request.user, recipient=recipient,
             quantity_wh=data.validated_data.get("quantity_wh"),
         )  # fmt: skip
-        return Response(bundle_payload(CertificateBundle.objects.select_related("issuance").get(id=bundle.id)))
+        return Response(outcome_payload(outcome))
 
 
 class BundleClaimApi(WriteApiView):
@@ -170,13 +179,12 @@ class BundleClaimApi(WriteApiView):
     @extend_schema(
         parameters=[OpenApiParameter("bundle_id", ID_PARAMETER, OpenApiParameter.PATH)],
         request=InputSerializer,
-        responses={200: BUNDLE, **errors(*BODY_ERRORS, 403, 404, 409, described={409: REFUSED})},
+        responses={200: MOVED, **errors(*BODY_ERRORS, 403, 404, 409, described={409: REFUSED})},
     )
     def post(self, request, bundle_id):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        bundle = bundle_claim(bundle_id=bundle_id, holder=request.user, **data.validated_data)
-        return Response(bundle_payload(CertificateBundle.objects.select_related("issuance").get(id=bundle.id)))
+        return Response(outcome_payload(bundle_claim(bundle_id=bundle_id, holder=request.user, **data.validated_data)))
 
 
 class DeviceStatusApi(OperatorApi):
