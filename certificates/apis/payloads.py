@@ -89,6 +89,7 @@ _nullable_text = lambda **kw: serializers.CharField(allow_null=True, **kw)  # no
 _int = serializers.IntegerField
 _nullable_int = lambda **kw: serializers.IntegerField(allow_null=True, **kw)  # noqa: E731
 
+
 def _bundle_fields() -> dict:
     return {
         "id": serializers.UUIDField(), "issuance_id": serializers.UUIDField(),
@@ -119,7 +120,8 @@ MOVED = inline_serializer(
     {
         **_bundle_fields(),
         "remaining": BUNDLE.__class__(
-            allow_null=True, help_text="what stays with the holder: the rest of a split range; null when all of it moved"
+            allow_null=True,
+            help_text="what stays with the holder (the rest of a split range); null when all of it moved",
         ),
     },
 )
