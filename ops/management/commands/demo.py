@@ -264,8 +264,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {account.role:<9} {account.username:<18} {account.password}{wallet}")
         rpc = "" if rpc_url == settings.CHAIN.rpc_url else f"SOLANA_RPC_URL={rpc_url} "
         self.stdout.write(
-            f"Tokens on chain against the database: DEBUG=true {rpc}python manage.py token_balance --demo "
-            f"{producers[0].username}"
+            f"Tokens on chain against the database: {demo.balance_command(producers[0].username, env_prefix=rpc)}"
         )
         self.stdout.write(f"Logs: {supervisor.log_dir}/<process>.log   Metrics: {web_url}/metrics")
         self.stdout.write(
