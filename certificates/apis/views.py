@@ -59,6 +59,7 @@ class DeviceListApi(ApiView):
     permission_classes = [IsUserCredential]
 
     @extend_schema(
+        summary="Your production devices",
         responses={200: inline_serializer("ProductionDeviceList", {"devices": DEVICE.__class__(many=True)}),
                    **errors(401, 403)},
     )  # fmt: skip
@@ -87,6 +88,8 @@ class DeviceRegisterApi(WriteApiView):
         is_storage = StrictBooleanField(required=False)
 
     @extend_schema(
+        summary="Register one of your meters as a production device",
+        description="The device is pending until an operator approves it; nothing is issued before.",
         request=InputSerializer,
         responses={
             201: DEVICE,
@@ -117,6 +120,8 @@ class BundleListApi(ApiView):
     permission_classes = [IsUserCredential]
 
     @extend_schema(
+        summary="Your certificate bundles",
+        description=("With ?status=active: what you can still transfer or claim; active_wh is their total in Wh."),
         parameters=[OpenApiParameter("status", str, enum=list(CertificateBundle.Status.values), required=False)],
         responses={
             200: inline_serializer(
@@ -146,6 +151,11 @@ class BundleTransferApi(WriteApiView):
         quantity_wh = StrictIntegerField(min_value=1, max_value=MAX_WH, required=False)
 
     @extend_schema(
+        summary="Transfer a bundle, or its first quantity_wh Wh, to another user",
+        description=(
+            "Answers the recipient's bundle and, in remaining, the part you keep (null when all of it moved). "
+            "A transfer to yourself is refused: 400 transfer_to_self."
+        ),
         parameters=[OpenApiParameter("bundle_id", ID_PARAMETER, OpenApiParameter.PATH)],
         request=InputSerializer,
         responses={200: MOVED, **errors(*BODY_ERRORS, 403, 404, 409, described={409: REFUSED})},
@@ -177,6 +187,11 @@ class BundleClaimApi(WriteApiView):
         quantity_wh = StrictIntegerField(min_value=1, max_value=MAX_WH, required=False)
 
     @extend_schema(
+        summary="Claim (cancel) a bundle, or its first quantity_wh Wh, for a beneficiary",
+        description=(
+            "Final: the certificates are burnt. Answers the claimed bundle and, in remaining, the part still "
+            "active (null when all of it was claimed)."
+        ),
         parameters=[OpenApiParameter("bundle_id", ID_PARAMETER, OpenApiParameter.PATH)],
         request=InputSerializer,
         responses={200: MOVED, **errors(*BODY_ERRORS, 403, 404, 409, described={409: REFUSED})},
@@ -195,6 +210,7 @@ class DeviceStatusApi(OperatorApi):
         status = serializers.ChoiceField(choices=["approved", "suspended"])
 
     @extend_schema(
+        summary="Approve or suspend a production device",
         parameters=[OpenApiParameter("device_id", ID_PARAMETER, OpenApiParameter.PATH)],
         request=InputSerializer,
         responses={200: DEVICE, **errors(400, 401, 403, 404, 409, 413, 415,
@@ -211,6 +227,7 @@ class IssuanceHeldListApi(OperatorApi):
     """GET /api/admin/certificates/held: intervals the capacity check holds, oldest first."""
 
     @extend_schema(
+        summary="Intervals held by the capacity check, oldest first",
         responses={200: inline_serializer("HeldIssuanceList", {"issuances": ISSUANCE.__class__(many=True)}),
                    **errors(401, 403)},
     )  # fmt: skip
@@ -226,6 +243,7 @@ class IssuanceDecideApi(OperatorApi):
         approve = StrictBooleanField()
 
     @extend_schema(
+        summary="Issue a held interval, or reject it",
         parameters=[OpenApiParameter("issuance_id", ID_PARAMETER, OpenApiParameter.PATH)],
         request=InputSerializer,
         responses={200: ISSUANCE, **errors(400, 401, 403, 404, 409, 413, 415,
@@ -247,6 +265,8 @@ class BundleWithdrawApi(OperatorApi):
         reason = serializers.CharField(max_length=2000)
 
     @extend_schema(
+        summary="Withdraw an active bundle, with a reason",
+        description="Final: the certificates are burnt.",
         parameters=[OpenApiParameter("bundle_id", ID_PARAMETER, OpenApiParameter.PATH)],
         request=InputSerializer,
         responses={200: BUNDLE, **errors(400, 401, 403, 404, 409, 413, 415, described={409: REFUSED})},
@@ -290,6 +310,11 @@ class CertificateVerifyApi(ApiView):
     permission_classes = [AllowAny]
 
     @extend_schema(
+        summary="Verify a bundle or issuance (public)",
+        description=(
+            "What it certifies: the issuance, the device's attributes, its live bundles, every chain "
+            "transaction and, for a bundle, its lineage."
+        ),
         parameters=[OpenApiParameter("lookup_id", ID_PARAMETER, OpenApiParameter.PATH)],
         responses={200: VERIFICATION, **errors(404, described={404: "certificate_not_found"})},
         auth=[],
@@ -315,6 +340,7 @@ class CertificateExportApi(ApiView):
         offset = serializers.IntegerField(min_value=0, max_value=10_000_000, default=0)
 
     @extend_schema(
+        summary="Export live bundles in the FEA registry's field names (public)",
         parameters=[QuerySerializer],
         responses={
             200: inline_serializer("FeaExport", {"granular_certificate_bundles": serializers.ListField(
