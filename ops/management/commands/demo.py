@@ -272,7 +272,8 @@ class Command(BaseCommand):
             f"{max(options['interval'], 1.0):g} s (a compressed sun, nights skipped) until you stop the demo with "
             "Ctrl-C, which stops every process it started."
         )
-        self.stdout.write(f"\nDashboard: {web_url}/dashboard/\n")
+        self.stdout.write(f"\nFront door: {web_url}/ (API docs {web_url}/api/docs/, admin {web_url}/admin/)")
+        self.stdout.write(f"Dashboard: {web_url}/dashboard/\n")
 
     # 6. ---------------------------------------------------------------------------------------------
     def watch(self, supervisor: Supervisor, options) -> None:
