@@ -114,7 +114,7 @@ class MintBatchAdmin(RecordAdmin):
         "reading_count",
         "total_tokens",
         "total_base_units",
-        "send_attempts",
+        "sends",
         "sent_at",
         "settled_at",
         "settle_seconds",
@@ -144,7 +144,12 @@ class MintBatchAdmin(RecordAdmin):
 
     @admin.display(description="tokens", ordering="total_token_amount")
     def total_tokens(self, obj: MintBatch) -> str:
-        return tokens(obj.total_token_amount)
+        return tokens(obj.total_token_amount, trimmed=True)
+
+    @admin.display(description="sends", ordering="send_attempts")
+    def sends(self, obj: MintBatch) -> int:
+        """Send attempts, under a title as narrow as its figures."""
+        return obj.send_attempts
 
     @admin.display(description="base units", ordering="total_token_amount")
     def total_base_units(self, obj: MintBatch) -> int:

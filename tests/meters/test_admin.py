@@ -405,4 +405,7 @@ def test_token_amounts_show_in_tokens_with_their_base_units_and_batches_are_mint
         cells.findall(batches)
     ).items()
     assert "12345678901.234567891" in detail and "2.500000000" in detail  # the batch and its reading inline
+    # The signature cell: short, whole in its tooltip and in the copy button, and the admin's script that copies.
+    assert 'title="AdminBatchSig"' in batches and 'class="gt-copy" data-copy="AdminBatchSig"' in batches
+    assert "gridtoken/admin.js" in batches and "gridtoken/admin.css" in batches
     assert {"tokens_minted": "2.5", "token_base_units": "2500000000"}.items() <= dict(cells.findall(readings)).items()
