@@ -12,7 +12,7 @@ from certificates.services.chain import operations_retry
 from certificates.services.devices import device_set_status
 from certificates.services.issuance import issuance_decide_held
 from certificates.services.lifecycle import bundle_withdraw
-from gridtoken.admin import CheckedModelAdmin, RecordAdmin
+from gridtoken.admin import CheckedModelAdmin, RecordAdmin, abbreviated
 from gridtoken.exceptions import ApplicationError
 
 
@@ -68,8 +68,8 @@ class BundleInline(admin.TabularInline):
 
 @admin.register(Issuance)
 class IssuanceAdmin(RecordAdmin):
-    list_display = ("id", "device", "interval_start", "status", "energy_kwh", "quantity_wh", "bundle_id_range_start",
-                    "bundle_id_range_end")  # fmt: skip
+    list_display = ("short_id", "device", "interval_start", "status", "energy_kwh", "quantity_wh",
+                    "bundle_id_range_start", "bundle_id_range_end")  # fmt: skip
     list_filter = ("status",)
     search_fields = ("id", "device__name", "device__meter__serial")
     ordering = ("-interval_start",)  # issuance_interval_idx
@@ -89,11 +89,28 @@ class IssuanceAdmin(RecordAdmin):
 
 @admin.register(CertificateBundle)
 class CertificateBundleAdmin(RecordAdmin):
-    list_display = ("issuance", "range_start", "range_end", "status", "holder", "holder_wallet", "beneficiary")
+    list_display = (
+        "short_id",
+        "issuance_short",
+        "range_start",
+        "range_end",
+        "status",
+        "holder",
+        "wallet",
+        "beneficiary",
+    )
     list_filter = ("status",)
     # Exact, by index: a wallet's bundles through their holder (holder_wallet is indexed for active ones only).
     search_fields = ("id", "issuance__id", "holder__username", "holder__wallet_address")
     actions = ("withdraw",)
+
+    @admin.display(description="issuance", ordering="issuance_id")
+    def issuance_short(self, bundle: CertificateBundle):
+        return abbreviated(str(bundle.issuance_id))
+
+    @admin.display(description="holder wallet", ordering="holder_wallet")
+    def wallet(self, bundle: CertificateBundle):
+        return abbreviated(bundle.holder_wallet)
 
     @admin.action(description="Withdraw selected bundles (reason: revoked by an operator in the admin)")
     def withdraw(self, request, queryset):
@@ -104,12 +121,21 @@ class CertificateBundleAdmin(RecordAdmin):
 
 @admin.register(ChainOperation)
 class ChainOperationAdmin(RecordAdmin):
-    list_display = ("kind", "issuance", "amount_wh", "status", "attempts", "signature", "created_at")
+    list_display = ("short_id", "kind", "issuance_short", "amount_wh", "status", "attempts", "signature_short",
+                    "created_at")  # fmt: skip
     list_filter = ("status", "kind")
     # Exact, by index: a signature through its batch (minting_mintbatch.signature is unique).
     search_fields = ("id", "issuance__id", "batch__signature")
     ordering = ("-created_at",)  # operation_created_idx
     actions = ("retry",)
+
+    @admin.display(description="issuance", ordering="issuance_id")
+    def issuance_short(self, operation: ChainOperation):
+        return abbreviated(str(operation.issuance_id))
+
+    @admin.display(description="signature")
+    def signature_short(self, operation: ChainOperation):
+        return abbreviated(operation.signature, keep=12)
 
     @admin.action(description="Retry selected failed operations (fresh attempts)")
     def retry(self, request, queryset):

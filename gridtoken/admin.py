@@ -4,6 +4,7 @@ services write.
 Not an installed app's ``admin`` module (``gridtoken`` is the project package), so nothing registers here.
 """
 
+from decimal import Decimal
 from functools import reduce
 from operator import or_
 
@@ -17,6 +18,7 @@ from django.core.validators import ProhibitNullCharactersValidator
 from django.db import connection
 from django.db.models import Q
 from django.utils.functional import cached_property
+from django.utils.html import format_html
 
 TAMPERED_SELECTION = "The selection names no record of this list (a stale or altered form): nothing was done."
 # A filtered admin list counts its rows up to this many; pages past it are reached by number.
@@ -99,8 +101,39 @@ class CheckedSelectionMixin:
         return super().response_action(request, queryset)
 
 
+def plain_number(value: Decimal | None) -> str:
+    """An exact amount (kWh, tokens) without its column's trailing zeros: 40.25, not 40.250000000."""
+    return "-" if value is None else format(value.normalize(), "f")
+
+
+def abbreviated(value: str | None, *, keep: int = 8, href: str | None = None):
+    """A long identifier (a signature, a wallet, an id) as its first ``keep`` characters, whole in its tooltip,
+    with a button that copies it whole (static/gridtoken/admin.js); ``href`` links the short text."""
+    if not value:
+        return "-"
+    short = value if len(value) <= keep + 1 else f"{value[:keep]}…"
+    if href:
+        text = format_html('<a href="{}" title="{}" target="_blank" rel="noopener">{}</a>', href, value, short)
+    else:
+        text = format_html('<span title="{}">{}</span>', value, short)
+    return format_html(
+        '<span class="gt-abbr">{}<button type="button" class="gt-copy" data-copy="{}">copy</button></span>',
+        text,
+        value,
+    )
+
+
 class CheckedModelAdmin(CheckedSelectionMixin, admin.ModelAdmin):
-    """The ModelAdmin every app's admin derives from."""
+    """The ModelAdmin every app's admin derives from: its lists keep one line per row (static/gridtoken)."""
+
+    class Media:
+        css = {"all": ("gridtoken/admin.css",)}
+        js = ("gridtoken/admin.js",)
+
+    @admin.display(description="id", ordering="pk")
+    def short_id(self, obj) -> str:
+        """The change link's text in a list: a UUID's first block, whole in the tooltip."""
+        return format_html('<span class="gt-abbr" title="{}">{}</span>', obj.pk, str(obj.pk)[:8])
 
 
 class RecordAdmin(CheckedModelAdmin):

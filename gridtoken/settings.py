@@ -4,6 +4,7 @@ from celery.schedules import crontab
 
 import config
 from config import certificates as certificates_config
+from gridtoken.api_tags import TAG_ORDER
 
 CONFIG = config.load()
 SERVICE = CONFIG.service
@@ -173,6 +174,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The project's own assets (favicon, the admin's stylesheet and copy buttons): gridtoken is no installed app.
+STATICFILES_DIRS = [BASE_DIR / "gridtoken" / "static"]
+FORMAT_MODULE_PATH = ["gridtoken.formats"]  # ISO dates and times in the admin (gridtoken/formats/en/formats.py)
 # WhiteNoise serves /static/ from every server the app runs under (uvicorn, gunicorn). With DEBUG (the demo,
 # the tests) it reads the apps' static folders directly, so nothing needs collectstatic; without DEBUG it
 # serves the compressed, content-hashed copies that collectstatic writes into STATIC_ROOT at image build.
@@ -212,11 +216,19 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "GridToken API",
-    "DESCRIPTION": "Smart-meter readings in, Solana energy tokens out.",
+    "DESCRIPTION": (
+        "Smart-meter readings in, Solana energy tokens out. A meter authenticates with its device API key "
+        "(`X-API-Key`), a person with the token of `POST /api/auth/token` (`Authorization: Bearer <token>`). "
+        'Every error answers `{"error": {"code", "message", "field"?}, "request_id"}` with a stable code. '
+        "[Front door](/) · [dashboard](/dashboard/) · [health](/health)"
+    ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "TAGS": TAG_ORDER,
+    # Operations listed, each with its shapes when opened; the page's own list of every schema only made it longer.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "docExpansion": "list", "defaultModelsExpandDepth": -1},
     "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "/favicon.ico",
     "REDOC_DIST": "SIDECAR",
     # Several components have a "status" field with its own choices; each set gets a name of its own.
     "ENUM_NAME_OVERRIDES": {

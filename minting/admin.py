@@ -14,7 +14,7 @@ from django.contrib import admin, messages
 from django.db.models import Q
 from django.utils.html import format_html
 
-from gridtoken.admin import CheckedModelAdmin, RecordAdmin
+from gridtoken.admin import CheckedModelAdmin, RecordAdmin, abbreviated, plain_number
 from gridtoken.exceptions import ApplicationError
 from meters.admin import MeterReadingAdmin
 from meters.models import MeterReading
@@ -35,11 +35,12 @@ def explorer_url(signature: str) -> str:
     return f"{base}?cluster={cluster}"
 
 
-def tokens(raw) -> str:
-    """Integer base units as tokens, exactly (the token's decimals, no float)."""
+def tokens(raw, *, trimmed: bool = False) -> str:
+    """Integer base units as tokens, exactly (the token's decimals, no float); ``trimmed``: without trailing zeros."""
     if raw is None:
         return "-"
-    return format(Decimal(int(raw)).scaleb(-settings.TOKENIZATION.decimals), "f")
+    amount = Decimal(int(raw)).scaleb(-settings.TOKENIZATION.decimals)
+    return plain_number(amount) if trimmed else format(amount, "f")
 
 
 def signature_link(signature: str | None):
@@ -113,7 +114,7 @@ class MintBatchAdmin(RecordAdmin):
         "reading_count",
         "total_tokens",
         "total_base_units",
-        "send_attempts",
+        "sends",
         "sent_at",
         "settled_at",
         "settle_seconds",
@@ -143,7 +144,12 @@ class MintBatchAdmin(RecordAdmin):
 
     @admin.display(description="tokens", ordering="total_token_amount")
     def total_tokens(self, obj: MintBatch) -> str:
-        return tokens(obj.total_token_amount)
+        return tokens(obj.total_token_amount, trimmed=True)
+
+    @admin.display(description="sends", ordering="send_attempts")
+    def sends(self, obj: MintBatch) -> int:
+        """Send attempts, under a title as narrow as its figures."""
+        return obj.send_attempts
 
     @admin.display(description="base units", ordering="total_token_amount")
     def total_base_units(self, obj: MintBatch) -> int:
@@ -151,8 +157,7 @@ class MintBatchAdmin(RecordAdmin):
 
     @admin.display(description="signature")
     def signature_short(self, obj: MintBatch):
-        url = explorer_url(obj.signature)
-        return format_html('<a href="{}" target="_blank" rel="noopener">{}…</a>', url, obj.signature[:16])
+        return abbreviated(obj.signature, keep=12, href=explorer_url(obj.signature))
 
     @admin.display(description="signature (explorer)")
     def explorer(self, obj: MintBatch):
@@ -246,7 +251,7 @@ class TokenMintAdmin(RecordAdmin):
 
 
 # The token column goes right after the mintable energy it was minted from.
-_BEFORE_TOKENS = MeterReadingAdmin.list_display[: MeterReadingAdmin.list_display.index("mintable_kwh") + 1]
+_BEFORE_TOKENS = MeterReadingAdmin.list_display[: MeterReadingAdmin.list_display.index("mintable") + 1]
 
 
 class MintingReadingAdmin(MeterReadingAdmin):
@@ -262,7 +267,7 @@ class MintingReadingAdmin(MeterReadingAdmin):
 
     @admin.display(description="tokens", ordering="token_amount")
     def tokens_minted(self, reading: MeterReading) -> str:
-        return tokens(reading.token_amount)
+        return tokens(reading.token_amount, trimmed=True)
 
 
 admin.site.unregister(MeterReading)

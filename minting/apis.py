@@ -49,6 +49,7 @@ class ReadingMintFromReadingApi(OperatorApi):
         reading_id = StrictUUIDField()
 
     @extend_schema(
+        summary="Mint one reading now",
         request=InputSerializer,
         responses={
             **schemas.MINT_FROM_READING_RESPONSES,
@@ -99,6 +100,7 @@ class ReadingMintBatchApi(OperatorApi):
         error = serializers.CharField(allow_null=True)
 
     @extend_schema(
+        summary="Mint pending readings now, in one batch",
         request=InputSerializer,
         responses={
             200: inline_serializer(
@@ -133,6 +135,7 @@ class ReadingUnmintedListApi(OperatorApi):
         limit = serializers.IntegerField(min_value=1, max_value=1000, default=50)
 
     @extend_schema(
+        summary="Pending, in-flight and failed readings, oldest first",
         parameters=[FilterSerializer],
         responses={200: ReadingOutputSerializer(many=True), **operator_errors(400, *OPERATOR_ERRORS)},
     )
@@ -151,6 +154,7 @@ class ReadingRetryFailedApi(OperatorApi):
         )
 
     @extend_schema(
+        summary="Retry failed readings",
         request=InputSerializer,
         responses={200: schemas.RETRIED, **operator_errors(*OPERATOR_BODY_ERRORS)},
         description="Without reading_ids: every failed reading. With them: those failed or pending.",
@@ -163,7 +167,10 @@ class ReadingRetryFailedApi(OperatorApi):
 
 
 class TokenizationStatusApi(OperatorApi):
-    @extend_schema(responses={200: schemas.STATUS, **operator_errors(*OPERATOR_ERRORS)})
+    @extend_schema(
+        summary="Minting status: readings by status, batches, automatic minting",
+        responses={200: schemas.STATUS, **operator_errors(*OPERATOR_ERRORS)},
+    )
     def get(self, request):
         return Response(selectors.tokenization_status())
 
@@ -174,7 +181,9 @@ class AutoMintToggleApi(OperatorApi):
         enabled = StrictBooleanField()
 
     @extend_schema(
-        request=InputSerializer, responses={200: schemas.AUTO_MINT, **operator_errors(*OPERATOR_BODY_ERRORS)}
+        summary="Switch automatic minting on or off",
+        request=InputSerializer,
+        responses={200: schemas.AUTO_MINT, **operator_errors(*OPERATOR_BODY_ERRORS)},
     )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
@@ -186,6 +195,7 @@ class AutoMintToggleApi(OperatorApi):
 
 class BatchTriggerApi(OperatorApi):
     @extend_schema(
+        summary="Run the minting sweep now",
         request=None,  # takes no body
         responses={200: schemas.TRIGGERED, **operator_errors(*OPERATOR_ERRORS, *MINT_ERRORS)},
     )
@@ -205,6 +215,7 @@ class BatchTriggerApi(OperatorApi):
 
 class BatchReconcileApi(OperatorApi):
     @extend_schema(
+        summary="Settle in-flight batches from the chain now",
         request=None,  # takes no body; a chain that cannot be asked is reported in the body's error
         responses={200: schemas.RECONCILED, **operator_errors(*OPERATOR_ERRORS)},
     )

@@ -7,18 +7,37 @@ same arguments (tests/ops/test_deployment.py holds the two together).
 from __future__ import annotations
 
 import secrets
+import shlex
 import socket
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import psycopg
 import redis
+from django.conf import settings
 from psycopg import sql
 
 from meters.models import User
 
 PYTHON = sys.executable
+
+
+def typed_python() -> str:
+    """This interpreter as a person types it at the repository's root, for the commands the demo prints: a bare
+    ``python`` outside the virtualenv lacks the project's packages (``No module named 'environ'``)."""
+    path = Path(PYTHON)
+    try:
+        return str(path.relative_to(settings.BASE_DIR))
+    except ValueError:
+        return shlex.quote(PYTHON)
+
+
+def balance_command(who: str, *, env_prefix: str = "") -> str:
+    """The ``token_balance`` command the demo prints, runnable verbatim from the repository's root."""
+    return f"DEBUG=true {env_prefix}{typed_python()} manage.py token_balance --demo {shlex.quote(who)}"
+
 
 POSTGRES_HELP = """\
 PostgreSQL is not reachable at {where} ({reason}).
@@ -159,6 +178,7 @@ def progress_line(snapshot: dict) -> str:
     p95 = snapshot["p95_secs"]
     latency = "-" if p95 is None else f"{p95:.1f} s"
     return (
-        f"submitted {snapshot['submitted']} | minted {snapshot['minted']} | pending {snapshot['pending']} | "
+        f"submitted {snapshot['submitted']} | minted {snapshot['minted']} | recorded {snapshot['recorded']} | "
+        f"pending {snapshot['pending']} | "
         f"failed {snapshot['failed']} | p95 submit-to-mint {latency}"
     )

@@ -420,9 +420,12 @@ REGISTRY = build_registry()
 
 
 def pipeline_snapshot(*, since: datetime) -> dict:
-    """Figures for the demo's progress line: this run's readings (reading_submitted_idx), the whole backlog."""
+    """Figures for the demo's progress line: this run's readings (reading_submitted_idx), minted and stored as
+    ``recorded`` (baselines, zeros, resets: nothing to mint), and the whole backlog."""
     row = MeterReading.objects.filter(submitted_at__gte=since).aggregate(
-        submitted=Count("pk"), minted=Count("pk", filter=Q(status=R.MINTED))
+        submitted=Count("pk"),
+        minted=Count("pk", filter=Q(status=R.MINTED)),
+        recorded=Count("pk", filter=Q(status=R.RECORDED)),
     )
     fleet = fleet_totals()
     row.update(pending=fleet["pending"] + fleet["minting"], failed=fleet["failed"])

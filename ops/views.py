@@ -1,6 +1,9 @@
-"""``/health``, ``/ready`` and ``/metrics``: plain Django views, no authentication (see docs/OPERATIONS.md)."""
+"""``/health``, ``/ready`` and ``/metrics``: plain Django views, no authentication (see docs/OPERATIONS.md); and
+the front door, ``/`` with ``/favicon.ico``."""
 
+from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -30,3 +33,22 @@ def ready_view(request):
 @require_safe
 def metrics_view(request):
     return HttpResponse(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+
+FAVICON = settings.BASE_DIR / "gridtoken" / "static" / "gridtoken" / "favicon.ico"
+
+
+@require_safe
+def home_view(request):
+    """What this service is, and the doors into it; it reads nothing, so it answers whatever else is down."""
+    return render(request, "ops/home.html")
+
+
+@require_safe
+def favicon_view(request):
+    """Browsers ask for /favicon.ico by themselves (the admin, the dashboard, JSON answers link no icon), and
+    WhiteNoise serves only /static/: answered here, under every server the app runs under."""
+    # Read whole (4 KB): a FileResponse streams through a sync iterator, which the ASGI handler warns about.
+    response = HttpResponse(FAVICON.read_bytes(), content_type="image/x-icon")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response

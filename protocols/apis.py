@@ -137,7 +137,12 @@ class BridgeIngestApi(WriteApiView):
 
     permission_classes = [IsApiKey]
 
-    @extend_schema(request=INGEST, responses={202: ACCEPTED_BODY, **INGEST_REFUSALS})
+    @extend_schema(
+        summary="Relay one reading in the aggregator bridge's envelope",
+        description="202 for a stored reading or a replay of one.",
+        request=INGEST,
+        responses={202: ACCEPTED_BODY, **INGEST_REFUSALS},
+    )
     def post(self, request):
         now = timezone.now()
         envelope = request.data
@@ -163,7 +168,12 @@ class BridgeIngestBatchApi(WriteApiView):
 
     permission_classes = [IsApiKey]
 
-    @extend_schema(request=BATCH, responses={200: BATCH_ITEM, **BATCH_REFUSALS})
+    @extend_schema(
+        summary="Relay a batch of readings in the bridge's envelope",
+        description="200 with one result per item, in order; none is dropped.",
+        request=BATCH,
+        responses={200: BATCH_ITEM, **BATCH_REFUSALS},
+    )
     def post(self, request):
         now = timezone.now()
         envelope = request.data

@@ -143,6 +143,7 @@ def pipeline_figures(*, now: datetime | None = None) -> dict:
     return {
         "readings_total": readings["rows"],
         "meters_total": Meter.objects.count(),
+        "recorded_readings": readings["recorded"],
         "held": readings["held"],
         "pending": readings["pending"],
         "in_flight_batches": batches["in_flight"],

@@ -53,6 +53,13 @@ def bundle_payload(bundle) -> dict:
     }
 
 
+def outcome_payload(outcome) -> dict:
+    """A transfer's or claim's answer: the moved bundle's fields, and the holder's ``remaining`` bundle (null
+    when the whole bundle moved)."""
+    remaining = outcome.remaining
+    return {**bundle_payload(outcome.moved), "remaining": None if remaining is None else bundle_payload(remaining)}
+
+
 def issuance_payload(issuance) -> dict:
     return {
         "id": str(issuance.id),
@@ -82,6 +89,19 @@ _nullable_text = lambda **kw: serializers.CharField(allow_null=True, **kw)  # no
 _int = serializers.IntegerField
 _nullable_int = lambda **kw: serializers.IntegerField(allow_null=True, **kw)  # noqa: E731
 
+
+def _bundle_fields() -> dict:
+    return {
+        "id": serializers.UUIDField(), "issuance_id": serializers.UUIDField(),
+        "parent_id": serializers.UUIDField(allow_null=True), "device_id": serializers.UUIDField(),
+        "bundle_id_range_start": _int(), "bundle_id_range_end": _int(), "quantity_wh": _int(),
+        "status": _text(help_text="active | split | claimed | withdrawn | expired"), "holder_wallet": _text(),
+        "production_start": _text(), "production_end": _text(), "expires_at": _nullable_text(),
+        "beneficiary": _text(), "consumption_start": _nullable_text(), "consumption_end": _nullable_text(),
+        "reason": _text(),
+    }  # fmt: skip
+
+
 DEVICE = inline_serializer(
     "ProductionDevice",
     {
@@ -94,18 +114,17 @@ DEVICE = inline_serializer(
         "carry_wh": _text(help_text="exact energy below one Wh not yet certified"), "next_bundle_id": _int(),
     },
 )  # fmt: skip
-BUNDLE = inline_serializer(
-    "CertificateBundle",
+BUNDLE = inline_serializer("CertificateBundle", _bundle_fields())
+MOVED = inline_serializer(
+    "CertificateBundleMoved",
     {
-        "id": serializers.UUIDField(), "issuance_id": serializers.UUIDField(),
-        "parent_id": serializers.UUIDField(allow_null=True), "device_id": serializers.UUIDField(),
-        "bundle_id_range_start": _int(), "bundle_id_range_end": _int(), "quantity_wh": _int(),
-        "status": _text(help_text="active | split | claimed | withdrawn | expired"), "holder_wallet": _text(),
-        "production_start": _text(), "production_end": _text(), "expires_at": _nullable_text(),
-        "beneficiary": _text(), "consumption_start": _nullable_text(), "consumption_end": _nullable_text(),
-        "reason": _text(),
+        **_bundle_fields(),
+        "remaining": BUNDLE.__class__(
+            allow_null=True,
+            help_text="what stays with the holder (the rest of a split range); null when all of it moved",
+        ),
     },
-)  # fmt: skip
+)
 ISSUANCE = inline_serializer(
     "CertificateIssuance",
     {

@@ -9,7 +9,16 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from certificates import selectors
-from certificates.apis.payloads import BUNDLE, DEVICE, ISSUANCE, bundle_payload, device_payload, issuance_payload
+from certificates.apis.payloads import (
+    BUNDLE,
+    DEVICE,
+    ISSUANCE,
+    MOVED,
+    bundle_payload,
+    device_payload,
+    issuance_payload,
+    outcome_payload,
+)
 from certificates.models import CertificateBundle, ProductionDevice
 from certificates.services.devices import device_register, device_set_status
 from certificates.services.issuance import issuance_decide_held
@@ -50,6 +59,7 @@ class DeviceListApi(ApiView):
     permission_classes = [IsUserCredential]
 
     @extend_schema(
+        summary="Your production devices",
         responses={200: inline_serializer("ProductionDeviceList", {"devices": DEVICE.__class__(many=True)}),
                    **errors(401, 403)},
     )  # fmt: skip
@@ -78,6 +88,8 @@ class DeviceRegisterApi(WriteApiView):
         is_storage = StrictBooleanField(required=False)
 
     @extend_schema(
+        summary="Register one of your meters as a production device",
+        description="The device is pending until an operator approves it; nothing is issued before.",
         request=InputSerializer,
         responses={
             201: DEVICE,
@@ -108,6 +120,8 @@ class BundleListApi(ApiView):
     permission_classes = [IsUserCredential]
 
     @extend_schema(
+        summary="Your certificate bundles",
+        description=("With ?status=active: what you can still transfer or claim; active_wh is their total in Wh."),
         parameters=[OpenApiParameter("status", str, enum=list(CertificateBundle.Status.values), required=False)],
         responses={
             200: inline_serializer(
@@ -137,9 +151,14 @@ class BundleTransferApi(WriteApiView):
         quantity_wh = StrictIntegerField(min_value=1, max_value=MAX_WH, required=False)
 
     @extend_schema(
+        summary="Transfer a bundle, or its first quantity_wh Wh, to another user",
+        description=(
+            "Answers the recipient's bundle and, in remaining, the part you keep (null when all of it moved). "
+            "A transfer to yourself is refused: 400 transfer_to_self."
+        ),
         parameters=[OpenApiParameter("bundle_id", ID_PARAMETER, OpenApiParameter.PATH)],
         request=InputSerializer,
-        responses={200: BUNDLE, **errors(*BODY_ERRORS, 403, 404, 409, described={409: REFUSED})},
+        responses={200: MOVED, **errors(*BODY_ERRORS, 403, 404, 409, described={409: REFUSED})},
     )
     def post(self, request, bundle_id):
         data = self.InputSerializer(data=request.data)
@@ -147,11 +166,11 @@ class BundleTransferApi(WriteApiView):
         recipient = User.objects.filter(username=data.validated_data["recipient"]).first()
         if recipient is None:
             raise ApplicationError("recipient_not_found", "no such user", field="recipient", status=404)
-        bundle = bundle_transfer(
+        outcome = bundle_transfer(
             bundle_id=bundle_id, holder=request.user, recipient=recipient,
             quantity_wh=data.validated_data.get("quantity_wh"),
         )  # fmt: skip
-        return Response(bundle_payload(CertificateBundle.objects.select_related("issuance").get(id=bundle.id)))
+        return Response(outcome_payload(outcome))
 
 
 class BundleClaimApi(WriteApiView):
@@ -168,15 +187,19 @@ class BundleClaimApi(WriteApiView):
         quantity_wh = StrictIntegerField(min_value=1, max_value=MAX_WH, required=False)
 
     @extend_schema(
+        summary="Claim (cancel) a bundle, or its first quantity_wh Wh, for a beneficiary",
+        description=(
+            "Final: the certificates are burnt. Answers the claimed bundle and, in remaining, the part still "
+            "active (null when all of it was claimed)."
+        ),
         parameters=[OpenApiParameter("bundle_id", ID_PARAMETER, OpenApiParameter.PATH)],
         request=InputSerializer,
-        responses={200: BUNDLE, **errors(*BODY_ERRORS, 403, 404, 409, described={409: REFUSED})},
+        responses={200: MOVED, **errors(*BODY_ERRORS, 403, 404, 409, described={409: REFUSED})},
     )
     def post(self, request, bundle_id):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        bundle = bundle_claim(bundle_id=bundle_id, holder=request.user, **data.validated_data)
-        return Response(bundle_payload(CertificateBundle.objects.select_related("issuance").get(id=bundle.id)))
+        return Response(outcome_payload(bundle_claim(bundle_id=bundle_id, holder=request.user, **data.validated_data)))
 
 
 class DeviceStatusApi(OperatorApi):
@@ -187,6 +210,7 @@ class DeviceStatusApi(OperatorApi):
         status = serializers.ChoiceField(choices=["approved", "suspended"])
 
     @extend_schema(
+        summary="Approve or suspend a production device",
         parameters=[OpenApiParameter("device_id", ID_PARAMETER, OpenApiParameter.PATH)],
         request=InputSerializer,
         responses={200: DEVICE, **errors(400, 401, 403, 404, 409, 413, 415,
@@ -203,6 +227,7 @@ class IssuanceHeldListApi(OperatorApi):
     """GET /api/admin/certificates/held: intervals the capacity check holds, oldest first."""
 
     @extend_schema(
+        summary="Intervals held by the capacity check, oldest first",
         responses={200: inline_serializer("HeldIssuanceList", {"issuances": ISSUANCE.__class__(many=True)}),
                    **errors(401, 403)},
     )  # fmt: skip
@@ -218,6 +243,7 @@ class IssuanceDecideApi(OperatorApi):
         approve = StrictBooleanField()
 
     @extend_schema(
+        summary="Issue a held interval, or reject it",
         parameters=[OpenApiParameter("issuance_id", ID_PARAMETER, OpenApiParameter.PATH)],
         request=InputSerializer,
         responses={200: ISSUANCE, **errors(400, 401, 403, 404, 409, 413, 415,
@@ -239,6 +265,8 @@ class BundleWithdrawApi(OperatorApi):
         reason = serializers.CharField(max_length=2000)
 
     @extend_schema(
+        summary="Withdraw an active bundle, with a reason",
+        description="Final: the certificates are burnt.",
         parameters=[OpenApiParameter("bundle_id", ID_PARAMETER, OpenApiParameter.PATH)],
         request=InputSerializer,
         responses={200: BUNDLE, **errors(400, 401, 403, 404, 409, 413, 415, described={409: REFUSED})},
@@ -282,6 +310,11 @@ class CertificateVerifyApi(ApiView):
     permission_classes = [AllowAny]
 
     @extend_schema(
+        summary="Verify a bundle or issuance (public)",
+        description=(
+            "What it certifies: the issuance, the device's attributes, its live bundles, every chain "
+            "transaction and, for a bundle, its lineage."
+        ),
         parameters=[OpenApiParameter("lookup_id", ID_PARAMETER, OpenApiParameter.PATH)],
         responses={200: VERIFICATION, **errors(404, described={404: "certificate_not_found"})},
         auth=[],
@@ -307,6 +340,7 @@ class CertificateExportApi(ApiView):
         offset = serializers.IntegerField(min_value=0, max_value=10_000_000, default=0)
 
     @extend_schema(
+        summary="Export live bundles in the FEA registry's field names (public)",
         parameters=[QuerySerializer],
         responses={
             200: inline_serializer("FeaExport", {"granular_certificate_bundles": serializers.ListField(

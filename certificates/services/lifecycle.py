@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
+from typing import NamedTuple
 
 from django.db import transaction
 from django.utils import timezone
@@ -31,6 +32,13 @@ REFUSALS = {
     Status.EXPIRED: ("bundle_expired", "this range has expired"),
     Status.SPLIT: ("bundle_retired", "this bundle was split or transferred; act on its children"),
 }
+
+
+class Outcome(NamedTuple):
+    """What a transfer or claim answers: the part it moved, and what stays with the holder (None: nothing)."""
+
+    moved: CertificateBundle
+    remaining: CertificateBundle | None = None
 
 
 def _locked_active(bundle_id: uuid.UUID, *, holder=None) -> CertificateBundle:
@@ -81,9 +89,11 @@ def _audit(action: str, bundle: CertificateBundle, actor: str, **details) -> Non
     )  # fmt: skip
 
 
-def bundle_transfer(*, bundle_id: uuid.UUID, holder, recipient, quantity_wh: int | None = None) -> CertificateBundle:
+def bundle_transfer(*, bundle_id: uuid.UUID, holder, recipient, quantity_wh: int | None = None) -> Outcome:
     """Give ``recipient`` the whole bundle, or its first ``quantity_wh`` Wh (the rest stays with the holder).
-    Returns the recipient's new bundle (``parent`` = the bundle it came from)."""
+    Returns the recipient's new bundle (``parent`` = the bundle it came from) and the holder's remaining one."""
+    if recipient.pk == holder.pk:  # it would only retire the bundle for an identical child and a no-op on chain
+        raise ApplicationError("transfer_to_self", "the recipient is the bundle's holder", field="recipient")
     if not recipient.wallet_address:
         raise ApplicationError("recipient_without_wallet", "the recipient has no wallet for certificate tokens",
                                field="recipient")  # fmt: skip
@@ -104,11 +114,11 @@ def bundle_transfer(*, bundle_id: uuid.UUID, holder, recipient, quantity_wh: int
         _audit("transferred", part, holder.get_username(), parent=str(bundle.id), to=recipient.get_username(),
                from_wallet=bundle.holder_wallet, to_wallet=recipient.wallet_address)  # fmt: skip
         details = {"from_bundle_id": str(bundle.id), "quantity_wh": part.quantity_wh}
-        emitted = [events.certificate_changed(part, action="transferred", user_id=recipient.id, **details)]
-        if recipient.id != bundle.holder_id:
-            emitted.append(events.certificate_changed(part, action="transferred", user_id=bundle.holder_id, **details))
-        events.emit(emitted)
-        return part
+        events.emit(
+            [events.certificate_changed(part, action="transferred", user_id=user_id, **details)
+             for user_id in (recipient.id, bundle.holder_id)]
+        )  # fmt: skip
+        return Outcome(part, *rest)
 
 
 def bundle_claim(
@@ -119,7 +129,7 @@ def bundle_claim(
     consumption_start: datetime,
     consumption_end: datetime,
     quantity_wh: int | None = None,
-) -> CertificateBundle:
+) -> Outcome:
     """Claim (cancel) the whole bundle or its first ``quantity_wh`` Wh for ``beneficiary``'s consumption in
     [consumption_start, consumption_end): final, and its certificate tokens are burnt."""
     if not beneficiary.strip():
@@ -143,7 +153,7 @@ def bundle_claim(
         events.emit(
             [events.certificate_changed(part, action="claimed", user_id=part.holder_id, beneficiary=beneficiary)]
         )
-        return part
+        return Outcome(part, *rest)
 
 
 def bundle_withdraw(*, bundle_id: uuid.UUID, actor: str, reason: str) -> CertificateBundle:

@@ -20,6 +20,8 @@ class TokenCreateApi(ApiView):
         password = serializers.CharField(max_length=1024, trim_whitespace=False)
 
     @extend_schema(
+        summary="Exchange a username and password for an API token",
+        description="Send the token as Authorization: Bearer <token>.",
         request=InputSerializer,
         responses={
             200: inline_serializer("Token", {"token": serializers.CharField(), "user_id": serializers.UUIDField()}),

@@ -224,9 +224,29 @@ STATS = inline_serializer(
     | {"total_readings": serializers.IntegerField()},
 )
 
-submit_schema = extend_schema(request=SUBMIT, responses={201: SUBMITTED, 200: SUBMITTED, **READING_ERRORS})
-v1_schema = extend_schema(request=V1_READING, responses={201: V1_SUBMITTED, 200: V1_SUBMITTED, **READING_ERRORS})
+submit_schema = extend_schema(
+    summary="Submit one reading (kWh and its timestamp)",
+    description="201 with the stored reading, or 200 with duplicate: true for a replay of a stored one.",
+    request=SUBMIT,
+    responses={201: SUBMITTED, 200: SUBMITTED, **READING_ERRORS},
+)
+v1_schema = extend_schema(
+    summary="Submit one reading to a meter by serial (gateway v1 shape)",
+    description=(
+        "Telemetry fields are kept in telemetry; unknown fields are ignored. The answer adds the gateway's "
+        "field names (serial_number, kwh, timestamp, tx_signature)."
+    ),
+    request=V1_READING,
+    responses={201: V1_SUBMITTED, 200: V1_SUBMITTED, **READING_ERRORS},
+)
 # Items are refused one by one in the results; the batch itself only fails as a whole request (batch_too_large,
 # a device key naming another meter is an item's refusal).
-batch_schema = extend_schema(request=BATCH, responses={200: BATCH_RESULT, **errors(*BODY_ERRORS, 403)})
-stats_schema = extend_schema(responses={200: STATS, **errors(401)})
+batch_schema = extend_schema(
+    summary="Submit a batch of readings (API keys only)",
+    description="Always 200 once the batch itself is well-formed; each item has its own result.",
+    request=BATCH,
+    responses={200: BATCH_RESULT, **errors(*BODY_ERRORS, 403)},
+)
+stats_schema = extend_schema(
+    summary="Totals over your readings (kWh as exact strings)", responses={200: STATS, **errors(401)}
+)

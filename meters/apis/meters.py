@@ -53,6 +53,7 @@ class MeterListApi(ApiView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
+        summary="Your meters",
         parameters=[PageInputSerializer],
         responses={
             200: inline_serializer("MeterPage", {"data": MeterOutputSerializer(many=True), "pagination": PAGINATION}),
@@ -83,6 +84,7 @@ class MeterCreateApi(WriteApiView):
         zone_id = serializers.IntegerField(min_value=-(2**31), max_value=2**31 - 1, required=False, allow_null=True)
 
     @extend_schema(
+        summary="Register a meter; the answer holds its device API key, shown this once",
         request=InputSerializer,
         responses={
             201: inline_serializer(
@@ -149,6 +151,7 @@ class SimulatorMeterRegisterApi(WriteApiView):
         zone_id = serializers.IntegerField(min_value=-(2**31), max_value=2**31 - 1, required=False, allow_null=True)
 
     @extend_schema(
+        summary="Register or re-announce a meter of an aggregator's fleet",
         request=InputSerializer,
         responses={
             201: REGISTERED,

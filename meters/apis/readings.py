@@ -148,6 +148,7 @@ class ReadingListApi(ApiView):
             return data
 
     @extend_schema(
+        summary="Your readings, a page at a time, optionally filtered",
         parameters=[InputSerializer],
         responses={200: READING_PAGE, **errors(400, 401)},
     )

@@ -226,3 +226,33 @@ def test_every_certificates_operation_documents_its_bodies_and_errors():
         errors = [r for code, r in operation["responses"].items() if code[0] in "45"]
         assert errors and all(json_schema(r) == ERROR_BODY for r in errors), (method, path)
     assert found == 11
+
+
+def test_a_transfer_to_oneself_is_refused_with_a_stable_code(issued):
+    response = client_for(issued.holder).post(
+        f"/api/certificates/bundles/{issued.id}/transfer", {"recipient": issued.holder.username, "quantity_wh": 10},
+        format="json",
+    )  # fmt: skip
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "transfer_to_self")
+    assert response.json()["error"]["field"] == "recipient"
+    assert CertificateBundle.objects.get().status == "active" and not ChainOperation.objects.filter(kind="transfer")
+
+
+def test_transfer_and_claim_answer_the_moved_and_the_remaining_bundle(issued):
+    holder, buyer = client_for(issued.holder), UserFactory()
+    moved = holder.post(f"/api/certificates/bundles/{issued.id}/transfer",
+                        {"recipient": buyer.username, "quantity_wh": 1000}, format="json").json()  # fmt: skip
+    remaining = moved["remaining"]
+    assert (moved["bundle_id_range_start"], moved["bundle_id_range_end"]) == (1, 1000)
+    assert (remaining["bundle_id_range_start"], remaining["bundle_id_range_end"]) == (1001, 1250)
+    assert remaining["holder_wallet"] == issued.holder_wallet and remaining["status"] == "active"
+    assert remaining["id"] == str(CertificateBundle.objects.get(parent=issued, holder=issued.holder).id)
+
+    claimed = client_for(buyer).post(f"/api/certificates/bundles/{moved['id']}/claim",
+                                     {**CLAIM, "quantity_wh": 400}, format="json").json()  # fmt: skip
+    assert (claimed["status"], claimed["bundle_id_range_end"]) == ("claimed", 400)
+    assert (claimed["remaining"]["bundle_id_range_start"], claimed["remaining"]["status"]) == (401, "active")
+
+    whole = holder.post(f"/api/certificates/bundles/{remaining['id']}/transfer", {"recipient": buyer.username},
+                        format="json").json()  # fmt: skip
+    assert whole["bundle_id_range_start"] == 1001 and whole["remaining"] is None

@@ -46,21 +46,22 @@ def assert_disjoint_and_complete(issuance: Issuance) -> None:
 def test_a_split_and_claim_sequence_leaves_the_ranges_disjoint_and_complete_and_a_claim_final():
     bundle = issued_bundle("1")  # ids 1..1000
     buyer, other = UserFactory(), UserFactory()
-    sold = bundle_transfer(bundle_id=bundle.id, holder=bundle.holder, recipient=buyer, quantity_wh=300)
+    sold, kept = bundle_transfer(bundle_id=bundle.id, holder=bundle.holder, recipient=buyer, quantity_wh=300)
     assert (sold.range_start, sold.range_end, sold.holder_id, sold.parent_id) == (1, 300, buyer.id, bundle.id)
-    kept = CertificateBundle.objects.get(parent=bundle, holder=bundle.holder)
+    assert kept == CertificateBundle.objects.get(parent=bundle, holder=bundle.holder)
     assert (kept.range_start, kept.range_end, kept.status) == (301, 1000, "active")
     bundle.refresh_from_db()
     assert bundle.status == "split"
 
-    claimed = bundle_claim(bundle_id=sold.id, holder=buyer, beneficiary="Acme GmbH", quantity_wh=100, **CONSUMED)
+    claimed, _ = bundle_claim(bundle_id=sold.id, holder=buyer, beneficiary="Acme GmbH", quantity_wh=100, **CONSUMED)
     assert (claimed.range_start, claimed.range_end, claimed.status, claimed.beneficiary) == (
         1,
         100,
         "claimed",
         "Acme GmbH",
     )
-    again = bundle_transfer(bundle_id=kept.id, holder=bundle.holder, recipient=other)  # whole: 301..1000
+    again, nothing = bundle_transfer(bundle_id=kept.id, holder=bundle.holder, recipient=other)  # whole: 301..1000
+    assert nothing is None
     assert (again.range_start, again.range_end, again.parent_id) == (301, 1000, kept.id)
     assert_disjoint_and_complete(bundle.issuance)
     assert live_ranges(bundle.issuance) == [(1, 100), (101, 300), (301, 1000)]
@@ -135,7 +136,7 @@ def test_on_chain_certificate_balances_follow_every_step_of_the_lifecycle(settin
     assert_chain_matches_registry()
 
     buyer = UserFactory()
-    sold = bundle_transfer(bundle_id=first.id, holder=first.holder, recipient=buyer, quantity_wh=600)
+    sold, _ = bundle_transfer(bundle_id=first.id, holder=first.holder, recipient=buyer, quantity_wh=600)
     bundle_claim(bundle_id=sold.id, holder=buyer, beneficiary="Acme GmbH", quantity_wh=250, **CONSUMED)
     bundle_withdraw(bundle_id=second.id, actor="op", reason="registry correction")
     # Queued behind the transfer (same issuance): the claim's burn cannot land before the buyer's mint.

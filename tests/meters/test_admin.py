@@ -260,17 +260,21 @@ def test_the_reading_list_filters_by_source_status_and_flag(operator):
     assert changelist_ids(operator, "") == {str(r.pk) for r in (spike, both, drift, plain)}
 
 
-def test_the_reading_list_shows_source_net_mintable_and_flags(operator):
-    ReadingFactory(kwh_amount=Decimal("-0.250000000"), mintable_kwh=Decimal(0), status="recorded", flags=["gap"])
+def test_the_reading_list_shows_net_mintable_and_flags_and_filters_by_source(operator):
+    reading = ReadingFactory(
+        kwh_amount=Decimal("-0.250000000"), mintable_kwh=Decimal(0), status="recorded", flags=["gap"]
+    )
 
     page = operator.get("/admin/meters/meterreading/").content.decode()
 
     assert 'href="?flag=spike"' in page and 'href="?source__exact=window"' in page
     assert 'href="?status__exact=held"' in page
     for cell in (
-        '<td class="field-source">Interval</td>',
-        '<td class="field-net_kwh">-0.250000000</td>',
+        '<td class="field-net_kwh">-0.25</td>',  # exact, without the column's trailing zeros
+        '<td class="field-mintable">0</td>',
         '<td class="field-flag_list">gap</td>',
+        f'<span class="gt-abbr" title="{reading.pk}">{str(reading.pk)[:8]}</span>',  # the short id, whole on hover
+        f'<td class="field-read_at nowrap">{reading.reading_timestamp:%Y-%m-%d %H:%M:%S}</td>',
     ):
         assert cell in page, cell
 
@@ -401,6 +405,7 @@ def test_token_amounts_show_in_tokens_with_their_base_units_and_batches_are_mint
         cells.findall(batches)
     ).items()
     assert "12345678901.234567891" in detail and "2.500000000" in detail  # the batch and its reading inline
-    assert {"tokens_minted": "2.500000000", "token_base_units": "2500000000"}.items() <= dict(
-        cells.findall(readings)
-    ).items()
+    # The signature cell: short, whole in its tooltip and in the copy button, and the admin's script that copies.
+    assert 'title="AdminBatchSig"' in batches and 'class="gt-copy" data-copy="AdminBatchSig"' in batches
+    assert "gridtoken/admin.js" in batches and "gridtoken/admin.css" in batches
+    assert {"tokens_minted": "2.5", "token_base_units": "2500000000"}.items() <= dict(cells.findall(readings)).items()

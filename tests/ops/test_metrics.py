@@ -268,14 +268,18 @@ def test_metrics_answer_any_host_header(client, rpc_at, closed_port_url):
 
 
 def test_latency_quantile_and_snapshot_cover_only_the_window(pipeline):
+    pipeline.reading("recorded")  # a zero interval or a reset: stored, nothing to mint, and counted as such
+    pipeline.reading("recorded", submitted_at=pipeline.now - timedelta(minutes=5))  # a meter's baseline
     assert latency_quantile(0.5, since=pipeline.now - timedelta(hours=1)) == pytest.approx(1.5, abs=1e-6)
     assert latency_quantile(0.95, since=pipeline.now + timedelta(hours=1)) is None
     last_minute = pipeline_snapshot(since=pipeline.now - timedelta(seconds=60))
-    # Submitted within the last minute: the not-yet-due pending, minting, failed and rejected readings.
-    assert last_minute == {"submitted": 4, "minted": 0, "pending": 3, "failed": 1, "p95_secs": None}
+    # Submitted within the last minute: the not-yet-due pending, minting, failed, rejected and zero readings.
+    assert last_minute == {"submitted": 5, "minted": 0, "recorded": 1, "pending": 3, "failed": 1, "p95_secs": None}
     last_hour = pipeline_snapshot(since=pipeline.now - timedelta(hours=1))
     # p95 of 0.4, 1.5 and 12 s, interpolated as PostgreSQL's percentile_cont does: 1.5 + 0.9 * 10.5.
-    assert last_hour == {"submitted": 8, "minted": 3, "pending": 3, "failed": 1, "p95_secs": pytest.approx(10.95)}
+    assert last_hour == {
+        "submitted": 10, "minted": 3, "recorded": 2, "pending": 3, "failed": 1, "p95_secs": pytest.approx(10.95)
+    }  # fmt: skip
 
 
 def test_pending_readings_outside_the_rollout_are_counted_as_manual(client, rows, rpc_at, closed_port_url, settings):

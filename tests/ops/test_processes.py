@@ -150,9 +150,11 @@ def test_demo_accounts_are_created_then_given_new_passwords():
 
 
 def test_the_progress_line_shows_every_figure():
-    line = demo.progress_line({"submitted": 12, "minted": 10, "pending": 2, "failed": 0, "p95_secs": 1.234})
-    assert line == "submitted 12 | minted 10 | pending 2 | failed 0 | p95 submit-to-mint 1.2 s"
-    assert demo.progress_line({"submitted": 0, "minted": 0, "pending": 0, "failed": 0, "p95_secs": None}).endswith("-")
+    figures = {"submitted": 15, "minted": 10, "recorded": 3, "pending": 2, "failed": 0, "p95_secs": 1.234}
+    line = demo.progress_line(figures)
+    assert line == "submitted 15 | minted 10 | recorded 3 | pending 2 | failed 0 | p95 submit-to-mint 1.2 s"
+    idle = {"submitted": 0, "minted": 0, "recorded": 0, "pending": 0, "failed": 0, "p95_secs": None}
+    assert demo.progress_line(idle).endswith("-")
 
 
 def test_the_commands_use_this_interpreter_and_the_given_ports():

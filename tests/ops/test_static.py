@@ -62,7 +62,7 @@ def dockerfile_build_env() -> dict[str, str]:
 
 # Run in a fresh interpreter: settings are read once per process, and these tests need DEBUG=false.
 PRODUCTION_CHECK = """
-import json, os, sys
+import json, os, re, sys
 import django
 from django.conf import settings
 django.setup()
@@ -83,7 +83,12 @@ for path in ("/static/admin/css/base.css", hashed):
         "encoding": response.headers.get("Content-Encoding"),
         "cache": response.headers.get("Cache-Control", ""),
     }
+front = client.get("/")
+icons = [client.get(path) for path in re.findall(r'<link rel="icon" href="([^"]+)"', front.content.decode())]
+stylesheet = re.search(r'<link rel="stylesheet" href="([^"]+)"', front.content.decode())[1]
 print(json.dumps({
+    "front": [front.status_code, stylesheet, client.get(stylesheet).status_code],
+    "icons": [[icon.status_code, icon.headers["Content-Type"]] for icon in icons],
     "debug": settings.DEBUG,
     "storage": settings.STORAGES["staticfiles"]["BACKEND"],
     "middleware": settings.MIDDLEWARE,
@@ -123,6 +128,10 @@ def test_the_build_time_collectstatic_needs_no_database_and_yields_compressed_ha
     assert plain["status"] == hashed["status"] == 200
     assert hashed["encoding"] == "gzip"  # the compressed copy collectstatic wrote
     assert "immutable" in hashed["cache"] and "immutable" not in plain["cache"]
+    # The front door's stylesheet by its hashed name, its SVG icon and /favicon.ico: all answered without DEBUG.
+    status, stylesheet, stylesheet_status = found["front"]
+    assert status == stylesheet_status == 200 and re.fullmatch(r"/static/ops/home\.[0-9a-f]{12}\.css", stylesheet)
+    assert found["icons"] == [[200, "image/svg+xml"], [200, "image/x-icon"]]
 
 
 def test_gunicorn_serves_the_admin_stylesheet_as_the_compose_web_service_runs_it(tmp_path):

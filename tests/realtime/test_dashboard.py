@@ -127,7 +127,7 @@ def test_stats_json_is_for_operators_only(producer):
 
 
 def test_operator_sees_pipeline_figures(people, operator, meter):
-    for status in ("pending", "pending", "pending", "minting", "failed"):
+    for status in ("pending", "pending", "pending", "minting", "failed", "recorded"):
         people.reading(meter, "1", status=status)
     batch(MintBatch.Status.SIGNED)
     batch(MintBatch.Status.CONFIRMED, readings=5, age=timedelta(seconds=20))
@@ -140,8 +140,9 @@ def test_operator_sees_pipeline_figures(people, operator, meter):
     figures = signed_in(operator).get("/dashboard/stats.json").json()
 
     assert {k: figures[k] for k in figures if k not in ("last_batch", "chain", "as_of")} == {
-        "readings_total": 5,
+        "readings_total": 6,
         "meters_total": 1,
+        "recorded_readings": 1,  # stored with nothing to mint (a baseline, a zero, a reset): counted, not lost
         "held": 0,
         "pending": 3,
         "in_flight_batches": 1,

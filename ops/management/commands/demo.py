@@ -264,8 +264,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {account.role:<9} {account.username:<18} {account.password}{wallet}")
         rpc = "" if rpc_url == settings.CHAIN.rpc_url else f"SOLANA_RPC_URL={rpc_url} "
         self.stdout.write(
-            f"Tokens on chain against the database: DEBUG=true {rpc}python manage.py token_balance --demo "
-            f"{producers[0].username}"
+            f"Tokens on chain against the database: {demo.balance_command(producers[0].username, env_prefix=rpc)}"
         )
         self.stdout.write(f"Logs: {supervisor.log_dir}/<process>.log   Metrics: {web_url}/metrics")
         self.stdout.write(
@@ -273,7 +272,8 @@ class Command(BaseCommand):
             f"{max(options['interval'], 1.0):g} s (a compressed sun, nights skipped) until you stop the demo with "
             "Ctrl-C, which stops every process it started."
         )
-        self.stdout.write(f"\nDashboard: {web_url}/dashboard/\n")
+        self.stdout.write(f"\nFront door: {web_url}/ (API docs {web_url}/api/docs/, admin {web_url}/admin/)")
+        self.stdout.write(f"Dashboard: {web_url}/dashboard/\n")
 
     # 6. ---------------------------------------------------------------------------------------------
     def watch(self, supervisor: Supervisor, options) -> None:
