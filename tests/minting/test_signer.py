@@ -15,9 +15,12 @@ from solders.message import Message, MessageV0
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
+from minting.chain import MintRequest
+from minting.chain.configured import client_from_settings
 from minting.chain.errors import SignerUnavailable
 from minting.chain.signer import ED25519_OID, Pkcs11Signer, pkcs11_keygen, sign_transaction
 from tests.conftest import pkcs11_reinitialize
+from tests.minting.test_chain_anchor import PROGRAM_ID, WALLET
 
 
 def token_session(config, *, login: bool):
@@ -171,3 +174,21 @@ def test_a_signer_never_shows_its_pin(softhsm):
     pkcs11_keygen(softhsm, "authority")
     assert softhsm.pin not in repr(softhsm)
     assert softhsm.pin not in repr(Pkcs11Signer(softhsm, "authority"))
+
+
+def test_the_anchor_strategy_co_signs_with_a_rec_validator_key_in_the_token(settings, localnet, softhsm):
+    authority, validator = pkcs11_keygen(softhsm, "authority"), pkcs11_keygen(softhsm, "rec-validator")
+    settings.TOKENIZATION = dataclasses.replace(settings.TOKENIZATION, mint_strategy="anchor")
+    settings.CHAIN = dataclasses.replace(
+        settings.CHAIN, rpc_url=localnet.url, energy_token_program_id=str(PROGRAM_ID), rec_validator_keypair_path=None,
+        signer=dataclasses.replace(softhsm, rec_validator_key_label="rec-validator"),
+    )  # fmt: skip
+    client = client_from_settings()
+    client.rpc.call("requestAirdrop", [str(authority), 10**9])  # the fee payer must be able to pay
+
+    (signed,) = client.build_mints([MintRequest(str(WALLET), 5)], memo="anchor")
+
+    transaction = VersionedTransaction.from_bytes(signed.raw)
+    assert transaction.message.account_keys[:2] == [authority, validator]
+    assert transaction.verify_with_results() == [True, True]
+    client.close()
