@@ -18,8 +18,17 @@ from minting.services.batching import batches_prepare, chain_client
 from minting.services.claiming import claim_due
 from minting.services.control import control_get
 from minting.services.reconciliation import batches_reconcile
+from minting.triggers import mint_soon
 from tests.conftest import pkcs11_reinitialize
-from tests.minting.pipeline_harness import assert_minted_exactly_once, make_meter, make_readings, use_chain
+from tests.minting.pipeline_harness import (
+    assert_minted_exactly_once,
+    celery_processes_fixture,  # noqa: F401 (the celery_processes fixture)
+    make_meter,
+    make_readings,
+    set_tokenization,
+    use_chain,
+    wait_until,
+)
 from tests.minting.test_signer import set_may_sign
 
 pytestmark = pytest.mark.django_db
@@ -138,3 +147,30 @@ def test_a_token_refusing_to_sign_while_readings_are_claimed_rolls_the_claim_bac
     lift_pause()
     assert readings_mint_due().minted == 4
     assert_minted_exactly_once(chain_client(), first + readings)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(600)
+def test_a_worker_configured_from_the_environment_mints_with_the_hsm_key(
+    settings, localnet, tmp_path, softhsm, celery_processes
+):
+    set_tokenization(settings, batch_size=5, trigger_debounce_ms=100)
+    chain = use_chain(settings, localnet, tmp_path)
+    address = rotate_to_hsm(settings, softhsm)
+    pin_file = tmp_path / "hsm-pin"
+    pin_file.write_text(softhsm.pin + "\n")
+    environment = {
+        "SIGNER_BACKEND": "pkcs11", "SIGNER_PKCS11_MODULE": str(softhsm.module),
+        "SIGNER_PKCS11_TOKEN_LABEL": softhsm.token_label, "SIGNER_PKCS11_KEY_LABEL": softhsm.key_label,
+        "SIGNER_PKCS11_PIN_FILE": str(pin_file),
+    }  # fmt: skip
+    worker = celery_processes(chain=chain, env=environment)  # SOFTHSM2_CONF: the test's token, inherited
+
+    readings = make_readings([make_meter() for _ in range(3)], 12)
+    mint_soon()
+    wait_until(lambda: set(readings_of(readings).values_list("status", flat=True)) == {"minted"}, message="minted")
+
+    assert_minted_exactly_once(chain_client(), readings)
+    for batch in MintBatch.objects.all():
+        assert str(VersionedTransaction.from_bytes(bytes(batch.raw_transaction)).message.account_keys[0]) == address
+    assert softhsm.pin not in worker.output()
