@@ -6,7 +6,7 @@ import io
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.utils import timezone
 from solders.transaction import VersionedTransaction
@@ -95,6 +95,22 @@ def test_the_mint_authority_moves_from_a_file_key_to_an_hsm_key_with_every_readi
         assert signed.verify_with_results() == [True]
         signers.add(str(signed.message.account_keys[0]))
     assert len(signers) == 2 and address in signers  # the file key's batches, then the HSM key's
+
+
+def test_chain_init_creates_the_mint_with_the_hsm_key_as_authority_and_never_creates_that_key(
+    settings, localnet, softhsm
+):
+    settings.CHAIN = dataclasses.replace(settings.CHAIN, rpc_url=localnet.url, energy_token_mint=None, signer=softhsm)
+    with pytest.raises(CommandError, match="signer_keygen"):
+        command("chain_init", "--new-mint")
+    assert not TokenMint.objects.exists()
+    address = command("signer_keygen").strip()
+
+    output = command("chain_init", "--new-mint")
+
+    row = TokenMint.objects.get()
+    assert row.authority == address and f"mint authority {address}" in output
+    assert chain_client().verify_mint().mint_authority == address
 
 
 @pytest.mark.parametrize(
