@@ -39,6 +39,7 @@ from gridtoken import observability
 from minting.chain import ChainClient, InsufficientFunds, InvalidWallet, NotInitialised, SignedMint
 from minting.chain import instructions as ix
 from minting.chain.configured import KeptClient
+from minting.chain.setup import authority_hand_over
 from minting.chain.signer import authority_signer, sign_transaction
 from minting.faults import crash_point
 from minting.models import MintBatch
@@ -108,6 +109,16 @@ def certificate_mint_init(*, new_mint: bool = False) -> tuple[CertificateMint, b
         return certificate_mint_create(client=client), True
     finally:
         client.close()
+
+
+def certificate_authority_set(*, new_authority: Pubkey, out=print) -> None:
+    """Hand the recorded certificate mint's mint authority and permanent delegate to ``new_authority`` in one
+    transaction (``minting.chain.setup.authority_hand_over``), the certificates' part of a key rotation."""
+    client = certificate_client()
+    authority_hand_over(
+        client=client, new_authority=new_authority, kinds=(ix.MINT_TOKENS, ix.PERMANENT_DELEGATE), out=out
+    )
+    CertificateMint.objects.filter(address=str(client.mint)).update(authority=str(new_authority))
 
 
 _kept_client = KeptClient()

@@ -3,21 +3,16 @@ the hand-over of the mint authority to another key (``mint_authority_set``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, create_account
-from spl.token.instructions import (
-    AuthorityType,
-    InitializeMintParams,
-    SetAuthorityParams,
-    initialize_mint,
-    set_authority,
-)
+from spl.token.instructions import InitializeMintParams, initialize_mint
 
+from minting.chain import instructions as ix
 from minting.chain.client import ChainClient
 from minting.chain.configured import client_from_settings
 from minting.chain.decoding import MINT_ACCOUNT_SIZE
@@ -181,36 +176,42 @@ def _record(client: ChainClient, token_program: str) -> TokenMint:
 
 
 def mint_authority_set(*, new_authority: Pubkey, out: Callable[[str], None] = print) -> None:
-    """Hand the recorded energy token mint's authority to ``new_authority`` (SPL Token ``SetAuthority``, signed by
-    the configured key, which must hold it now); idempotent. The key rotation procedure around it (pause, fund
-    the new key, switch the signer, restart) is in docs/OPERATIONS.md, "Key rotation".
-
-    1. The mint is the recorded one; its authority on chain is already ``new_authority`` (nothing to do) or ours.
-    2. One transaction with preflight, confirmed at SOLANA_COMMITMENT; then the mint is read back.
-    3. The TokenMint row records the new authority.
-    """
+    """Hand the recorded energy token mint's authority to ``new_authority``; see ``authority_hand_over``. The key
+    rotation procedure around it (pause, fund the new key, switch the signer, restart) is in docs/OPERATIONS.md,
+    "Key rotation"."""
     if settings.TOKENIZATION.mint_strategy == "anchor":
         raise SetupError("the anchor strategy's mint authority is the program's PDA: there is no key to hand over")
     client = client_from_settings()
     try:
-        row = TokenMint.objects.order_by("-created_at", "-id").first()
-        if client.mint_info().mint_authority == str(new_authority):
-            out(f"the mint authority of {client.mint} is {new_authority} already; nothing to do")
-        else:
-            client.verify_mint()
-            client.execute([
-                set_authority(SetAuthorityParams(
-                    program_id=client.token_program, account=client.mint, authority=AuthorityType.MINT_TOKENS,
-                    current_authority=client.payer, new_authority=new_authority,
-                ))
-            ])  # fmt: skip
-            if client.mint_info().mint_authority != str(new_authority):
-                raise SetupError(f"the mint authority of {client.mint} is not {new_authority} after SetAuthority")
-            out(f"the mint authority of {client.mint} is now {new_authority} (was {client.payer})")
+        authority_hand_over(client=client, new_authority=new_authority, kinds=(ix.MINT_TOKENS,), out=out)
     finally:
         client.close()
-    if row is not None:
-        TokenMint.objects.filter(id=row.id).update(authority=str(new_authority))
+    TokenMint.objects.filter(address=str(client.mint)).update(authority=str(new_authority))
+
+
+def authority_hand_over(
+    *, client: ChainClient, new_authority: Pubkey, kinds: Sequence[int], out: Callable[[str], None]
+) -> None:
+    """Give ``client.mint``'s authorities of ``kinds`` (``MINT_TOKENS``, ``PERMANENT_DELEGATE``) to ``new_authority``
+    in one transaction signed by the client's key, which must hold them now; idempotent.
+
+    1. The mint's authority is already ``new_authority`` (nothing to do), or ours (``verify_mint``).
+    2. One SetAuthority per kind, in one transaction with preflight, confirmed at SOLANA_COMMITMENT.
+    3. The mint is read back: its mint authority must be ``new_authority``.
+    """
+    if client.mint_info().mint_authority == str(new_authority):
+        out(f"the mint authority of {client.mint} is {new_authority} already; nothing to do")
+        return
+    client.verify_mint()
+    client.execute([
+        ix.set_authority(
+            account=client.mint, current=client.payer, new=new_authority, kind=kind, token_program=client.token_program
+        )
+        for kind in kinds
+    ])  # fmt: skip
+    if client.mint_info().mint_authority != str(new_authority):
+        raise SetupError(f"the mint authority of {client.mint} is not {new_authority} after SetAuthority")
+    out(f"the mint authority of {client.mint} is now {new_authority} (was {client.payer})")
 
 
 def _lamports(result: object) -> int:
