@@ -6,6 +6,9 @@ import io
 import pkcs11
 import pytest
 from django.core.management import CommandError, call_command
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from pkcs11 import Attribute, KeyType, ObjectClass
 from pkcs11.exceptions import AttributeSensitive
 from pkcs11.util.ec import encode_named_curve_parameters
@@ -66,6 +69,21 @@ def test_the_hsm_signs_exactly_what_the_keypair_file_signs(softhsm):
         assert bytes(from_hsm) == bytes(sign_transaction(message, [keypair]))
         assert bytes(from_hsm) == bytes(VersionedTransaction(message, [keypair]))  # solders' own signing
         assert from_hsm.verify_with_results() == [True]
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=1232))
+def test_for_any_message_the_hsm_signature_is_the_keypair_files(softhsm, data):
+    keypair = Keypair.from_seed(bytes(range(32)))
+    if not list(_labelled(softhsm, "seeded")):  # one import for every example (the fixture is per test)
+        import_key(softhsm, keypair, "seeded")
+    signature = Pkcs11Signer(softhsm, "seeded").sign_message(data)
+    assert signature == keypair.sign_message(data) and signature.verify(keypair.pubkey(), data)
+
+
+def _labelled(config, label: str):
+    with token_session(config, login=False) as session:
+        return list(session.get_objects({Attribute.LABEL: label}))
 
 
 def test_a_transaction_is_signed_by_each_required_signer_in_the_message_order(softhsm):
