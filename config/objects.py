@@ -14,6 +14,7 @@ import environ
 
 from config.environment import ConfigError, Env
 from config.retention import RetentionConfig
+from config.signer import SignerConfig
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 U64_MAX = 2**64 - 1
@@ -186,11 +187,12 @@ class ChainConfig:
     priority_fee_microlamports: int
     concurrent_batches: int
     rpc_timeout_secs: int
+    signer: SignerConfig  # which key signs: SOLANA_KEYPAIR_PATH's file or an HSM's (config/signer.py)
 
     @classmethod
     def from_env(cls, env: Env, *, debug: bool) -> ChainConfig:
-        keypair = env.raw("SOLANA_KEYPAIR_PATH")
-        if keypair is None and not debug:
+        keypair, signer = env.raw("SOLANA_KEYPAIR_PATH"), SignerConfig.from_env(env)
+        if keypair is None and not debug and signer.backend == "file":
             raise ConfigError("SOLANA_KEYPAIR_PATH", None, "a path to the mint authority keypair file (DEBUG=false)")
         rec_validator = env.raw("REC_VALIDATOR_KEYPAIR_PATH")
         return cls(
@@ -204,6 +206,7 @@ class ChainConfig:
             priority_fee_microlamports=env.int("SOLANA_PRIORITY_FEE_MICROLAMPORTS", 0, min=0, max=10**9),
             concurrent_batches=env.int("BLOCKCHAIN_CONCURRENT_BATCHES", 8, min=1, max=64),
             rpc_timeout_secs=env.int("SOLANA_RPC_TIMEOUT_SECS", 10, min=1, max=300),
+            signer=signer,
         )
 
 

@@ -35,6 +35,10 @@ PAUSE_REASONS = (
     "node_behind",
     "min_context_slot_not_reached",
     "history_unavailable",
+    "signer_token_missing",
+    "signer_locked",
+    "signer_key_missing",
+    "signer_refused",
 )
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 

@@ -1,3 +1,4 @@
+import gc
 import json
 import os
 import signal
@@ -186,3 +187,39 @@ def make_localnet(tmp_path):
     yield make
     for chain in started:
         chain.stop()
+
+
+SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
+SOFTHSM_PIN = "test-user-pin"  # a throw-away token's PIN, nothing to protect
+
+
+@pytest.fixture
+def softhsm(tmp_path, monkeypatch):
+    """A SoftHSM2 token of this test's own: its own token directory and SOFTHSM2_CONF (so parallel workers never
+    share a token), the PKCS#11 library re-initialised to read it. Yields the pkcs11 SignerConfig for it
+    (key label ``authority``; no key yet: ``signer_keygen`` or ``pkcs11_keygen`` makes one)."""
+    from config.signer import SignerConfig
+
+    tokens = tmp_path / "softhsm-tokens"
+    tokens.mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", "gridtoken-test", "--so-pin", "test-so-pin",
+         "--pin", SOFTHSM_PIN],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    pkcs11_reinitialize(SOFTHSM_MODULE)  # SoftHSM reads SOFTHSM2_CONF when initialised
+    return SignerConfig(
+        backend="pkcs11", module=SOFTHSM_MODULE, token_label="gridtoken-test", key_label="authority", pin=SOFTHSM_PIN
+    )
+
+
+def pkcs11_reinitialize(module: Path) -> None:
+    """What a fresh process sees: the library finalised and initialised again, every session of this one gone.
+    Finished searches still bound to the old sessions are collected first (their finalisers need the session)."""
+    import pkcs11
+
+    gc.collect()
+    pkcs11.lib(str(module)).reinitialize()

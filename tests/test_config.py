@@ -133,3 +133,40 @@ def test_archive_destinations_parse_to_a_directory_or_a_bucket_prefix():
         "archive/readings",
         "http://s3:9000",
     )
+
+
+SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
+PKCS11 = {**BASE, "SIGNER_BACKEND": "pkcs11", "SIGNER_PKCS11_MODULE": SOFTHSM, "SIGNER_PKCS11_TOKEN_LABEL": "gt"}
+
+
+def test_the_hsm_signer_reads_its_pin_from_a_file_and_never_shows_it(tmp_path):
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("s3cret-pin\n")
+    production = {**PKCS11, "DEBUG": "false", "SECRET_KEY": "s" * 50, "SIGNER_PKCS11_PIN_FILE": str(pin_file)}
+
+    chain = load(production).chain  # no SOLANA_KEYPAIR_PATH needed: the HSM holds the authority
+
+    assert (chain.signer.backend, str(chain.signer.module), chain.signer.token_label) == ("pkcs11", SOFTHSM, "gt")
+    assert (chain.signer.key_label, chain.signer.pin) == ("gridtoken-authority", "s3cret-pin")
+    assert "s3cret-pin" not in repr(chain) and "s3cret-pin" not in str(chain)
+    assert load({**PKCS11, "SIGNER_PKCS11_PIN": "from-env"}).chain.signer.pin == "from-env"
+    assert load(BASE).chain.signer.backend == "file"
+
+
+@pytest.mark.parametrize(
+    ("changes", "name", "allowed"),
+    [
+        ({"SIGNER_BACKEND": "vault"}, "SIGNER_BACKEND", "file, pkcs11"),
+        ({"SIGNER_PKCS11_MODULE": "/no/such/lib.so"}, "SIGNER_PKCS11_MODULE", "PKCS#11 library"),
+        ({"SIGNER_PKCS11_TOKEN_LABEL": ""}, "SIGNER_PKCS11_TOKEN_LABEL", "1 to 32 bytes"),
+        ({"SIGNER_PKCS11_KEY_LABEL": "k" * 33}, "SIGNER_PKCS11_KEY_LABEL", "1 to 32 bytes"),
+        ({}, "SIGNER_PKCS11_PIN_FILE", "user PIN"),
+        ({"SIGNER_PKCS11_PIN_FILE": "/no/such/pin"}, "SIGNER_PKCS11_PIN_FILE", "readable file"),
+        ({"SIGNER_PKCS11_PIN_FILE": "/etc/hostname", "SIGNER_PKCS11_PIN": "x"}, "SIGNER_PKCS11_PIN", "one source"),
+    ],
+)
+def test_a_bad_hsm_signer_setting_names_the_variable_and_never_the_pin(changes, name, allowed):
+    with pytest.raises(ConfigError) as info:
+        load({**PKCS11, **changes})
+    assert info.value.name == name and allowed in str(info.value)
+    assert "'x'" not in str(info.value)

@@ -32,7 +32,6 @@ from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, create_account
-from solders.transaction import VersionedTransaction
 
 from certificates.models import CertificateMint, ChainOperation
 from certificates.triggers import operations_soon
@@ -40,7 +39,8 @@ from gridtoken import observability
 from minting.chain import ChainClient, InsufficientFunds, InvalidWallet, NotInitialised, SignedMint
 from minting.chain import instructions as ix
 from minting.chain.configured import KeptClient
-from minting.chain.keys import load_keypair
+from minting.chain.setup import authority_hand_over
+from minting.chain.signer import authority_signer, sign_transaction
 from minting.faults import crash_point
 from minting.models import MintBatch
 from minting.services.batching import CONFIRM_TIMEOUT_SECS, INTERNAL_ERROR, Prepared, batches_dispatch, is_systemic
@@ -96,7 +96,7 @@ def certificate_mint_init(*, new_mint: bool = False) -> tuple[CertificateMint, b
     Returns (mint, created). Run after ``chain_init`` (the authority must exist and hold SOL)."""
     chain = settings.CHAIN
     client = ChainClient(
-        rpc_url=chain.rpc_url, authority=load_keypair(chain.keypair_path), mint=Pubkey.default(), decimals=DECIMALS,
+        rpc_url=chain.rpc_url, authority=authority_signer(), mint=Pubkey.default(), decimals=DECIMALS,
         token_program=TOKEN_2022, commitment=chain.commitment, timeout=float(chain.rpc_timeout_secs),
     )  # fmt: skip
     try:
@@ -111,6 +111,16 @@ def certificate_mint_init(*, new_mint: bool = False) -> tuple[CertificateMint, b
         client.close()
 
 
+def certificate_authority_set(*, new_authority: Pubkey, out=print) -> None:
+    """Hand the recorded certificate mint's mint authority and permanent delegate to ``new_authority`` in one
+    transaction (``minting.chain.setup.authority_hand_over``), the certificates' part of a key rotation."""
+    client = certificate_client()
+    authority_hand_over(
+        client=client, new_authority=new_authority, kinds=(ix.MINT_TOKENS, ix.PERMANENT_DELEGATE), out=out
+    )
+    CertificateMint.objects.filter(address=str(client.mint)).update(authority=str(new_authority))
+
+
 _kept_client = KeptClient()
 
 
@@ -123,7 +133,7 @@ def certificate_client() -> ChainClient:
     def build() -> ChainClient:
         chain = settings.CHAIN
         return ChainClient(
-            rpc_url=chain.rpc_url, authority=load_keypair(chain.keypair_path), mint=row.address,
+            rpc_url=chain.rpc_url, authority=authority_signer(), mint=row.address,
             decimals=DECIMALS, token_program=row.token_program, commitment=chain.commitment,
             priority_fee_microlamports=chain.priority_fee_microlamports,
             concurrent_batches=chain.concurrent_batches, timeout=float(chain.rpc_timeout_secs),
@@ -226,7 +236,7 @@ def operations_prepare(*, client: ChainClient, claimed: list[ClaimedOperation]) 
         instructions.append(ix.memo(memo))
         wallets.append(None)
         message = Message.new_with_blockhash(instructions, client.payer, recent.blockhash)
-        tx = VersionedTransaction(message, [client.authority])
+        tx = sign_transaction(message, [client.authority])
         signed = SignedMint(
             str(tx.signatures[0]), bytes(tx), recent.last_valid_block_height, (), memo,
             context_slot=recent.context_slot, instruction_wallets=tuple(wallets),

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from solders.hash import Hash
 from solders.instruction import Instruction
-from solders.keypair import Keypair
 from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
@@ -42,6 +41,7 @@ from minting.chain.lookup import LookupTables
 from minting.chain.packing import MAX_COMPUTE_UNITS, PACKET_DATA_SIZE, Draft, Unit, pack
 from minting.chain.records import U64_MAX, Blockhash, MintRequest, SignatureStatus, SignedMint
 from minting.chain.rpc import Rpc
+from minting.chain.signer import Signer, sign_transaction
 
 MAX_MEMO_BYTES = 120
 STATUS_CHUNK = 256  # getSignatureStatuses takes at most 256 signatures
@@ -78,7 +78,7 @@ class ChainClient:
         self,
         *,
         rpc_url: str,
-        authority: Keypair,
+        authority: Signer,
         mint: Pubkey | str,
         decimals: int,
         token_program: Pubkey | str = ix.TOKEN_PROGRAM_ID,
@@ -87,13 +87,13 @@ class ChainClient:
         concurrent_batches: int = 8,
         timeout: float = 10.0,
         anchor: EnergyTokenProgram | None = None,
-        rec_validator: Keypair | None = None,
+        rec_validator: Signer | None = None,
         lookup_tables: bool = False,
         send_batch_size: int = 16,
     ) -> None:
         self.rpc_url = rpc_url
         self.authority = authority
-        self.payer = authority.pubkey()  # deriving it from the secret costs ~25 us: once, not per instruction
+        self.payer = authority.pubkey()  # a keypair derives it from the secret (~25 us): once, not per instruction
         self.mint = Pubkey.from_string(mint) if isinstance(mint, str) else mint
         self.decimals = decimals
         self.token_program = Pubkey.from_string(token_program) if isinstance(token_program, str) else token_program
@@ -270,7 +270,7 @@ class ChainClient:
             message = MessageV0.try_compile(payer, instructions, [draft.lookup], recent.blockhash)
         else:
             message = Message.new_with_blockhash(instructions, payer, recent.blockhash)
-        transaction = VersionedTransaction(message, self.signers)
+        transaction = sign_transaction(message, self.signers)
         raw = bytes(transaction)
         if len(raw) > PACKET_DATA_SIZE:  # the packer's arithmetic is exact; this guards against a bug in it
             raise TransactionTooLarge(f"a packed transaction is {len(raw)} bytes (limit {PACKET_DATA_SIZE})")
@@ -415,14 +415,14 @@ class ChainClient:
         program_ids = [str(message.account_keys[i.program_id_index]) for i in message.instructions]
         return str(transaction.signatures[0]), [base64.b64encode(raw).decode(), config], program_ids
 
-    def execute(self, instructions: Sequence[Instruction], extra_signers: Sequence[Keypair] = ()) -> int:
+    def execute(self, instructions: Sequence[Instruction], extra_signers: Sequence[Signer] = ()) -> int:
         """Send a set-up transaction (with preflight) paid by the authority, wait for it, return its slot.
 
         Raises the typed error when it fails on chain.
         """
         recent = self.latest_blockhash()
         message = Message.new_with_blockhash(list(instructions), self.payer, recent.blockhash)
-        transaction = VersionedTransaction(message, [self.authority, *extra_signers])
+        transaction = sign_transaction(message, [self.authority, *extra_signers])
         signed = SignedMint(
             str(transaction.signatures[0]), bytes(transaction), recent.last_valid_block_height, (), "",
             context_slot=recent.context_slot,

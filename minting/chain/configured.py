@@ -1,4 +1,4 @@
-"""The ChainClient the settings describe: settings.CHAIN, the authority keypair file and the recorded mint."""
+"""The ChainClient the settings describe: settings.CHAIN, its signers (a key file or an HSM) and the recorded mint."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from minting.chain.anchor import EnergyTokenProgram
 from minting.chain.client import ChainClient
 from minting.chain.errors import NotInitialised, PermanentChainError, WrongAuthority
 from minting.chain.instructions import TOKEN_PROGRAM_ID
-from minting.chain.keys import load_keypair
+from minting.chain.signer import authority_signer, rec_validator_signer
 
 NOT_INITIALISED = "no energy token mint is recorded: run python manage.py chain_init"
 
 
 def client_from_settings() -> ChainClient:
     chain, tokenization = settings.CHAIN, settings.TOKENIZATION
-    authority = load_keypair(chain.keypair_path)
+    authority = authority_signer()
     common = {
         "rpc_url": chain.rpc_url,
         "authority": authority,
@@ -33,17 +33,18 @@ def client_from_settings() -> ChainClient:
             raise NotInitialised(
                 "TOKENIZATION_MINT_STRATEGY=anchor needs ENERGY_TOKEN_PROGRAM_ID", code="anchor_not_configured"
             )
-        if chain.rec_validator_keypair_path is None:
+        rec_validator = rec_validator_signer()
+        if rec_validator is None:
             raise NotInitialised(
-                "TOKENIZATION_MINT_STRATEGY=anchor needs REC_VALIDATOR_KEYPAIR_PATH (the REC validator co-signs)",
+                "TOKENIZATION_MINT_STRATEGY=anchor needs REC_VALIDATOR_KEYPAIR_PATH or "
+                "SIGNER_PKCS11_REC_VALIDATOR_KEY_LABEL (the REC validator co-signs)",
                 code="anchor_not_configured",
             )
-        rec_validator = load_keypair(chain.rec_validator_keypair_path, setting="REC_VALIDATOR_KEYPAIR_PATH")
         if rec_validator.pubkey() == authority.pubkey():
             # mint_generation refuses it on chain (RecValidatorIsAuthority): the co-signature must be a second key.
             raise WrongAuthority(
-                f"REC_VALIDATOR_KEYPAIR_PATH ({chain.rec_validator_keypair_path}) holds the authority's key "
-                f"{authority.pubkey()} (SOLANA_KEYPAIR_PATH): the REC validator must be a different, registered key",
+                f"the REC validator's key (REC_VALIDATOR_KEYPAIR_PATH or SIGNER_PKCS11_REC_VALIDATOR_KEY_LABEL) is "
+                f"the authority's {authority.pubkey()}: the REC validator must be a different, registered key",
                 code="rec_validator_is_authority",
             )
         program = EnergyTokenProgram(

@@ -68,6 +68,14 @@ class HistoryUnavailable(TransientChainError):
     code = "history_unavailable"
 
 
+class SignerUnavailable(TransientChainError):
+    """The signing key cannot sign now: its token is missing (``signer_token_missing``), refuses the PIN or is
+    locked (``signer_locked``), lacks the key (``signer_key_missing``) or refuses to sign (``signer_refused``).
+    A platform fault: minting pauses and probes again, and no reading is charged an attempt."""
+
+    code = "signer_refused"
+
+
 class NotInitialised(PermanentChainError):
     code = "not_initialised"
 

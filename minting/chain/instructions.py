@@ -1,5 +1,6 @@
-"""Instruction builders for the classic SPL path: ATA derivation, create-ATA-idempotent, MintToChecked, memo,
-compute budget, and the address lookup table program's create/extend (solders 0.26 has no builders for those).
+"""Instruction builders for the classic SPL path: ATA derivation, create-ATA-idempotent, MintToChecked,
+SetAuthority, memo, compute budget, and the address lookup table program's create/extend (solders 0.26 has no
+builders for those).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ __all__ = [
 ]
 
 _MINT_TO_CHECKED = 14  # spl-token TokenInstruction::MintToChecked
+_SET_AUTHORITY = 6  # TokenInstruction::SetAuthority (spl-token and Token-2022)
+# AuthorityType: MintTokens (both programs), PermanentDelegate (Token-2022 only).
+MINT_TOKENS, PERMANENT_DELEGATE = 0, 8
 _CREATE_IDEMPOTENT = 1  # spl-associated-token-account AssociatedTokenAccountInstruction::CreateIdempotent
 _LOOKUP_CREATE, _LOOKUP_EXTEND = 0, 2  # ProgramInstruction variants (bincode: u32 little-endian tag)
 _SYSTEM_PROGRAM_ADDRESS = str(SYSTEM_PROGRAM_ID)
@@ -94,6 +98,18 @@ def mint_to_checked(
             AccountMeta(mint, is_signer=False, is_writable=True),
             AccountMeta(destination, is_signer=False, is_writable=True),
             AccountMeta(authority, is_signer=True, is_writable=False),
+        ],
+    )
+
+
+def set_authority(*, account: Pubkey, current: Pubkey, new: Pubkey, kind: int, token_program: Pubkey) -> Instruction:
+    """SetAuthority of ``kind`` on ``account`` to ``new`` (COption::Some), signed by ``current``."""
+    return Instruction(
+        token_program,
+        bytes([_SET_AUTHORITY, kind, 1]) + bytes(new),
+        [
+            AccountMeta(account, is_signer=False, is_writable=True),
+            AccountMeta(current, is_signer=True, is_writable=False),
         ],
     )
 

@@ -1,8 +1,9 @@
-"""chain_init's service: authority keypair, SOL for fees on a local chain, the energy token mint and its record."""
+"""chain_init's service: the authority key, SOL for fees on a local chain, the energy token mint and its record; and
+the hand-over of the mint authority to another key (``mint_authority_set``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -11,12 +12,15 @@ from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, create_account
 from spl.token.instructions import InitializeMintParams, initialize_mint
 
+from minting.chain import instructions as ix
 from minting.chain.client import ChainClient
+from minting.chain.configured import client_from_settings
 from minting.chain.decoding import MINT_ACCOUNT_SIZE
 from minting.chain.errors import InvalidMint, RpcBadResponse, RpcTimeout, RpcUnavailable, WrongAuthority
 from minting.chain.instructions import TOKEN_PROGRAM_ID
 from minting.chain.keys import create_keypair, load_keypair
 from minting.chain.records import SignedMint
+from minting.chain.signer import Signer, authority_signer
 from minting.models import TokenMint
 
 LAMPORTS_PER_SOL = 1_000_000_000
@@ -37,13 +41,14 @@ def is_local(rpc_url: str, cluster: str) -> bool:
 def initialise_chain(*, new_mint: bool = False, out: Callable[[str], None] = print) -> TokenMint | None:
     """Idempotent set-up of the configured cluster; returns the TokenMint in use (None for the anchor strategy).
 
-    1. The authority keypair at SOLANA_KEYPAIR_PATH, created (mode 0600) when missing.
+    1. The authority: the keypair at SOLANA_KEYPAIR_PATH, created (mode 0600) when missing; or, with
+       SIGNER_BACKEND=pkcs11, the HSM's key (created beforehand by ``signer_keygen``, never here).
     2. The RPC answers; on a local chain the authority gets SOL when its balance is low.
     3. The mint: ENERGY_TOKEN_MINT verified and adopted, else the recorded mint verified, else (or when the
        recorded one does not exist on this chain, or ``new_mint``) a new mint, recorded as a TokenMint row.
     """
     chain, tokenization = settings.CHAIN, settings.TOKENIZATION
-    authority = _authority(chain.keypair_path, out)
+    authority = _authority(chain, out)
     client = ChainClient(
         rpc_url=chain.rpc_url, authority=authority, mint=authority.pubkey(), decimals=tokenization.decimals,
         commitment=chain.commitment, timeout=float(chain.rpc_timeout_secs),
@@ -65,7 +70,12 @@ def initialise_chain(*, new_mint: bool = False, out: Callable[[str], None] = pri
         client.close()
 
 
-def _authority(path, out: Callable[[str], None]) -> Keypair:
+def _authority(chain, out: Callable[[str], None]) -> Signer:
+    if chain.signer.backend == "pkcs11":
+        authority = authority_signer()
+        out(f"authority {authority.pubkey()} (key {chain.signer.key_label!r} in the PKCS#11 token)")
+        return authority
+    path = chain.keypair_path
     if path.exists():
         authority = load_keypair(path)
         out(f"authority {authority.pubkey()} (keypair {path})")
@@ -105,8 +115,8 @@ def _mint(client: ChainClient, configured: str | None, new_mint: bool, out: Call
         raise SetupError(f"{error}; run python manage.py chain_init --new-mint to create another") from None
     except WrongAuthority as error:
         raise SetupError(
-            f"{error}: restore the keypair that created it at {settings.CHAIN.keypair_path}, "
-            "or run python manage.py chain_init --new-mint"
+            f"{error}: restore the keypair that created it at {settings.CHAIN.keypair_path} (or the HSM key, "
+            "SIGNER_PKCS11_KEY_LABEL), or run python manage.py chain_init --new-mint"
         ) from None
     out(f"mint {recorded.address} is in place ({client.decimals} decimals); nothing to do")
     return recorded
@@ -123,7 +133,8 @@ def _adopt(client: ChainClient, address: str, out: Callable[[str], None]) -> Tok
         raise SetupError(f"ENERGY_TOKEN_MINT: {error}; unset ENERGY_TOKEN_MINT to create a new mint") from None
     except WrongAuthority as error:
         raise SetupError(
-            f"ENERGY_TOKEN_MINT: {error}; point SOLANA_KEYPAIR_PATH at the mint authority's keypair"
+            f"ENERGY_TOKEN_MINT: {error}; point SOLANA_KEYPAIR_PATH (or SIGNER_PKCS11_KEY_LABEL) at the mint "
+            "authority's key"
         ) from None
     recorded = TokenMint.objects.order_by("-created_at", "-id").first()
     if recorded is not None and (recorded.address, recorded.rpc_url) == (address, client.rpc_url):
@@ -162,6 +173,45 @@ def _record(client: ChainClient, token_program: str) -> TokenMint:
         address=str(client.mint), decimals=client.decimals, token_program=token_program,
         authority=str(client.authority.pubkey()), rpc_url=client.rpc_url,
     )  # fmt: skip
+
+
+def mint_authority_set(*, new_authority: Pubkey, out: Callable[[str], None] = print) -> None:
+    """Hand the recorded energy token mint's authority to ``new_authority``; see ``authority_hand_over``. The key
+    rotation procedure around it (pause, fund the new key, switch the signer, restart) is in docs/OPERATIONS.md,
+    "Key rotation"."""
+    if settings.TOKENIZATION.mint_strategy == "anchor":
+        raise SetupError("the anchor strategy's mint authority is the program's PDA: there is no key to hand over")
+    client = client_from_settings()
+    try:
+        authority_hand_over(client=client, new_authority=new_authority, kinds=(ix.MINT_TOKENS,), out=out)
+    finally:
+        client.close()
+    TokenMint.objects.filter(address=str(client.mint)).update(authority=str(new_authority))
+
+
+def authority_hand_over(
+    *, client: ChainClient, new_authority: Pubkey, kinds: Sequence[int], out: Callable[[str], None]
+) -> None:
+    """Give ``client.mint``'s authorities of ``kinds`` (``MINT_TOKENS``, ``PERMANENT_DELEGATE``) to ``new_authority``
+    in one transaction signed by the client's key, which must hold them now; idempotent.
+
+    1. The mint's authority is already ``new_authority`` (nothing to do), or ours (``verify_mint``).
+    2. One SetAuthority per kind, in one transaction with preflight, confirmed at SOLANA_COMMITMENT.
+    3. The mint is read back: its mint authority must be ``new_authority``.
+    """
+    if client.mint_info().mint_authority == str(new_authority):
+        out(f"the mint authority of {client.mint} is {new_authority} already; nothing to do")
+        return
+    client.verify_mint()
+    client.execute([
+        ix.set_authority(
+            account=client.mint, current=client.payer, new=new_authority, kind=kind, token_program=client.token_program
+        )
+        for kind in kinds
+    ])  # fmt: skip
+    if client.mint_info().mint_authority != str(new_authority):
+        raise SetupError(f"the mint authority of {client.mint} is not {new_authority} after SetAuthority")
+    out(f"the mint authority of {client.mint} is now {new_authority} (was {client.payer})")
 
 
 def _lamports(result: object) -> int:
