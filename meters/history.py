@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import models
-from django.utils import timezone
 
 KEPT = timedelta(days=2)
 # Counters only grow (readings stored, readings minted, readings flagged); gauges are how many wait now.
@@ -39,21 +38,3 @@ class FleetMinute(models.Model):
 
 def minute_of(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
-
-
-def fleet_minute_record(*, now: datetime | None = None) -> datetime:
-    """Upsert this minute's row from the fleet rollup (exact: it adds the deltas not folded yet) and delete
-    the rows past ``KEPT``; the minute written. Harmless twice: the second run writes the same minute."""
-    from meters.selectors import fleet_totals  # selectors import the models, which import this module
-
-    minute = minute_of(now or timezone.now())
-    totals = fleet_totals()
-    figures = {name: totals[name] for name in (*COUNTERS, *GAUGES)}
-    FleetMinute.objects.update_or_create(minute=minute, defaults=figures)
-    FleetMinute.objects.filter(minute__lt=minute - KEPT).delete()
-    return minute
-
-
-def fleet_minute_list(*, since: datetime, until: datetime) -> list[FleetMinute]:
-    """The rows of [since, until), oldest first: a primary-key range."""
-    return list(FleetMinute.objects.filter(minute__gte=since, minute__lt=until).order_by("minute"))

@@ -3,9 +3,8 @@
 from celery import shared_task
 
 from meters.archive.services import readings_archive
-from meters.history import fleet_minute_record
 from meters.partitions import partitions_ensure
-from meters.services.rollups import rollups_fold_all
+from meters.services.rollups import fleet_minute_record, rollups_fold_all
 
 
 @shared_task(ignore_result=True)

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from certificates.models import CertificateBundle, Issuance
 from gridtoken.events import rfc3339
-from meters.history import FleetMinute, fleet_minute_list, minute_of
+from meters.history import FleetMinute, minute_of
 from meters.models import Meter, MeterHourRollup, MeterRollup, ReadingDelta
 from meters.selectors import ZERO_KWH, fleet_totals, rollup_totals
 from meters.validation import KWH_QUANTUM
@@ -150,7 +150,8 @@ def fleet_series(*, span: Span, now: datetime | None = None) -> dict:
     are gaps (``None``), never zeros."""
     now = now or timezone.now()
     starts = span_range(span, minute_of(now))
-    rows = {row.minute: row for row in fleet_minute_list(since=starts[0] - span.step, until=starts[-1])}
+    recorded = FleetMinute.objects.filter(minute__gte=starts[0] - span.step, minute__lt=starts[-1])  # by its key
+    rows = {row.minute: row for row in recorded}
     rows[starts[-1]] = FleetMinute(minute=starts[-1], **{k: v for k, v in fleet_totals().items() if k in FIELDS})
     previous = [rows.get(start - span.step) for start in starts]
     current = [rows.get(start) for start in starts]

@@ -253,28 +253,23 @@ def stats_json(request):
     return JsonResponse(fleet_figures(selectors.pipeline_figures()))
 
 
-def chart_span(request, spans: dict) -> charts.Span | JsonResponse:
-    """The ``span`` query parameter (the first of ``spans`` when absent), or a 400 naming the choices."""
+def chart_json(request, spans: dict[str, charts.Span], read) -> JsonResponse:
+    """``read(span)`` for the ``span`` query parameter (the first of ``spans`` when absent), or a 400 naming
+    the choices."""
     name = request.GET.get("span", next(iter(spans)))
-    if name in spans:
-        return spans[name]
-    message = f"span must be one of {', '.join(spans)}."
-    return JsonResponse(error_body({"code": "invalid_span", "message": message, "field": "span"}), status=400)
+    if name not in spans:
+        message = f"span must be one of {', '.join(spans)}."
+        return JsonResponse(error_body({"code": "invalid_span", "message": message, "field": "span"}), status=400)
+    return JsonResponse(read(spans[name]))
 
 
 @require_GET
 @json_login_required
 def energy_json(request):
-    span = chart_span(request, charts.ENERGY_SPANS)
-    if isinstance(span, JsonResponse):
-        return span
-    return JsonResponse(charts.energy_series(user=request.user, span=span))
+    return chart_json(request, charts.ENERGY_SPANS, lambda span: charts.energy_series(user=request.user, span=span))
 
 
 @require_GET
 @json_operator_required
 def fleet_json(request):
-    span = chart_span(request, charts.FLEET_SPANS)
-    if isinstance(span, JsonResponse):
-        return span
-    return JsonResponse(charts.fleet_series(span=span))
+    return chart_json(request, charts.FLEET_SPANS, lambda span: charts.fleet_series(span=span))

@@ -32,13 +32,15 @@ def wait_for(predicate, timeout: float, what: str):
     return wait_until(predicate, timeout=timeout, interval=0.1, message=what)
 
 
-pytestmark = [
+# Every browser test module's marks: a real server (committed data), a real Chromium.
+BROWSER_MARKS = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         not CHROMIUM.exists() or not CHROMEDRIVER.exists(), reason="needs Debian chromium + chromium-driver"
     ),
 ]
+pytestmark = BROWSER_MARKS
 
 
 class Process:

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from certificates.services.issuance import certificates_issue_due
 from gridtoken.events import rfc3339
-from meters.history import KEPT, FleetMinute, fleet_minute_record, minute_of
-from meters.services.rollups import rollups_fold_all
+from meters.history import KEPT, FleetMinute, minute_of
+from meters.services.rollups import fleet_minute_record, rollups_fold_all
 from realtime.charts import CHART_METERS, ENERGY_SPANS, FLEET_SPANS, energy_series, fleet_series
 from tests.certificates.helpers import HOUR0, add_readings, close_hour, make_device
 
@@ -152,3 +152,16 @@ def test_the_chart_endpoints_answer_json_to_their_audience_and_refuse_a_bad_span
     bad = producer_client.get("/dashboard/energy.json?span=1y")
     assert bad.status_code == 400 and json.loads(bad.content)["error"]["code"] == "invalid_span"
     assert Client().get("/dashboard/energy.json").status_code == 401
+
+
+def test_the_beats_fold_records_this_minutes_fleet_figures(people, meter):
+    from meters.tasks import fold_rollups
+
+    people.reading(meter, "1")
+    people.reading(meter, "2", status="held", flags=["spike"])
+
+    before = minute_of(timezone.now())
+    fold_rollups()
+
+    row = FleetMinute.objects.get(minute__gte=before)  # this minute's (or the next, if it turned meanwhile)
+    assert (row.readings, row.pending, row.held, row.flagged, row.minted) == (2, 1, 1, 1, 0)

@@ -10,23 +10,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from django.test import Client
 from django.utils import timezone
 
 from gridtoken.events import rfc3339
-from meters.history import fleet_minute_record, minute_of
+from meters.history import minute_of
+from meters.services.rollups import fleet_minute_record
 from tests.conftest import wait_until
-from tests.realtime.test_browser import CHROMEDRIVER, CHROMIUM, browser, chart, processes, sign_in, start_uvicorn
+from tests.realtime.test_browser import BROWSER_MARKS, browser, chart, processes, sign_in, start_uvicorn
 from tests.realtime.test_charts import hour_start
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not CHROMIUM.exists() or not CHROMEDRIVER.exists(), reason="needs Debian chromium + chromium-driver"
-    ),
-]
+pytestmark = BROWSER_MARKS
 __all__ = ["browser", "processes"]  # fixtures, used by name
 WIDTH = 1400
 

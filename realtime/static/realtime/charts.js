@@ -190,27 +190,29 @@
     return values.map((v) => (v === null ? null : String(v)));
   }
 
+  // The operator's charts: [name, element, unit, [[field, label, colour, look]...]].
+  const FLEET_CHARTS = [
+    ["throughput", "chart-throughput", "readings/min", [
+      ["readings_in", "Stored", "#1d4ed8", "solid"],
+      ["minted", "Minted", "#067647", "dashed"],
+      ["flagged", "Flagged", "#b54708", "dotted"],
+    ]],
+    ["waiting", "chart-waiting", "readings", [
+      ["backlog", "Backlog (pending, minting, awaiting window)", "#1d4ed8", "solid"],
+      ["held", "Held for review", "#b54708", "dashed"],
+      ["failed", "Failed", "#b42318", "dotted"],
+    ]],
+  ];
+
   function showFleet(body) {
     const x = body.buckets.map(seconds);
-    const step = body.step_seconds;
-    draw("throughput", "chart-throughput", "Throughput", "readings/min", {
-      stepSeconds: step, x: x, source: body,
-      exact: [text(body.readings_in), text(body.minted), text(body.flagged)],
-      specs: [
-        seriesSpec("Stored", "#1d4ed8", "solid", "readings/min"),
-        seriesSpec("Minted", "#067647", "dashed", "readings/min"),
-        seriesSpec("Flagged", "#b54708", "dotted", "readings/min"),
-      ],
-    });
-    draw("waiting", "chart-waiting", "Waiting", "readings", {
-      stepSeconds: step, x: x, source: body,
-      exact: [text(body.backlog), text(body.held), text(body.failed)],
-      specs: [
-        seriesSpec("Backlog (pending, minting, awaiting window)", "#1d4ed8", "solid", "readings"),
-        seriesSpec("Held for review", "#b54708", "dashed", "readings"),
-        seriesSpec("Failed", "#b42318", "dotted", "readings"),
-      ],
-    });
+    FLEET_CHARTS.forEach(([name, targetId, unit, fields]) =>
+      draw(name, targetId, name, unit, {
+        stepSeconds: body.step_seconds, x: x, source: body,
+        exact: fields.map(([field]) => text(body[field])),
+        specs: fields.map(([, label, colour, look]) => seriesSpec(label, colour, look, unit)),
+      })
+    );
   }
 
   async function load(kind) {
