@@ -16,6 +16,7 @@
   const GRID = "#e4e7ec";
   const REFRESH_GAP_MS = 2000;
   const FLEET_EVERY_MS = 30000;
+  const MARKERS_UP_TO = 120; // points in view
 
   const charts = {}; // name -> { plot, source, exact }: what tests and people read
   let config = null;
@@ -64,10 +65,11 @@
       stroke: color,
       width: style.width,
       dash: style.dash,
-      // Markers where something happened (not on every empty bucket), and on points a gap leaves alone.
+      // Markers where something happened (not on every empty bucket), and on points a gap leaves alone; none
+      // once the points crowd (a day of minutes), where the dashes alone tell the series apart.
       points: {
-        show: true, size: 6, stroke: color, fill: "#fff",
-        filter: (u, seriesIndex) => u.data[seriesIndex].flatMap((v, i) => (v === null || v === 0 ? [] : [i])),
+        show: (u, seriesIndex, first, last) => last - first <= MARKERS_UP_TO, size: 6, stroke: color, fill: "#fff",
+        filter: (u, seriesIndex, show) => (show ? u.data[seriesIndex].flatMap((v, i) => (v === null || v === 0 ? [] : [i])) : null),
       },
       spanGaps: false,
       unit: unit,
