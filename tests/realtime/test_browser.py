@@ -221,10 +221,13 @@ def test_operator_sees_everyones_events_and_switches_auto_mint_from_the_page(
     assert MintingControl.objects.get(id=1).auto_mint_enabled is False
     assert text_of(browser, "#toggle-message") == ""
 
+    backlog = chart(browser, "waiting")["series"][0]["values"][-1]  # this minute's, read from the fleet rollup
     reading = people.reading(neighbour_meter, "3")
     batch = events.batch_completed(batch_id="b-e2e", total_readings=1, successful_mints=1, failed_mints=0)
     events.publish([events.reading_received(reading), batch])
     wait_for(lambda: "batch: 1/1 minted" in (text_of(browser, "#feed") or ""), PAGE_TIMEOUT, "the batch event")
+    # The fleet charts are read again on the event (their own poll is every 30 s: too slow for this wait).
+    wait_for(lambda: chart(browser, "waiting")["series"][0]["values"][-1] == backlog + 1, 20, "the backlog chart")
     feed = text_of(browser, "#feed")
     assert f"{neighbour_meter.serial} 3 kWh received" in feed  # another user's reading, as operators see all
     assert row_status(browser, str(reading.pk)) is None  # the readings table stays the operator's own
