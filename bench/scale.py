@@ -19,10 +19,12 @@
 4. At ``--small`` readings, then at ``--readings`` (after VACUUM ANALYZE), every surface is timed
    ``--samples`` times in-process (Django's test client, no HTTP server): the device's single post, a 100-item
    batch post, the producer's stats and my-readings (page 1, by meter, a deep page, by cursor), the operator's
-   dashboard, its stats.json, the admin readings list (plain and filtered) and mint batches list, Prometheus'
-   /metrics; the rollup deltas are folded before each surface, as the beat task does every 5 s. Printed:
-   each p95 at both sizes and their ratio, bytes per reading (every partition's heap, TOAST and indexes) and
-   per index, each partition's rows and size, the commit and the load average.
+   dashboard, its stats.json, the charts' JSON (the operator's fleet.json over a day, over two days of minute
+   rows; energy.json of the producer over 48 h and of the fleet owner over 30 days), the admin readings list
+   (plain and filtered) and mint batches list, Prometheus' /metrics; the rollup deltas are folded before each
+   surface, as the beat task does every 5 s. Printed: each p95 at both sizes and their ratio, bytes per
+   reading (every partition's heap, TOAST and indexes) and per index, each partition's rows and size, the
+   commit and the load average.
 5. ``--measure-only``: no build; the kept database (``--keep``) measured once more as it is, every surface
    or those whose name contains ``--surface`` (after a fix, to measure that surface again at full size).
 """
@@ -272,6 +274,9 @@ def surfaces(world: World, phase: int):
     fleet = Client(HTTP_AUTHORIZATION=f"Bearer {world.tokens[world.fleet.pk]}")
     operator = Client()
     operator.force_login(world.operator)
+    producer_site, fleet_site = Client(), Client()  # the dashboard's JSON reads need a session
+    producer_site.force_login(world.producer)
+    fleet_site.force_login(world.fleet)
     prometheus = Client()
     now = timezone.now()
     cursor = fleet.get("/api/meters/my-readings?page_size=20").json()["pagination"]["next_cursor"]
@@ -308,6 +313,9 @@ def surfaces(world: World, phase: int):
         ("fleet: my-readings next page (cursor)", lambda i: fleet.get(f"/api/meters/my-readings?cursor={cursor}")),
         ("operator: /dashboard/", lambda i: operator.get("/dashboard/")),
         ("operator: /dashboard/stats.json", lambda i: operator.get("/dashboard/stats.json")),
+        ("operator: /dashboard/fleet.json?span=24h", lambda i: operator.get("/dashboard/fleet.json?span=24h")),
+        ("producer: /dashboard/energy.json (48 h)", lambda i: producer_site.get("/dashboard/energy.json")),
+        ("fleet: /dashboard/energy.json?span=30d", lambda i: fleet_site.get("/dashboard/energy.json?span=30d")),
         ("operator: admin readings list", lambda i: operator.get("/admin/meters/meterreading/")),
         ("operator: admin, status failed", lambda i: operator.get("/admin/meters/meterreading/?status__exact=failed")),
         ("operator: admin mint batches", lambda i: operator.get("/admin/minting/mintbatch/")),
@@ -315,10 +323,26 @@ def surfaces(world: World, phase: int):
     ]
 
 
+def fleet_minutes_of_two_days() -> None:
+    """The rows the beat's fold would have recorded every minute of the last two days (meters/history.py), all
+    with today's figures: fleet.json reads them by key, whatever they hold."""
+    from django.utils import timezone
+
+    from meters.history import COUNTERS, GAUGES, KEPT, FleetMinute, minute_of
+    from meters.selectors import fleet_totals
+
+    totals, now = fleet_totals(), minute_of(timezone.now())
+    figures = {name: totals[name] for name in (*COUNTERS, *GAUGES)}
+    minutes = int(KEPT.total_seconds() // 60)
+    rows = [FleetMinute(minute=now - timedelta(minutes=ago), **figures) for ago in range(minutes)]
+    FleetMinute.objects.bulk_create(rows, ignore_conflicts=True)
+
+
 def measure(world: World, *, samples: int, phase: int, only: str = "") -> dict[str, float]:
     from meters.selectors import fleet_totals
     from meters.services.rollups import rollups_fold_all
 
+    fleet_minutes_of_two_days()
     results = {}
     for name, request in surfaces(world, phase):
         if only not in name:

@@ -423,3 +423,6 @@ class FleetRollup(RollupMeasures, LatencyHistogram):
 
 # The archive's manifests live in their own module (meters/archive/); imported here so Django registers them.
 from meters.archive.models import ArchivedPartition  # noqa: E402, F401
+
+# The fleet's minute-by-minute figures for the operator's charts (meters/history.py).
+from meters.history import FleetMinute  # noqa: E402, F401

@@ -4,14 +4,16 @@ from celery import shared_task
 
 from meters.archive.services import readings_archive
 from meters.partitions import partitions_ensure
-from meters.services.rollups import rollups_fold_all
+from meters.services.rollups import fleet_minute_record, rollups_fold_all
 
 
 @shared_task(ignore_result=True)
 def fold_rollups() -> int:
     """Beat: fold the readings' rollup deltas and every registered log's (harmless twice: a second run finds
-    the lock taken or nothing)."""
-    return rollups_fold_all()
+    the lock taken or nothing), then record this minute's fleet figures for the operator's charts."""
+    folded = rollups_fold_all()
+    fleet_minute_record()
+    return folded
 
 
 @shared_task(ignore_result=True)

@@ -13,6 +13,8 @@ urlpatterns = [
     path("dashboard/readings.json", views.readings_json, name="readings"),
     path("dashboard/balance.json", views.balance_json, name="balance"),
     path("dashboard/stats.json", views.stats_json, name="stats"),
+    path("dashboard/energy.json", views.energy_json, name="energy"),
+    path("dashboard/fleet.json", views.fleet_json, name="fleet"),
     # The page's JS and CSS, served straight from the app so uvicorn needs no collectstatic step.
     path("dashboard/assets/<path:path>", serve, {"document_root": views.ASSETS_DIR}, name="asset"),
     path(

@@ -26,7 +26,7 @@ from gridtoken.events import rfc3339
 from gridtoken.exceptions import error_body
 from meters.ratelimit import LoginRateLimitMixin
 from meters.validation import KWH_QUANTUM
-from realtime import selectors
+from realtime import charts, selectors
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +80,25 @@ def wallet_balances(wallets: list[str]) -> list[dict]:
     return found
 
 
+def utc_text(moment: str) -> str:
+    """An RFC 3339 UTC time to the second, as the lists show it on one line ("2026-12-07 05:01:02"); the
+    element's ``datetime`` attribute keeps it whole."""
+    return moment.replace("T", " ").split(".")[0].removesuffix("Z")
+
+
+def abbreviated(text: str) -> str:
+    """A signature's first and last 8 characters, as the page's script abbreviates them (the title has it all)."""
+    return f"{text[:8]}…{text[-8:]}" if len(text) > 20 else text
+
+
 def displayed(reading: dict) -> dict:
-    """A reading row as the template shows it: whole tokens and an explorer link."""
+    """A reading row as the template shows it: whole tokens, the time to the second, an explorer link."""
     tokens, signature = reading["tokens_minted"], reading["transaction_signature"]
     return {
         **reading,
         "tokens": None if tokens is None else token_units(tokens),
+        "submitted_text": utc_text(reading["submitted_at"]),
+        "signature_text": abbreviated(signature) if signature else None,
         "explorer_url": explorer_tx_template().format(signature=signature) if signature else None,
     }
 
@@ -100,6 +113,7 @@ def meter_rows(meters) -> list[dict]:
             "wallet_address": meter.wallet_address,
             "reading_count": meter.reading_count,
             "last_reading": rfc3339(meter.last_reading) if meter.last_reading else None,
+            "last_reading_text": utc_text(rfc3339(meter.last_reading)) if meter.last_reading else None,
         }
         for meter in meters
     ]
@@ -117,6 +131,7 @@ def window_rows(rows: list[selectors.WindowRow]) -> list[dict]:
             "meter_id": row.meter_id,
             "meter_serial": row.meter_serial,
             "window_start": rfc3339(row.window_start),
+            "window_start_text": utc_text(rfc3339(row.window_start)),
             "generated": kwh(row.generated_kwh),
             "consumed": kwh(row.consumed_kwh),
             "net": kwh(row.net_kwh),
@@ -148,7 +163,8 @@ def fleet_figures(figures: dict) -> dict:
     """The pipeline figures with what the template shows besides them: the last batch's explorer link."""
     last = figures["last_batch"]
     if last is not None:
-        last = {**last, "explorer_url": explorer_tx_template().format(signature=last["signature"])}
+        url = explorer_tx_template().format(signature=last["signature"])
+        last = {**last, "explorer_url": url, "signature_text": abbreviated(last["signature"])}
     return {**figures, "last_batch": last}
 
 
@@ -181,6 +197,9 @@ def dashboard(request):
     operator = user.is_staff
     meters = selectors.meter_list(user=user)
     wallets = selectors.wallet_list(user=user)
+    # An operator watches the fleet; their own balance, meters and readings appear only if they have some
+    # (empty "your meters" panels beside a feed of everyone's traffic read as if the fleet were empty).
+    own_panels = not operator or bool(meters)
     page_config = {
         "user_id": str(user.pk),
         "is_operator": user.is_staff,
@@ -191,11 +210,10 @@ def dashboard(request):
         "readings_url": reverse("realtime:readings"),
         "balance_url": reverse("realtime:balance"),
         "stats_url": reverse("realtime:stats"),
+        "energy_url": reverse("realtime:energy") if own_panels else None,
+        "fleet_url": reverse("realtime:fleet") if operator else None,
         "toggle_url": "/api/admin/tokenization/toggle-auto-mint",
     }
-    # An operator watches the fleet; their own balance, meters and readings appear only if they have some
-    # (empty "your meters" panels beside a feed of everyone's traffic read as if the fleet were empty).
-    own_panels = not operator or bool(meters)
     context = {
         "page_config": page_config,
         "operator": operator,
@@ -233,3 +251,25 @@ def balance_json(request):
 @json_operator_required
 def stats_json(request):
     return JsonResponse(fleet_figures(selectors.pipeline_figures()))
+
+
+def chart_json(request, spans: dict[str, charts.Span], read) -> JsonResponse:
+    """``read(span)`` for the ``span`` query parameter (the first of ``spans`` when absent), or a 400 naming
+    the choices."""
+    name = request.GET.get("span", next(iter(spans)))
+    if name not in spans:
+        message = f"span must be one of {', '.join(spans)}."
+        return JsonResponse(error_body({"code": "invalid_span", "message": message, "field": "span"}), status=400)
+    return JsonResponse(read(spans[name]))
+
+
+@require_GET
+@json_login_required
+def energy_json(request):
+    return chart_json(request, charts.ENERGY_SPANS, lambda span: charts.energy_series(user=request.user, span=span))
+
+
+@require_GET
+@json_operator_required
+def fleet_json(request):
+    return chart_json(request, charts.FLEET_SPANS, lambda span: charts.fleet_series(span=span))

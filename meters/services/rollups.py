@@ -9,7 +9,13 @@ and never counted twice. Reads add the deltas still waiting, so they are exact w
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import connection, transaction
+from django.utils import timezone
+
+from meters.history import COUNTERS, GAUGES, KEPT, FleetMinute, minute_of
+from meters.selectors import fleet_totals
 
 FOLD_LIMIT = 50_000  # deltas per fold statement: bounds its transaction
 READINGS_FOLD = "meters_rollup_fold"
@@ -43,3 +49,14 @@ def rollups_fold_all(*, limit: int = FOLD_LIMIT) -> int:
             if folded < limit:
                 break
     return total
+
+
+def fleet_minute_record(*, now: datetime | None = None) -> datetime:
+    """Upsert this minute's row of the fleet's minutes (meters/history.py) from the fleet rollup (exact: it adds
+    the deltas not folded yet) and delete the rows past ``KEPT``; the minute written. Harmless twice: the
+    second run writes the same minute."""
+    minute = minute_of(now or timezone.now())
+    totals = fleet_totals()
+    FleetMinute.objects.update_or_create(minute=minute, defaults={name: totals[name] for name in (*COUNTERS, *GAUGES)})
+    FleetMinute.objects.filter(minute__lt=minute - KEPT).delete()
+    return minute

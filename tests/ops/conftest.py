@@ -5,10 +5,12 @@ from decimal import Decimal
 
 import pytest
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
 from gridtoken import observability
-from meters.models import Meter, MeterReading, User
-from minting.models import MintBatch
+from meters.models import DeadLetter, Meter, MeterReading, User
+from minting.models import MintBatch, MintingControl
+from protocols import status as mqtt_status
 
 WALLET = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
 
@@ -92,3 +94,32 @@ class Rows:
 @pytest.fixture
 def rows(db):
     return Rows()
+
+
+@pytest.fixture
+def exported_metrics(db, client, rpc_at, closed_port_url) -> dict[str, set[str]]:
+    """Every sample name ``/metrics`` exports (``_bucket``, ``_count`` ... included) -> its label names, with
+    each metric that appears only once something happened made to appear."""
+
+    def clear_mqtt() -> None:
+        keys = (mqtt_status.REGISTRY_KEY, mqtt_status.COUNTS_KEY, mqtt_status.HEARTBEAT_PREFIX + "ingest-a")
+        observability.redis_client().delete(*keys)
+
+    clear_mqtt()
+    rpc_at(f"http://{closed_port_url}")
+    observability.readings_rejected(["validation_error"])  # the counter has series once something is rejected
+    mqtt_status.ingester_count(received=1, refused={"validation_error": 1})  # likewise
+    observability.internal_errors("mqtt")  # likewise; the dead letters gauge once one waits
+    DeadLetter.objects.create(fingerprint="f" * 64, door="mqtt", topic="t", payload=b"", status="quarantined")
+    # The lag is reported while a live ingester reports one.
+    mqtt_status.ingester_heartbeat(name="ingest-a", connected=True, broker="mqtt://mosquitto:1883", lag_seconds=0.1)
+    # The fee payer's balance is reported once a worker has read it at a mint build.
+    MintingControl.objects.create(id=1, auto_mint_enabled=True, fee_payer_lamports=1_000_000_000)
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    exported: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            exported.setdefault(sample.name, set()).update(sample.labels)
+    yield exported
+    clear_mqtt()

@@ -12,15 +12,10 @@ import pytest
 import yaml
 from django.core.management import get_commands
 from paho.mqtt.enums import CallbackAPIVersion
-from prometheus_client.parser import text_string_to_metric_families
 
 from config import load
-from gridtoken import observability
-from meters.models import DeadLetter
-from minting.models import MintingControl
 from minting.selectors import DECISIONS_BLOCKED_RECENT, FEE_PAYER_LOW_LAMPORTS
 from ops import demo
-from protocols import status as mqtt_status
 from protocols.mqtt import acl
 from tests.conftest import ROOT, free_port, wait_until
 
@@ -113,33 +108,9 @@ def test_the_production_example_is_valid_and_starts_in_manual_mode_on_mainnet():
 RULES = yaml.safe_load((ROOT / "docs/alerts/gridtoken-rules.yml").read_text())["groups"][0]["rules"]
 
 
-@pytest.fixture
-def mqtt_state():
-    def clear() -> None:
-        client = observability.redis_client()
-        client.delete(mqtt_status.REGISTRY_KEY, mqtt_status.COUNTS_KEY, mqtt_status.HEARTBEAT_PREFIX + "ingest-a")
-
-    clear()
-    yield
-    clear()
-
-
-@pytest.mark.django_db
-def test_every_metric_an_alert_uses_is_exported(client, rpc_at, closed_port_url, mqtt_state):
-    rpc_at(f"http://{closed_port_url}")
-    observability.readings_rejected(["validation_error"])  # the counter has series once something is rejected
-    mqtt_status.ingester_count(received=1, refused={"validation_error": 1})  # likewise
-    observability.internal_errors("mqtt")  # likewise; the dead letters gauge once one waits
-    DeadLetter.objects.create(fingerprint="f" * 64, door="mqtt", topic="t", payload=b"", status="quarantined")
-    # The lag is reported while a live ingester reports one.
-    mqtt_status.ingester_heartbeat(name="ingest-a", connected=True, broker="mqtt://mosquitto:1883", lag_seconds=0.1)
-    # The fee payer's balance is reported once a worker has read it at a mint build.
-    MintingControl.objects.create(id=1, auto_mint_enabled=True, fee_payer_lamports=1_000_000_000)
-    exported = set()
-    for family in text_string_to_metric_families(client.get("/metrics").content.decode()):
-        exported |= {sample.name for sample in family.samples}
+def test_every_metric_an_alert_uses_is_exported(exported_metrics):
     used = {name for rule in RULES for name in re.findall(r"gridtoken_[a-z_]+", rule["expr"])}
-    assert used and used <= exported
+    assert used and used <= set(exported_metrics)
 
 
 def github_anchor(heading: str) -> str:

@@ -17,14 +17,18 @@ from django.utils import timezone
 
 from certificates.models import CertificateBundle, ChainOperation, Issuance
 from certificates.services.issuance import certificates_issue_due
-from meters.models import DeadLetter
+from meters.history import COUNTERS as MINUTE_COUNTERS
+from meters.history import GAUGES as MINUTE_GAUGES
+from meters.models import DeadLetter, FleetMinute, MeterHourRollup
 from meters.services.dead_letters import Origin, dead_letter_record
+from meters.services.rollups import rollups_fold_all
 from minting.models import MintBatch
 from tests.certificates.helpers import add_readings, close_hour, make_device
 from tests.factories import UserFactory
 from tests.meters.test_plans import bearer, explained, full_reads, logged_in
 
 pytestmark = pytest.mark.django_db
+MINUTE_FIGURES = (*MINUTE_COUNTERS, *MINUTE_GAUGES)
 # Each table, and its partial indexes of rows still waiting for something (reading all of one costs the
 # backlog, not history).
 WATCHED = {
@@ -33,6 +37,8 @@ WATCHED = {
     CertificateBundle._meta.db_table: set(),
     ChainOperation._meta.db_table: {"operation_pending_idx"},
     DeadLetter._meta.db_table: set(),
+    MeterHourRollup._meta.db_table: set(),  # the dashboard's energy charts
+    FleetMinute._meta.db_table: set(),  # the dashboard's fleet charts (two days of minutes, yet never a scan)
 }
 
 
@@ -58,6 +64,13 @@ def history(db):
             add_readings(device, hour, ["1", "2"])
         close_hour(device, 5)
     certificates_issue_due()
+    rollups_fold_all()  # the devices' readings into the meters' hour rollups
+    FleetMinute.objects.bulk_create(
+        FleetMinute(
+            minute=now.replace(second=0, microsecond=0) - timedelta(minutes=i), **dict.fromkeys(MINUTE_FIGURES, i)
+        )
+        for i in range(2 * 24 * 60)
+    )
     for i in range(40):
         origin = Origin(door=("mqtt", "rest_batch")[i % 2], topic=f"gridtoken/meters/M-{i}/readings", payload=b"{}")
         dead_letter_record(origin=origin, error=KeyError(i))
@@ -71,6 +84,7 @@ def history(db):
 def surfaces(devices) -> dict:
     operator = UserFactory(is_staff=True, is_superuser=True)
     site, api, producer = logged_in(operator), bearer(operator), bearer(devices[0].meter.owner)
+    producer_site = logged_in(devices[0].meter.owner)
     batch = MintBatch.objects.filter(status="failed").first()
     issuance = Issuance.objects.first()
     operation = ChainOperation.objects.exclude(signature="").first() or ChainOperation.objects.first()
@@ -80,6 +94,8 @@ def surfaces(devices) -> dict:
         "ready": lambda: Client().get("/ready"),
         "dashboard (operator)": lambda: site.get("/dashboard/"),
         "dashboard stats.json (operator)": lambda: site.get("/dashboard/stats.json"),
+        "dashboard fleet.json (operator)": lambda: site.get("/dashboard/fleet.json?span=24h"),
+        "dashboard energy.json (producer)": lambda: producer_site.get("/dashboard/energy.json?span=30d"),
         "status API": lambda: api.get("/api/admin/tokenization/status"),
         "unminted API": lambda: api.get("/api/admin/meters/unminted"),
         "dead letters API": lambda: api.get("/api/admin/dead-letters"),
@@ -135,6 +151,8 @@ SURFACES = (
     "ready",
     "dashboard (operator)",
     "dashboard stats.json (operator)",
+    "dashboard fleet.json (operator)",
+    "dashboard energy.json (producer)",
     "status API",
     "unminted API",
     "dead letters API",
@@ -183,3 +201,22 @@ def test_every_query_of_a_surface_reads_the_growing_tables_by_index(history, sur
                 found.setdefault(sql, []).extend(reads)
 
     assert found == {}, "\n".join(f"{reads} <- {sql}" for sql, reads in found.items())
+
+
+def nodes(plan: dict) -> list[dict]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in nodes(child))]
+
+
+def test_the_energy_chart_reads_the_hour_rollup_by_meter_not_by_hour_across_every_meter(history):
+    """An hour range alone is an index condition too (on the index's second column), yet it reads every
+    meter's entries: the energy chart's must start with its meters."""
+    owner = history[0].meter.owner
+    queries = watched_queries(lambda: logged_in(owner).get("/dashboard/energy.json?span=30d"))
+    hour_reads = [
+        node
+        for sql in queries
+        for node in nodes(explained(sql))
+        if node.get("Relation Name") == MeterHourRollup._meta.db_table
+    ]
+
+    assert hour_reads and all("meter_id = ANY" in node.get("Index Cond", "") for node in hour_reads), hour_reads

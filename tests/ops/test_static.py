@@ -39,7 +39,10 @@ async def test_the_admin_stylesheet_is_served_through_the_asgi_app():
     assert response.content == ADMIN_CSS.read_bytes()
 
 
-@pytest.mark.parametrize("name", ["dashboard.css", "dashboard.js"])
+@pytest.mark.parametrize(
+    "name",
+    ["dashboard.css", "dashboard.js", "charts.js", "vendor/uplot/uPlot.iife.min.js", "vendor/uplot/uPlot.min.css"],
+)
 async def test_the_dashboards_own_assets_are_served_as_static_files_and_from_their_page_route(name):
     for path in (f"/static/realtime/{name}", f"/dashboard/assets/{name}"):
         response = await asgi_get(path)

@@ -68,13 +68,9 @@ class People:
     def reading(self, meter: Meter, kwh: str = "1.5", **fields) -> MeterReading:
         self.count += 1
         fields.setdefault("reading_timestamp", datetime.now(UTC) - timedelta(minutes=self.count))
+        fields.setdefault("mintable_kwh", Decimal(kwh))
         return MeterReading.objects.create(
-            user=meter.owner,
-            meter=meter,
-            wallet_address=meter.wallet_address,
-            kwh_amount=Decimal(kwh),
-            mintable_kwh=Decimal(kwh),
-            **fields,
+            user=meter.owner, meter=meter, wallet_address=meter.wallet_address, kwh_amount=Decimal(kwh), **fields
         )
 
 

@@ -32,13 +32,15 @@ def wait_for(predicate, timeout: float, what: str):
     return wait_until(predicate, timeout=timeout, interval=0.1, message=what)
 
 
-pytestmark = [
+# Every browser test module's marks: a real server (committed data), a real Chromium.
+BROWSER_MARKS = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         not CHROMIUM.exists() or not CHROMEDRIVER.exists(), reason="needs Debian chromium + chromium-driver"
     ),
 ]
+pytestmark = BROWSER_MARKS
 
 
 class Process:
@@ -154,6 +156,19 @@ def text_of(driver, selector: str) -> str | None:
         return None
 
 
+def chart(driver, name: str) -> dict | None:
+    """What the page's chart ``name`` draws: its x values, and each series' label and y values."""
+    return driver.execute_script(
+        """
+        const entry = window.GridTokenCharts && window.GridTokenCharts.charts[arguments[0]];
+        if (!entry || !entry.plot || !entry.plot.data[0].length) return null;
+        return {x: entry.plot.data[0], series: entry.plot.series.slice(1).map((s, i) => ({label: s.label,
+            values: entry.plot.data[i + 1]}))};
+        """,
+        name,
+    )
+
+
 def row_status(driver, reading_id: str) -> str | None:
     return text_of(driver, f'tr[data-reading-id="{reading_id}"] .status')
 
@@ -206,10 +221,13 @@ def test_operator_sees_everyones_events_and_switches_auto_mint_from_the_page(
     assert MintingControl.objects.get(id=1).auto_mint_enabled is False
     assert text_of(browser, "#toggle-message") == ""
 
+    backlog = chart(browser, "waiting")["series"][0]["values"][-1]  # this minute's, read from the fleet rollup
     reading = people.reading(neighbour_meter, "3")
     batch = events.batch_completed(batch_id="b-e2e", total_readings=1, successful_mints=1, failed_mints=0)
     events.publish([events.reading_received(reading), batch])
     wait_for(lambda: "batch: 1/1 minted" in (text_of(browser, "#feed") or ""), PAGE_TIMEOUT, "the batch event")
+    # The fleet charts are read again on the event (their own poll is every 30 s: too slow for this wait).
+    wait_for(lambda: chart(browser, "waiting")["series"][0]["values"][-1] == backlog + 1, 20, "the backlog chart")
     feed = text_of(browser, "#feed")
     assert f"{neighbour_meter.serial} 3 kWh received" in feed  # another user's reading, as operators see all
     assert row_status(browser, str(reading.pk)) is None  # the readings table stays the operator's own
@@ -247,7 +265,17 @@ def test_submitted_reading_turns_minted_on_the_page_through_the_real_pipeline(
 
     reading = MeterReading.objects.get(pk=reading_id)
     assert reading.status == "minted" and reading.mint_tx_signature
-    assert text_of(browser, f'tr[data-reading-id="{reading_id}"] a') == reading.mint_tx_signature
+    link = browser.find_element("css selector", f'tr[data-reading-id="{reading_id}"] .signature a')
+    signature = reading.mint_tx_signature
+    assert link.get_attribute("data-signature") == signature and link.get_attribute("title") == signature
+    assert link.text == f"{signature[:8]}…{signature[-8:]}"  # abbreviated; the copy button copies it whole
+    copy = browser.find_element("css selector", f'tr[data-reading-id="{reading_id}"] .signature button.copy')
+    assert copy.get_attribute("data-copy") == signature
     assert "tokens_minted" in text_of(browser, "#feed")
     balance = f'#balances tr[data-wallet="{producer.wallet_address}"] .balance'
     wait_for(lambda: text_of(browser, balance) == "1.500000000", PAGE_TIMEOUT, "the chain balance showing")
+    # The charts follow the events (the producer's page polls nothing): this hour's minted energy and the
+    # tokens held, as energy.json says.
+    wait_for(lambda: chart(browser, "energy")["series"][3]["values"][-1] == 1.5, PAGE_TIMEOUT, "the minted energy")
+    assert chart(browser, "energy")["series"][0]["values"][-1] == 1.5  # generated
+    assert chart(browser, "tokens")["series"][0]["values"][-1] == 1.5  # held

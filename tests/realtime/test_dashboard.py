@@ -409,9 +409,13 @@ def test_meters_are_listed_by_serial_with_utc_z_times_and_tokens_carry_their_bas
 
     assert [m["serial"] for m in response.context["meters"]] == ["SM-A", "SM-B"]
     assert html.index(">SM-A<") < html.index(">SM-B<")
-    times = re.findall(r"<time>([^<]*)</time>", html)
-    assert times and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", t) for t in times), times
-    assert f"<time>{rfc3339(reading.submitted_at)}</time>" in html
+    # Lists show UTC to the second on one line; the element keeps the exact RFC 3339 time.
+    times = re.findall(r'<time datetime="([^"]*)" title="([^"]*)">([^<]*)</time>', html)
+    assert len(times) == 6, times  # two meters' last reading, two readings, their two settlement windows
+    for exact, title, shown in times:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", exact) and title == exact
+        assert shown == exact.replace("T", " ")[:19]
+    assert f'<time datetime="{rfc3339(reading.submitted_at)}"' in html
     assert '<td class="num tokens" title="1250000000 base units">1.250000000</td>' in html
 
 

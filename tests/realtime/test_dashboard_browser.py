@@ -143,7 +143,9 @@ def test_a_producer_keeps_their_own_panels_in_the_browser(processes, browser, pe
     row = f'#readings tr[data-reading-id="{minted.pk}"]'
     wait_until(lambda: text_of(browser, f"{row} .tokens") == "1.250000000", timeout=60, message="the readings row")
     assert attribute(browser, f"{row} .tokens", "title") == "1250000000 base units"
-    assert text_of(browser, f"{row} time").endswith("Z")
+    assert attribute(browser, f"{row} time", "datetime") == rfc3339(minted.submitted_at)
+    assert text_of(browser, f"{row} time") == f"{minted.submitted_at:%Y-%m-%d %H:%M:%S}"  # one line, to the second
+    assert text_of(browser, f"{row} .signature a") == "ProdSig"  # short enough to show whole
     assert not browser.find_elements("css selector", "#pipeline")
     browser.set_window_size(1280, 1000)
     browser.save_screenshot(str(tmp_path / "producer-dashboard.png"))

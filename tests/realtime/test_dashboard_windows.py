@@ -43,7 +43,7 @@ def window_table(response) -> dict[tuple[str, str], dict[str, str]]:
         named = dict(re.findall(r'<td class="num (\w+)"[^>]*>([^<]*)</td>', row))
         minted = re.search(r'<td class="minted">.*?>([^<]*)</span>', row)
         named["minted"] = minted.group(1) if minted else None
-        table[(cells[0], re.sub(r"</?time>", "", cells[1]))] = named
+        table[(cells[0], re.search(r'<time datetime="([^"]*)"', cells[1]).group(1))] = named
     return table
 
 

@@ -43,6 +43,35 @@
     return padded.slice(0, -places) + "." + padded.slice(-places);
   }
 
+  function shortTime(rfc3339) {
+    // "2026-12-07T05:01:02.123456Z" -> "2026-12-07 05:01:02" (UTC, as the column says); the title keeps it all.
+    return rfc3339 ? rfc3339.replace("T", " ").replace(/\.\d+Z$|Z$/, "") : "";
+  }
+
+  function abbreviated(text) {
+    return text.length > 20 ? text.slice(0, 8) + "…" + text.slice(-8) : text;
+  }
+
+  function signatureParts(signature) {
+    // An abbreviated link to the explorer (the full signature in its title) and a button copying it whole.
+    const link = element("a", { class: "mono", href: explorerUrl(signature), target: "_blank", rel: "noopener", title: signature, "data-signature": signature }, abbreviated(signature));
+    const copy = element("button", { type: "button", class: "copy", "data-copy": signature, title: "Copy the full signature", "aria-label": "Copy the full signature" }, "copy");
+    return [link, copy];
+  }
+
+  async function copyText(event) {
+    const button = event.target.closest("button[data-copy]");
+    if (!button) return;
+    try {
+      await navigator.clipboard.writeText(button.dataset.copy);
+      button.textContent = "copied";
+    } catch (error) {
+      button.textContent = "select it";
+      window.getSelection().selectAllChildren(button.previousElementSibling);
+    }
+    setTimeout(() => (button.textContent = "copy"), 1500);
+  }
+
   function explorerUrl(signature) {
     return config.explorer_tx.replace("{signature}", encodeURIComponent(signature));
   }
@@ -67,8 +96,8 @@
   // ---- readings table ---------------------------------------------------------------------------------
   function readingRow(reading) {
     const row = element("tr", { "data-reading-id": reading.reading_id });
-    const submitted = element("td");
-    submitted.append(element("time", {}, reading.submitted_at || ""));
+    const submitted = element("td", { class: "when" });
+    submitted.append(element("time", { datetime: reading.submitted_at || "", title: reading.submitted_at || "" }, shortTime(reading.submitted_at)));
     row.append(submitted);
     row.append(element("td", {}, reading.meter_serial || ""));
     row.append(element("td", { class: "num" }, reading.kwh_amount || ""));
@@ -80,11 +109,8 @@
     const tokensCell = element("td", minted ? { class: "num tokens", title: reading.tokens_minted + " base units" } : { class: "num tokens" });
     tokensCell.textContent = minted ? formatUnits(reading.tokens_minted) : "";
     row.append(tokensCell);
-    const signatureCell = element("td", { class: "mono" });
-    if (reading.transaction_signature) {
-      const link = element("a", { href: explorerUrl(reading.transaction_signature), target: "_blank", rel: "noopener" }, reading.transaction_signature);
-      signatureCell.append(link);
-    }
+    const signatureCell = element("td", { class: "signature" });
+    if (reading.transaction_signature) signatureCell.append(...signatureParts(reading.transaction_signature));
     row.append(signatureCell);
     return row;
   }
@@ -173,8 +199,10 @@
     cell.append(" at ", element("time", { id: "fig-last-batch-time" }, last.created_at), " · ");
     cell.append(element("span", { id: "fig-last-batch-readings" }, last.reading_count), " readings · ");
     cell.append(element("span", { id: "fig-last-batch-tokens", title: last.total_token_amount + " base units" }, last.total_tokens + " tokens"));
-    const signature = element("div", { class: "mono" });
-    signature.append(element("a", { id: "fig-last-batch-signature", href: explorerUrl(last.signature), target: "_blank", rel: "noopener" }, last.signature));
+    const signature = element("div", { class: "signature" });
+    const [link, copy] = signatureParts(last.signature);
+    link.id = "fig-last-batch-signature";
+    signature.append(link, copy);
     cell.append(signature);
   }
 
@@ -304,6 +332,7 @@
     }
     addToFeed(event);
     scheduleStats();
+    if (mine || config.is_operator) window.GridTokenCharts.refresh();
   }
 
   function onMessage(message) {
@@ -317,6 +346,7 @@
       retryDelay = 1000;
       setConnection("live", true);
       resyncReadings();
+      window.GridTokenCharts.refresh();
     } else if (data.type === "error") {
       console.warn("server says", data.code, data.message);
     } else if (data.type !== "pong" && data.type !== "subscribed") {
@@ -344,6 +374,8 @@
 
   adoptServerRows();
   refreshBalance();
+  window.GridTokenCharts.init(config, fetchJson);
+  document.addEventListener("click", copyText);
   if (config.is_operator) {
     document.getElementById("toggle-auto-mint").addEventListener("click", toggleAutoMint);
     setInterval(refreshStats, STATS_EVERY_MS);
