@@ -139,6 +139,48 @@ def port_free(port: int) -> bool:
     return True
 
 
+def readme_blocks() -> list[str]:
+    """The bash blocks of the README's "Try it from outside", in order."""
+    section = (ROOT / "README.md").read_text().split("\n## Try it from outside\n")[1].split("\n## ")[0]
+    return re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
+
+
+def try_it_from_outside(web: int, password: str, shell: dict) -> None:
+    """The README's commands, verbatim but for the demo's port and the printed password, in one shell: a meter of
+    one's own mints its 2.5 kWh into its own wallet, then its two register reads add 1.25 kWh (the first is the
+    baseline); the meter's balance command shows exactly that, apart from the demo meters' tokens."""
+    submit, balances, registers = readme_blocks()
+    own_balance = next(line for line in balances.splitlines() if "MY-METER-1" in line)
+    marker = "=== balance"
+    script = (
+        "\n".join(
+            [
+                submit,
+                "echo",
+                own_balance_until(own_balance, r"2\.50*", marker),
+                registers,
+                own_balance_until(own_balance, r"3\.750*", marker),
+            ]
+        )
+        .replace("localhost:8000", f"localhost:{web}")
+        .replace("<printed by the demo>", password)
+    )
+    result = subprocess.run(["bash", "-c", script], cwd=ROOT, env=shell, capture_output=True, text=True, timeout=300)
+    shown = [part.strip() for part in result.stdout.split(marker)[1:]]
+    assert result.returncode == 0 and len(shown) == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"MY-METER-1 .*chain 2\.50* tokens .*database 2\.50* .*: match", shown[0]), shown[0]
+    assert re.search(r"MY-METER-1 .*chain 3\.750* tokens .*database 3\.750* .*: match", shown[1]), shown[1]
+
+
+def own_balance_until(command: str, tokens: str, marker: str) -> str:
+    """The README's balance command, run until it shows ``tokens`` (a regular expression) on chain (minting
+    takes about a second)."""
+    return (
+        f"for attempt in $(seq 60); do out=$({command}) && grep -qE 'chain {tokens} tokens' <<<\"$out\" && break; "
+        f'sleep 1; done; echo "{marker}"; echo "$out"'
+    )
+
+
 @pytest.mark.timeout(600)
 def test_the_demo_mints_simulated_readings_and_ctrl_c_stops_everything(tmp_path, fresh_database):
     web, rpc = free_port(), free_port()
@@ -168,6 +210,8 @@ def test_the_demo_mints_simulated_readings_and_ctrl_c_stops_everything(tmp_path,
         )
         # 0 or 1: readings are being minted while it reads (1 says by how much); never a missing module.
         assert balance.returncode in (0, 1) and balance.stdout.startswith("Mint "), balance.stderr[-2000:]
+        password = next(m[1] for line in demo.lines if (m := re.match(r"  producer +demo-producer-1 +(\S+)", line)))
+        try_it_from_outside(web, password, {**shell, "SOLANA_RPC_URL": f"http://127.0.0.1:{rpc}"})
     finally:
         demo.process.send_signal(signal.SIGINT)
         code = demo.finish()
