@@ -95,14 +95,15 @@ def test_an_operator_sees_the_fleet_figures_with_their_units_in_the_browser(
     operator.save()
     for status in ("pending", "pending", "held", "failed", "minted"):
         people.reading(meter if status != "held" else second_meter, "1", status=status)
+    people.reading(meter, "0", status="recorded")  # a zero interval: stored, nothing to mint
     confirmed_batch("OlderBatchSig", base_units=7 * 10**9, readings=7, age=timedelta(minutes=5))  # not this minute
     confirmed_batch("FleetBatchSig", base_units=2_500_000_000, readings=2, age=timedelta(seconds=5))
     base = start_uvicorn(processes, {"TOKENIZATION_AUTO_MINT_ENABLED": "false"})
 
     sign_in(browser, base, operator)
 
-    assert text_of(browser, "#fig-readings-total") == "5" and text_of(browser, "#fig-meters-total") == "2"
-    assert text_of(browser, "#fig-pending") == "2"
+    assert text_of(browser, "#fig-readings-total") == "6" and text_of(browser, "#fig-meters-total") == "2"
+    assert text_of(browser, "#fig-pending") == "2" and text_of(browser, "#fig-recorded") == "1"
     assert text_of(browser, "#fig-held") == "1" and text_of(browser, "#fig-failed") == "1"
     assert text_of(browser, "#fig-minted-per-minute") == "2.500000000 tokens/min"
     assert attribute(browser, "#fig-minted-per-minute", "title") == "2500000000 base units/min"
@@ -128,7 +129,7 @@ def test_an_operator_sees_the_fleet_figures_with_their_units_in_the_browser(
     assert text_of(browser, "#fig-minted-per-minute") == "12345678903.734567891 tokens/min"
     assert attribute(browser, "#fig-minted-per-minute", "title") == f"{huge + 2_500_000_000} base units/min"
     assert attribute(browser, "#fig-last-batch-tokens", "title") == f"{huge} base units"
-    assert text_of(browser, "#fig-readings-total") == "5"
+    assert text_of(browser, "#fig-readings-total") == "6" and text_of(browser, "#fig-recorded") == "1"
     browser.save_screenshot(str(tmp_path / "operator-dashboard-refreshed.png"))
 
 

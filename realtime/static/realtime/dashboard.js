@@ -220,6 +220,7 @@
       setText("fig-meters-total", figures.meters_total);
       setText("fig-held", figures.held);
       setText("fig-pending", figures.pending);
+      setText("fig-recorded", figures.recorded_readings);
       setText("fig-in-flight", figures.in_flight_batches);
       setText("fig-in-flight-readings", figures.in_flight_readings);
       setText("fig-minted-per-minute", figures.minted_tokens_per_minute + " tokens/min");
