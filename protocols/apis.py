@@ -18,9 +18,15 @@ from meters.apis.base import IsApiKey, WriteApiView
 from meters.apis.docs import BODY_ERRORS, errors
 from meters.parsers import dumps_exact
 from meters.selectors import Caller
-from meters.services.batch import ACCEPTED, DUPLICATE, REJECTED, batch_check, readings_submit_batch
+from meters.services.batch import (
+    ACCEPTED,
+    DUPLICATE,
+    REJECTED,
+    batch_check,
+    reading_submit,
+    readings_submit_batch,
+)
 from meters.services.dead_letters import DeadLetterHook, Door, Origin, caller_record, dead_letter_refusal
-from meters.services.readings import reading_submit
 from meters.validation import parse_reading
 from protocols import bridge
 

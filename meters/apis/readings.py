@@ -9,9 +9,8 @@ from meters.apis.docs import READING_PAGE, batch_schema, errors, stats_schema, s
 from meters.apis.meters import PageInputSerializer
 from meters.models import MeterReading
 from meters.selectors import SORTABLE, Caller, reading_list, reading_stats
-from meters.services.batch import readings_submit_batch
+from meters.services.batch import reading_submit, readings_submit_batch
 from meters.services.dead_letters import rest_batch_hook
-from meters.services.readings import reading_submit
 from meters.validation import MAX_SERIAL_LENGTH, clean_text, parse_reading
 
 

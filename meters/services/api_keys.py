@@ -7,8 +7,13 @@ trying both.
 
 Authentication is on the hot path of every device post, so a successful lookup is remembered in-process for
 ``CACHE_SECS``. Revoking clears the entry in the revoking process at once; other worker processes notice
-within ``CACHE_SECS``. ``last_used_at`` is written at most once a minute per key and process, and the UPDATE
-itself skips rows written less than a minute ago, so it costs no write per request.
+within ``CACHE_SECS``. ``last_used_at`` is written at most once a minute per key and process, not at all
+while the value the lookup read is less than a minute old (another process wrote it), and the UPDATE itself
+skips rows written less than a minute ago, so it costs no write per request.
+
+The lookup and the UPDATE are plain SQL, one statement each: the lookup runs for every key every
+``CACHE_SECS`` in every process, and composing it through the ORM cost more CPU than the rest of a single
+reading post (docs/BENCHMARKS.md, "Ingest").
 """
 
 from __future__ import annotations
@@ -21,8 +26,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
 from django.utils import timezone
 
 from gridtoken.exceptions import Conflict, NotFound, ValidationFailed
@@ -156,25 +160,46 @@ def api_key_authenticate(*, raw_key: str) -> tuple[User, ApiKeyPrincipal]:
     if cached is not None and cached[0] > now:
         _, principal, owner = cached
     else:
-        principal, owner = _load(key_hash)
+        principal, owner, last_used_at = _load(key_hash)
         with _lock:
             if len(_cache) >= _CACHE_MAX:
                 _cache.clear()
             _cache[key_hash] = (now + CACHE_SECS, principal, owner)
+        if last_used_at is not None:  # written recently, maybe by another process: the next write is due later
+            age = (timezone.now() - last_used_at).total_seconds()
+            _last_used_written[principal.key_id] = max(_last_used_written.get(principal.key_id, -1e9), now - age)
     _touch(principal.key_id, now)
     return owner, principal
 
 
-def _load(key_hash: str) -> tuple[ApiKeyPrincipal, User]:
-    key = ApiKey.objects.select_related("owner").filter(key_hash=key_hash).first()
-    if key is None:
+_USER_FIELDS = list(User._meta.concrete_fields)
+KEY_SQL = (
+    "SELECT api_key.id, api_key.scope, api_key.owner_id, api_key.meter_id, api_key.revoked_at, api_key.last_used_at, "  # noqa: S608
+    + ", ".join(f"owner.{connection.ops.quote_name(field.column)}" for field in _USER_FIELDS)
+    + f" FROM {ApiKey._meta.db_table} AS api_key JOIN {User._meta.db_table} AS owner ON owner.id = api_key.owner_id"
+    " WHERE api_key.key_hash = %s"
+)
+TOUCH_SQL = (
+    f"UPDATE {ApiKey._meta.db_table} SET last_used_at = %s WHERE id = %s"  # noqa: S608
+    " AND (last_used_at IS NULL OR last_used_at < %s)"
+)
+
+
+def _load(key_hash: str) -> tuple[ApiKeyPrincipal, User, object]:
+    """The key's principal, its owner and when it was last used (one query)."""
+    with connection.cursor() as cursor:
+        cursor.execute(KEY_SQL, [key_hash])
+        row = cursor.fetchone()
+    if row is None:
         raise InvalidApiKey("Unknown API key.")
-    if key.revoked_at is not None:
+    key_id, scope, owner_id, meter_id, revoked_at, last_used_at, *user = row
+    if revoked_at is not None:
         raise InvalidApiKey("This API key has been revoked.")
-    if not key.owner.is_active:
+    owner = User.from_db(connection.alias, [field.attname for field in _USER_FIELDS], user)
+    if not owner.is_active:
         raise InvalidApiKey("The owner of this API key is inactive.")
-    principal = ApiKeyPrincipal(key_id=key.pk, scope=key.scope, owner_id=key.owner_id, meter_id=key.meter_id)
-    return principal, key.owner
+    principal = ApiKeyPrincipal(key_id=key_id, scope=scope, owner_id=owner_id, meter_id=meter_id)
+    return principal, owner, last_used_at
 
 
 def _touch(key_id: uuid.UUID, now: float) -> None:
@@ -182,6 +207,5 @@ def _touch(key_id: uuid.UUID, now: float) -> None:
         return
     _last_used_written[key_id] = now
     moment = timezone.now()
-    ApiKey.objects.filter(pk=key_id).filter(
-        Q(last_used_at__isnull=True) | Q(last_used_at__lt=moment - timedelta(seconds=LAST_USED_EVERY_SECS))
-    ).update(last_used_at=moment)
+    with connection.cursor() as cursor:
+        cursor.execute(TOUCH_SQL, [moment, key_id, moment - timedelta(seconds=LAST_USED_EVERY_SECS)])

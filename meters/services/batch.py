@@ -1,109 +1,60 @@
-"""Batch ingestion: up to INGEST_BATCH_MAX readings in a few queries, one result per item, in order.
+"""The ingestion pipeline: every reading, posted alone or in a batch, passes through the same stages in order.
 
-1. Parse and check every item in Python (no query).
-2. One query loads every meter the items name.
-3. Per item: access, meter state, body, wallet and signature checks.
-4. In one transaction: one statement takes the per-meter write locks (fixed order) and reads the meters
-   again ``FOR SHARE``; an item whose meter changed since step 2 is checked again against the row read
-   under the lock (suspended, re-walleted, re-owned: the single post's error codes). Then load the stored
-   readings in each meter's window range (one query), classify each remaining item in order as new,
-   replay or conflict (items of the same batch see each other), and one ``INSERT ... SELECT FROM
-   json_populate_recordset(...) ON CONFLICT DO NOTHING RETURNING id`` for the new ones.
-5. Events leave on commit: ``meter_reading_received`` per new row, ``meter_reading_validation_failed``
-   per rejected item of a known meter.
+1. **Parse** (``meters.validation.parse_reading``): the body becomes a ``ReadingInput``, checked in Python.
+2. **Check against the meter** (``meters.services.checks``): access, meter state, body, wallet and signature.
+3. **Assess energy and VEE** (``meters.services.energy``): the row's energy picture and rule verdicts.
+4. **Store under the meter lock** (``meters.services.readings``): new, replay or conflict, and the insert.
+5. **Announce** (``meters.services.announce``): events and the stored-readings hooks, on commit.
 
-Why ``FOR SHARE``: the advisory lock orders reading writers only; meter writes (suspending, a fleet
-re-registration changing the wallet) do not take it. The row lock makes such a write wait until the
-readings commit, so every row stores the owner and wallet the meter has when it commits, and a meter
-suspended before the lock is taken gets no readings. (``FOR KEY SHARE`` would not conflict with those
-updates.) The checks of step 3 are not repeated for unchanged meters, so signatures are verified
-outside the lock.
+No stage imports a later one or calls back into an earlier one: this module runs them. Two doors share it:
 
-``success_count`` counts accepted and duplicate items, ``failed_count`` rejected ones.
+- ``readings_submit_batch``: up to INGEST_BATCH_MAX items in a few queries, one result per item, in order.
+  Every item is parsed and checked first (one query loads every meter named); then, in one transaction, the
+  meters are locked and read again (an item whose meter changed meanwhile is checked again against the row
+  read under the lock: suspended, re-walleted, re-owned), each remaining item is classified in order (items
+  of the same batch see each other), the new ones are assessed in timestamp order per meter, and stored.
+  ``success_count`` counts accepted and duplicate items, ``failed_count`` rejected ones.
+- ``reading_submit``: one item, answered with the stored row (or the replayed one) or its refusal. A reading
+  whose energy depends on none of the meter's other readings takes the store stage's one-round-trip insert
+  (the meter comes from a short in-process cache, re-checked by the insert); any other takes the batch's
+  locked store with one item.
 """
 
 from __future__ import annotations
 
-import bisect
-import json
 import uuid
-from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
 
 from gridtoken.exceptions import ApplicationError, Conflict, ValidationFailed
-from meters.models import Meter
-from meters.registers import Registers
-from meters.selectors import Caller, MeterRow, meter_access_error, meter_not_found, meters_by_reference
+from meters.selectors import Caller, MeterRow, meter_access_error, meter_get, meter_reference, meters_by_reference
+from meters.services.announce import announce_rejections, announce_stored
+from meters.services.checks import reading_allowed, reading_rejection, readings_recheck
 from meters.services.dead_letters import TRANSIENT, DeadLetterHook, rest_batch_hook
 from meters.services.energy import assess, contexts_load, late_register_read, needs_context
 from meters.services.local_time import local_times_resolve
 from meters.services.readings import (
-    LOCK_NAMESPACE,
-    TABLE,
+    INSERTED,
+    STALE,
+    StoredNearby,
     StoredReading,
     SubmitResult,
-    announce_rejections,
-    announce_stored,
-    conflict_same_timestamp,
-    conflict_within_window,
+    meters_lock,
+    reading_classify,
     reading_get,
-    reading_rejection,
+    reading_id_new,
+    reading_insert_one,
+    reading_resplit,
+    readings_insert,
     row_document,
     shared_document,
 )
 from meters.validation import ReadingInput, parse_reading
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
-_MICROSECOND = timedelta(microseconds=1)
 MISSING_METER = "meter_serial or meter_id is required."
-# SQL text interpolates only the model's own table and column names; every value is a parameter.
-# Row data travels as one JSON text per statement: psycopg adapts Python lists element by element in
-# Python, which for a thousand rows costs more than PostgreSQL's json_to_recordset does.
-WINDOW_READINGS_SQL = (
-    "SELECT q.meter_id, r.id, r.kwh_amount, r.reading_timestamp, r.import_register_kwh, r.export_register_kwh "  # noqa: S608
-    "FROM json_to_recordset(%s::json) AS q(meter_id uuid, lo timestamptz, hi timestamptz) "
-    "CROSS JOIN LATERAL ("
-    f"SELECT id, kwh_amount, reading_timestamp, import_register_kwh, export_register_kwh FROM {TABLE} "
-    "WHERE meter_id = q.meter_id AND NOT (source = 'window') AND reading_timestamp >= q.lo "
-    "AND reading_timestamp <= q.hi "
-    # OFFSET 0 keeps this a per-meter index probe: the planner guesses 100 rows for json_to_recordset
-    # and would otherwise hash-join against a full scan of the readings table.
-    "OFFSET 0) AS r"
-)
-
-# The advisory locks are taken while the locks CTE is scanned, which the sort below LockRows finishes
-# before the first meter row is locked; pg_advisory_xact_lock is volatile, so the CTE is never inlined.
-LOCK_METERS_SQL = (
-    "WITH ids AS (SELECT DISTINCT m::uuid AS id FROM json_array_elements_text(%s::json) AS m), "  # noqa: S608
-    "locks AS (SELECT count(pg_advisory_xact_lock(%s, k)) AS taken "
-    "FROM (SELECT hashtext(id::text) AS k FROM ids GROUP BY 1 ORDER BY 1) AS keys) "
-    f"SELECT {', '.join(f'meter.{column.strip()}' for column in MeterRow.COLUMNS.split(','))} "
-    f"FROM {Meter._meta.db_table} AS meter, locks "
-    "WHERE meter.id IN (SELECT id FROM ids) AND locks.taken >= 0 ORDER BY meter.id FOR SHARE OF meter"
-)
-METER_CHANGED = "The meter changed while the readings were stored; retry."
-
-
-class _Existing:
-    """A stored reading's identity for in-batch classification: what a replay must repeat."""
-
-    __slots__ = ("id", "kwh_amount", "reading_timestamp", "registers")
-
-    def __init__(self, reading_id, kwh_amount, reading_timestamp, registers=None) -> None:
-        self.id, self.kwh_amount, self.reading_timestamp = reading_id, kwh_amount, reading_timestamp
-        self.registers = registers
-
-    def replayed_by(self, item: ReadingInput) -> bool:
-        if item.registers is not None:  # a partial update repeats the registers it sends (the rest were overlaid)
-            sent, stored = item.registers, self.registers
-            return stored is not None and all(
-                value is None or value == kept
-                for value, kept in ((sent.import_kwh, stored.import_kwh), (sent.export_kwh, stored.export_kwh))
-            )
-        return self.registers is None and self.kwh_amount == item.kwh
 
 
 def batch_check(readings: object) -> None:
@@ -162,7 +113,7 @@ def readings_submit_batch(
         meter = by_serial.get(item.meter_serial) if item.meter_serial is not None else by_id.get(item.meter_id)
         meter_id = item.meter_id if item.meter_serial is not None else None
         try:
-            allowed = _allowed(caller, index, item, meter, reject, meter_id=meter_id)
+            allowed = reading_allowed(caller, index, item, meter, reject, meter_id=meter_id)
         except Exception as error:  # (the hook re-raises a transient database error)
             reject(index, dead_letter(index, error))
             continue
@@ -210,61 +161,34 @@ def _store_isolating(caller: Caller, candidates, results, now: datetime, dead_le
 
 
 def _store(caller: Caller, candidates, results, reject, now: datetime) -> list[StoredReading]:
-    window = timedelta(seconds=settings.TOKENIZATION.duplicate_window_secs)
+    """Steps 2 (again, for changed meters) to 5 of the checked ``candidates``, under their meters' locks."""
     with connection.cursor() as cursor:
-        locked = _lock_meters(cursor, list({meter.id for _, _, meter in candidates}))
-        candidates = _recheck(caller, candidates, locked, reject)
+        locked = meters_lock(cursor, list({meter.id for _, _, meter in candidates}))
+        candidates = readings_recheck(caller, candidates, locked, reject)
         if not candidates:
             return []
         local_times_resolve(cursor, candidates)  # a DST change's repeated hour: which pass, under the lock
-        ranges: dict[uuid.UUID, list[datetime]] = {}
-        for _, item, meter in candidates:
-            span = ranges.setdefault(meter.id, [item.reading_timestamp, item.reading_timestamp])
-            span[0] = min(span[0], item.reading_timestamp)
-            span[1] = max(span[1], item.reading_timestamp)
-        meter_ids = list(ranges)
-        exact: dict[uuid.UUID, dict[datetime, _Existing]] = defaultdict(dict)
-        times: dict[uuid.UUID, list[datetime]] = defaultdict(list)
-        # Inclusive bounds; with a window the edges themselves are never conflicts, so skip them.
-        edge = window - _MICROSECOND if window else window
-        spans = [
-            {"meter_id": str(m), "lo": (ranges[m][0] - edge).isoformat(), "hi": (ranges[m][1] + edge).isoformat()}
-            for m in meter_ids
-        ]
-        cursor.execute(WINDOW_READINGS_SQL, [json.dumps(spans)])
-        for meter_id, reading_id, kwh, moment, imported, exported in cursor.fetchall():
-            registers = None if imported is None and exported is None else Registers(imported, exported)
-            exact[meter_id][moment] = _Existing(reading_id, kwh, moment, registers)
-            times[meter_id].append(moment)
-        for moments in times.values():
-            moments.sort()
-
-        new: list[tuple[int, ReadingInput, StoredReading]] = []
+        nearby = StoredNearby(cursor, candidates)
+        new: list[tuple[int, ReadingInput, MeterRow, uuid.UUID]] = []
         for index, item, meter in candidates:
-            moment = item.reading_timestamp
-            same = exact[meter.id].get(moment)
-            if same is not None:
-                if same.replayed_by(item):
-                    results[index] = {"index": index, "status": DUPLICATE, "id": str(same.id)}
-                else:
-                    reject(index, conflict_same_timestamp(same), meter, item)
-                continue
-            neighbour = _neighbour(times[meter.id], moment, window, exact[meter.id])
-            if neighbour is not None:
-                reject(index, conflict_within_window(neighbour), meter, item)
-                continue
-            reading_id = uuid.uuid4()
-            exact[meter.id][moment] = _Existing(reading_id, item.kwh, moment, item.registers)
-            bisect.insort(times[meter.id], moment)
-            new.append((index, item, meter, reading_id))
-        new, refused = _assess(cursor, new, reject, now)
+            found = nearby.classify(item, meter)
+            if isinstance(found, ApplicationError):
+                reject(index, found, meter, item)
+            elif found is not None:
+                results[index] = {"index": index, "status": DUPLICATE, "id": str(found.id)}
+            else:
+                reading_id = reading_id_new()
+                nearby.accept(item, meter, reading_id)
+                new.append((index, item, meter, reading_id))
+        rows, refused = _assess(cursor, new, reject, now)
         for index, result in enumerate(results):  # a repeat of an item a VEE rule refused shares its refusal
             if result is not None and result["status"] == DUPLICATE and result["id"] in refused:
-                reject(index, refused[result["id"]], *refused_item(candidates, index))
-        inserted = _insert(cursor, new, now)
+                reject(index, refused[result["id"]], *_candidate(candidates, index))
+        shared = shared_document(now)
+        inserted = readings_insert(cursor, [row_document(reading, item, shared) for _, item, reading in rows])
 
     created = []
-    for index, _, reading in new:
+    for index, _, reading in rows:
         if reading.id in inserted:
             results[index] = {"index": index, "status": ACCEPTED, "id": str(reading.id)}
             created.append(reading)
@@ -274,7 +198,7 @@ def _store(caller: Caller, candidates, results, reject, now: datetime) -> list[S
     return created
 
 
-def refused_item(candidates, index: int) -> tuple:
+def _candidate(candidates, index: int) -> tuple:
     """(meter, item) of the candidate at batch ``index``, for announcing its rejection."""
     return next((meter, item) for position, item, meter in candidates if position == index)
 
@@ -293,43 +217,66 @@ def _assess(cursor, new: list, reject, now: datetime) -> tuple[list[tuple[int, R
             reject(index, error, meter, item)
             refused[str(reading_id)] = error
             continue
-        if verdict.resplit is not None and not _resplit(cursor, verdict.resplit):
+        if verdict.resplit is not None and not reading_resplit(cursor, verdict.resplit):
             verdict = late_register_read(verdict)
         rows.append((index, item, StoredReading.new(meter, item, now, verdict, reading_id)))
     rows.sort(key=lambda row: row[0])
     return rows, refused
 
 
-RESPLIT_SQL = (
-    f"UPDATE {TABLE} SET kwh_amount = %s, generated_kwh = %s, consumed_kwh = %s, mintable_kwh = %s, status = %s, "  # noqa: S608
-    "interval_secs = %s "
-    "WHERE id = %s AND token_amount IS NULL AND batch_id IS NULL "
-    "AND (status IN ('pending', 'held', 'awaiting_window') OR (status = 'recorded' AND window_start IS NULL)) "
-    "RETURNING id"
-)
+def reading_submit(*, caller: Caller, item: ReadingInput, now: datetime) -> SubmitResult:
+    """Store one reading, or recognise it as a replay of a stored one.
+
+    1. Find the named meter (404 unknown; 403 another account's, or another meter than a device key's).
+    2. Check the meter's state and the body. A refusal is only ever decided on a freshly read meter, and a
+       rejected reading of a known meter is announced as a validation_failed event.
+    3. Assess, then ``reading_insert_one``: lock, re-check the meter, insert unless a neighbour lies in the
+       window; a meter changed since it was read is read again and checked again (at most three times).
+    4. When nothing was inserted: the same timestamp and kWh is a replay (200, ``duplicate``); anything
+       else is a 409.
+    """
+    column, reference = meter_reference(caller=caller, serial=item.meter_serial, meter_id=item.meter_id)
+    meter_id_to_match = item.meter_id if column == "serial" else None
+    fresh = False
+    for _ in range(3):
+        meter, cached = meter_get(column, reference, fresh=fresh)
+        denied = meter_access_error(caller=caller, meter=meter, meter_id=meter_id_to_match)
+        rejection = None if denied else reading_rejection(meter=meter, item=item)
+        if (denied or rejection) and cached:
+            fresh = True
+            continue
+        if denied:
+            raise denied
+        if rejection:
+            break
+        if needs_context(item):  # registers, windows, history rules: the locked store reads the other readings
+            return _submit_locked(caller, item, meter, now)
+        reading_id = reading_id_new()
+        try:
+            verdict = assess(item, meter, None, reading_id=reading_id, now=now)
+        except ApplicationError as error:
+            rejection = error
+            break
+        reading = StoredReading.new(meter, item, now, verdict, reading_id)
+        outcome = reading_insert_one(meter, row_document(reading, item, shared_document(now)))
+        if outcome == STALE:  # the meter changed since it was read: read it again
+            fresh = True
+            continue
+        if outcome == INSERTED:
+            announce_stored([reading])
+            return SubmitResult(reading, duplicate=False)
+        existing, rejection = reading_classify(meter, item)
+        if existing is not None:
+            return SubmitResult(existing, duplicate=True)
+        break
+    else:
+        rejection = Conflict("meter_changed", "The meter changed repeatedly while the reading was stored; retry.")
+    announce_rejections([(meter, item, rejection)])
+    raise rejection
 
 
-def _resplit(cursor, change) -> bool:
-    """Re-derive a stored read's energy from the late read before it; False when it was claimed meanwhile
-    (the UPDATE waits for a claiming transaction's row lock, then re-checks the row as it committed)."""
-    cursor.execute(
-        RESPLIT_SQL,
-        [
-            change.kwh,
-            change.generated,
-            change.consumed,
-            change.mintable,
-            change.status,
-            change.interval_secs,
-            change.reading_id,
-        ],
-    )
-    return cursor.fetchone() is not None
-
-
-def reading_store_one(*, caller: Caller, item: ReadingInput, meter: MeterRow, now: datetime):
-    """The single post of a reading that needs its meter's other readings (a register read, the window basis,
-    history rules): the batch path with one item, answered as the single post answers."""
+def _submit_locked(caller: Caller, item: ReadingInput, meter: MeterRow, now: datetime) -> SubmitResult:
+    """One reading through the batch's locked store, answered as the single post answers."""
     results: list[dict | None] = [None]
     errors: list[ApplicationError] = []
     rejected_known: list = []
@@ -348,69 +295,3 @@ def reading_store_one(*, caller: Caller, item: ReadingInput, meter: MeterRow, no
     if created:
         return SubmitResult(created[0], duplicate=False)
     return SubmitResult(reading_get(meter, uuid.UUID(results[0]["id"])), duplicate=True)
-
-
-def _lock_meters(cursor, meter_ids: list[uuid.UUID]) -> dict[uuid.UUID, MeterRow]:
-    """Take the meters' write locks and share-lock their rows; the meters as they are now, by id.
-
-    The ids travel as one JSON text: psycopg adapts Python lists element by element in Python.
-    """
-    cursor.execute(LOCK_METERS_SQL, [json.dumps([str(meter_id) for meter_id in meter_ids]), LOCK_NAMESPACE])
-    return {row[0]: MeterRow(*row) for row in cursor.fetchall()}
-
-
-def _recheck(caller: Caller, candidates, locked: dict[uuid.UUID, MeterRow], reject) -> list:
-    """The candidates still allowed by their meter as read under the lock, carrying that meter row."""
-    allowed = []
-    for index, item, seen in candidates:
-        meter = locked.get(seen.id)
-        if meter == seen:
-            allowed.append((index, item, meter))
-        elif meter is not None and item.meter_serial is not None and meter.serial != item.meter_serial:
-            reject(index, Conflict("meter_changed", METER_CHANGED), meter, item)
-        elif _allowed(caller, index, item, meter, reject):
-            allowed.append((index, item, meter))
-    return allowed
-
-
-def _allowed(caller: Caller, index: int, item, meter: MeterRow | None, reject, *, meter_id=None) -> bool:
-    """Whether ``meter`` takes ``item`` from ``caller``; if not, the item is rejected with the reason."""
-    if meter is None:
-        reject(index, meter_not_found(item.meter_serial or item.meter_id))
-        return False
-    denied = meter_access_error(caller=caller, meter=meter, meter_id=meter_id)
-    if denied is not None:
-        reject(index, denied)
-        return False
-    rejection = reading_rejection(meter=meter, item=item)
-    if rejection is not None:
-        reject(index, rejection, meter, item)
-        return False
-    return True
-
-
-def _neighbour(moments: list[datetime], moment: datetime, window: timedelta, by_moment: dict):
-    """A stored (or earlier accepted) reading strictly less than ``window`` from ``moment``, if any."""
-    if not window:
-        return None
-    position = bisect.bisect_left(moments, moment)
-    for candidate in moments[max(0, position - 1) : position + 1]:
-        if abs(candidate - moment) < window:
-            return by_moment[candidate]
-    return None
-
-
-INSERT_MANY_SQL = (
-    f"INSERT INTO {TABLE} SELECT * FROM json_populate_recordset(NULL::{TABLE}, %s::json) "  # noqa: S608
-    "ON CONFLICT (meter_id, reading_timestamp) WHERE NOT (source = 'window') DO NOTHING RETURNING id"
-)
-
-
-def _insert(cursor, new: list, now: datetime) -> set[uuid.UUID]:
-    """One INSERT for all new rows; the ids that were actually inserted."""
-    if not new:
-        return set()
-    shared = shared_document(now)
-    rows = "[" + ",".join(row_document(reading, item, shared) for _, item, reading in new) + "]"
-    cursor.execute(INSERT_MANY_SQL, [rows])
-    return {row[0] for row in cursor.fetchall()}

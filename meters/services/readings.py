@@ -1,4 +1,4 @@
-"""Storing readings: the checks that need the meter, the per-meter lock, idempotent replays and 409s.
+"""Ingestion's store stage: the per-meter lock, idempotent replays and 409s, the row written.
 
 Race safety. Every write of a meter's readings first takes a transaction-scoped advisory lock on that
 meter (``pg_advisory_xact_lock(LOCK_NAMESPACE, hashtext(meter_id))``), and only then, in a later statement
@@ -7,18 +7,36 @@ window. Twenty simultaneous identical posts therefore create one row (the others
 replay), and two posts at different timestamps inside the window cannot both land. The unique
 (meter, reading_timestamp) constraint stays as the last line of defence (``ON CONFLICT DO NOTHING``).
 
-The single post is one round trip: the meter comes from a short in-process cache (``meter_get``) and
-the write is the server-side function ``meters_reading_insert`` (migration 0002), which takes the lock,
-re-checks the meter, and inserts unless a neighbour exists. Only a replay or a conflict costs another
-query. Rows travel as JSON documents naming every column (``json_populate_record``), built from the model,
-so a column added later is filled with its default without touching this module.
+Two ways to store, chosen by the pipeline (``meters.services.batch``):
+
+- **One reading that needs no other readings** is one round trip: the server-side function
+  ``meters_reading_insert`` (migration 0002) takes the lock, re-checks the meter, and inserts unless a
+  neighbour exists (``reading_insert_one``). Only a replay or a conflict costs another query
+  (``reading_classify``).
+- **Everything else** (a batch, a reading whose energy depends on the meter's other readings): one statement
+  takes the meters' locks and reads them again ``FOR SHARE`` (``meters_lock``); one query loads the stored
+  readings around the items (``StoredNearby``), which classify each item in order as new, replay or conflict;
+  one ``INSERT ... SELECT FROM json_populate_recordset(...) ON CONFLICT DO NOTHING`` writes the new ones
+  (``readings_insert``).
+
+Why ``FOR SHARE``: the advisory lock orders reading writers only; meter writes (suspending, a fleet
+re-registration changing the wallet) do not take it. The row lock makes such a write wait until the
+readings commit, so every row stores the owner and wallet the meter has when it commits, and a meter
+suspended before the lock is taken gets no readings. (``FOR KEY SHARE`` would not conflict with those
+updates.)
+
+Rows travel as JSON documents naming every column, built from the model, so a column added later is filled
+with its default without touching this module. SQL interpolates only the model's own identifiers; lists travel
+as one JSON text (psycopg adapts Python lists element by element in Python, dearer than ``json_to_recordset``).
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -27,11 +45,11 @@ from django.conf import settings
 from django.db import connection
 
 from gridtoken import events
-from gridtoken.exceptions import ApplicationError, Conflict, Forbidden, ValidationFailed
-from meters import hooks, signatures
-from meters.models import MeterReading
-from meters.selectors import Caller, MeterRow, meter_access_error, meter_get, meter_reference
-from meters.services.energy import Assessment, assess, needs_context
+from gridtoken.exceptions import ApplicationError, Conflict
+from meters.models import Meter, MeterReading
+from meters.registers import Registers
+from meters.selectors import MeterRow
+from meters.services.energy import Assessment, Resplit
 from meters.validation import ReadingInput
 
 LOCK_NAMESPACE = 0x4754  # "GT": the advisory-lock class of per-meter reading writes
@@ -90,11 +108,11 @@ class StoredReading:
         return reading
 
     @classmethod
-    def new(cls, meter: MeterRow, item: ReadingInput, now: datetime, verdict: Assessment, reading_id=None):
+    def new(cls, meter: MeterRow, item: ReadingInput, now: datetime, verdict: Assessment, reading_id: uuid.UUID):
         """The row ingestion stores: attributed to the meter's owner and wallet, whatever the body said."""
         registers = verdict.registers
         return cls(
-            reading_id or uuid.uuid4(),
+            reading_id,
             meter.owner_id,
             meter,
             meter.wallet_address,
@@ -118,6 +136,11 @@ class StoredReading:
 class SubmitResult:
     reading: StoredReading
     duplicate: bool
+
+
+def reading_id_new() -> uuid.UUID:
+    """The id of a new reading row: the one place ingestion makes one."""
+    return uuid.uuid4()
 
 
 @functools.cache
@@ -165,126 +188,15 @@ def row_document(reading: StoredReading, item: ReadingInput, shared: str) -> str
     )
 
 
-def reading_rejection(*, meter: MeterRow, item: ReadingInput) -> ApplicationError | None:
-    """Why this reading of ``meter`` cannot be stored (before looking at other readings), or None."""
-    if not meter.is_active:
-        return Forbidden("meter_suspended", f"Meter {meter.serial} is suspended.")
-    if item.error is not None:
-        return item.error
-    if meter.public_key or settings.INGEST.signature_required:
-        return _signature_rejection(meter, item)
-    return None
-
-
-def _signature_rejection(meter: MeterRow, item: ReadingInput) -> ApplicationError | None:
-    if not item.meter_signature:
-        return ValidationFailed("signature_required", "This meter's readings must be signed.", field="meter_signature")
-    if not meter.public_key:
-        return ValidationFailed(
-            "invalid_signature", "The meter has no public key to verify signatures with.", field="meter_signature"
-        )
-    forms = item.signed_messages or signatures.canonical_forms(serial=meter.serial, item=item)
-    for form in forms:
-        if signatures.verify(public_key=meter.public_key, signature=item.meter_signature, message=form.message):
-            item.signature_covers = form.covers  # what the verified form vouches for (energy.assess checks it)
-            return None
-    hint = "" if item.timestamp_sent else " (a signed reading must carry its timestamp)"
-    return ValidationFailed(
-        "invalid_signature",
-        f"The signature does not verify over {forms[0].message.decode()!r} with the meter's public key{hint}.",
-        field="meter_signature",
-    )
-
-
-def announce_stored(readings: list[StoredReading]) -> None:
-    """Once the readings' transaction commits: their events, and the stored-readings hooks (minting's trigger)."""
-    if readings:
-        at = events.rfc3339()
-        events.emit([events.reading_received(reading, timestamp=at) for reading in readings])
-        hooks.readings_stored()
-
-
-def announce_rejections(rejected: list[tuple[MeterRow, ReadingInput, ApplicationError]]) -> None:
-    """A ``meter_reading_validation_failed`` event for each rejected reading of a known meter."""
-    events.emit(
-        [
-            events.validation_failed(
-                user_id=meter.owner_id,
-                meter_serial=meter.serial,
-                error_reason=f"{error.code}: {error.message}",
-                kwh_amount=_short(item.raw_kwh),
-                reading_timestamp=_short(item.raw_timestamp),
-            )
-            for meter, item, error in rejected
-        ]
-    )
-
-
-def _short(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
-        return None
-    return str(value)[:64]
-
-
-def reading_submit(*, caller: Caller, item: ReadingInput, now: datetime) -> SubmitResult:
-    """Store one reading, or recognise it as a replay of a stored one.
-
-    1. Find the named meter (404 unknown; 403 another account's, or another meter than a device key's).
-    2. Check the meter's state and the body. A refusal is only ever decided on a freshly read meter, and a
-       rejected reading of a known meter is announced as a validation_failed event.
-    3. ``meters_reading_insert``: lock, re-check the meter, insert unless a neighbour lies in the window.
-    4. When nothing was inserted: the same timestamp and kWh is a replay (200, ``duplicate``); anything
-       else is a 409.
-    """
-    column, reference = meter_reference(caller=caller, serial=item.meter_serial, meter_id=item.meter_id)
-    meter_id_to_match = item.meter_id if column == "serial" else None
-    fresh = False
-    for _ in range(3):
-        meter, cached = meter_get(column, reference, fresh=fresh)
-        denied = meter_access_error(caller=caller, meter=meter, meter_id=meter_id_to_match)
-        rejection = None if denied else reading_rejection(meter=meter, item=item)
-        if (denied or rejection) and cached:
-            fresh = True
-            continue
-        if denied:
-            raise denied
-        if rejection:
-            break
-        if needs_context(item):  # registers, windows, history rules: the batch path's locked read of the meter
-            from meters.services.batch import reading_store_one
-
-            return reading_store_one(caller=caller, item=item, meter=meter, now=now)
-        try:
-            verdict = assess(item, meter, None, reading_id=uuid.uuid4(), now=now)
-        except ApplicationError as error:
-            rejection = error
-            break
-        reading = StoredReading.new(meter, item, now, verdict)
-        outcome = _insert_one(reading, item, now)
-        if outcome == STALE:  # the meter changed since it was read: read it again
-            fresh = True
-            continue
-        if outcome == INSERTED:
-            announce_stored([reading])
-            return SubmitResult(reading, duplicate=False)
-        existing, rejection = _classify(meter, item)
-        if existing is not None:
-            return SubmitResult(existing, duplicate=True)
-        break
-    else:
-        rejection = Conflict("meter_changed", "The meter changed repeatedly while the reading was stored; retry.")
-    announce_rejections([(meter, item, rejection)])
-    raise rejection
-
-
-def _insert_one(reading: StoredReading, item: ReadingInput, now: datetime) -> str:
-    meter = reading.meter
+def reading_insert_one(meter: MeterRow, document: str) -> str:
+    """Lock the meter, re-check it, insert the row ``document`` unless a neighbour lies in the duplicate window:
+    INSERTED, TAKEN (a neighbour exists) or STALE (the meter changed since ``meter`` was read)."""
     window = timedelta(seconds=settings.TOKENIZATION.duplicate_window_secs)
     with connection.cursor() as cursor:
         cursor.execute(
             INSERT_ONE_SQL,
             [
-                row_document(reading, item, shared_document(now)),
+                document,
                 LOCK_NAMESPACE,
                 meter.id,
                 meter.owner_id,
@@ -302,8 +214,8 @@ def reading_get(meter: MeterRow, reading_id: uuid.UUID) -> StoredReading:
         return StoredReading.from_row(meter, cursor.fetchone())
 
 
-def _classify(meter: MeterRow, item: ReadingInput) -> tuple[StoredReading | None, ApplicationError | None]:
-    """After an insert found a neighbour: the replayed reading, or the 409 to answer."""
+def reading_classify(meter: MeterRow, item: ReadingInput) -> tuple[StoredReading | None, ApplicationError | None]:
+    """After ``reading_insert_one`` found a neighbour: the replayed reading, or the 409 to answer."""
     window = timedelta(seconds=settings.TOKENIZATION.duplicate_window_secs)
     moment = item.reading_timestamp
     with connection.cursor() as cursor:
@@ -339,3 +251,150 @@ def conflict_within_window(existing) -> Conflict:
             "existing_reading_timestamp": events.rfc3339(existing.reading_timestamp),
         },
     )
+
+
+# The advisory locks are taken while the locks CTE is scanned, which the sort below LockRows finishes
+# before the first meter row is locked; pg_advisory_xact_lock is volatile, so the CTE is never inlined.
+LOCK_METERS_SQL = (
+    "WITH ids AS (SELECT DISTINCT m::uuid AS id FROM json_array_elements_text(%s::json) AS m), "  # noqa: S608
+    "locks AS (SELECT count(pg_advisory_xact_lock(%s, k)) AS taken "
+    "FROM (SELECT hashtext(id::text) AS k FROM ids GROUP BY 1 ORDER BY 1) AS keys) "
+    f"SELECT {', '.join(f'meter.{column.strip()}' for column in MeterRow.COLUMNS.split(','))} "
+    f"FROM {Meter._meta.db_table} AS meter, locks "
+    "WHERE meter.id IN (SELECT id FROM ids) AND locks.taken >= 0 ORDER BY meter.id FOR SHARE OF meter"
+)
+
+
+def meters_lock(cursor, meter_ids: list[uuid.UUID]) -> dict[uuid.UUID, MeterRow]:
+    """Take the meters' write locks and share-lock their rows; the meters as they are now, by id."""
+    cursor.execute(LOCK_METERS_SQL, [json.dumps([str(meter_id) for meter_id in meter_ids]), LOCK_NAMESPACE])
+    return {row[0]: MeterRow(*row) for row in cursor.fetchall()}
+
+
+_MICROSECOND = timedelta(microseconds=1)
+NEARBY_SQL = (
+    "SELECT q.meter_id, r.id, r.kwh_amount, r.reading_timestamp, r.import_register_kwh, r.export_register_kwh "  # noqa: S608
+    "FROM json_to_recordset(%s::json) AS q(meter_id uuid, lo timestamptz, hi timestamptz) "
+    "CROSS JOIN LATERAL ("
+    f"SELECT id, kwh_amount, reading_timestamp, import_register_kwh, export_register_kwh FROM {TABLE} "
+    "WHERE meter_id = q.meter_id AND NOT (source = 'window') AND reading_timestamp >= q.lo "
+    "AND reading_timestamp <= q.hi "
+    # OFFSET 0 keeps this a per-meter index probe: the planner guesses 100 rows for json_to_recordset
+    # and would otherwise hash-join against a full scan of the readings table.
+    "OFFSET 0) AS r"
+)
+
+
+class _Existing:
+    """A stored reading's identity for in-batch classification: what a replay must repeat."""
+
+    __slots__ = ("id", "kwh_amount", "reading_timestamp", "registers")
+
+    def __init__(self, reading_id, kwh_amount, reading_timestamp, registers=None) -> None:
+        self.id, self.kwh_amount, self.reading_timestamp = reading_id, kwh_amount, reading_timestamp
+        self.registers = registers
+
+    def replayed_by(self, item: ReadingInput) -> bool:
+        if item.registers is not None:  # a partial update repeats the registers it sends (the rest were overlaid)
+            sent, stored = item.registers, self.registers
+            return stored is not None and all(
+                value is None or value == kept
+                for value, kept in ((sent.import_kwh, stored.import_kwh), (sent.export_kwh, stored.export_kwh))
+            )
+        return self.registers is None and self.kwh_amount == item.kwh
+
+
+class StoredNearby:
+    """The stored readings within the duplicate window of a batch's items, by meter, and the items accepted so
+    far: what decides, item by item in order, whether one is new, a replay or a conflict (items of one batch
+    see each other). Loaded with one query, under the meters' locks."""
+
+    def __init__(self, cursor, candidates: list) -> None:
+        self.window = timedelta(seconds=settings.TOKENIZATION.duplicate_window_secs)
+        ranges: dict[uuid.UUID, list[datetime]] = {}
+        for _, item, meter in candidates:
+            span = ranges.setdefault(meter.id, [item.reading_timestamp, item.reading_timestamp])
+            span[0] = min(span[0], item.reading_timestamp)
+            span[1] = max(span[1], item.reading_timestamp)
+        self.exact: dict[uuid.UUID, dict[datetime, _Existing]] = defaultdict(dict)
+        self.times: dict[uuid.UUID, list[datetime]] = defaultdict(list)
+        # Inclusive bounds; with a window the edges themselves are never conflicts, so skip them.
+        edge = self.window - _MICROSECOND if self.window else self.window
+        spans = [
+            {"meter_id": str(m), "lo": (lo - edge).isoformat(), "hi": (hi + edge).isoformat()}
+            for m, (lo, hi) in ranges.items()
+        ]
+        cursor.execute(NEARBY_SQL, [json.dumps(spans)])
+        for meter_id, reading_id, kwh, moment, imported, exported in cursor.fetchall():
+            registers = None if imported is None and exported is None else Registers(imported, exported)
+            self.exact[meter_id][moment] = _Existing(reading_id, kwh, moment, registers)
+            self.times[meter_id].append(moment)
+        for moments in self.times.values():
+            moments.sort()
+
+    def classify(self, item: ReadingInput, meter: MeterRow) -> _Existing | ApplicationError | None:
+        """The stored (or earlier accepted) reading ``item`` replays, the 409 it meets, or None when it is new."""
+        moment = item.reading_timestamp
+        same = self.exact[meter.id].get(moment)
+        if same is not None:
+            return same if same.replayed_by(item) else conflict_same_timestamp(same)
+        neighbour = self._neighbour(meter.id, moment)
+        return None if neighbour is None else conflict_within_window(neighbour)
+
+    def accept(self, item: ReadingInput, meter: MeterRow, reading_id: uuid.UUID) -> None:
+        """``item`` will be stored as ``reading_id``: the batch's later items see it."""
+        moment = item.reading_timestamp
+        self.exact[meter.id][moment] = _Existing(reading_id, item.kwh, moment, item.registers)
+        bisect.insort(self.times[meter.id], moment)
+
+    def _neighbour(self, meter_id: uuid.UUID, moment: datetime) -> _Existing | None:
+        """A stored (or earlier accepted) reading strictly less than the window from ``moment``, if any."""
+        if not self.window:
+            return None
+        moments = self.times[meter_id]
+        position = bisect.bisect_left(moments, moment)
+        for candidate in moments[max(0, position - 1) : position + 1]:
+            if abs(candidate - moment) < self.window:
+                return self.exact[meter_id][candidate]
+        return None
+
+
+RESPLIT_SQL = (
+    f"UPDATE {TABLE} SET kwh_amount = %s, generated_kwh = %s, consumed_kwh = %s, mintable_kwh = %s, status = %s, "  # noqa: S608
+    "interval_secs = %s "
+    "WHERE id = %s AND token_amount IS NULL AND batch_id IS NULL "
+    "AND (status IN ('pending', 'held', 'awaiting_window') OR (status = 'recorded' AND window_start IS NULL)) "
+    "RETURNING id"
+)
+
+
+def reading_resplit(cursor, change: Resplit) -> bool:
+    """Re-derive a stored read's energy from the late read before it; False when it was claimed meanwhile
+    (the UPDATE waits for a claiming transaction's row lock, then re-checks the row as it committed)."""
+    cursor.execute(
+        RESPLIT_SQL,
+        [
+            change.kwh,
+            change.generated,
+            change.consumed,
+            change.mintable,
+            change.status,
+            change.interval_secs,
+            change.reading_id,
+        ],
+    )
+    return cursor.fetchone() is not None
+
+
+INSERT_MANY_SQL = (
+    f"INSERT INTO {TABLE} SELECT * FROM json_populate_recordset(NULL::{TABLE}, %s::json) "  # noqa: S608
+    "ON CONFLICT (meter_id, reading_timestamp) WHERE NOT (source = 'window') DO NOTHING RETURNING id"
+)
+
+
+def readings_insert(cursor, documents: list[str]) -> set[uuid.UUID]:
+    """One INSERT for the row ``documents``; the ids that were actually inserted."""
+    if not documents:
+        return set()
+    cursor.execute(INSERT_MANY_SQL, ["[" + ",".join(documents) + "]"])
+    return {row[0] for row in cursor.fetchall()}

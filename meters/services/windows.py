@@ -30,7 +30,8 @@ from django.utils import timezone
 
 from meters.models import Meter, MeterReading
 from meters.selectors import MeterRow
-from meters.services.readings import LOCK_NAMESPACE, TABLE, StoredReading, announce_stored
+from meters.services.announce import announce_stored
+from meters.services.readings import LOCK_NAMESPACE, TABLE, StoredReading
 
 logger = logging.getLogger("meters.windows")
 Status = MeterReading.Status
