@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from gridtoken.ids import uuid7
 from meters.columns import KWH_DECIMAL_PLACES, KWH_MAX_DIGITS, REGISTER_MAX_DIGITS, SUM_KWH_DIGITS, SUM_UNITS_DIGITS
 
 # Every flag ingestion and VEE set on a reading (meters/validation.py, registers.py, services/energy.py,
@@ -101,7 +102,7 @@ class MeterReading(models.Model):
         REGISTER = "register"  # a cumulative register read; the interval's energy is derived from the previous
         WINDOW = "window"  # derived: the net of one meter's settlement window (window basis)
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     # No single-column FK indexes: reading_user_submitted_idx and the (meter, reading_timestamp) unique
     # index lead with these columns, and two fewer indexes make every ingested row cheaper.
     user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="readings", db_index=False)

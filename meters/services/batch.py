@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from gridtoken.exceptions import ApplicationError, Conflict, ValidationFailed
+from gridtoken.ids import uuid7
 from meters.models import Meter
 from meters.registers import Registers
 from meters.selectors import Caller, MeterRow, meter_access_error, meter_not_found, meters_by_reference
@@ -253,7 +254,7 @@ def _store(caller: Caller, candidates, results, reject, now: datetime) -> list[S
             if neighbour is not None:
                 reject(index, conflict_within_window(neighbour), meter, item)
                 continue
-            reading_id = uuid.uuid4()
+            reading_id = uuid7()
             exact[meter.id][moment] = _Existing(reading_id, item.kwh, moment, item.registers)
             bisect.insort(times[meter.id], moment)
             new.append((index, item, meter, reading_id))

@@ -28,6 +28,7 @@ from django.db import connection
 
 from gridtoken import events
 from gridtoken.exceptions import ApplicationError, Conflict, Forbidden, ValidationFailed
+from gridtoken.ids import uuid7
 from meters import hooks, signatures
 from meters.models import MeterReading
 from meters.selectors import Caller, MeterRow, meter_access_error, meter_get, meter_reference
@@ -94,7 +95,7 @@ class StoredReading:
         """The row ingestion stores: attributed to the meter's owner and wallet, whatever the body said."""
         registers = verdict.registers
         return cls(
-            reading_id or uuid.uuid4(),
+            reading_id or uuid7(),
             meter.owner_id,
             meter,
             meter.wallet_address,
@@ -255,7 +256,7 @@ def reading_submit(*, caller: Caller, item: ReadingInput, now: datetime) -> Subm
 
             return reading_store_one(caller=caller, item=item, meter=meter, now=now)
         try:
-            verdict = assess(item, meter, None, reading_id=uuid.uuid4(), now=now)
+            verdict = assess(item, meter, None, reading_id=uuid7(), now=now)
         except ApplicationError as error:
             rejection = error
             break
