@@ -7,6 +7,7 @@ an index scan with no index condition outside a LIMIT reads the whole index. Eit
 history, and fails here. A query bounded in reading time reads only its months' partitions.
 """
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -19,9 +20,10 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from certificates.services.issuance import READINGS_FROM_SQL
-from meters.models import MeterReading
+from meters.models import FlagHourRollup, MeterReading, OwnerDayRollup, OwnerRollup
 from meters.partitions import month_start, partition_name, readings_partitions
 from meters.services.readings import NEIGHBOURS_SQL
+from meters.services.rollups import rollups_fold_all
 from minting.management.commands.token_balance import expected
 from tests.factories import MeterFactory, ReadingFactory, UserFactory, api_key_for
 
@@ -193,6 +195,42 @@ def test_totals_come_from_the_rollups_without_reading_any_reading(fleet, surface
     producer, meters = fleet
 
     assert readings_queries(surfaces(producer, meters)[surface]) == []
+
+
+@pytest.mark.usefixtures("fleet")
+def test_metrics_counts_the_flagged_readings_from_the_flag_rollup():
+    flagged = MeterReading.objects.exclude(flags=[]).count()
+
+    with CaptureQueriesContext(connection) as captured:
+        response = Client().get("/metrics")
+    sqls = [q["sql"] for q in captured.captured_queries]
+
+    assert f'gridtoken_readings_flagged{{flag="spike"}} {flagged}.0' in response.content.decode()
+    assert not [sql for sql in sqls if READINGS in sql and "flags" in sql]
+    rollup = [sql for sql in sqls if FlagHourRollup._meta.db_table in sql]
+    assert len(rollup) == 1
+    assert "flaghour_unique" in json.dumps(explained(rollup[0]))  # an hour range of the rollup's index
+
+
+def test_an_owners_totals_are_one_rollup_row_whatever_the_days_of_history(fleet):
+    producer, meters = fleet
+    for day in range(1, 40):  # history over 40 days: one day row each, one owner row
+        ReadingFactory(meter=meters[1], reading_timestamp=timezone.now() - timedelta(days=day))
+    rollups_fold_all()
+    api = bearer(producer)
+
+    with CaptureQueriesContext(connection) as captured:
+        assert api.get("/api/meters/stats").status_code == 200
+        assert api.get("/api/meters/my-readings").status_code == 200
+    sqls = [q["sql"] for q in captured.captured_queries]
+
+    assert OwnerDayRollup.objects.filter(user_id=producer.pk).count() >= 40
+    assert OwnerRollup.objects.filter(user_id=producer.pk).count() == 1
+    assert not [sql for sql in sqls if OwnerDayRollup._meta.db_table in sql]
+    owner = [sql for sql in sqls if OwnerRollup._meta.db_table in sql]
+    assert len(owner) == 2
+    for sql in owner:
+        assert "meters_ownerrollup_pkey" in json.dumps(explained(sql))
 
 
 def test_token_balance_reads_no_reading(fleet):
