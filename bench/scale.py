@@ -125,6 +125,7 @@ class Workers:
             "chunk": self.args.chunk,
             "samples": self.args.samples,
             "target": target,
+            "build_only": self.args.build_only,
             "phase": self.first_phase + ROLES.index(role),
         }
         process = self.context.Process(target=serve, args=(self.urls[role], options, theirs), name=role)

@@ -317,7 +317,9 @@ def serve(url: str, options: dict, conn) -> None:
             build(world, target=options["target"], chunk=options["chunk"])
         partitions_ensure(since=timezone.now() - POSTS_REACH)
         vacuum()
-        requests = dict(surfaces(world, phase=options["phase"], samples=options["samples"]))
+        requests = (
+            {} if options["build_only"] else dict(surfaces(world, phase=options["phase"], samples=options["samples"]))
+        )
         conn.send(("ok", (fleet_totals()["rows"], list(requests))))
     except Exception:
         conn.send(("failed", traceback.format_exc()))
