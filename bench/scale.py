@@ -39,11 +39,12 @@ import os
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.scale_world import say, serve  # noqa: E402 (the repository on the path first)
+from bench.scale_world import SLOT, say, serve  # noqa: E402 (the repository on the path first)
 
 # Round-robin order: the A/A pair ("small", "small again") has "large" between its samples.
 ROLES = ("small", "large", "small again")
@@ -115,7 +116,7 @@ class Workers:
         self.conns, self.processes, self.rows = {}, {}, {}
         # A rerun's posts need moments of their own (a repeat is a duplicate): phases per minute, 20 rounds.
         self.first_phase = 0 if not args.measure_only else len(ROLES) * (1 + int(time.time() // 60) % 20)
-        self.args, self.urls = args, urls
+        self.args, self.urls, self.started = args, urls, int(time.time())
 
     def start(self, role: str, *, target: int) -> None:
         ours, theirs = self.context.Pipe()
@@ -126,6 +127,9 @@ class Workers:
             "samples": self.args.samples,
             "target": target,
             "build_only": self.args.build_only,
+            # Every process posts around one moment on the 15-minute grid: posts of different phases and
+            # processes are then whole slots apart, never within one meter's duplicate window.
+            "now": datetime.fromtimestamp(self.started - self.started % int(SLOT.total_seconds()), UTC),
             "phase": self.first_phase + ROLES.index(role),
         }
         process = self.context.Process(target=serve, args=(self.urls[role], options, theirs), name=role)

@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,18 +181,16 @@ def build(world: World, *, target: int, chunk: int) -> None:
         say(f"built {stored:,} readings (slots {first}-{last}, {rate:,.0f} readings/s this run)")
 
 
-def surfaces(world: World, *, phase: int, samples: int):
+def surfaces(world: World, *, phase: int, samples: int, now: datetime):
     """(name, request(i)) for every surface, i from 0 to ``samples``; posts of each phase use moments of their
     own, 15 minutes apart: single posts on 100 meters, batches on 100 others."""
     from django.test import Client
-    from django.utils import timezone
 
     producer = Client(HTTP_AUTHORIZATION=f"Bearer {world.tokens[world.producer.pk]}")
     fleet = Client(HTTP_AUTHORIZATION=f"Bearer {world.tokens[world.fleet.pk]}")
     operator = Client()
     operator.force_login(world.operator)
     prometheus = Client()
-    now = timezone.now()
     cursor = fleet.get("/api/meters/my-readings?page_size=20").json()["pagination"]["next_cursor"]
 
     singles, batched = world.post_meters[:100], world.post_meters[100:]
@@ -318,7 +316,9 @@ def serve(url: str, options: dict, conn) -> None:
         partitions_ensure(since=timezone.now() - POSTS_REACH)
         vacuum()
         requests = (
-            {} if options["build_only"] else dict(surfaces(world, phase=options["phase"], samples=options["samples"]))
+            {}
+            if options["build_only"]
+            else dict(surfaces(world, **{key: options[key] for key in ("phase", "samples", "now")}))
         )
         conn.send(("ok", (fleet_totals()["rows"], list(requests))))
     except Exception:
