@@ -306,7 +306,11 @@ def reading_list(
     if cursor is not None:
         value, after = cursor_decode(cursor, sort_by=sort_by, sort_order=sort_order)
         beyond = "lt" if sort_order == "desc" else "gt"
-        ordered = ordered.filter(Q(**{f"{sort_by}__{beyond}": value}) | Q(**{sort_by: value, f"id__{beyond}": after}))
+        # The first condition bounds the index range (the OR alone is a filter: every row before the cursor's
+        # place read and thrown away, more the deeper the page); the second orders ties by id.
+        ordered = ordered.filter(**{f"{sort_by}__{beyond}e": value}).filter(
+            Q(**{f"{sort_by}__{beyond}": value}) | Q(**{sort_by: value, f"id__{beyond}": after})
+        )
         start = 0
     elif start > MAX_OFFSET:
         raise ValidationFailed(

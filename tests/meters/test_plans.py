@@ -197,6 +197,28 @@ def test_totals_come_from_the_rollups_without_reading_any_reading(fleet, surface
     assert readings_queries(surfaces(producer, meters)[surface]) == []
 
 
+def index_conditions(plan: dict) -> list[str | None]:
+    """The index condition of every scan of a readings partition in ``plan`` (None: the scan has none)."""
+    found = [plan.get("Index Cond")] if plan.get("Relation Name", "").startswith(READINGS) else []
+    for child in plan.get("Plans", []):
+        found += index_conditions(child)
+    return found
+
+
+def test_a_cursor_page_starts_its_index_range_at_the_cursor(fleet):
+    producer, _ = fleet
+    api = bearer(producer)
+    cursor = api.get("/api/meters/my-readings?page_size=5").json()["pagination"]["next_cursor"]
+    for _ in range(4):  # a few pages deep
+        cursor = api.get(f"/api/meters/my-readings?page_size=5&cursor={cursor}").json()["pagination"]["next_cursor"]
+
+    (sql,) = readings_queries(lambda: api.get(f"/api/meters/my-readings?page_size=5&cursor={cursor}"))
+    conditions = index_conditions(explained(sql))
+
+    # Not a filter over every row newer than the cursor: each partition's scan starts at the cursor's time.
+    assert conditions and all("submitted_at" in (condition or "") for condition in conditions), conditions
+
+
 @pytest.mark.usefixtures("fleet")
 def test_metrics_counts_the_flagged_readings_from_the_flag_rollup():
     flagged = MeterReading.objects.exclude(flags=[]).count()
