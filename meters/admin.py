@@ -23,17 +23,20 @@ from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.lookups import Exact
 from django.forms.fields import InvalidJSONInput
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from config.objects import VEE_ACTIONS, VEE_RULES
-from gridtoken.admin import CheckedModelAdmin, RecordAdmin, plain_number
+from gridtoken.admin import CheckedModelAdmin, EstimatedCountPaginator, RecordAdmin, plain_number
 from gridtoken.exceptions import ApplicationError
+from meters.archive.services import OPEN_STATUSES
 from meters.models import READING_FLAGS, ApiKey, Meter, MeterReading, User
 from meters.parsers import loads_exact
 from meters.ratelimit import LoginRateLimitMixin
-from meters.selectors import meter_cache_clear
+from meters.selectors import fleet_totals, meter_cache_clear
 from meters.services.api_keys import api_key_create, api_key_revoke
 from meters.services.holds import readings_approve, readings_reject
 from meters.services.meters import meter_set_status
@@ -279,6 +282,25 @@ def reject_held(modeladmin, request, queryset) -> None:
     _decide_held(modeladmin, request, queryset, approve=False)
 
 
+class ReadingCountPaginator(EstimatedCountPaginator):
+    """Readings filtered by an open status alone are counted exactly from the fleet rollup (one row and the
+    deltas not folded yet, whatever the history): retention never archives a partition that holds an open
+    reading, so every reading the rollup counts under an open status is still stored. Any other filter: the
+    capped count."""
+
+    @cached_property
+    def count(self) -> int:
+        where = self.object_list.query.where
+        lookup = where.children[0] if len(where.children) == 1 and not where.negated else None
+        if (
+            isinstance(lookup, Exact)
+            and getattr(lookup.lhs, "target", None) == MeterReading._meta.get_field("status")
+            and lookup.rhs in OPEN_STATUSES
+        ):
+            return fleet_totals()[lookup.rhs]
+        return super().count
+
+
 @admin.register(MeterReading)
 class MeterReadingAdmin(RecordAdmin):
     list_display = (
@@ -307,6 +329,7 @@ class MeterReadingAdmin(RecordAdmin):
     search_fields = ("meter__serial",)
     search_help_text = "An exact meter serial, mint transaction signature or reading id."
     list_select_related = ("meter",)
+    paginator = ReadingCountPaginator
     # Readings are what meters reported: operators look and act, the minting pipeline changes status.
     # minting/admin.py registers this admin's subclass with the token column and the mint actions.
     actions = (approve_held, reject_held)

@@ -23,7 +23,7 @@ from meters.models import (
     Meter,
     MeterReading,
     MeterRollup,
-    OwnerDayRollup,
+    OwnerRollup,
     ReadingDelta,
 )
 from meters.services.api_keys import ApiKeyPrincipal
@@ -273,7 +273,7 @@ def _reading_count(caller: Caller, filters: dict, readings) -> int:
             return 0
         totals = rollup_totals(MeterRollup, meter_id=meter_ids)
     else:
-        totals = rollup_totals(OwnerDayRollup, user_id=caller.user_id)
+        totals = rollup_totals(OwnerRollup, user_id=caller.user_id)
     statuses = set(filters.get("status") or MeterReading.Status.values)
     if filters.get("minted") is True:
         statuses &= {MeterReading.Status.MINTED}
@@ -306,7 +306,11 @@ def reading_list(
     if cursor is not None:
         value, after = cursor_decode(cursor, sort_by=sort_by, sort_order=sort_order)
         beyond = "lt" if sort_order == "desc" else "gt"
-        ordered = ordered.filter(Q(**{f"{sort_by}__{beyond}": value}) | Q(**{sort_by: value, f"id__{beyond}": after}))
+        # The first condition bounds the index range (the OR alone is a filter: every row before the cursor's
+        # place read and thrown away, more the deeper the page); the second orders ties by id.
+        ordered = ordered.filter(**{f"{sort_by}__{beyond}e": value}).filter(
+            Q(**{f"{sort_by}__{beyond}": value}) | Q(**{sort_by: value, f"id__{beyond}": after})
+        )
         start = 0
     elif start > MAX_OFFSET:
         raise ValidationFailed(
@@ -341,11 +345,11 @@ def reading_stats(*, caller: Caller) -> dict:
     """Totals over the caller's readings: ``total_kwh`` is their net energy as the meters measured it (a window's
     derived row is not counted again), ``minted_kwh``/``unminted_kwh`` what was minted and what is still to be.
 
-    Read from the rollups (the owner's days, or a device key's meter), never from the readings."""
+    Read from the rollups (the owner's row, or a device key's meter), never from the readings."""
     if caller.is_device:
         totals = rollup_totals(MeterRollup, meter_id=caller.meter_id)
     else:
-        totals = rollup_totals(OwnerDayRollup, user_id=caller.user_id)
+        totals = rollup_totals(OwnerRollup, user_id=caller.user_id)
     return {
         "total_readings": totals["readings"],
         "minted_kwh": totals["minted_kwh"],

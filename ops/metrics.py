@@ -14,18 +14,17 @@ show only this process' share. Instead every scrape derives the figures from fac
 - The minting control row: the outage breaker's pause and its reason, the fee payer's balance at the last
   build, the last time settling had to wait for the node.
 - Meter data review: readings held for an operator (and the oldest one's age), and readings flagged per flag
-  over the last 24 hours (one GROUP BY over ``jsonb_array_elements_text(flags)``).
+  over the last 24 hours (from the start of that hour: the flag rollup's hours).
 
 Cost: the readings' counters and the latency histogram come from the fleet rollup (docs/ROLLUPS.md), the
-backlog's gauges from the pending and held rows (partial indexes), flags from the last 24 hours' flagged rows
-(reading_flagged_idx), the batch counts and the batch duration histogram from the batch rollup, the oldest
+backlog's gauges from the pending and held rows (partial indexes), flags from the flag rollup's last 25 hours
+of rows, the batch counts and the batch duration histogram from the batch rollup, the oldest
 in-flight and newest confirmed batch from one end of an index: none of them grows with history.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from datetime import datetime, timedelta
 
@@ -40,7 +39,7 @@ from prometheus_client.registry import Collector
 
 from gridtoken import observability
 from meters.archive.services import archive_failing
-from meters.models import LATENCY_BUCKETS, READING_FLAGS, DeadLetter, MeterReading
+from meters.models import LATENCY_BUCKETS, READING_FLAGS, DeadLetter, FlagDelta, FlagHourRollup, MeterReading
 from meters.selectors import fleet_totals
 from minting.models import BATCH_DURATION_BUCKETS, MintBatch
 from minting.selectors import PAUSE_REASONS, batch_totals, chain_state, control_peek
@@ -53,12 +52,14 @@ logger = logging.getLogger(__name__)
 SETTLED = (MintBatch.Status.CONFIRMED, MintBatch.Status.FAILED, MintBatch.Status.EXPIRED)
 R = MeterReading.Status
 FLAGGED_SINCE = timedelta(hours=24)
-# Flags are codes the ingestion code sets; anything else (a hand-edited row) is one bounded "other" series.
-FLAG_CODE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+# The flag rollup's hours from the one ``since`` falls in, and the deltas not folded yet (migration 0013):
+# at most 25 hours of rows per flag, whatever the history. Flags are codes the ingestion code sets; anything
+# else (a hand-edited row) is counted as one bounded "other" series by the rollup's triggers.
+SINCE_HOUR = "hour >= date_trunc('hour', %(since)s, 'UTC')"
 FLAGGED_SQL = (
-    f"SELECT f.flag, count(*) FROM {MeterReading._meta.db_table} r"  # noqa: S608 (table name from the model)
-    " CROSS JOIN LATERAL jsonb_array_elements_text(r.flags) AS f(flag)"
-    " WHERE r.submitted_at >= %s AND r.flags <> '[]'::jsonb GROUP BY f.flag"
+    f"SELECT flag, sum(readings)::bigint FROM (SELECT flag, readings FROM {FlagHourRollup._meta.db_table}"  # noqa: S608 (model names)
+    f" WHERE {SINCE_HOUR} UNION ALL SELECT flag, readings FROM {FlagDelta._meta.db_table} WHERE {SINCE_HOUR})"
+    " t GROUP BY flag"
 )
 
 
@@ -133,15 +134,12 @@ def latency_histogram(fleet: dict) -> tuple[list, float]:
 
 
 def flagged_counts(*, since: datetime) -> dict[str, int]:
-    """Readings submitted since ``since`` carrying each flag (a reading with two flags counts under both)."""
+    """Readings submitted since the start of the UTC hour ``since`` falls in, carrying each flag (a reading
+    with two flags counts under both), from the flag rollup."""
     with connection.cursor() as cursor:
-        cursor.execute(FLAGGED_SQL, [since])
+        cursor.execute(FLAGGED_SQL, {"since": since})
         rows = cursor.fetchall()
-    counts = dict.fromkeys(READING_FLAGS, 0)
-    for flag, count in rows:
-        label = flag if FLAG_CODE.fullmatch(flag) else "other"
-        counts[label] = counts.get(label, 0) + count
-    return counts
+    return {**dict.fromkeys(READING_FLAGS, 0), **dict(rows)}
 
 
 def pause_series(reason: str | None) -> list[tuple[str, int]]:
@@ -238,7 +236,8 @@ class PipelineCollector(Collector):
         )
         flagged = GaugeMetricFamily(
             "gridtoken_readings_flagged",
-            "Readings submitted in the last 24 hours carrying each quality or VEE flag.",
+            "Readings submitted in the last 24 hours (from the start of that UTC hour) carrying each quality or VEE"
+            " flag.",
             labels=["flag"],
         )
         for flag, count in flagged_counts(since=now - FLAGGED_SINCE).items():

@@ -12,7 +12,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from gridtoken.events import rfc3339
-from meters.models import Meter, MeterReading, MeterRollup, OwnerDayRollup
+from meters.models import Meter, MeterReading, MeterRollup, OwnerRollup
 from meters.selectors import fleet_totals, rollup_totals
 from minting.models import MintBatch, MintingControl
 from minting.selectors import FEE_PAYER_LOW_LAMPORTS, chain_state, control_peek, fee_payer_address
@@ -251,7 +251,7 @@ def review_counts(*, user, now: datetime | None = None) -> dict:
     reading_flagged_idx)."""
     since = (now or timezone.now()) - FLAGGED_SINCE
     owner = None if user.is_staff else str(user.pk)
-    held = fleet_totals()["held"] if owner is None else rollup_totals(OwnerDayRollup, user_id=user.pk)["held"]
+    held = fleet_totals()["held"] if owner is None else rollup_totals(OwnerRollup, user_id=user.pk)["held"]
     sql = f"""
         SELECT f.flag, count(*) FROM {READINGS} r CROSS JOIN LATERAL jsonb_array_elements_text(r.flags) AS f(flag)
         WHERE r.submitted_at >= %(since)s AND r.flags <> '[]'::jsonb

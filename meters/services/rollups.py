@@ -19,10 +19,10 @@ from meters.selectors import fleet_totals
 
 FOLD_LIMIT = 50_000  # deltas per fold statement: bounds its transaction
 READINGS_FOLD = "meters_rollup_fold"
-# The fold functions of every delta log kept this way: the readings' (migration 0007) and those an upper app
-# registers at start-up (the mint batches', minting 0006). Each takes a limit and answers the number folded,
-# or -1 while another fold of the same log runs.
-_folds = [READINGS_FOLD]
+# The fold functions of every delta log kept this way: the readings' (migration 0007), their flags' (0013) and
+# those an upper app registers at start-up (the mint batches', minting 0006). Each takes a limit and answers
+# the number folded, or -1 while another fold of the same log runs.
+_folds = [READINGS_FOLD, "meters_flag_rollup_fold"]
 
 
 def register_fold(function: str) -> None:

@@ -202,3 +202,23 @@ def test_the_admin_estimates_the_readings_from_their_partitions_without_counting
 
     assert count == 8
     assert not [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]
+
+
+@pytest.mark.django_db
+def test_the_admin_counts_an_open_status_exactly_from_the_fleet_rollup(monkeypatch, admin_client):
+    monkeypatch.setattr(record_admin, "COUNT_CAP", 3)
+    meter = MeterFactory()
+    for status in [MeterReading.Status.FAILED] * 5 + [MeterReading.Status.MINTED] * 4:
+        ReadingFactory(meter=meter, status=status)  # its delta not folded: the count adds it
+
+    with CaptureQueriesContext(connection) as captured:
+        failed = admin_client.get("/admin/meters/meterreading/?status__exact=failed")
+    minted = admin_client.get("/admin/meters/meterreading/?status__exact=minted")
+    both = admin_client.get("/admin/meters/meterreading/?status__exact=failed&source__exact=interval")
+
+    assert failed.context["cl"].result_count == 5  # past the cap, and exact
+    counts = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert not [sql for sql in counts if "meters_meterreading" in sql], counts
+    # A final status (archived partitions leave it in the rollup) and any other filter: the capped count.
+    assert minted.context["cl"].result_count == 3
+    assert both.context["cl"].result_count == 3

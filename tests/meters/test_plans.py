@@ -7,6 +7,7 @@ an index scan with no index condition outside a LIMIT reads the whole index. Eit
 history, and fails here. A query bounded in reading time reads only its months' partitions.
 """
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -19,9 +20,10 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from certificates.services.issuance import READINGS_FROM_SQL
-from meters.models import MeterReading
+from meters.models import FlagHourRollup, MeterReading, OwnerDayRollup, OwnerRollup
 from meters.partitions import month_start, partition_name, readings_partitions
 from meters.services.readings import NEIGHBOURS_SQL
+from meters.services.rollups import rollups_fold_all
 from minting.management.commands.token_balance import expected
 from tests.factories import MeterFactory, ReadingFactory, UserFactory, api_key_for
 
@@ -193,6 +195,64 @@ def test_totals_come_from_the_rollups_without_reading_any_reading(fleet, surface
     producer, meters = fleet
 
     assert readings_queries(surfaces(producer, meters)[surface]) == []
+
+
+def index_conditions(plan: dict) -> list[str | None]:
+    """The index condition of every scan of a readings partition in ``plan`` (None: the scan has none)."""
+    found = [plan.get("Index Cond")] if plan.get("Relation Name", "").startswith(READINGS) else []
+    for child in plan.get("Plans", []):
+        found += index_conditions(child)
+    return found
+
+
+def test_a_cursor_page_starts_its_index_range_at_the_cursor(fleet):
+    producer, _ = fleet
+    api = bearer(producer)
+    cursor = api.get("/api/meters/my-readings?page_size=5").json()["pagination"]["next_cursor"]
+    for _ in range(4):  # a few pages deep
+        cursor = api.get(f"/api/meters/my-readings?page_size=5&cursor={cursor}").json()["pagination"]["next_cursor"]
+
+    (sql,) = readings_queries(lambda: api.get(f"/api/meters/my-readings?page_size=5&cursor={cursor}"))
+    conditions = index_conditions(explained(sql))
+
+    # Not a filter over every row newer than the cursor: each partition's scan starts at the cursor's time.
+    assert conditions and all("submitted_at" in (condition or "") for condition in conditions), conditions
+
+
+@pytest.mark.usefixtures("fleet")
+def test_metrics_counts_the_flagged_readings_from_the_flag_rollup():
+    flagged = MeterReading.objects.exclude(flags=[]).count()
+
+    with CaptureQueriesContext(connection) as captured:
+        response = Client().get("/metrics")
+    sqls = [q["sql"] for q in captured.captured_queries]
+
+    assert f'gridtoken_readings_flagged{{flag="spike"}} {flagged}.0' in response.content.decode()
+    assert not [sql for sql in sqls if READINGS in sql and "flags" in sql]
+    rollup = [sql for sql in sqls if FlagHourRollup._meta.db_table in sql]
+    assert len(rollup) == 1
+    assert "flaghour_unique" in json.dumps(explained(rollup[0]))  # an hour range of the rollup's index
+
+
+def test_an_owners_totals_are_one_rollup_row_whatever_the_days_of_history(fleet):
+    producer, meters = fleet
+    for day in range(1, 40):  # history over 40 days: one day row each, one owner row
+        ReadingFactory(meter=meters[1], reading_timestamp=timezone.now() - timedelta(days=day))
+    rollups_fold_all()
+    api = bearer(producer)
+
+    with CaptureQueriesContext(connection) as captured:
+        assert api.get("/api/meters/stats").status_code == 200
+        assert api.get("/api/meters/my-readings").status_code == 200
+    sqls = [q["sql"] for q in captured.captured_queries]
+
+    assert OwnerDayRollup.objects.filter(user_id=producer.pk).count() >= 40
+    assert OwnerRollup.objects.filter(user_id=producer.pk).count() == 1
+    assert not [sql for sql in sqls if OwnerDayRollup._meta.db_table in sql]
+    owner = [sql for sql in sqls if OwnerRollup._meta.db_table in sql]
+    assert len(owner) == 2
+    for sql in owner:
+        assert "meters_ownerrollup_pkey" in json.dumps(explained(sql))
 
 
 def test_token_balance_reads_no_reading(fleet):

@@ -29,7 +29,7 @@ from meters.partitions import (
     partition_name,
     partitions_ensure,
 )
-from meters.services.rollups import rollups_fold_all
+from meters.services.rollups import rollups_fold
 from tests.factories import MeterFactory, ReadingFactory
 from tests.meters.test_partitions import partitions_restored_fixture  # noqa: F401 (the partitions_restored fixture)
 
@@ -73,7 +73,8 @@ def per_meter(table: str = TABLE) -> dict:
 
 def assert_meter_rollups_exact() -> None:
     """Each meter's rollup, folded, equals its measured readings' count and net kWh."""
-    rollups_fold_all()
+    while rollups_fold() > 0:  # the readings' log: the flags' fold (0013) is not there while at 0008
+        pass
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT meter_id, count(*), sum(kwh_amount) FROM {TABLE} WHERE source <> 'window' GROUP BY meter_id"

@@ -5,25 +5,29 @@ removed) and after folds killed half-way, by SIGKILL of the folding process and 
 The recomputation is written here with the ORM, apart from the triggers' SQL, so the two can disagree.
 """
 
+import re
 import signal
 import subprocess
 import sys
-from collections import defaultdict
-from datetime import UTC
+from collections import Counter, defaultdict
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import psycopg
 import pytest
 from django.db import connection
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, F, Max, Q, Sum
 from django.db.models.functions import Coalesce, Greatest, TruncDate, TruncHour
 
 from meters.models import (
+    FlagDelta,
+    FlagHourRollup,
     FleetRollup,
     MeterHourRollup,
     MeterReading,
     MeterRollup,
     OwnerDayRollup,
+    OwnerRollup,
     ReadingDelta,
     WalletRollup,
 )
@@ -94,7 +98,9 @@ def assert_rollups_exact(*, maxima: bool = True) -> None:
 
     check(rollup_totals(FleetRollup), recomputed(readings), "fleet")
     for user_id in readings.values_list("user_id", flat=True).distinct():
-        check(rollup_totals(OwnerDayRollup, user_id=user_id), recomputed(readings.filter(user_id=user_id)), "owner")
+        owned = recomputed(readings.filter(user_id=user_id))
+        check(rollup_totals(OwnerRollup, user_id=user_id), owned, "owner")
+        check(rollup_totals(OwnerDayRollup, user_id=user_id), owned, "owner's days")
         days = readings.filter(user_id=user_id).annotate(day=TruncDate("reading_timestamp", tzinfo=UTC))
         by_day = rollup_totals(OwnerDayRollup, group_by="day", user_id=user_id)
         for day in days.values_list("day", flat=True).distinct().order_by("day")[:SAMPLE]:
@@ -116,11 +122,34 @@ def assert_rollups_exact(*, maxima: bool = True) -> None:
             mine = mine.filter(status=R.MINTED, batch__mint_address=mint) if mint else mine.exclude(status=R.MINTED)
             check(rolled[mint], recomputed(mine), f"wallet {wallet} mint {mint!r}", maxima=False)
 
+    assert flag_totals() == flags_recomputed()
+
+
+def flag_totals() -> dict:
+    """(hour, flag) -> readings from the flag rollup and the deltas not folded yet, zeros left out."""
+    totals = Counter()
+    for model in (FlagHourRollup, FlagDelta):
+        for hour, flag, count in model.objects.values_list("hour", "flag", "readings"):
+            totals[hour, flag] += count
+    return {key: count for key, count in totals.items() if count}
+
+
+def flags_recomputed() -> dict:
+    """(UTC hour of submitted_at, flag) -> readings carrying it, from the rows (a flag that is no flag code
+    counts as "other")."""
+    counts = Counter()
+    for submitted_at, flags in MeterReading.objects.exclude(flags=[]).values_list("submitted_at", "flags"):
+        hour = submitted_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        for flag in flags:
+            counts[hour, flag if re.fullmatch(r"[a-z][a-z0-9_]{0,39}", flag) else "other"] += 1
+    return dict(counts)
+
 
 def assert_folded_exactly(*, maxima: bool = True) -> None:
     """Fold everything: no delta waits and the rollup tables alone hold the recomputation."""
     rollups_fold_all()
     assert not ReadingDelta.objects.exists()
+    assert not FlagDelta.objects.exists()
     assert_rollups_exact(maxima=maxima)
 
 
@@ -142,7 +171,10 @@ def test_rollups_equal_a_recomputation_after_inserts_updates_and_a_removal_folde
         status=R.MINTING, token_amount=1_500_000_000
     )
     MeterReading.objects.filter(id__in=[r.id for r in readings[10:12]]).update(attempts=3)  # changes no rollup
+    MeterReading.objects.filter(id__in=[r.id for r in readings[20:24]]).update(flags=["gap", "Not a code!"])
+    MeterReading.objects.filter(id=held[0].id).update(submitted_at=F("submitted_at") - timedelta(hours=5))
     MeterReading.objects.filter(id=readings[39].id).delete()
+    assert FlagDelta.objects.filter(flag="other").exists()
     assert_rollups_exact(maxima=False)
     assert_folded_exactly(maxima=False)
 

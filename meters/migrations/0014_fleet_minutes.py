@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('meters', '0010_archived_partitions'),
+        ('meters', '0013_flag_hour_rollup'),
     ]
 
     operations = [
