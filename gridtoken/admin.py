@@ -132,8 +132,9 @@ class CheckedModelAdmin(CheckedSelectionMixin, admin.ModelAdmin):
 
     @admin.display(description="id", ordering="pk")
     def short_id(self, obj) -> str:
-        """The change link's text in a list: a UUID's first block, whole in the tooltip."""
-        return format_html('<span class="gt-abbr" title="{}">{}</span>', obj.pk, str(obj.pk)[:8])
+        """The change link's text in a list: a UUID's last eight digits, whole in the tooltip. Not its first:
+        a time-ordered id (UUIDv7, the readings') starts with the time, the same for a minute's rows."""
+        return format_html('<span class="gt-abbr" title="{}">{}</span>', obj.pk, str(obj.pk)[-8:])
 
 
 class RecordAdmin(CheckedModelAdmin):

@@ -273,10 +273,21 @@ def test_the_reading_list_shows_net_mintable_and_flags_and_filters_by_source(ope
         '<td class="field-net_kwh">-0.25</td>',  # exact, without the column's trailing zeros
         '<td class="field-mintable">0</td>',
         '<td class="field-flag_list">gap</td>',
-        f'<span class="gt-abbr" title="{reading.pk}">{str(reading.pk)[:8]}</span>',  # the short id, whole on hover
+        f'<span class="gt-abbr" title="{reading.pk}">{str(reading.pk)[-8:]}</span>',  # the short id, whole on hover
         f'<td class="field-read_at nowrap">{reading.reading_timestamp:%Y-%m-%d %H:%M:%S}</td>',
     ):
         assert cell in page, cell
+
+
+def test_readings_made_in_the_same_minute_have_different_short_ids(operator):
+    """Reading ids are time-ordered (UUIDv7): their first digits are the time, the same for a minute's readings."""
+    first, second = ReadingFactory(), ReadingFactory()
+    assert str(first.pk)[:8] == str(second.pk)[:8]  # the time's digits: no way to tell them apart
+
+    page = operator.get("/admin/meters/meterreading/").content.decode()
+
+    shown = set(re.findall(r'<span class="gt-abbr" title="[0-9a-f-]{36}">([0-9a-f-]+)</span>', page))
+    assert len(shown) == 2 and shown == {str(first.pk)[-8:], str(second.pk)[-8:]}
 
 
 def test_approving_held_readings_releases_them_and_writes_an_audit_line(operator, caplog):
