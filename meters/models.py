@@ -274,6 +274,9 @@ class DeadLetter(models.Model):
         indexes = [
             models.Index(fields=["door", "status", "-id"], name="deadletter_door_status_idx"),
             models.Index(fields=["status", "-id"], name="deadletter_status_idx"),
+            # The admin's search: an exact meter serial, request id or fingerprint (unique, indexed already).
+            models.Index(fields=["meter_serial"], name="deadletter_serial_idx"),
+            models.Index(fields=["request_id"], name="deadletter_request_idx"),
         ]
 
     def __str__(self) -> str:
