@@ -26,7 +26,6 @@ HEAVIEST_FIRST = (
     "tests/minting/test_pipeline_faults.py",
     "tests/ops/test_soak_smoke.py",
     "tests/ops/test_demo_runs.py",
-    "tests/meters/test_rollups.py",
     "tests/certificates/test_chain.py",
     "tests/minting/test_pipeline_mint.py",
     "tests/meters/test_archive.py",
