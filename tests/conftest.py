@@ -14,31 +14,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# The test files that take minutes each (real chains, Celery workers, brokers, servers, fuzzers), heaviest first by
-# their `--durations` on the 2-core CI machine. They are collected first so that pytest-xdist (`make test`:
-# `--dist loadfile --no-loadscope-reorder`) hands them out at the start: xdist's own order, most tests first, left
-# the one-test soak for the end, when the other workers had nothing left. Every other file keeps its place.
-HEAVIEST_FIRST = (
-    "tests/ops/test_fuzz_schema.py",
-    "tests/minting/test_pipeline_cluster.py",
-    "tests/ops/test_demo.py",
-    "tests/certificates/test_fuzz.py",
-    "tests/minting/test_pipeline_faults.py",
-    "tests/ops/test_soak_smoke.py",
-    "tests/ops/test_demo_runs.py",
-    "tests/certificates/test_chain.py",
-    "tests/minting/test_pipeline_mint.py",
-    "tests/meters/test_archive.py",
-    "tests/minting/test_chain_client.py",
-    "tests/ops/test_simulator.py",
-)
-
-
-def pytest_collection_modifyitems(items) -> None:
-    rank = {path: place for place, path in enumerate(HEAVIEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
