@@ -16,7 +16,7 @@ from bench.fuzz import SERVER_ENV, fuzz, identities_create
 from tests.minting.pipeline_harness import use_chain
 from tests.realtime.test_browser import processes, start_uvicorn
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.fuzz, pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 __all__ = ["processes"]  # a fixture, used by name
 
 SEED = 11
