@@ -4,7 +4,9 @@ Services build event dicts with the helpers below and hand them to ``emit``, whi
 channel layer only when the surrounding transaction commits (at once outside a transaction). Events for a
 user go to that user's group and to the operators' group; operator-only events go to operators alone.
 Each publish is one ``group_send`` per group carrying a list, so a batch of 1,000 readings costs a few
-Redis round trips, not thousands; consumers unpack the list into one WebSocket frame per event.
+Redis round trips, not thousands; consumers unpack the list into one WebSocket frame per event. Outside an
+event loop, groups nobody listens to (most users' most of the time) are skipped after one pipelined
+membership count on the calling thread; a publish that no one would receive never reaches the loop below.
 
 Delivery is best effort by design: PostgreSQL is the source of truth, so a Redis outage loses live
 notifications, never data.
@@ -22,13 +24,16 @@ import asyncio
 import logging
 import os
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import redis
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -206,18 +211,49 @@ def publish(events: list[dict]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    by_group = route(events)
 
-    async def send_all() -> None:
-        for group, group_events in route(events).items():
-            await layer.group_send(group, {"type": LAYER_MESSAGE_TYPE, "events": group_events})
+    async def send_all(groups: list[str]) -> None:
+        for group in groups:
+            await layer.group_send(group, {"type": LAYER_MESSAGE_TYPE, "events": by_group[group]})
 
     try:
         if _called_from_event_loop():
-            async_to_sync(send_all)()
-        else:
-            _publisher().run(send_all(), PUBLISH_TIMEOUT_SECS)
+            async_to_sync(send_all)(list(by_group))
+        elif groups := _listened_to(layer, list(by_group)):
+            _publisher().run(send_all(groups), PUBLISH_TIMEOUT_SECS)
     except Exception:  # a live notification must never fail the write that caused it
         logger.warning("event publish failed", exc_info=True, extra={"events": len(events)})
+
+
+_member_counters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # layer -> {host index: sync client}
+
+
+def _listened_to(layer, groups: list[str]) -> list[str]:
+    """The groups with members, in order, from one pipelined ``ZCARD`` per Redis host on this thread: a
+    ``group_send`` to a group nobody listens to would cost two round trips (and the hop to the publisher's
+    loop) to find no one. Layers other than channels_redis given by address: every group."""
+    if not isinstance(layer, RedisChannelLayer) or not all("address" in host for host in layer.hosts):
+        return groups
+    clients = _member_counters.setdefault(layer, {})
+    by_host: dict[int, list[str]] = defaultdict(list)
+    for group in groups:
+        by_host[layer.consistent_hash(group)].append(group)
+    listened = set()
+    for index, host_groups in by_host.items():
+        if index not in clients:
+            # a request waits for Redis no longer than a publish through the loop would
+            host = {
+                **layer.hosts[index],
+                "socket_timeout": PUBLISH_TIMEOUT_SECS,
+                "socket_connect_timeout": PUBLISH_TIMEOUT_SECS,
+            }
+            clients[index] = redis.Redis.from_url(host.pop("address"), **host)
+        pipe = clients[index].pipeline(transaction=False)
+        for group in host_groups:
+            pipe.zcard(layer._group_key(group))
+        listened.update(group for group, members in zip(host_groups, pipe.execute(), strict=True) if members)
+    return [group for group in groups if group in listened]
 
 
 def _called_from_event_loop() -> bool:

@@ -70,6 +70,14 @@ def database_url() -> str:
     return f"postgres://{user}{password}@{conf.get('HOST') or '127.0.0.1'}:{conf.get('PORT') or 5432}/{conf['NAME']}"
 
 
+@pytest.fixture(autouse=True)
+def _mint_trigger_memory_cleared():
+    """Each test starts with an emptied broker or its own, so no process memory of an earlier test's mint task."""
+    from minting import triggers
+
+    triggers.forget()
+
+
 @pytest.fixture
 def broker(settings):
     """The Celery broker's Redis database, emptied before and after the test."""
