@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scale import drop_database, prepare_database  # noqa: E402
+from gridtoken.ids import uuid7_sql  # noqa: E402
 
 IDS = {
     "v4": "gen_random_uuid()",
-    # 48 bits of Unix milliseconds, version 7, then random bits: ids in the order readings are stored.
-    "v7": "(lpad(to_hex((extract(epoch FROM s.at) * 1000)::bigint + g.i), 12, '0') || '7'"
-    " || substr(md5(random()::text), 1, 19))::uuid",
+    # UUIDv7 of the reading's time in milliseconds, plus the meter's rank: ids in the order readings are stored.
+    "v7": uuid7_sql("(extract(epoch FROM s.at) * 1000)::bigint + g.i"),
 }
 POPULATE = """
 INSERT INTO meters_meterreading (id, wallet_address, kwh_amount, reading_timestamp, submitted_at, minted, status,
