@@ -197,7 +197,9 @@ def test_a_signer_never_shows_its_pin(softhsm):
     assert softhsm.pin not in repr(Pkcs11Signer(softhsm, "authority"))
 
 
-def test_the_anchor_strategy_co_signs_with_a_rec_validator_key_in_the_token(settings, localnet, softhsm):
+def test_the_anchor_strategy_co_signs_with_a_rec_validator_key_in_the_token_or_says_the_signer_fault(
+    settings, localnet, softhsm
+):
     authority, validator = pkcs11_keygen(softhsm, "authority"), pkcs11_keygen(softhsm, "rec-validator")
     settings.TOKENIZATION = dataclasses.replace(settings.TOKENIZATION, mint_strategy="anchor")
     settings.CHAIN = dataclasses.replace(
@@ -212,6 +214,22 @@ def test_the_anchor_strategy_co_signs_with_a_rec_validator_key_in_the_token(sett
     transaction = VersionedTransaction.from_bytes(signed.raw)
     assert transaction.message.account_keys[:2] == [authority, validator]
     assert transaction.verify_with_results() == [True, True]
+
+    set_may_sign(softhsm, "rec-validator", False)
+    with pytest.raises(SignerUnavailable) as refused:
+        client.build_mints([MintRequest(str(WALLET), 5)], memo="anchor")
+    assert refused.value.code == "signer_refused" and "rec-validator" in refused.value.message
+    set_may_sign(softhsm, "rec-validator", True)
+    client.close()
+    aside = token_unplugged(softhsm)
+    pkcs11_reinitialize(softhsm.module)  # a worker started while the HSM is unplugged
+    with pytest.raises(SignerUnavailable) as missing:
+        client_from_settings()  # the program's accounts need both addresses
+    assert missing.value.code == "signer_token_missing"
+    token_plugged_back(aside)
+    client = client_from_settings()
+    (signed,) = client.build_mints([MintRequest(str(WALLET), 5)], memo="anchor again")
+    assert VersionedTransaction.from_bytes(signed.raw).verify_with_results() == [True, True]
     client.close()
 
 
