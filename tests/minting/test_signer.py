@@ -316,6 +316,8 @@ def test_a_refused_pin_is_never_tried_again_and_a_pin_file_is_read_again_once_it
     good_login(softhsm)
     assert "not tried again" in refused(signer) and not pin_count_low(softhsm)
 
+    pin_file.unlink()  # a secret being remounted
+    assert "cannot be read" in refused(signer) and not pin_count_low(softhsm)
     pin_file.write_text(softhsm.pin + "\n")  # the operator's fix: no restart
     assert signer.sign_message(b"m").verify(signer.pubkey(), b"m")
 

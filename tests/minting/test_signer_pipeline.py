@@ -9,14 +9,17 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.utils import timezone
+from solders.keypair import Keypair
 from solders.transaction import VersionedTransaction
 
+from gridtoken.exceptions import ApplicationError
 from meters.models import MeterReading
 from minting.models import MintBatch, MintingControl, TokenMint
 from minting.services.automatic import readings_mint_due
 from minting.services.batching import batches_prepare, chain_client
 from minting.services.claiming import claim_due
 from minting.services.control import control_get
+from minting.services.operator import batch_trigger
 from minting.services.reconciliation import batches_reconcile
 from minting.triggers import mint_soon
 from realtime.views import wallet_balances
@@ -226,8 +229,12 @@ def test_a_process_started_while_the_token_is_missing_pauses_minting_settles_wha
         "degraded: paused by the outage breaker (signer_token_missing)"
     )
     assert paused_series(scrape(client))["signer_token_missing"] == 1
-    with pytest.raises(CommandError, match=r"^signer_token_missing: .*is not present"):
-        command("chain_init")
+    for setup in (("chain_init",), ("mint_authority_set", str(Keypair().pubkey()))):
+        with pytest.raises(CommandError, match=r"^signer_token_missing: .*is not present"):
+            command(*setup)
+    with pytest.raises(ApplicationError) as mint_now:  # an operator's "mint now" meets the same fault
+        batch_trigger(actor="op")
+    assert (mint_now.value.status, mint_now.value.details["reason_code"]) == (503, "signer_token_missing")
 
     # Reading the chain needs no key: the batch signed before the unplug is sent and settled meanwhile.
     def settled() -> bool:
