@@ -29,4 +29,4 @@ def send_certificate_operations() -> dict:
         return operations_drain().as_dict()
     except ChainError as exc:  # the claim rolled back; the next tick retries
         logger.warning("certificate operations wait for the chain", extra={"error": str(exc), "code": exc.code})
-        return {"error": str(exc)}
+        return {"error": str(exc), "code": exc.code}

@@ -20,13 +20,14 @@ class SignerConfig:
     key_label: str = ""  # the mint authority (and fee payer)
     rec_validator_key_label: str = ""  # the REC validator co-signer, when it lives in the token too
     pin: str = field(default="", repr=False)
+    pin_file: Path | None = None  # read again at each login, so a PIN fixed in the file needs no restart
 
     @classmethod
     def from_env(cls, env: Env) -> SignerConfig:
         backend = env.str("SIGNER_BACKEND", "file", choices=SIGNER_BACKENDS)
         if backend == "file":
             return cls(backend=backend)
-        module = env.raw("SIGNER_PKCS11_MODULE")
+        module, pin_file = env.raw("SIGNER_PKCS11_MODULE"), env.raw("SIGNER_PKCS11_PIN_FILE")
         if module is None or not Path(module).is_file():
             raise ConfigError("SIGNER_PKCS11_MODULE", module, "the path of the HSM vendor's PKCS#11 library (.so)")
         return cls(
@@ -36,6 +37,7 @@ class SignerConfig:
             key_label=_label(env, "SIGNER_PKCS11_KEY_LABEL", "gridtoken-authority"),
             rec_validator_key_label=env.raw("SIGNER_PKCS11_REC_VALIDATOR_KEY_LABEL") or "",
             pin=_pin(env),
+            pin_file=Path(pin_file) if pin_file else None,
         )
 
 

@@ -229,5 +229,9 @@ def pkcs11_reinitialize(module: Path) -> None:
     Finished searches still bound to the old sessions are collected first (their finalisers need the session)."""
     import pkcs11
 
+    from minting.chain import signer
+
     gc.collect()
     pkcs11.lib(str(module)).reinitialize()
+    signer._sessions.clear()  # and what the signer module remembered: its session, the PINs refused
+    signer._refused_pins.clear()

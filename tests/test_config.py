@@ -148,8 +148,10 @@ def test_the_hsm_signer_reads_its_pin_from_a_file_and_never_shows_it(tmp_path):
 
     assert (chain.signer.backend, str(chain.signer.module), chain.signer.token_label) == ("pkcs11", SOFTHSM, "gt")
     assert (chain.signer.key_label, chain.signer.pin) == ("gridtoken-authority", "s3cret-pin")
+    assert chain.signer.pin_file == pin_file  # read again at each login: a fixed file needs no restart
     assert "s3cret-pin" not in repr(chain) and "s3cret-pin" not in str(chain)
-    assert load({**PKCS11, "SIGNER_PKCS11_PIN": "from-env"}).chain.signer.pin == "from-env"
+    from_environment = load({**PKCS11, "SIGNER_PKCS11_PIN": "from-env"}).chain.signer
+    assert (from_environment.pin, from_environment.pin_file) == ("from-env", None)
     assert load(BASE).chain.signer.backend == "file"
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from solders.hash import Hash
 from solders.instruction import Instruction
@@ -93,7 +94,6 @@ class ChainClient:
     ) -> None:
         self.rpc_url = rpc_url
         self.authority = authority
-        self.payer = authority.pubkey()  # a keypair derives it from the secret (~25 us): once, not per instruction
         self.mint = Pubkey.from_string(mint) if isinstance(mint, str) else mint
         self.decimals = decimals
         self.token_program = Pubkey.from_string(token_program) if isinstance(token_program, str) else token_program
@@ -115,6 +115,12 @@ class ChainClient:
         self._rent_per_account: int | None = None
         self.payer_lamports: int | None = None  # the fee payer's balance at the last build
         self.lookup_tables = LookupTables(self) if lookup_tables else None
+
+    @cached_property
+    def payer(self) -> Pubkey:
+        """The authority's address, read once (a keypair derives it from its secret, ~25 us): at the first build,
+        not at construction, so a client whose key sits in a token that is away still reads the chain."""
+        return self.authority.pubkey()
 
     def close(self) -> None:
         self.rpc.close()

@@ -13,7 +13,8 @@ minting without charging any reading (docs/OPERATIONS.md, "Minting paused").
 
 from __future__ import annotations
 
-import contextlib
+import gc
+import hashlib
 import threading
 from collections.abc import Sequence
 from typing import Protocol
@@ -71,26 +72,33 @@ def sign_transaction(message: Message | MessageV0, signers: Sequence[Signer]) ->
 
 
 class Pkcs11Signer:
-    """An Ed25519 key in a PKCS#11 token, found by its label, signing over the process's session with the token."""
+    """An Ed25519 key in a PKCS#11 token, found by its label, signing over the process's session with the token.
+
+    Building one touches no token: the address is read at the first ``pubkey()`` or signature, so a process
+    starts (and reads the chain) while its token is missing or locked, and signs once the token is back."""
 
     def __init__(self, config: SignerConfig, key_label: str) -> None:
         self._config, self._label = config, key_label
         self._where = f"the PKCS#11 token {config.token_label!r} (key {key_label!r})"
+        self._public: Pubkey | None = None
         self._session = self._key = None  # the private key's handle, valid in that session
-        self._public = _in_session(config, self._where, lambda session: self._find_public(session))
 
     def __repr__(self) -> str:
-        return f"Pkcs11Signer({self._where}, {self._public})"
+        return f"Pkcs11Signer({self._where}, {self._public or 'address not read yet'})"
 
     def pubkey(self) -> Pubkey:
+        if self._public is None:
+            self._public = _in_session(self._config, self._where, self._find_public)
         return self._public
 
     def sign_message(self, message: bytes) -> Signature:
+        expected = self.pubkey()
+
         def sign(session):
             if self._session is not session:  # a new session: find the key again, and make sure it is the same
-                if self._find_public(session) != self._public:
+                if self._find_public(session) != expected:
                     raise SignerUnavailable(
-                        f"{self._where} holds another key than {self._public} now: restore it, or restart with the "
+                        f"{self._where} holds another key than {expected} now: restore it, or restart with the "
                         "new one (it must be the mint authority)",
                         code="signer_key_missing",
                     )
@@ -110,34 +118,78 @@ class Pkcs11Signer:
 # fails (CKR_USER_ALREADY_LOGGED_IN) and closing any logged-in session logs every other one out.
 _sessions: dict[tuple[str, str], object] = {}
 _lock = threading.RLock()  # one operation at a time on a session (PKCS#11 sessions are not shared safely)
-_STALE = (p11.SessionHandleInvalid, p11.SessionClosed, p11.UserNotLoggedIn, p11.DeviceRemoved)
+# The token judged the PIN itself: trying the same one again only brings the token closer to locking.
+_PIN_REFUSED = (p11.PinIncorrect, p11.PinExpired, p11.PinInvalid, p11.PinLenRange)
+_refused_pins: dict[tuple[str, str], tuple[bytes, str]] = {}  # per token: its serial, the sha256 of the PIN refused
 
 
 def _in_session(config: SignerConfig, where: str, operation):
-    """``operation(session)`` on the process's session with the token; a session gone stale (the token
-    re-plugged, the library re-initialised) is replaced once. Every PKCS#11 failure becomes SignerUnavailable."""
+    """``operation(session)`` on the process's session with the token. Any failure but a refused PIN is tried
+    once more after starting afresh as a new process would (``_reset``): a token unplugged and back, or
+    plugged in after the library looked for it, is found then. Every PKCS#11 failure becomes SignerUnavailable."""
     with _lock:
         try:
             try:
                 return operation(_session(config))
-            except _STALE:
-                return operation(_session(config, fresh=True))
+            except _PIN_REFUSED:
+                raise
+            except p11.PKCS11Error:
+                _reset(config)
+                return operation(_session(config))
         except p11.PKCS11Error as exc:
             raise signer_fault(exc, where) from None
 
 
-def _session(config: SignerConfig, *, fresh: bool = False):
+def _session(config: SignerConfig):
     key = (str(config.module), config.token_label)
     session = _sessions.get(key)
-    if session is not None and not fresh:
-        return session
-    _sessions.pop(key, None)
     if session is not None:
-        with contextlib.suppress(p11.PKCS11Error):  # a stale session has nothing left to close
-            session.close()
+        return session
     token = pkcs11.lib(str(config.module)).get_token(token_label=config.token_label)
-    _sessions[key] = token.open(user_pin=config.pin, rw=True)  # rw: signer_keygen stores keys through it
+    pin = _login_pin(config)
+    refusal = (token.serial, hashlib.sha256(pin.encode()).hexdigest())  # another token (a replaced HSM) is tried
+    if _refused_pins.get(key) == refusal:
+        fix = f"put the right PIN in {config.pin_file}" if config.pin_file else "set SIGNER_PKCS11_PIN and restart"
+        raise SignerUnavailable(
+            f"the PKCS#11 token {config.token_label!r} refused this PIN, which is not tried again (a token locks "
+            f"after a few wrong PINs): {fix}",
+            code="signer_locked",
+        )
+    try:
+        _sessions[key] = token.open(user_pin=pin, rw=True)  # rw: signer_keygen stores keys through it
+    except _PIN_REFUSED:
+        _refused_pins[key] = refusal
+        raise
+    _refused_pins.pop(key, None)
     return _sessions[key]
+
+
+def _login_pin(config: SignerConfig) -> str:
+    """The PIN to log in with: SIGNER_PKCS11_PIN_FILE read again at every login (an operator fixes the file, no
+    restart), else the PIN the process started with."""
+    if config.pin_file is None:
+        return config.pin
+    try:
+        pin = config.pin_file.read_text().strip()
+    except OSError as exc:
+        raise SignerUnavailable(
+            f"SIGNER_PKCS11_PIN_FILE {config.pin_file} cannot be read ({exc.strerror}): restore the mounted secret",
+            code="signer_locked",
+        ) from None
+    if not pin:
+        raise SignerUnavailable(f"SIGNER_PKCS11_PIN_FILE {config.pin_file} is empty: put the PIN in it",
+                                code="signer_locked")  # fmt: skip
+    return pin
+
+
+def _reset(config: SignerConfig) -> None:
+    """Forget the module's sessions and initialise the library again: a token's slot list, and SoftHSM2's view
+    of its token directory, are read at initialisation, and handles found before an unplug stay invalid."""
+    module = str(config.module)
+    for key in [key for key in _sessions if key[0] == module]:
+        del _sessions[key]  # their handles end with the library's finalisation
+    gc.collect()  # searches left unfinished on old sessions end now, before a new session can reuse a handle
+    pkcs11.lib(module).reinitialize()
 
 
 def signer_fault(error: p11.PKCS11Error, where: str) -> SignerUnavailable:

@@ -5,6 +5,7 @@ from solders.pubkey import Pubkey
 
 from minting.chain.errors import ChainError
 from minting.chain.setup import SetupError
+from minting.management import command_error
 
 
 class AuthoritySetCommand(BaseCommand):
@@ -24,4 +25,4 @@ class AuthoritySetCommand(BaseCommand):
         try:
             self.hand_over(new_authority=new_authority, out=self.stdout.write)
         except (SetupError, ChainError) as error:
-            raise CommandError(str(error)) from error
+            raise command_error(error) from error

@@ -42,7 +42,7 @@ def chain_unavailable(exc: Exception) -> ApplicationError:
     return ApplicationError(
         "chain_unavailable",
         "The chain could not be reached; nothing was minted. Try again later.",
-        details={"reason": str(exc)},
+        details={"reason": str(exc), "reason_code": getattr(exc, "code", type(exc).__name__)},
         status=503,
     )
 

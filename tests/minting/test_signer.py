@@ -2,6 +2,8 @@
 
 import dataclasses
 import io
+import os
+from pathlib import Path
 
 import pkcs11
 import pytest
@@ -9,7 +11,7 @@ from django.core.management import CommandError, call_command
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from pkcs11 import Attribute, KeyType, ObjectClass
+from pkcs11 import Attribute, KeyType, ObjectClass, TokenFlag
 from pkcs11.exceptions import AttributeSensitive
 from pkcs11.util.ec import encode_named_curve_parameters
 from solders.hash import Hash
@@ -148,8 +150,9 @@ def test_a_missing_token_a_refused_pin_or_a_missing_key_is_a_signer_fault_that_n
     pkcs11_keygen(softhsm, "authority")
     pkcs11_reinitialize(softhsm.module)  # a fresh process: nobody logged in yet
 
+    signer = Pkcs11Signer(dataclasses.replace(softhsm, **changes), changes.get("key_label", "authority"))
     with pytest.raises(SignerUnavailable) as caught:
-        Pkcs11Signer(dataclasses.replace(softhsm, **changes), changes.get("key_label", "authority"))
+        signer.pubkey()
 
     assert caught.value.code == code and hint in caught.value.message
     assert not caught.value.permanent  # minting probes again with back-off
@@ -194,7 +197,9 @@ def test_a_signer_never_shows_its_pin(softhsm):
     assert softhsm.pin not in repr(Pkcs11Signer(softhsm, "authority"))
 
 
-def test_the_anchor_strategy_co_signs_with_a_rec_validator_key_in_the_token(settings, localnet, softhsm):
+def test_the_anchor_strategy_co_signs_with_a_rec_validator_key_in_the_token_or_says_the_signer_fault(
+    settings, localnet, softhsm
+):
     authority, validator = pkcs11_keygen(softhsm, "authority"), pkcs11_keygen(softhsm, "rec-validator")
     settings.TOKENIZATION = dataclasses.replace(settings.TOKENIZATION, mint_strategy="anchor")
     settings.CHAIN = dataclasses.replace(
@@ -209,4 +214,117 @@ def test_the_anchor_strategy_co_signs_with_a_rec_validator_key_in_the_token(sett
     transaction = VersionedTransaction.from_bytes(signed.raw)
     assert transaction.message.account_keys[:2] == [authority, validator]
     assert transaction.verify_with_results() == [True, True]
+
+    set_may_sign(softhsm, "rec-validator", False)
+    with pytest.raises(SignerUnavailable) as refused:
+        client.build_mints([MintRequest(str(WALLET), 5)], memo="anchor")
+    assert refused.value.code == "signer_refused" and "rec-validator" in refused.value.message
+    set_may_sign(softhsm, "rec-validator", True)
     client.close()
+    aside = token_unplugged(softhsm)
+    pkcs11_reinitialize(softhsm.module)  # a worker started while the HSM is unplugged
+    with pytest.raises(SignerUnavailable) as missing:
+        client_from_settings()  # the program's accounts need both addresses
+    assert missing.value.code == "signer_token_missing"
+    token_plugged_back(aside)
+    client = client_from_settings()
+    (signed,) = client.build_mints([MintRequest(str(WALLET), 5)], memo="anchor again")
+    assert VersionedTransaction.from_bytes(signed.raw).verify_with_results() == [True, True]
+    client.close()
+
+
+def token_unplugged(config) -> Path:
+    """What unplugging the HSM is to SoftHSM2: its token directory gone (moved aside, kept for the return)."""
+    tokens = Path(os.environ["SOFTHSM2_CONF"]).parent / "softhsm-tokens"
+    aside = tokens.with_name("softhsm-tokens.unplugged")
+    tokens.rename(aside)
+    tokens.mkdir()
+    return aside
+
+
+def token_plugged_back(aside: Path) -> None:
+    tokens = aside.with_name("softhsm-tokens")
+    tokens.rmdir()
+    aside.rename(tokens)
+
+
+def test_a_signer_built_while_the_token_is_missing_reads_its_address_once_the_token_is_back(softhsm):
+    address = pkcs11_keygen(softhsm, "authority")
+    aside = token_unplugged(softhsm)
+    pkcs11_reinitialize(softhsm.module)  # a process started while the HSM is unplugged
+
+    signer = Pkcs11Signer(softhsm, "authority")  # builds: nothing asks the token yet
+
+    for ask in (signer.pubkey, lambda: signer.sign_message(b"m")):
+        with pytest.raises(SignerUnavailable) as caught:
+            ask()
+        assert caught.value.code == "signer_token_missing"
+    token_plugged_back(aside)
+    assert signer.pubkey() == address  # the library looks for the token again: no restart
+    assert signer.sign_message(b"m").verify(address, b"m")
+
+
+def test_a_token_unplugged_under_a_signing_process_is_missing_and_signs_again_once_back(softhsm):
+    pkcs11_keygen(softhsm, "authority")
+    signer = Pkcs11Signer(softhsm, "authority")
+    assert signer.sign_message(b"before").verify(signer.pubkey(), b"before")
+    aside = token_unplugged(softhsm)
+
+    with pytest.raises(SignerUnavailable) as caught:
+        signer.sign_message(b"m")
+    assert caught.value.code == "signer_token_missing"  # not signer_refused: the handles died with the token
+
+    token_plugged_back(aside)
+    assert signer.sign_message(b"after").verify(signer.pubkey(), b"after")
+
+
+def pin_count_low(config) -> bool:
+    """The token's own record of a wrong PIN since the last good login (CKF_USER_PIN_COUNT_LOW): how a test sees
+    whether a login was tried."""
+    token = pkcs11.lib(str(config.module)).get_token(token_label=config.token_label)
+    return bool(token.flags & TokenFlag.USER_PIN_COUNT_LOW)
+
+
+def good_login(config) -> None:
+    """A correct login and logout, which clears the token's wrong-PIN record (nobody else is logged in)."""
+    token_session(config, login=True).close()
+    assert not pin_count_low(config)
+
+
+def test_a_refused_pin_is_never_tried_again_and_a_pin_file_is_read_again_once_it_changes(softhsm, tmp_path):
+    pkcs11_keygen(softhsm, "authority")
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("a-wrong-pin\n")
+    from_file = dataclasses.replace(softhsm, pin="a-wrong-pin", pin_file=pin_file)
+    pkcs11_reinitialize(softhsm.module)  # a fresh process, nobody logged in
+
+    def refused(signer) -> str:
+        with pytest.raises(SignerUnavailable) as caught:
+            signer.pubkey()
+        assert caught.value.code == "signer_locked" and "a-wrong-pin" not in caught.value.message
+        return caught.value.message
+
+    signer = Pkcs11Signer(from_file, "authority")
+    assert "refuses the PIN" in refused(signer) and pin_count_low(softhsm)
+    good_login(softhsm)
+    for _ in range(3):  # every probe of a paused pipeline
+        assert "not tried again" in refused(signer) and str(pin_file) in refused(signer)
+    assert not pin_count_low(softhsm)  # the token saw no second wrong PIN
+
+    pin_file.write_text("another-wrong-pin\n")  # a changed file is tried, once
+    assert "refuses the PIN" in refused(signer) and pin_count_low(softhsm)
+    good_login(softhsm)
+    assert "not tried again" in refused(signer) and not pin_count_low(softhsm)
+
+    pin_file.unlink()  # a secret being remounted
+    assert "cannot be read" in refused(signer) and not pin_count_low(softhsm)
+    pin_file.write_text(softhsm.pin + "\n")  # the operator's fix: no restart
+    assert signer.sign_message(b"m").verify(signer.pubkey(), b"m")
+
+    pkcs11_reinitialize(softhsm.module)  # a restart
+    from_environment = dataclasses.replace(softhsm, pin="a-wrong-pin")  # SIGNER_PKCS11_PIN: fixed until a restart
+    assert "refuses the PIN" in refused(Pkcs11Signer(from_environment, "authority"))
+    good_login(softhsm)
+    assert "SIGNER_PKCS11_PIN and restart" in refused(Pkcs11Signer(from_environment, "authority"))
+    assert not pin_count_low(softhsm)
+    assert Pkcs11Signer(softhsm, "authority").sign_message(b"m")  # the right PIN is tried: it is another PIN

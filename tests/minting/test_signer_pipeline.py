@@ -9,16 +9,20 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.utils import timezone
+from solders.keypair import Keypair
 from solders.transaction import VersionedTransaction
 
+from gridtoken.exceptions import ApplicationError
 from meters.models import MeterReading
 from minting.models import MintBatch, MintingControl, TokenMint
 from minting.services.automatic import readings_mint_due
 from minting.services.batching import batches_prepare, chain_client
 from minting.services.claiming import claim_due
 from minting.services.control import control_get
+from minting.services.operator import batch_trigger
 from minting.services.reconciliation import batches_reconcile
 from minting.triggers import mint_soon
+from realtime.views import wallet_balances
 from tests.conftest import pkcs11_reinitialize
 from tests.minting.pipeline_harness import (
     assert_minted_exactly_once,
@@ -29,7 +33,8 @@ from tests.minting.pipeline_harness import (
     use_chain,
     wait_until,
 )
-from tests.minting.test_signer import set_may_sign
+from tests.minting.test_signer import set_may_sign, token_plugged_back, token_unplugged
+from tests.ops.test_metrics import paused_series, scrape
 
 pytestmark = pytest.mark.django_db
 
@@ -190,3 +195,81 @@ def test_a_worker_configured_from_the_environment_mints_with_the_hsm_key(
     for batch in MintBatch.objects.all():
         assert str(VersionedTransaction.from_bytes(bytes(batch.raw_transaction)).message.account_keys[0]) == address
     assert softhsm.pin not in worker.output()
+
+
+def restarted_with_a_pin_file(settings, softhsm, pin_file, pin: str) -> None:
+    """Web and workers restarted with SIGNER_PKCS11_PIN_FILE holding ``pin`` (the kept chain clients are built
+    anew: the settings differ)."""
+    pin_file.write_text(pin + "\n")
+    settings.CHAIN = dataclasses.replace(settings.CHAIN, signer=dataclasses.replace(softhsm, pin_file=pin_file))
+    pkcs11_reinitialize(softhsm.module)
+
+
+@pytest.mark.django_db(transaction=True)  # /ready reads the control row on connections of its own
+def test_a_process_started_while_the_token_is_missing_pauses_minting_settles_what_is_in_flight_and_resumes_alone(
+    settings, localnet, tmp_path, softhsm, client
+):
+    use_chain(settings, localnet, tmp_path)
+    rotate_to_hsm(settings, softhsm)
+    meters = [make_meter(), make_meter()]
+    minted = make_readings(meters, 3)
+    assert readings_mint_due().minted == 3
+    in_flight = make_readings(meters, 2)
+    with transaction.atomic():  # signed and committed by the HSM key, not sent: then the HSM is unplugged
+        (batch,) = [p.batch for p in batches_prepare(client=chain_client(), claimed=claim_due(limit=100))[0]]
+    aside = token_unplugged(softhsm)
+    restarted_with_a_pin_file(settings, softhsm, tmp_path / "pin", softhsm.pin)
+    waiting = make_readings(meters, 3)
+
+    assert readings_mint_due().stopped == "chain_unavailable"
+
+    assert control_get().chain_error_code == "signer_token_missing"
+    assert {(r.status, r.attempts) for r in readings_of(waiting)} == {("pending", 0)}
+    assert client.get("/ready").json()["checks"]["minting"] == (
+        "degraded: paused by the outage breaker (signer_token_missing)"
+    )
+    assert paused_series(scrape(client))["signer_token_missing"] == 1
+    for setup in (("chain_init",), ("mint_authority_set", str(Keypair().pubkey()))):
+        with pytest.raises(CommandError, match=r"^signer_token_missing: .*is not present"):
+            command(*setup)
+    with pytest.raises(ApplicationError) as mint_now:  # an operator's "mint now" meets the same fault
+        batch_trigger(actor="op")
+    assert (mint_now.value.status, mint_now.value.details["reason_code"]) == (503, "signer_token_missing")
+
+    # Reading the chain needs no key: the batch signed before the unplug is sent and settled meanwhile.
+    def settled() -> bool:
+        batches_reconcile(min_age_secs=0)
+        return MintBatch.objects.get(id=batch.id).status == MintBatch.Status.CONFIRMED
+
+    wait_until(settled, message="the batch signed before the unplug confirmed")
+    assert [row["status"] for row in wallet_balances([meters[0].wallet_address])] == ["ok"]
+    assert MintBatch.objects.count() == 2
+
+    token_plugged_back(aside)
+    lift_pause()
+    assert readings_mint_due().minted == 3  # the next probe finds the token: no restart
+    assert control_get().chain_failures == 0
+    assert_minted_exactly_once(chain_client(), minted + in_flight + waiting)
+
+
+def test_a_pin_fixed_in_its_file_resumes_minting_without_a_restart_and_a_refused_one_is_not_retried(
+    settings, localnet, tmp_path, softhsm
+):
+    use_chain(settings, localnet, tmp_path)
+    rotate_to_hsm(settings, softhsm)
+    readings = make_readings([make_meter()], 3)
+    pin_file = tmp_path / "pin"
+    restarted_with_a_pin_file(settings, softhsm, pin_file, "a-wrong-pin")
+
+    for probe in ("refuses the PIN", "not tried again", "not tried again"):
+        lift_pause()
+        assert readings_mint_due().stopped == "chain_unavailable"
+        control = control_get()
+        assert control.chain_error_code == "signer_locked" and probe in control.chain_error
+    assert {(r.status, r.attempts) for r in readings_of(readings)} == {("pending", 0)}
+    assert MintBatch.objects.count() == 0
+
+    pin_file.write_text(softhsm.pin + "\n")  # the runbook's fix; web and workers keep running
+    lift_pause()
+    assert readings_mint_due().minted == 3
+    assert_minted_exactly_once(chain_client(), readings)

@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from certificates.services.chain import certificate_mint_init
 from minting.chain import ChainError
+from minting.chain.errors import SignerUnavailable
 
 
 class Command(BaseCommand):
@@ -14,6 +15,7 @@ class Command(BaseCommand):
         try:
             mint, created = certificate_mint_init(new_mint=new_mint)
         except ChainError as error:
-            raise CommandError(f"{error} (run python manage.py chain_init first)") from error
+            hint = "" if isinstance(error, SignerUnavailable) else " (run python manage.py chain_init first)"
+            raise CommandError(f"{error.code}: {error}{hint}") from error
         verb = "created" if created else "verified"
         self.stdout.write(f"{verb} the certificate mint {mint.address} (Token-2022, 0 decimals, 1 base unit = 1 Wh)")

@@ -1,9 +1,10 @@
 """python manage.py chain_init: idempotent set-up of the configured chain (keypair, SOL, mint, its record)."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from minting.chain.errors import ChainError
 from minting.chain.setup import SetupError, initialise_chain
+from minting.management import command_error
 
 
 class Command(BaseCommand):
@@ -19,4 +20,4 @@ class Command(BaseCommand):
         try:
             initialise_chain(new_mint=new_mint, out=self.stdout.write)
         except (SetupError, ChainError) as error:
-            raise CommandError(str(error)) from error
+            raise command_error(error) from error

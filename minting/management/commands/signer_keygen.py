@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from minting.chain.errors import ChainError
 from minting.chain.signer import pkcs11_keygen
+from minting.management import command_error
 
 
 class Command(BaseCommand):
@@ -28,5 +29,5 @@ class Command(BaseCommand):
         try:
             public = pkcs11_keygen(signer, label or signer.key_label)
         except ChainError as error:
-            raise CommandError(str(error)) from error
+            raise command_error(error) from error
         self.stdout.write(str(public))
