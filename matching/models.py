@@ -120,7 +120,7 @@ class Allocation(models.Model):
                 name="allocation_share_or_quantity",
             ),
             models.CheckConstraint(
-                condition=Q(valid_until__isnull=True) | Q(valid_until__gt=F("valid_from")),
+                condition=Q(valid_until__isnull=True) | Q(valid_until__gte=F("valid_from")),
                 name="allocation_validity_ordered",
             ),
         ]
@@ -222,7 +222,7 @@ class SupplyHour(models.Model):
     unallocated. ``matched_wh <= issued_wh`` in the database."""
 
     device = models.ForeignKey(ProductionDevice, on_delete=models.PROTECT, related_name="supply_hours")
-    zone = models.ForeignKey(GridZone, on_delete=models.PROTECT, related_name="supply_hours", db_column="grid_zone")
+    grid_zone = models.CharField(max_length=64, help_text="The device's zone (it may have no consumers)")
     hour = models.DateTimeField()
     issued_wh = models.BigIntegerField()
     matched_wh = models.BigIntegerField(default=0)
@@ -235,7 +235,7 @@ class SupplyHour(models.Model):
                 condition=Q(matched_wh__gte=0) & Q(matched_wh__lte=F("issued_wh")), name="supply_hour_within_issued"
             ),
         ]
-        indexes = [models.Index(fields=["zone", "hour"], name="supply_hour_zone_idx")]
+        indexes = [models.Index(fields=["grid_zone", "hour"], name="supply_hour_zone_idx")]
 
     def __str__(self) -> str:
         return f"{self.device_id} {self.hour.isoformat()}: {self.matched_wh}/{self.issued_wh} Wh"

@@ -1,0 +1,372 @@
+"""Matching, exactly once: each settled (zone, hour) in order, under the zone's row lock. docs/MATCHING.md.
+
+``matching_run`` takes each zone with active consumers (``FOR UPDATE SKIP LOCKED``: racing matchers take
+different zones; ``match_hour_once_per_zone`` is the backstop) and, one transaction per hour from its cursor:
+
+1. Settled? The hour ended ``MATCHING_SETTLE_SECS`` ago, no demand reading in it is still open, and every
+   device its allocations draw from has been issued through it. Otherwise stop (later hours wait too).
+2. Demand: each consumer's consumed Wh in the hour from the meters' hourly rollup (exact); whole Wh matchable.
+3. Bilateral first, then pool, in the documented order: each step claims (``bundle_claim``) whole Wh of the
+   allocation holder's active bundles of the device's hour for the consumer as beneficiary, for the hour.
+4. Records: ``MatchHour``, ``ConsumerHour`` per consumer with demand, ``Match`` per claimed bundle,
+   ``SupplyHour`` per device with certificates in the hour; the cursor moves. All commit with the claims and
+   their chain burns, or nothing does.
+
+Then the hours of the last ``MATCHING_ADJUST_HOURS`` already matched are compared with their readings and a
+changed demand is recorded as an ``Adjustment``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from certificates.models import CertificateBundle, Issuance, ProductionDevice
+from certificates.services.lifecycle import bundle_claim
+from gridtoken import events
+from matching.models import (
+    Adjustment,
+    Allocation,
+    Consumer,
+    ConsumerHour,
+    ConsumerMeter,
+    GridZone,
+    Match,
+    MatchHour,
+    SupplyHour,
+)
+from meters.selectors import meter_hours
+
+logger = logging.getLogger("matching")
+audit = logging.getLogger("matching.audit")
+
+MATCHING_NAMESPACE = uuid.UUID("3b6f1f0e-8d1c-4d38-9a54-2f1e8c7d6b5a")
+HOUR = timedelta(hours=1)
+WH_PER_KWH = Decimal(1000)
+WH_PLACES = Decimal("0.000001")
+
+
+def match_hour_id(zone: str, hour: datetime) -> uuid.UUID:
+    return uuid.uuid5(MATCHING_NAMESPACE, f"zone/{zone}/{hour.astimezone(UTC).isoformat()}")
+
+
+def consumer_hour_id(consumer_id: uuid.UUID, hour: datetime) -> uuid.UUID:
+    return uuid.uuid5(MATCHING_NAMESPACE, f"consumer/{consumer_id}/{hour.astimezone(UTC).isoformat()}")
+
+
+def wh(kwh: Decimal) -> Decimal:
+    return (kwh * WH_PER_KWH).quantize(WH_PLACES)
+
+
+def whole(value: Decimal) -> int:
+    return int(value.to_integral_value(rounding=ROUND_FLOOR))
+
+
+@dataclass
+class MatchResult:
+    zones: int = 0
+    hours: int = 0  # zone-hours decided
+    consumer_hours: int = 0  # consumer-hours with demand
+    matched_wh: int = 0
+    adjustments: int = 0
+
+    def add(self, other: MatchResult) -> None:
+        for name in ("zones", "hours", "consumer_hours", "matched_wh", "adjustments"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def matching_run(*, now: datetime | None = None, limit: int | None = None, progress=None) -> MatchResult:
+    """Match every settled hour of every zone with active consumers, then record adjustments.
+    ``progress(zone, result)`` is called after each zone (the management command prints it)."""
+    now = now or timezone.now()
+    limit = limit or settings.MATCHING.limit
+    result = MatchResult()
+    zones = list(
+        GridZone.objects.filter(consumers__status=Consumer.Status.ACTIVE)
+        .distinct()
+        .order_by("matched_through", "code")
+        .values_list("code", flat=True)
+    )
+    for code in zones:
+        if result.hours >= limit:
+            break
+        zone_result = zone_match_due(zone_code=code, now=now, limit=limit - result.hours)
+        result.add(zone_result)
+        if progress is not None:
+            progress(code, zone_result)
+    if result.hours or result.adjustments:
+        logger.info("hours matched", extra=result.as_dict())
+    return result
+
+
+def zone_match_due(*, zone_code: str, now: datetime, limit: int) -> MatchResult:
+    """The settled hours of one zone from its cursor, one transaction each, then its adjustments."""
+    result = MatchResult()
+    settle = timedelta(seconds=settings.MATCHING.settle_secs)
+    while result.hours < limit:
+        with transaction.atomic():
+            zone = GridZone.objects.select_for_update(skip_locked=True).filter(code=zone_code).first()
+            if zone is None:
+                return result  # another matcher has the zone
+            consumers = list(zone.consumers.filter(status=Consumer.Status.ACTIVE).order_by("created_at", "id"))
+            if not consumers:
+                break
+            hour = zone.matched_through or min(c.match_from for c in consumers)
+            if hour + HOUR + settle > now:
+                break
+            outcome = _match_hour(zone, hour, [c for c in consumers if c.match_from <= hour], now)
+            if outcome is None:
+                break
+            zone.matched_through = hour + HOUR
+            zone.save(update_fields=["matched_through"])
+            result.add(outcome)
+    result.zones = 1
+    with transaction.atomic():
+        zone = GridZone.objects.select_for_update(skip_locked=True).filter(code=zone_code).first()
+        if zone is not None and zone.matched_through is not None:
+            result.adjustments = _adjust(zone, now)
+    return result
+
+
+def _demand(consumers: list[Consumer], start: datetime, end: datetime):
+    """(per consumer id, per hour: demand Wh; the open readings' count per hour) over [start, end)."""
+    meters: dict = defaultdict(list)
+    for consumer_id, meter_id in ConsumerMeter.objects.filter(consumer__in=consumers).values_list(
+        "consumer_id", "meter_id"
+    ):
+        meters[meter_id].append(consumer_id)
+    demand: dict = defaultdict(lambda: defaultdict(Decimal))
+    unsettled: dict = defaultdict(int)
+    for (meter_id, hour), totals in meter_hours(meter_ids=list(meters), start=start, end=end).items():
+        for consumer_id in meters[meter_id]:
+            demand[consumer_id][hour] += wh(totals.consumed_kwh)
+        unsettled[hour] += totals.unsettled
+    return demand, unsettled
+
+
+def _allocations(zone: GridZone, hour: datetime, consumers: list[Consumer]) -> list[Allocation]:
+    valid = Q(valid_from__lte=hour) & (Q(valid_until__isnull=True) | Q(valid_until__gt=hour))
+    drawn = Q(kind=Allocation.Kind.BILATERAL, consumer__in=consumers) | Q(
+        kind=Allocation.Kind.POOL, device__grid_zone=zone.code
+    )
+    if any(c.cross_zone for c in consumers):
+        drawn |= Q(kind=Allocation.Kind.POOL)
+    return list(
+        Allocation.objects.filter(valid & drawn).select_related("device", "holder").order_by("created_at", "id")
+    )
+
+
+def _supply_issued(devices: list[ProductionDevice], hour: datetime) -> bool:
+    """Has every approved device with readings in the hour been issued through its end?"""
+    behind = [
+        d for d in devices if d.status == "approved" and (d.issued_through is None or d.issued_through < hour + HOUR)
+    ]
+    if not behind:
+        return True
+    with_readings = {meter_id for meter_id, _ in meter_hours(meter_ids=[d.meter_id for d in behind], start=hour,
+                                                             end=hour + HOUR)}  # fmt: skip
+    return not any(d.meter_id in with_readings for d in behind)
+
+
+def _match_hour(zone: GridZone, hour: datetime, consumers: list[Consumer], now: datetime) -> MatchResult | None:
+    end = hour + HOUR
+    demand, unsettled = _demand(consumers, hour, end)
+    if unsettled[hour]:
+        return None
+    allocations = _allocations(zone, hour, consumers)
+    drawn_devices = {a.device_id: a.device for a in allocations}
+    if not _supply_issued(list(drawn_devices.values()), hour):
+        return None
+    # Issued Wh per device in the hour: the zone's devices (its supply, allocated or not) and every drawn one.
+    issued: dict = defaultdict(int)
+    zones_of: dict = {}
+    for device_id, grid_zone, quantity in Issuance.objects.filter(
+        Q(device__grid_zone=zone.code) | Q(device_id__in=list(drawn_devices)),
+        status=Issuance.Status.ISSUED, interval_start__gte=hour, interval_start__lt=end,
+    ).values_list("device_id", "device__grid_zone", "quantity_wh"):  # fmt: skip
+        issued[device_id] += quantity
+        zones_of[device_id] = grid_zone
+    # Lock every active bundle the hour may claim, in one statement in id order (racing zones lock in one order).
+    bundles = list(
+        CertificateBundle.objects.select_for_update(of=("self",))
+        .filter(status=CertificateBundle.Status.ACTIVE, issuance__device_id__in=list(drawn_devices),
+                issuance__interval_start__gte=hour, issuance__interval_start__lt=end, issuance__expires_at__gt=now)
+        .select_related("issuance")
+        .order_by("id")
+    )  # fmt: skip
+    queues: dict = defaultdict(list)  # (device, holder) -> bundles in (interval start, first id) order
+    for bundle in sorted(bundles, key=lambda b: (b.issuance.interval_start, b.range_start)):
+        queues[(bundle.issuance.device_id, bundle.holder_id)].append(bundle)
+    given: dict = defaultdict(int, Match.objects.filter(allocation__in=allocations, hour=hour)
+                              .order_by().values("allocation_id").annotate(wh=Sum("quantity_wh"))
+                              .values_list("allocation_id", "wh"))  # fmt: skip
+
+    need = {c.id: whole(demand[c.id][hour]) for c in consumers}
+    records = {
+        c.id: ConsumerHour(
+            id=consumer_hour_id(c.id, hour),
+            consumer=c,
+            hour=hour,
+            demand_wh=demand[c.id][hour],
+            current_demand_wh=demand[c.id][hour],
+            matched_wh=0,
+            bilateral_wh=0,
+            pool_wh=0,
+            created_at=now,
+        )
+        for c in consumers
+        if demand[c.id][hour] > 0
+    }
+    matches: list[Match] = []
+    supply_matched: dict = defaultdict(int)
+
+    def offer(allocation: Allocation) -> int:
+        cap = issued.get(allocation.device_id, 0)
+        if allocation.share is not None:
+            cap = whole(allocation.share * cap)
+        elif allocation.quantity_wh is not None:
+            cap = min(cap, allocation.quantity_wh)
+        return max(cap - given[allocation.id], 0)
+
+    def take(consumer: Consumer, allocation: Allocation) -> None:
+        wanted = min(need[consumer.id], offer(allocation))
+        queue = queues[(allocation.device_id, allocation.holder_id)]
+        while wanted > 0 and queue:
+            bundle = queue[0]
+            quantity = min(wanted, bundle.quantity_wh)
+            claimed, rest = bundle_claim(
+                bundle_id=bundle.id, holder=allocation.holder, beneficiary=consumer.name, consumption_start=hour,
+                consumption_end=end, quantity_wh=quantity if quantity < bundle.quantity_wh else None,
+            )  # fmt: skip
+            if rest is None:
+                queue.pop(0)
+            else:
+                queue[0] = rest
+            matches.append(Match(consumer_hour=records[consumer.id], allocation=allocation, kind=allocation.kind,
+                                 device_id=allocation.device_id, bundle=claimed, quantity_wh=quantity, hour=hour,
+                                 created_at=now))  # fmt: skip
+            record = records[consumer.id]
+            record.matched_wh += quantity
+            if allocation.kind == Allocation.Kind.BILATERAL:
+                record.bilateral_wh += quantity
+            else:
+                record.pool_wh += quantity
+            need[consumer.id] -= quantity
+            given[allocation.id] += quantity
+            supply_matched[allocation.device_id] += quantity
+            wanted -= quantity
+
+    bilateral = [a for a in allocations if a.kind == Allocation.Kind.BILATERAL]
+    pool = [a for a in allocations if a.kind == Allocation.Kind.POOL]
+    for consumer in consumers:
+        for allocation in bilateral:
+            if allocation.consumer_id == consumer.id and (
+                consumer.cross_zone or allocation.device.grid_zone == zone.code
+            ):
+                take(consumer, allocation)
+    for consumer in consumers:
+        own = [a for a in pool if a.device.grid_zone == zone.code]
+        other = sorted((a for a in pool if a.device.grid_zone != zone.code and consumer.cross_zone),
+                       key=lambda a: (a.device.grid_zone, a.created_at, a.id))  # fmt: skip
+        for allocation in (*own, *other):
+            take(consumer, allocation)
+
+    match_hour = MatchHour.objects.create(
+        id=match_hour_id(zone.code, hour), zone=zone, hour=hour, consumers=len(records),
+        demand_wh=sum((r.demand_wh for r in records.values()), Decimal(0)),
+        matched_wh=sum(r.matched_wh for r in records.values()),
+        supply_wh=sum(q for d, q in issued.items() if zones_of[d] == zone.code), created_at=now,
+    )  # fmt: skip
+    for record in records.values():
+        record.match_hour = match_hour
+        record.unmatched_wh = record.demand_wh - record.matched_wh
+    ConsumerHour.objects.bulk_create(records.values())
+    Match.objects.bulk_create(matches)
+    _supply_record(issued, zones_of, supply_matched, hour)
+    events.emit([events.hour_matched(record) for record in records.values()])
+    if records:
+        audit.info("hour matched", extra={"audit": "hour_matched", "grid_zone": zone.code, "hour": hour.isoformat(),
+                   "demand_wh": format(match_hour.demand_wh, "f"), "matched_wh": match_hour.matched_wh})  # fmt: skip
+    return MatchResult(hours=1, consumer_hours=len(records), matched_wh=match_hour.matched_wh)
+
+
+def _supply_record(issued: dict, zones_of: dict, matched: dict, hour: datetime) -> None:
+    """Upsert a SupplyHour per device with certificates in the hour: a cross-zone draw may reach a device whose
+    zone was matched already (or later), so matched Wh add up; the check constraint keeps matched <= issued."""
+    if not issued:
+        return
+    rows = [
+        (device_id, zones_of[device_id], hour, quantity, matched[device_id]) for device_id, quantity in issued.items()
+    ]
+    table = SupplyHour._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} (device_id, grid_zone, hour, issued_wh, matched_wh) VALUES (%s, %s, %s, %s, %s)"  # noqa: S608
+            " ON CONFLICT (device_id, hour) DO UPDATE SET issued_wh = EXCLUDED.issued_wh,"
+            f" matched_wh = {table}.matched_wh + EXCLUDED.matched_wh",
+            rows,
+        )
+
+
+def _adjust(zone: GridZone, now: datetime) -> int:
+    """Record an Adjustment for every matched hour of the zone in the adjustment window whose consumers' demand
+    now differs from the recorded one (see docs/MATCHING.md, "Adjustments")."""
+    hours = settings.MATCHING.adjust_hours
+    if not hours:
+        return 0
+    start = (now - timedelta(hours=hours)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    end = zone.matched_through
+    if start >= end:
+        return 0
+    consumers = list(zone.consumers.all())
+    demand, _ = _demand(consumers, start, end)
+    rows = ConsumerHour.objects.filter(consumer__in=consumers, hour__gte=start, hour__lt=end)
+    recorded = {(r.consumer_id, r.hour): r for r in rows}
+    match_hours = None
+    adjustments = []
+    for consumer in consumers:
+        hours_seen = set(demand[consumer.id]) | {h for (c, h) in recorded if c == consumer.id}
+        for hour in sorted(hours_seen):
+            if hour < consumer.match_from:
+                continue
+            current = demand[consumer.id].get(hour, Decimal(0))
+            record = recorded.get((consumer.id, hour))
+            before = record.current_demand_wh if record is not None else Decimal(0)
+            if current == before:
+                continue
+            if record is None:
+                if match_hours is None:
+                    match_hours = {
+                        m.hour: m for m in MatchHour.objects.filter(zone=zone, hour__gte=start, hour__lt=end)
+                    }
+                if hour not in match_hours:
+                    continue  # before the zone's first matched hour
+                record = ConsumerHour.objects.create(
+                    id=consumer_hour_id(consumer.id, hour), consumer=consumer, match_hour=match_hours[hour], hour=hour,
+                    demand_wh=0, current_demand_wh=current, matched_wh=0, bilateral_wh=0, pool_wh=0, unmatched_wh=0,
+                    created_at=now,
+                )  # fmt: skip
+            else:
+                record.current_demand_wh = current
+                record.save(update_fields=["current_demand_wh"])
+            adjustments.append(Adjustment(consumer_hour=record, demand_before_wh=before, demand_after_wh=current,
+                                          detected_at=now))  # fmt: skip
+    Adjustment.objects.bulk_create(adjustments)
+    for adjustment in adjustments:
+        audit.info("matched hour adjusted", extra={"audit": "hour_adjusted",
+                   "consumer_hour_id": str(adjustment.consumer_hour_id),
+                   "before_wh": format(adjustment.demand_before_wh, "f"),
+                   "after_wh": format(adjustment.demand_after_wh, "f")})  # fmt: skip
+    return len(adjustments)

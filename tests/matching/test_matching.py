@@ -1,0 +1,157 @@
+"""Matching: each settled (zone, hour) once, bilateral first then pool, whole Wh claimed for the consumer."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from certificates.models import CertificateBundle, ChainOperation
+from certificates.services.issuance import certificates_issue_due
+from matching.models import Adjustment, ConsumerHour, Match, MatchHour, SupplyHour
+from matching.services import matcher
+from matching.services.consumers import consumer_set_cross_zone
+from matching.services.matcher import matching_run
+from meters.models import MeterReading
+from tests.certificates.helpers import HOUR0, add_readings
+from tests.matching.helpers import after, consume, make_consumer, offer, producing_device
+
+pytestmark = pytest.mark.django_db
+
+
+def test_bilateral_supply_is_claimed_first_then_the_pool_for_the_consumer_and_the_hour():
+    consumer = make_consumer()
+    consume(consumer, 0, ["0.5", "0.5", "0.5", "0.5004"])  # 2000.4 Wh: 2000 matchable
+    ppa, pooled = producing_device({0: "1.2"}), producing_device({0: "3"})
+    offer(ppa, consumer=consumer, share="0.5")  # 600 Wh of 1200
+    offer(pooled, share="1")
+    result = matching_run(now=after(3))
+    assert (result.hours, result.consumer_hours, result.matched_wh) == (2, 1, 2000)  # hour 1: nothing
+
+    hour = ConsumerHour.objects.get()
+    assert (hour.demand_wh, hour.matched_wh, hour.bilateral_wh, hour.pool_wh) == (Decimal("2000.4"), 2000, 600, 1400)
+    assert hour.unmatched_wh == Decimal("0.4")
+    claimed = CertificateBundle.objects.filter(status="claimed").order_by("created_at")
+    assert [(b.issuance.device_id, b.quantity_wh) for b in claimed] == [(ppa.id, 600), (pooled.id, 1400)]
+    assert all(b.beneficiary == consumer.name and b.consumption_start == HOUR0 and b.consumption_end == after(1)
+               for b in claimed)  # fmt: skip
+    assert {m.bundle_id for m in Match.objects.all()} == {b.id for b in claimed}
+    assert ChainOperation.objects.filter(kind="burn").count() == 2
+    supply = {s.device_id: (s.issued_wh, s.matched_wh, s.unallocated_wh) for s in SupplyHour.objects.all()}
+    assert supply == {ppa.id: (1200, 600, 600), pooled.id: (3000, 1400, 1600)}
+    assert MatchHour.objects.get(hour=HOUR0).supply_wh == 4200
+
+    assert matching_run(now=after(30)).matched_wh == 0  # the hour is never matched again
+    assert ConsumerHour.objects.count() == 1 and Match.objects.count() == 2
+
+
+def test_an_hour_is_matched_only_once_settled_and_a_held_reading_holds_it_and_the_later_hours():
+    consumer = make_consumer()
+    consume(consumer, 0, ["1"])
+    held = consume(consumer, 1, ["1"], status="held")
+    consume(consumer, 2, ["1"])
+    device = producing_device({0: "5", 1: "5", 2: "5"})
+    offer(device, share="1")
+    assert matching_run(now=after(1.5)).hours == 0  # hour 0 ended, but not MATCHING_SETTLE_SECS ago
+    assert matching_run(now=after(4)).hours == 1  # hour 1 has a held reading: it and hour 2 wait
+    MeterReading.objects.filter(id=held[0].id).update(status="recorded")
+    assert matching_run(now=after(4)).hours == 2
+    assert list(ConsumerHour.objects.values_list("matched_wh", flat=True)) == [1000, 1000, 1000]
+
+
+def test_an_hour_waits_for_the_issuance_of_a_device_it_draws_from():
+    consumer = make_consumer()
+    for hour in range(3):
+        consume(consumer, hour, ["1"])
+    device = producing_device({0: "5"})  # issued through hour 1
+    offer(device, consumer=consumer, share="1")
+    offer(producing_device({5: "1"}), share="1")  # nothing in hours 0-2: never waited for
+    add_readings(device, 2, ["2"])  # hour 2's readings are not issued yet
+    assert matching_run(now=after(6)).hours == 2
+    assert not MatchHour.objects.filter(hour=after(2)).exists()
+    certificates_issue_due(now=timezone.now() + timedelta(hours=2))
+    assert matching_run(now=after(6)).hours == 3  # hours 2 to 4
+    assert ConsumerHour.objects.get(hour=after(2)).bilateral_wh == 1000
+
+
+def test_a_pool_is_shared_in_consumer_order_and_other_zones_only_with_the_operators_flag():
+    first, second = make_consumer(), make_consumer()
+    elsewhere = make_consumer(zone="10YFR-RTE------C")
+    for consumer in (first, second, elsewhere):
+        consume(consumer, 0, ["1"])
+    device = producing_device({0: "1.5"})
+    offer(device, quantity_wh=1200)
+    matching_run(now=after(2))  # hour 0 only
+    matched = {h.consumer_id: h.matched_wh for h in ConsumerHour.objects.all()}
+    assert matched == {first.id: 1000, second.id: 200, elsewhere.id: 0}
+
+    consume(elsewhere, 1, ["1"])
+    consume(first, 1, ["0.1"])
+    device2 = producing_device({1: "1"})
+    offer(device2, share="1")
+    consumer_set_cross_zone(consumer_id=elsewhere.id, allowed=True, actor="op")
+    matching_run(now=after(4))
+    hour1 = {h.consumer_id: h.matched_wh for h in ConsumerHour.objects.filter(hour=after(1))}
+    assert hour1[first.id] + hour1[elsewhere.id] == 1000 and hour1[first.id] == 100  # what the zone left
+    assert SupplyHour.objects.get(device=device2).matched_wh == 1000
+
+
+def test_a_late_reading_adds_an_adjustment_and_never_changes_the_match():
+    consumer = make_consumer(meters=2)
+    consume(consumer, 0, ["0.3"])
+    device = producing_device({0: "1"})
+    offer(device, share="1")
+    matching_run(now=after(3))
+    consume(consumer, 0, ["0.2"], meter=1, minute=5)  # the other meter reports the hour late
+    consume(consumer, 3, ["0.7"], meter=1)  # an hour with nothing at match time... once matched
+    assert matching_run(now=after(3.5)).adjustments == 1
+    hour = ConsumerHour.objects.get(hour=HOUR0)
+    assert (hour.demand_wh, hour.current_demand_wh, hour.matched_wh) == (Decimal(300), Decimal(500), 300)
+    adjustment = Adjustment.objects.get()
+    assert (adjustment.demand_before_wh, adjustment.demand_after_wh) == (Decimal(300), Decimal(500))
+    assert matching_run(now=after(3.5)).adjustments == 0  # recorded once
+
+
+def test_the_database_refuses_a_second_match_of_a_zone_hour_or_of_a_claimed_bundle():
+    consumer = make_consumer()
+    consume(consumer, 0, ["1"])
+    offer(producing_device({0: "1"}), share="1")
+    matching_run(now=after(3))
+    original = MatchHour.objects.get(hour=HOUR0)
+    original.pk = matcher.match_hour_id("other", HOUR0)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        original.save(force_insert=True)
+    match = Match.objects.get()
+    match.pk = None
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Match.objects.create(**{f.attname: getattr(match, f.attname) for f in Match._meta.fields if f.name != "id"})
+
+
+def test_a_crash_before_the_commit_leaves_nothing_claimed_and_the_next_run_matches_once(monkeypatch):
+    consumer = make_consumer()
+    consume(consumer, 0, ["1"])
+    offer(producing_device({0: "2"}), share="1")
+
+    def crash(*args):
+        raise SystemExit("killed after the claims, before the records")
+
+    # An exception stands in for the process dying: either way PostgreSQL aborts the open transaction.
+    monkeypatch.setattr(matcher, "_supply_record", crash)
+    with pytest.raises(SystemExit):
+        matching_run(now=after(3))
+    assert not CertificateBundle.objects.filter(status="claimed").exists()
+    assert not ChainOperation.objects.filter(kind="burn").exists() and not MatchHour.objects.exists()
+    monkeypatch.undo()
+    assert matching_run(now=after(3)).matched_wh == 1000
+    assert CertificateBundle.objects.filter(status="claimed").count() == 1
+
+
+def test_the_management_command_matches_and_prints_each_zone(capsys):
+    consumer = make_consumer()
+    consume(consumer, 0, ["1"])
+    offer(producing_device({0: "1"}), share="1")
+    call_command("match_hours")  # the wall clock is months past the hour
+    out = capsys.readouterr().out
+    assert "10YDE-VE-------2:" in out and "1000 Wh" in out
