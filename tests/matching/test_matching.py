@@ -16,6 +16,7 @@ from matching.services.consumers import consumer_set_cross_zone
 from matching.services.matcher import matching_run
 from meters.models import MeterReading
 from tests.certificates.helpers import HOUR0, add_readings
+from tests.conftest import concurrently
 from tests.matching.helpers import after, consume, make_consumer, offer, producing_device
 
 pytestmark = pytest.mark.django_db
@@ -155,3 +156,35 @@ def test_the_management_command_matches_and_prints_each_zone(capsys):
     call_command("match_hours")  # the wall clock is months past the hour
     out = capsys.readouterr().out
     assert "10YDE-VE-------2:" in out and "1000 Wh" in out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_matchers_match_every_zone_hour_once_and_claim_no_wh_twice():
+    zones = ["10YDE-VE-------2", "10YFR-RTE------C", "10YNL----------L"]
+    consumers = [make_consumer(zone=zone) for zone in zones for _ in range(2)]
+    for consumer in consumers:
+        for hour in range(6):
+            consume(consumer, hour, ["0.4", "0.35"])
+    consumer_set_cross_zone(consumer_id=consumers[2].id, allowed=True, actor="op")  # draws on every zone's pool
+    for index, zone in enumerate(zones):
+        shared = producing_device(dict.fromkeys(range(6), "1"), zone=zone)
+        offer(shared, share="1")
+        offer(producing_device(dict.fromkeys(range(6), "0.3"), zone=zone), consumer=consumers[2 * index], share="1")
+
+    concurrently(lambda: [matching_run(now=after(8)) for _ in range(2)], 4)
+
+    assert MatchHour.objects.count() == len(zones) * 7  # hours 0-6 of each zone (6: the devices' zero reads)
+    assert ConsumerHour.objects.count() == len(consumers) * 6
+    claimed = CertificateBundle.objects.filter(status="claimed")
+    assert sum(b.quantity_wh for b in claimed) == sum(h.matched_wh for h in ConsumerHour.objects.all())
+    assert sum(m.quantity_wh for m in Match.objects.all()) == sum(b.quantity_wh for b in claimed)
+    assert Match.objects.count() == claimed.count()
+    for supply in SupplyHour.objects.all():
+        same = [b for b in claimed if b.issuance.device_id == supply.device_id and b.consumption_start == supply.hour]
+        assert supply.matched_wh == sum(b.quantity_wh for b in same)
+    # The rule, whatever the interleaving: the first consumer of each zone 300 Wh bilateral + 450 from the pool,
+    # the second the pool's other 550 Wh; the cross-zone one is served by its own zone first, so needs no more.
+    expected = {c.id: (750, 300) if index % 2 == 0 else (550, 0) for index, c in enumerate(consumers)}
+    for hour in ConsumerHour.objects.all():
+        assert (hour.matched_wh, hour.bilateral_wh) == expected[hour.consumer_id]
+        assert hour.unmatched_wh == hour.demand_wh - hour.matched_wh
