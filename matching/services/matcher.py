@@ -44,7 +44,7 @@ from matching.models import (
     MatchHour,
     SupplyHour,
 )
-from meters.selectors import meter_hours
+from meters.selectors import meter_hours, meters_next_hour
 
 logger = logging.getLogger("matching")
 audit = logging.getLogger("matching.audit")
@@ -126,6 +126,11 @@ def zone_match_due(*, zone_code: str, now: datetime, limit: int) -> MatchResult:
             hour = zone.matched_through or min(c.match_from for c in consumers)
             if hour + HOUR + settle > now:
                 break
+            quiet_until = _quiet_until(zone, hour, consumers, first_unsettled=_floor_hour(now - settle))
+            if quiet_until is not None:  # nothing to match or record before it: pass those hours at once
+                zone.matched_through = quiet_until
+                zone.save(update_fields=["matched_through"])
+                continue
             outcome = _match_hour(zone, hour, [c for c in consumers if c.match_from <= hour], now)
             if outcome is None:
                 break
@@ -138,6 +143,26 @@ def zone_match_due(*, zone_code: str, now: datetime, limit: int) -> MatchResult:
         if zone is not None and zone.matched_through is not None:
             result.adjustments = _adjust(zone, now)
     return result
+
+
+def _floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _quiet_until(zone: GridZone, hour: datetime, consumers: list[Consumer], *, first_unsettled: datetime):
+    """When neither the consumers' meters nor the zone's devices have anything from ``hour`` on until a later
+    hour, that hour (at most the first unsettled one); None when ``hour`` itself has something."""
+    meter_ids = list(ConsumerMeter.objects.filter(consumer__in=consumers).values_list("meter_id", flat=True))
+    demand = meters_next_hour(meter_ids=meter_ids, start=hour)
+    supply = (
+        Issuance.objects.filter(device__grid_zone=zone.code, interval_start__gte=hour)
+        .order_by("interval_start")
+        .values_list("interval_start", flat=True)
+        .first()
+    )
+    found = [_floor_hour(moment) for moment in (demand, supply) if moment is not None]
+    following = min([*found, first_unsettled])
+    return following if following > hour else None
 
 
 def _demand(consumers: list[Consumer], start: datetime, end: datetime):
@@ -351,8 +376,11 @@ def _adjust(zone: GridZone, now: datetime) -> int:
                     match_hours = {
                         m.hour: m for m in MatchHour.objects.filter(zone=zone, hour__gte=start, hour__lt=end)
                     }
-                if hour not in match_hours:
-                    continue  # before the zone's first matched hour
+                if hour not in match_hours:  # a quiet hour passed without a record
+                    match_hours[hour] = MatchHour.objects.create(
+                        id=match_hour_id(zone.code, hour), zone=zone, hour=hour, consumers=0, demand_wh=0,
+                        matched_wh=0, supply_wh=0, created_at=now,
+                    )  # fmt: skip
                 record = ConsumerHour.objects.create(
                     id=consumer_hour_id(consumer.id, hour), consumer=consumer, match_hour=match_hours[hour], hour=hour,
                     demand_wh=0, current_demand_wh=current, matched_wh=0, bilateral_wh=0, pool_wh=0, unmatched_wh=0,

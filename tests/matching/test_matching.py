@@ -29,7 +29,7 @@ def test_bilateral_supply_is_claimed_first_then_the_pool_for_the_consumer_and_th
     offer(ppa, consumer=consumer, share="0.5")  # 600 Wh of 1200
     offer(pooled, share="1")
     result = matching_run(now=after(3))
-    assert (result.hours, result.consumer_hours, result.matched_wh) == (2, 1, 2000)  # hour 1: nothing
+    assert (result.hours, result.consumer_hours, result.matched_wh) == (1, 1, 2000)
 
     hour = ConsumerHour.objects.get()
     assert (hour.demand_wh, hour.matched_wh, hour.bilateral_wh, hour.pool_wh) == (Decimal("2000.4"), 2000, 600, 1400)
@@ -73,7 +73,7 @@ def test_an_hour_waits_for_the_issuance_of_a_device_it_draws_from():
     assert matching_run(now=after(6)).hours == 2
     assert not MatchHour.objects.filter(hour=after(2)).exists()
     certificates_issue_due(now=timezone.now() + timedelta(hours=2))
-    assert matching_run(now=after(6)).hours == 3  # hours 2 to 4
+    assert matching_run(now=after(6)).hours == 1  # hours 3 and 4 are quiet: passed without a record
     assert ConsumerHour.objects.get(hour=after(2)).bilateral_wh == 1000
 
 
@@ -104,14 +104,18 @@ def test_a_late_reading_adds_an_adjustment_and_never_changes_the_match():
     consume(consumer, 0, ["0.3"])
     device = producing_device({0: "1"})
     offer(device, share="1")
-    matching_run(now=after(3))
+    matching_run(now=after(3))  # hour 0 matched, hour 1 passed as quiet
     consume(consumer, 0, ["0.2"], meter=1, minute=5)  # the other meter reports the hour late
-    consume(consumer, 3, ["0.7"], meter=1)  # an hour with nothing at match time... once matched
-    assert matching_run(now=after(3.5)).adjustments == 1
+    consume(consumer, 1, ["0.7"], meter=1)  # and an hour that had nothing at all
+    assert matching_run(now=after(3.5)).adjustments == 2
     hour = ConsumerHour.objects.get(hour=HOUR0)
     assert (hour.demand_wh, hour.current_demand_wh, hour.matched_wh) == (Decimal(300), Decimal(500), 300)
-    adjustment = Adjustment.objects.get()
-    assert (adjustment.demand_before_wh, adjustment.demand_after_wh) == (Decimal(300), Decimal(500))
+    assert [(a.demand_before_wh, a.demand_after_wh) for a in Adjustment.objects.order_by("consumer_hour__hour")] == [
+        (Decimal(300), Decimal(500)),
+        (Decimal(0), Decimal(700)),
+    ]
+    quiet = ConsumerHour.objects.get(hour=after(1))
+    assert (quiet.demand_wh, quiet.current_demand_wh, quiet.matched_wh, quiet.match_hour.consumers) == (0, 700, 0, 0)
     assert matching_run(now=after(3.5)).adjustments == 0  # recorded once
 
 
@@ -149,13 +153,15 @@ def test_a_crash_before_the_commit_leaves_nothing_claimed_and_the_next_run_match
     assert CertificateBundle.objects.filter(status="claimed").count() == 1
 
 
-def test_the_management_command_matches_and_prints_each_zone(capsys):
+def test_the_management_command_matches_and_passes_quiet_hours_at_once(capsys):
     consumer = make_consumer()
     consume(consumer, 0, ["1"])
     offer(producing_device({0: "1"}), share="1")
-    call_command("match_hours")  # the wall clock is months past the hour
+    call_command("match_hours")  # the wall clock is months past the hour: thousands of quiet hours
     out = capsys.readouterr().out
-    assert "10YDE-VE-------2:" in out and "1000 Wh" in out
+    assert "10YDE-VE-------2: 1 hour(s), 1 consumer-hour(s) with demand, 1000 Wh matched" in out
+    assert MatchHour.objects.count() == 1
+    assert consumer.zone.__class__.objects.get().matched_through > timezone.now() - timedelta(hours=3)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -173,7 +179,7 @@ def test_racing_matchers_match_every_zone_hour_once_and_claim_no_wh_twice():
 
     concurrently(lambda: [matching_run(now=after(8)) for _ in range(2)], 4)
 
-    assert MatchHour.objects.count() == len(zones) * 7  # hours 0-6 of each zone (6: the devices' zero reads)
+    assert MatchHour.objects.count() == len(zones) * 6
     assert ConsumerHour.objects.count() == len(consumers) * 6
     claimed = CertificateBundle.objects.filter(status="claimed")
     assert sum(b.quantity_wh for b in claimed) == sum(h.matched_wh for h in ConsumerHour.objects.all())
