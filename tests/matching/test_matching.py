@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from certificates.models import CertificateBundle, ChainOperation
@@ -17,6 +18,7 @@ from matching.services.matcher import matching_run
 from meters.models import MeterReading
 from tests.certificates.helpers import HOUR0, add_readings
 from tests.conftest import concurrently
+from tests.factories import UserFactory
 from tests.matching.helpers import after, consume, make_consumer, offer, producing_device
 
 pytestmark = pytest.mark.django_db
@@ -194,3 +196,29 @@ def test_racing_matchers_match_every_zone_hour_once_and_claim_no_wh_twice():
     for hour in ConsumerHour.objects.all():
         assert (hour.matched_wh, hour.bilateral_wh) == expected[hour.consumer_id]
         assert hour.unmatched_wh == hour.demand_wh - hour.matched_wh
+
+
+def test_the_admin_shows_the_records_read_only_and_acts_through_the_services(client):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    consumer = make_consumer()
+    consume(consumer, 0, ["1"])
+    allocation = offer(producing_device({0: "1"}), consumer=consumer, share="1")
+    matching_run(now=after(3))
+    for model in ("gridzone", "consumer", "allocation", "matchhour", "consumerhour", "match", "supplyhour",
+                  "adjustment"):  # fmt: skip
+        assert client.get(reverse(f"admin:matching_{model}_changelist")).status_code == 200, model
+    hour = ConsumerHour.objects.get()
+    assert client.get(reverse("admin:matching_consumerhour_change", args=[hour.id])).status_code == 200
+    assert client.get(reverse("admin:matching_consumerhour_delete", args=[hour.id])).status_code == 403
+
+    def act(model: str, action: str, row) -> None:
+        url = reverse(f"admin:matching_{model}_changelist")
+        assert client.post(url, {"action": action, "_selected_action": [str(row.pk)]}, follow=True).status_code == 200
+
+    act("consumer", "allow_cross_zone", consumer)
+    act("consumer", "suspend", consumer)
+    consumer.refresh_from_db()
+    assert consumer.cross_zone and consumer.status == "suspended"
+    act("allocation", "end", allocation)
+    allocation.refresh_from_db()
+    assert allocation.status == "ended" and allocation.valid_until is not None
