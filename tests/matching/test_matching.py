@@ -171,18 +171,18 @@ def test_racing_matchers_match_every_zone_hour_once_and_claim_no_wh_twice():
     zones = ["10YDE-VE-------2", "10YFR-RTE------C", "10YNL----------L"]
     consumers = [make_consumer(zone=zone) for zone in zones for _ in range(2)]
     for consumer in consumers:
-        for hour in range(6):
+        for hour in range(4):
             consume(consumer, hour, ["0.4", "0.35"])
     consumer_set_cross_zone(consumer_id=consumers[2].id, allowed=True, actor="op")  # draws on every zone's pool
     for index, zone in enumerate(zones):
-        shared = producing_device(dict.fromkeys(range(6), "1"), zone=zone)
+        shared = producing_device(dict.fromkeys(range(4), "1"), zone=zone)
         offer(shared, share="1")
-        offer(producing_device(dict.fromkeys(range(6), "0.3"), zone=zone), consumer=consumers[2 * index], share="1")
+        offer(producing_device(dict.fromkeys(range(4), "0.3"), zone=zone), consumer=consumers[2 * index], share="1")
 
-    concurrently(lambda: [matching_run(now=after(8)) for _ in range(2)], 4)
+    concurrently(lambda: [matching_run(now=after(6)) for _ in range(2)], 4)
 
-    assert MatchHour.objects.count() == len(zones) * 6
-    assert ConsumerHour.objects.count() == len(consumers) * 6
+    assert MatchHour.objects.count() == len(zones) * 4
+    assert ConsumerHour.objects.count() == len(consumers) * 4
     claimed = CertificateBundle.objects.filter(status="claimed")
     assert sum(b.quantity_wh for b in claimed) == sum(h.matched_wh for h in ConsumerHour.objects.all())
     assert sum(m.quantity_wh for m in Match.objects.all()) == sum(b.quantity_wh for b in claimed)

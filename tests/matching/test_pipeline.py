@@ -18,6 +18,7 @@ from django.utils import timezone
 from certificates.models import CertificateBundle, ChainOperation, Issuance
 from certificates.services.chain import operations_drain
 from certificates.services.issuance import certificates_issue_due
+from gridtoken.events import user_group
 from matching.models import Adjustment, ConsumerHour, GridZone, Match, MatchHour
 from matching.selectors import consumer_period, hour_bundles
 from matching.services.matcher import matching_run
@@ -30,7 +31,7 @@ from minting.services.automatic import readings_mint_due
 from tests.certificates.helpers import make_device
 from tests.certificates.test_chain import assert_chain_matches_registry
 from tests.matching.helpers import ZONE, make_consumer, offer
-from tests.minting.pipeline_harness import set_tokenization, use_chain
+from tests.minting.pipeline_harness import captured_events, set_tokenization, use_chain
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 HOURS = 50  # two days and the hours that close them
@@ -113,7 +114,10 @@ def test_two_days_of_consumption_match_exactly_once_with_the_score_and_the_chain
     zone.refresh_from_db()
     assert zone.matched_through == base + timedelta(hours=30)
     readings_approve(reading_ids=[held.id])
-    matching_run()
+    with captured_events(user_group(first.user_id)) as received:
+        matching_run()
+        live = [e for e in received(user_group(first.user_id)) if e["type"] == "hour_matched"]
+    assert len(live) == HOURS - 1 - 30 and {e["consumer_id"] for e in live} == {str(first.id)}
     zone.refresh_from_db()
     assert zone.matched_through == base + timedelta(hours=HOURS - 1)  # the last hour is not complete yet
     assert MatchHour.objects.count() == HOURS - 1
