@@ -143,5 +143,9 @@ class SupplyHourAdmin(RecordAdmin):
 
 @admin.register(Adjustment)
 class AdjustmentAdmin(RecordAdmin):
-    list_display = ("id", "consumer_hour", "demand_before_wh", "demand_after_wh", "detected_at")
+    list_display = ("id", "consumer_hour_short", "demand_before_wh", "demand_after_wh", "detected_at")
     ordering = ("-id",)
+
+    @admin.display(description="consumer hour", ordering="consumer_hour_id")
+    def consumer_hour_short(self, adjustment: Adjustment) -> str:
+        return str(adjustment.consumer_hour_id)  # no join: the list reads the newest adjustments alone

@@ -222,3 +222,55 @@ def test_the_admin_shows_the_records_read_only_and_acts_through_the_services(cli
     act("allocation", "end", allocation)
     allocation.refresh_from_db()
     assert allocation.status == "ended" and allocation.valid_until is not None
+
+
+def test_the_matcher_the_report_selectors_and_the_admin_lists_read_every_growing_table_by_index(client):
+    from django.contrib import admin
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from certificates.models import Issuance
+    from matching import selectors
+    from meters.models import MeterHourRollup
+    from tests.meters.test_plans import explained, full_reads
+    from tests.ops.test_history_plans import table_indexes
+
+    watched = [m._meta.db_table for m in (ConsumerHour, Match, MatchHour, SupplyHour, Adjustment, Issuance,
+                                          CertificateBundle, MeterHourRollup)]  # fmt: skip
+    consumers = [make_consumer() for _ in range(3)]
+    for consumer in consumers:
+        for hour in range(4):
+            consume(consumer, hour, ["0.5"])
+    offer(producing_device(dict.fromkeys(range(4), "1")), share="1")
+    offer(producing_device(dict.fromkeys(range(4), "0.2")), consumer=consumers[0], share="1")
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    for model in (ConsumerHour, Match, MatchHour, SupplyHour, Adjustment):
+        admin.site._registry[model].list_per_page = 2  # more than a page, as in production
+
+    month = HOUR0.date()
+    start, end = selectors.month_range(month)
+    surfaces = {
+        "matcher": lambda: matching_run(now=after(6)),
+        "adjustments": lambda: [consume(c, 0, ["0.1"], minute=5) for c in consumers] and matching_run(now=after(6)),
+        "month": lambda: selectors.consumer_month(consumer=consumers[0], month=month),
+        "bundles": lambda: selectors.hour_bundles(consumer=consumers[0], start=start, end=end),
+        "supply": lambda: selectors.zone_supply(grid_zone=consumers[0].zone_id, start=start, end=end),
+        **{model: lambda model=model: client.get(reverse(f"admin:matching_{model}_changelist"))
+           for model in ("consumerhour", "match", "matchhour", "supplyhour", "adjustment")},
+    }  # fmt: skip
+    found = {}
+    for name, surface in surfaces.items():
+        with CaptureQueriesContext(connection) as captured:
+            surface()
+        for query in captured.captured_queries:
+            sql = query["sql"]
+            if not sql.lstrip().upper().startswith(("SELECT", "WITH")) or "FOR UPDATE" in sql:
+                continue
+            plan = explained(sql)
+            for table in watched:
+                if table in sql and (
+                    reads := full_reads(plan, table=table, indexes=table_indexes(table), backlog=set())
+                ):
+                    found.setdefault(name, []).append((reads, sql))
+    assert found == {}
+    assert MatchHour.objects.count() == 4 and Adjustment.objects.count() == 3
