@@ -45,6 +45,7 @@ from matching.models import (
     SupplyHour,
 )
 from meters.selectors import meter_hours, meters_next_hour
+from minting.faults import crash_point
 
 logger = logging.getLogger("matching")
 audit = logging.getLogger("matching.audit")
@@ -320,6 +321,7 @@ def _match_hour(zone: GridZone, hour: datetime, consumers: list[Consumer], now: 
     ConsumerHour.objects.bulk_create(records.values())
     Match.objects.bulk_create(matches)
     _supply_record(issued, zones_of, supply_matched, hour)
+    crash_point("matching_before_commit")  # every claim, burn and record made, none committed
     events.emit([events.hour_matched(record) for record in records.values()])
     if records:
         audit.info("hour matched", extra={"audit": "hour_matched", "grid_zone": zone.code, "hour": hour.isoformat(),

@@ -1,7 +1,12 @@
 """Matching: each settled (zone, hour) once, bilateral first then pool, whole Wh claimed for the consumer."""
 
+import os
+import signal
+import subprocess
+import sys
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -11,17 +16,18 @@ from django.utils import timezone
 
 from certificates.models import CertificateBundle, ChainOperation
 from certificates.services.issuance import certificates_issue_due
-from matching.models import Adjustment, ConsumerHour, Match, MatchHour, SupplyHour
+from matching.models import Adjustment, ConsumerHour, GridZone, Match, MatchHour, SupplyHour
 from matching.services import matcher
 from matching.services.consumers import consumer_set_cross_zone
 from matching.services.matcher import matching_run
 from meters.models import MeterReading
 from tests.certificates.helpers import HOUR0, add_readings
-from tests.conftest import concurrently
+from tests.conftest import concurrently, database_url
 from tests.factories import UserFactory
 from tests.matching.helpers import after, consume, make_consumer, offer, producing_device
 
 pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bilateral_supply_is_claimed_first_then_the_pool_for_the_consumer_and_the_hour():
@@ -136,23 +142,24 @@ def test_the_database_refuses_a_second_match_of_a_zone_hour_or_of_a_claimed_bund
         Match.objects.create(**{f.attname: getattr(match, f.attname) for f in Match._meta.fields if f.name != "id"})
 
 
-def test_a_crash_before_the_commit_leaves_nothing_claimed_and_the_next_run_matches_once(monkeypatch):
+@pytest.mark.django_db(transaction=True)
+def test_a_matcher_killed_before_its_commit_leaves_nothing_and_the_next_run_matches_once():
     consumer = make_consumer()
-    consume(consumer, 0, ["1"])
-    offer(producing_device({0: "2"}), share="1")
-
-    def crash(*args):
-        raise SystemExit("killed after the claims, before the records")
-
-    # An exception stands in for the process dying: either way PostgreSQL aborts the open transaction.
-    monkeypatch.setattr(matcher, "_supply_record", crash)
-    with pytest.raises(SystemExit):
-        matching_run(now=after(3))
+    for hour in range(2):
+        consume(consumer, hour, ["1"])
+    offer(producing_device({0: "2", 1: "2"}), share="1")
+    env = {**os.environ, "DATABASE_URL": database_url(), "GRIDTOKEN_CRASH_AT": "matching_before_commit"}
+    killed = subprocess.run([sys.executable, "manage.py", "match_hours"], env=env, capture_output=True, timeout=120,
+                            cwd=ROOT)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not CertificateBundle.objects.filter(status="claimed").exists()
     assert not ChainOperation.objects.filter(kind="burn").exists() and not MatchHour.objects.exists()
-    monkeypatch.undo()
-    assert matching_run(now=after(3)).matched_wh == 1000
-    assert CertificateBundle.objects.filter(status="claimed").count() == 1
+    assert GridZone.objects.get().matched_through is None
+
+    assert matching_run().matched_wh == 2000
+    assert matching_run().matched_wh == 0
+    assert CertificateBundle.objects.filter(status="claimed").count() == 2 == Match.objects.count()
+    assert ChainOperation.objects.filter(kind="burn").count() == 2
 
 
 def test_the_management_command_matches_and_passes_quiet_hours_at_once(capsys):
