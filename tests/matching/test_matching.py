@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from certificates.models import CertificateBundle, ChainOperation
 from certificates.services.issuance import certificates_issue_due
-from matching.models import Adjustment, ConsumerHour, GridZone, Match, MatchHour, SupplyHour
+from gridtoken.exceptions import ApplicationError
+from matching.models import Adjustment, Allocation, ConsumerHour, GridZone, Match, MatchHour, SupplyHour
 from matching.services import matcher
 from matching.services.consumers import consumer_set_cross_zone
 from matching.services.matcher import matching_run
@@ -281,3 +282,36 @@ def test_the_matcher_the_report_selectors_and_the_admin_lists_read_every_growing
                     found.setdefault(name, []).append((reads, sql))
     assert found == {}
     assert MatchHour.objects.count() == 4 and Adjustment.objects.count() == 3
+
+
+def test_consumers_and_allocations_refuse_bad_input_with_stable_codes():
+    from matching.services.consumers import allocation_create, consumer_add_meter, consumer_register
+
+    consumer = make_consumer()
+    device = producing_device({0: "1"})
+    stranger = UserFactory()
+
+    def code(call) -> str:
+        with pytest.raises(ApplicationError) as refused:
+            call()
+        return refused.value.code
+
+    meter = consumer.demand_meters.get().meter
+    assert code(lambda: consumer_register(user=consumer.user, name=" ", grid_zone="Z", meters=[meter], actor="op")) == (
+        "validation_error"
+    )
+    assert code(lambda: consumer_add_meter(consumer=consumer, meter=meter, actor="op")) == "meter_in_demand"
+    assert code(lambda: consumer_add_meter(consumer=consumer, meter=device.meter, actor="op")) == "meter_not_owned"
+    half_past = HOUR0 + timedelta(minutes=30)
+    assert code(lambda: consumer_register(user=consumer.user, name="A", grid_zone="Z", meters=[meter],
+                                          match_from=half_past, actor="op")) == "not_whole_hour"  # fmt: skip
+    offer_args = {"device": device, "holder": device.meter.owner, "actor": "op", "valid_from": HOUR0}
+    assert code(lambda: allocation_create(kind="pool", share=Decimal("1.5"), **offer_args)) == "validation_error"
+    assert code(lambda: allocation_create(kind="pool", share=Decimal(1), quantity_wh=5, **offer_args)) == (
+        "validation_error"
+    )
+    assert code(lambda: allocation_create(kind="bilateral", share=Decimal(1), **offer_args)) == "validation_error"
+    assert code(lambda: allocation_create(kind="pool", quantity_wh=5, **{**offer_args, "holder": stranger})) == (
+        "not_device_owner"
+    )
+    assert not Allocation.objects.exists()
