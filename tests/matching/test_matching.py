@@ -18,8 +18,8 @@ from certificates.models import CertificateBundle, ChainOperation
 from certificates.services.issuance import certificates_issue_due
 from gridtoken.exceptions import ApplicationError
 from matching.models import Adjustment, Allocation, ConsumerHour, GridZone, Match, MatchHour, SupplyHour
-from matching.services import matcher
 from matching.services.consumers import consumer_set_cross_zone
+from matching.services.demand import match_hour_id
 from matching.services.matcher import matching_run
 from meters.models import MeterReading
 from tests.certificates.helpers import HOUR0, add_readings
@@ -134,7 +134,7 @@ def test_the_database_refuses_a_second_match_of_a_zone_hour_or_of_a_claimed_bund
     offer(producing_device({0: "1"}), share="1")
     matching_run(now=after(3))
     original = MatchHour.objects.get(hour=HOUR0)
-    original.pk = matcher.match_hour_id("other", HOUR0)
+    original.pk = match_hour_id("other", HOUR0)
     with pytest.raises(IntegrityError), transaction.atomic():
         original.save(force_insert=True)
     match = Match.objects.get()
