@@ -425,8 +425,7 @@ class MeterHour:
 
     rows: int  # stored rows of every status and source
     unsettled: int  # rows still pending, minting, held or awaiting their window
-    generated_kwh: Decimal
-    consumed_kwh: Decimal
+    consumed_kwh: Decimal  # measured, not rejected (docs/ROLLUPS.md)
 
 
 def meter_hours(*, meter_ids: list, start: datetime, end: datetime) -> dict[tuple, MeterHour]:
@@ -434,12 +433,12 @@ def meter_hours(*, meter_ids: list, start: datetime, end: datetime) -> dict[tupl
     (rollup plus waiting deltas). Index-bounded: ``meterhour_unique`` (meter_id, hour) per meter."""
     if not meter_ids:
         return {}
-    columns = ", ".join((*MeterReading.Status.values, "generated_kwh", "consumed_kwh"))
+    columns = ", ".join((*MeterReading.Status.values, "consumed_kwh"))
     where = "meter_id = ANY(%(meters)s) AND hour >= %(start)s AND hour < %(end)s"
     rows_sql = " + ".join(f"sum({status})" for status in MeterReading.Status.values)
     unsettled_sql = " + ".join(f"sum({status})" for status in UNSETTLED_STATUSES)
     sql = (
-        f"SELECT meter_id, hour, {rows_sql}, {unsettled_sql}, sum(generated_kwh), sum(consumed_kwh) FROM ("  # noqa: S608
+        f"SELECT meter_id, hour, {rows_sql}, {unsettled_sql}, sum(consumed_kwh) FROM ("  # noqa: S608
         f"SELECT meter_id, hour, {columns} FROM {MeterHourRollup._meta.db_table} WHERE {where}"
         f" UNION ALL SELECT meter_id, hour, {columns} FROM {ReadingDelta._meta.db_table} WHERE {where}"
         ") t GROUP BY meter_id, hour"
@@ -448,8 +447,8 @@ def meter_hours(*, meter_ids: list, start: datetime, end: datetime) -> dict[tupl
         cursor.execute(sql, {"meters": [uuid.UUID(str(m)) for m in meter_ids], "start": start, "end": end})
         found = cursor.fetchall()
     return {
-        (meter_id, hour): MeterHour(int(rows), int(unsettled), generated, consumed)
-        for meter_id, hour, rows, unsettled, generated, consumed in found
+        (meter_id, hour): MeterHour(int(rows), int(unsettled), consumed)
+        for meter_id, hour, rows, unsettled, consumed in found
         if rows
     }
 
