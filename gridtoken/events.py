@@ -194,6 +194,22 @@ def certificate_changed(bundle, *, action: str, user_id, **details) -> dict:
     }
 
 
+def hour_matched(consumer_hour) -> dict:
+    """A consumer's hour was matched (docs/MATCHING.md): its demand, what certificates covered, the rest."""
+    return {
+        "type": "hour_matched",
+        "user_id": str(consumer_hour.consumer.user_id),
+        "consumer_id": str(consumer_hour.consumer_id),
+        "hour": rfc3339(consumer_hour.hour),
+        "demand_wh": format(consumer_hour.demand_wh, "f"),
+        "matched_wh": consumer_hour.matched_wh,
+        "bilateral_wh": consumer_hour.bilateral_wh,
+        "pool_wh": consumer_hour.pool_wh,
+        "unmatched_wh": format(consumer_hour.unmatched_wh, "f"),
+        "timestamp": rfc3339(),
+    }
+
+
 def route(events: Iterable[dict]) -> dict[str, list[dict]]:
     """Group name -> the events that group receives, in order."""
     by_group: dict[str, list[dict]] = defaultdict(list)

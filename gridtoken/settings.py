@@ -4,6 +4,7 @@ from celery.schedules import crontab
 
 import config
 from config import certificates as certificates_config
+from config import matching as matching_config
 from gridtoken.api_tags import TAG_ORDER
 
 CONFIG = config.load()
@@ -15,6 +16,7 @@ CHAIN = CONFIG.chain
 MQTT = CONFIG.mqtt
 RETENTION = CONFIG.retention  # readings' retention and archive (docs/RETENTION.md)
 CERTIFICATES = certificates_config.load()  # the certificates app's own settings (config/certificates.py)
+MATCHING = matching_config.load()  # the matching app's own settings (config/matching.py)
 
 BASE_DIR = config.objects.BASE_DIR
 SECRET_KEY = SERVICE.secret_key
@@ -40,6 +42,7 @@ INSTALLED_APPS = [
     "realtime",
     "protocols",
     "certificates",
+    "matching",
     "ops",
 ]
 
@@ -157,6 +160,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "certificates.tasks.issue_certificates",
         "schedule": float(CERTIFICATES.issue_polling_secs),
         "options": {"expires": float(CERTIFICATES.issue_polling_secs)},
+    },
+    "matching-match": {
+        "task": "matching.tasks.match_hours",
+        "schedule": float(MATCHING.polling_secs),
+        "options": {"expires": float(MATCHING.polling_secs)},
     },
 }
 

@@ -21,6 +21,7 @@ from meters.models import (
     DeadLetter,
     FleetRollup,
     Meter,
+    MeterHourRollup,
     MeterReading,
     MeterRollup,
     OwnerRollup,
@@ -413,6 +414,59 @@ def rollup_totals(model, *, group_by: str | None = None, latency: bool = False, 
     if group_by:
         return {row[0]: totals(row[1:]) for row in rows}
     return totals(rows[0])
+
+
+UNSETTLED_STATUSES = ("pending", "minting", "held", "awaiting_window")
+
+
+@dataclass(frozen=True)
+class MeterHour:
+    """One meter's readings in one UTC hour, as its hourly rollup and the deltas not folded yet add up."""
+
+    rows: int  # stored rows of every status and source
+    unsettled: int  # rows still pending, minting, held or awaiting their window
+    consumed_kwh: Decimal  # measured, not rejected (docs/ROLLUPS.md)
+
+
+def meter_hours(*, meter_ids: list, start: datetime, end: datetime) -> dict[tuple, MeterHour]:
+    """(meter id, hour) -> its ``MeterHour`` for the hours in [start, end) with rows, exact at every moment
+    (rollup plus waiting deltas). Index-bounded: ``meterhour_unique`` (meter_id, hour) per meter."""
+    if not meter_ids:
+        return {}
+    columns = ", ".join((*MeterReading.Status.values, "consumed_kwh"))
+    where = "meter_id = ANY(%(meters)s) AND hour >= %(start)s AND hour < %(end)s"
+    rows_sql = " + ".join(f"sum({status})" for status in MeterReading.Status.values)
+    unsettled_sql = " + ".join(f"sum({status})" for status in UNSETTLED_STATUSES)
+    sql = (
+        f"SELECT meter_id, hour, {rows_sql}, {unsettled_sql}, sum(consumed_kwh) FROM ("  # noqa: S608
+        f"SELECT meter_id, hour, {columns} FROM {MeterHourRollup._meta.db_table} WHERE {where}"
+        f" UNION ALL SELECT meter_id, hour, {columns} FROM {ReadingDelta._meta.db_table} WHERE {where}"
+        ") t GROUP BY meter_id, hour"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"meters": [uuid.UUID(str(m)) for m in meter_ids], "start": start, "end": end})
+        found = cursor.fetchall()
+    return {
+        (meter_id, hour): MeterHour(int(rows), int(unsettled), consumed)
+        for meter_id, hour, rows, unsettled, consumed in found
+        if rows
+    }
+
+
+def meters_next_hour(*, meter_ids: list, start: datetime) -> datetime | None:
+    """The first UTC hour at or after ``start`` in which any of the meters has readings (rollup or waiting
+    deltas); one index probe per meter (``meterhour_unique``)."""
+    if not meter_ids:
+        return None
+    sql = (
+        f"SELECT min(hour) FROM (SELECT min(hour) AS hour FROM {MeterHourRollup._meta.db_table}"  # noqa: S608
+        " WHERE meter_id = ANY(%(meters)s) AND hour >= %(start)s"
+        f" UNION ALL SELECT min(hour) FROM {ReadingDelta._meta.db_table}"
+        " WHERE meter_id = ANY(%(meters)s) AND hour >= %(start)s) t"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"meters": [uuid.UUID(str(m)) for m in meter_ids], "start": start})
+        return cursor.fetchone()[0]
 
 
 def fleet_totals(*, latency: bool = False) -> dict:

@@ -20,8 +20,9 @@ FLOORS: dict[str, int] = {
     "minting": 3,
     "protocols": 3,
     "certificates": 4,
-    "realtime": 5,
-    "ops": 5,
+    "matching": 5,
+    "realtime": 6,
+    "ops": 6,
 }
 
 # The project's wiring names every app: the URL tree, the ASGI/WSGI entry points and the Celery app.

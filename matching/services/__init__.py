@@ -1,0 +1,1 @@
+"""Matching's services: consumers and allocations (``consumers``), the matcher (``matcher``)."""
