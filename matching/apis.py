@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from gridtoken.exceptions import ApplicationError
 from matching.models import Consumer
-from matching.report import consumer_month_report, report_csv, report_payload
+from matching.report import consumer_list, consumer_month_report, report_csv, report_payload
 from meters.apis.base import ApiView, IsUserCredential
 from meters.apis.docs import errors
 
@@ -99,7 +99,7 @@ def consumer_payload(consumer: Consumer) -> dict:
         "status": consumer.status,
         "match_from": consumer.match_from,
         "matched_through": matched_through,
-        "meters": [link.meter.serial for link in consumer.demand_meters.all()],
+        "meters": list(consumer.demand_meters.order_by("meter__serial").values_list("meter__serial", flat=True)),
     }
 
 
@@ -114,13 +114,7 @@ class ConsumerListApi(ApiView):
                    **errors(401, 403)},
     )  # fmt: skip
     def get(self, request):
-        consumers = (
-            Consumer.objects.filter(user=request.user)
-            .select_related("zone")
-            .prefetch_related("demand_meters__meter")
-            .order_by("created_at", "id")[:100]
-        )
-        return Response({"consumers": [consumer_payload(c) for c in consumers]})
+        return Response({"consumers": [consumer_payload(c) for c in consumer_list(user=request.user)]})
 
 
 class ConsumerReportApi(ApiView):

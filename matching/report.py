@@ -36,6 +36,11 @@ GROUP BY 1
 """  # noqa: S608 (the table name comes from the model)
 
 
+def consumer_list(*, user) -> list[Consumer]:
+    """The user's consumers, oldest first (a user has a handful; the dashboard shows a report of each)."""
+    return list(Consumer.objects.filter(user=user).select_related("zone").order_by("created_at", "id")[:100])
+
+
 def month_range(month: date) -> tuple[datetime, datetime]:
     """[the month's first hour, the next month's first hour), UTC."""
     start = datetime(month.year, month.month, 1, tzinfo=UTC)
