@@ -148,7 +148,10 @@ class ConsumerReportCsvApi(ApiView):
         description="Columns: " + "hour_start, hour_end, demand_wh, matched_wh, bilateral_wh, pool_wh, unmatched_wh, "
         "adjusted, certificates (the hour's claimed bundle ids, space apart). Wh exact, no rounding.",
         parameters=[MONTH_PARAMETER],
-        responses={(200, "text/csv"): OpenApiResponse(str), **errors(400, 401, 403, 404, described=NOT_FOUND)},
+        responses={
+            (200, "text/csv"): OpenApiResponse(str, description="The hours as CSV, a header row first"),
+            **errors(400, 401, 403, 404, described=NOT_FOUND),
+        },
     )
     def get(self, request, consumer_id):
         month = parse_month(request.query_params.get("month"))
