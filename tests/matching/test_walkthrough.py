@@ -16,6 +16,7 @@ from matching.services.consumers import consumer_register
 from matching.services.matcher import matching_run
 from ops.demo_matching import CONSUMER_NAME
 from tests.certificates.helpers import HOUR0
+from tests.certificates.test_walkthrough import walkthrough
 from tests.conftest import ROOT
 from tests.factories import PASSWORD, MeterFactory, UserFactory
 from tests.matching.helpers import after, consume, offer, producing_device
@@ -23,12 +24,6 @@ from tests.realtime.test_browser import processes, start_uvicorn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 __all__ = ["processes"]  # a fixture, used by name
-
-
-def walkthrough() -> str:
-    section = (ROOT / "docs/MATCHING.md").read_text().split("## Walkthrough", 1)[1].split("\n## ", 1)[0]
-    [block] = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
-    return block
 
 
 def test_the_matching_walkthrough_runs_as_written_against_a_live_server(processes):
@@ -45,7 +40,7 @@ def test_the_matching_walkthrough_runs_as_written_against_a_live_server(processe
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "API": base,
            "CONSUMER_PASSWORD": PASSWORD}  # fmt: skip
 
-    run = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", walkthrough()], cwd=ROOT, env=env,
+    run = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", walkthrough("docs/MATCHING.md")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
 
     assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
