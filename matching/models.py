@@ -189,6 +189,7 @@ class ConsumerHour(models.Model):
                 condition=Q(unmatched_wh=F("demand_wh") - F("matched_wh")), name="consumer_hour_unmatched"
             ),
         ]
+        indexes = [models.Index(fields=["hour"], name="consumer_hour_hour_idx")]  # the admin list, newest first
 
     def __str__(self) -> str:
         return f"{self.consumer_id} {self.hour.isoformat()}: {self.matched_wh}/{self.demand_wh} Wh"
@@ -211,7 +212,10 @@ class Match(models.Model):
     class Meta:
         ordering = ["hour", "created_at"]
         constraints = [models.CheckConstraint(condition=Q(quantity_wh__gte=1), name="match_quantity_positive")]
-        indexes = [models.Index(fields=["allocation", "hour"], name="match_allocation_hour_idx")]
+        indexes = [
+            models.Index(fields=["allocation", "hour"], name="match_allocation_hour_idx"),
+            models.Index(fields=["hour"], name="match_hour_idx"),  # the admin list, newest first
+        ]
 
     def __str__(self) -> str:
         return f"{self.quantity_wh} Wh {self.kind} -> {self.consumer_hour_id}"
@@ -235,7 +239,10 @@ class SupplyHour(models.Model):
                 condition=Q(matched_wh__gte=0) & Q(matched_wh__lte=F("issued_wh")), name="supply_hour_within_issued"
             ),
         ]
-        indexes = [models.Index(fields=["grid_zone", "hour"], name="supply_hour_zone_idx")]
+        indexes = [
+            models.Index(fields=["grid_zone", "hour"], name="supply_hour_zone_idx"),
+            models.Index(fields=["hour"], name="supply_hour_hour_idx"),  # the admin list, newest first
+        ]
 
     def __str__(self) -> str:
         return f"{self.device_id} {self.hour.isoformat()}: {self.matched_wh}/{self.issued_wh} Wh"

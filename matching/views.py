@@ -62,6 +62,7 @@ def consumer_report_page(request, consumer_id):
     except ApplicationError as error:
         return render(request, "matching/report_error.html", {"error": error.as_dict()}, status=error.status)
     report = consumer_month_report(consumer=consumer, month=month)
+    period = report.period
     rows = [
         {
             "hour": line.hour,
@@ -71,24 +72,27 @@ def consumer_report_page(request, consumer_id):
             "pool": line.pool_wh,
             "unmatched": wh_text(line.unmatched_wh),
             "adjusted": line.adjusted,
-            "certificates": [{**vars(c), "url": verify_path(c.bundle_id)} for c in line.certificates],
+            "certificates": [
+                {**vars(c), "url": verify_path(c.bundle_id)} for c in report.certificates.get(line.hour, [])
+            ],
         }
         for line in report.hours
         if line.demand_wh or line.matched_wh
     ]
     context = {
         "report": report,
+        "period": period,
         "consumer": consumer,
         "month": f"{month:%Y-%m}",
         "previous": f"{_shift(month, -1):%Y-%m}",
         "next": f"{_shift(month, 1):%Y-%m}",
-        "score": ratio_text(report.score),
-        "score_percent": percent(report.score),
-        "annual": ratio_text(report.annual_score),
-        "annual_percent": percent(report.annual_score),
-        "demand": wh_text(report.demand_wh),
-        "covered": wh_text(report.covered_wh),
-        "unmatched_hours": len(report.unmatched_hours),
+        "score": ratio_text(period.score),
+        "score_percent": percent(period.score),
+        "annual": ratio_text(period.annual_score),
+        "annual_percent": percent(period.annual_score),
+        "demand": wh_text(period.demand_wh),
+        "covered": wh_text(period.covered_wh),
+        "unmatched_hours": len(period.unmatched_hours),
         "hours": len(report.hours),
         "rows": rows,
         "bars": chart_bars(report),

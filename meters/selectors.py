@@ -454,6 +454,22 @@ def meter_hours(*, meter_ids: list, start: datetime, end: datetime) -> dict[tupl
     }
 
 
+def meters_next_hour(*, meter_ids: list, start: datetime) -> datetime | None:
+    """The first UTC hour at or after ``start`` in which any of the meters has readings (rollup or waiting
+    deltas); one index probe per meter (``meterhour_unique``)."""
+    if not meter_ids:
+        return None
+    sql = (
+        f"SELECT min(hour) FROM (SELECT min(hour) AS hour FROM {MeterHourRollup._meta.db_table}"  # noqa: S608
+        " WHERE meter_id = ANY(%(meters)s) AND hour >= %(start)s"
+        f" UNION ALL SELECT min(hour) FROM {ReadingDelta._meta.db_table}"
+        " WHERE meter_id = ANY(%(meters)s) AND hour >= %(start)s) t"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"meters": [uuid.UUID(str(m)) for m in meter_ids], "start": start})
+        return cursor.fetchone()[0]
+
+
 def fleet_totals(*, latency: bool = False) -> dict:
     """Every reading's rollup: counts by status, energy, base units (and the latency histogram)."""
     return rollup_totals(FleetRollup, latency=latency)

@@ -9,6 +9,9 @@ deployment. The points, in the order a mint passes them:
 - ``after_batch_commit``: batch rows and reading links committed, nothing sent yet;
 - ``after_send``: transactions sent, readings not yet marked minted;
 - ``while_settling``: the settle transaction's updates made, not yet committed (everything rolls back).
+
+Matching (``matching/``) has one more: ``matching_before_commit``, a zone-hour's claims, burns and records
+made, not yet committed.
 """
 
 import os

@@ -14,6 +14,7 @@ USER_EVENT_TYPES = frozenset(
         "meter_reading_reviewed",
         "certificate_issued",
         "certificate_changed",
+        "hour_matched",
     }
 )
 OPERATOR_EVENT_TYPES = USER_EVENT_TYPES | {"batch_minting_completed", "certificate_held"}

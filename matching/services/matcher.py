@@ -12,18 +12,16 @@ different zones; ``match_hour_once_per_zone`` is the backstop) and, one transact
    ``SupplyHour`` per device with certificates in the hour; the cursor moves. All commit with the claims and
    their chain burns, or nothing does.
 
-Then the hours of the last ``MATCHING_ADJUST_HOURS`` already matched are compared with their readings and a
-changed demand is recorded as an ``Adjustment``.
+Then the zone's adjustments (``matching.services.adjustments``).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -34,7 +32,6 @@ from certificates.models import CertificateBundle, Issuance, ProductionDevice
 from certificates.services.lifecycle import bundle_claim
 from gridtoken import events
 from matching.models import (
-    Adjustment,
     Allocation,
     Consumer,
     ConsumerHour,
@@ -44,31 +41,13 @@ from matching.models import (
     MatchHour,
     SupplyHour,
 )
-from meters.selectors import meter_hours
+from matching.services.adjustments import zone_adjust
+from matching.services.demand import HOUR, consumer_hour_id, consumers_demand, floor_hour, match_hour_id, whole
+from meters.selectors import meter_hours, meters_next_hour
+from minting.faults import crash_point
 
 logger = logging.getLogger("matching")
 audit = logging.getLogger("matching.audit")
-
-MATCHING_NAMESPACE = uuid.UUID("3b6f1f0e-8d1c-4d38-9a54-2f1e8c7d6b5a")
-HOUR = timedelta(hours=1)
-WH_PER_KWH = Decimal(1000)
-WH_PLACES = Decimal("0.000001")
-
-
-def match_hour_id(zone: str, hour: datetime) -> uuid.UUID:
-    return uuid.uuid5(MATCHING_NAMESPACE, f"zone/{zone}/{hour.astimezone(UTC).isoformat()}")
-
-
-def consumer_hour_id(consumer_id: uuid.UUID, hour: datetime) -> uuid.UUID:
-    return uuid.uuid5(MATCHING_NAMESPACE, f"consumer/{consumer_id}/{hour.astimezone(UTC).isoformat()}")
-
-
-def wh(kwh: Decimal) -> Decimal:
-    return (kwh * WH_PER_KWH).quantize(WH_PLACES)
-
-
-def whole(value: Decimal) -> int:
-    return int(value.to_integral_value(rounding=ROUND_FLOOR))
 
 
 @dataclass
@@ -126,6 +105,11 @@ def zone_match_due(*, zone_code: str, now: datetime, limit: int) -> MatchResult:
             hour = zone.matched_through or min(c.match_from for c in consumers)
             if hour + HOUR + settle > now:
                 break
+            quiet_until = _quiet_until(zone, hour, consumers, first_unsettled=floor_hour(now - settle))
+            if quiet_until is not None:  # nothing to match or record before it: pass those hours at once
+                zone.matched_through = quiet_until
+                zone.save(update_fields=["matched_through"])
+                continue
             outcome = _match_hour(zone, hour, [c for c in consumers if c.match_from <= hour], now)
             if outcome is None:
                 break
@@ -136,24 +120,24 @@ def zone_match_due(*, zone_code: str, now: datetime, limit: int) -> MatchResult:
     with transaction.atomic():
         zone = GridZone.objects.select_for_update(skip_locked=True).filter(code=zone_code).first()
         if zone is not None and zone.matched_through is not None:
-            result.adjustments = _adjust(zone, now)
+            result.adjustments = zone_adjust(zone=zone, now=now)
     return result
 
 
-def _demand(consumers: list[Consumer], start: datetime, end: datetime):
-    """(per consumer id, per hour: demand Wh; the open readings' count per hour) over [start, end)."""
-    meters: dict = defaultdict(list)
-    for consumer_id, meter_id in ConsumerMeter.objects.filter(consumer__in=consumers).values_list(
-        "consumer_id", "meter_id"
-    ):
-        meters[meter_id].append(consumer_id)
-    demand: dict = defaultdict(lambda: defaultdict(Decimal))
-    unsettled: dict = defaultdict(int)
-    for (meter_id, hour), totals in meter_hours(meter_ids=list(meters), start=start, end=end).items():
-        for consumer_id in meters[meter_id]:
-            demand[consumer_id][hour] += wh(totals.consumed_kwh)
-        unsettled[hour] += totals.unsettled
-    return demand, unsettled
+def _quiet_until(zone: GridZone, hour: datetime, consumers: list[Consumer], *, first_unsettled: datetime):
+    """When neither the consumers' meters nor the zone's devices have anything from ``hour`` on until a later
+    hour, that hour (at most the first unsettled one); None when ``hour`` itself has something."""
+    meter_ids = list(ConsumerMeter.objects.filter(consumer__in=consumers).values_list("meter_id", flat=True))
+    demand = meters_next_hour(meter_ids=meter_ids, start=hour)
+    supply = (
+        Issuance.objects.filter(device__grid_zone=zone.code, interval_start__gte=hour)
+        .order_by("interval_start")
+        .values_list("interval_start", flat=True)
+        .first()
+    )
+    found = [floor_hour(moment) for moment in (demand, supply) if moment is not None]
+    following = min([*found, first_unsettled])
+    return following if following > hour else None
 
 
 def _allocations(zone: GridZone, hour: datetime, consumers: list[Consumer]) -> list[Allocation]:
@@ -182,7 +166,7 @@ def _supply_issued(devices: list[ProductionDevice], hour: datetime) -> bool:
 
 def _match_hour(zone: GridZone, hour: datetime, consumers: list[Consumer], now: datetime) -> MatchResult | None:
     end = hour + HOUR
-    demand, unsettled = _demand(consumers, hour, end)
+    demand, unsettled = consumers_demand(consumers, hour, end)
     if unsettled[hour]:
         return None
     allocations = _allocations(zone, hour, consumers)
@@ -295,6 +279,7 @@ def _match_hour(zone: GridZone, hour: datetime, consumers: list[Consumer], now: 
     ConsumerHour.objects.bulk_create(records.values())
     Match.objects.bulk_create(matches)
     _supply_record(issued, zones_of, supply_matched, hour)
+    crash_point("matching_before_commit")  # every claim, burn and record made, none committed
     events.emit([events.hour_matched(record) for record in records.values()])
     if records:
         audit.info("hour matched", extra={"audit": "hour_matched", "grid_zone": zone.code, "hour": hour.isoformat(),
@@ -307,9 +292,7 @@ def _supply_record(issued: dict, zones_of: dict, matched: dict, hour: datetime) 
     zone was matched already (or later), so matched Wh add up; the check constraint keeps matched <= issued."""
     if not issued:
         return
-    rows = [
-        (device_id, zones_of[device_id], hour, quantity, matched[device_id]) for device_id, quantity in issued.items()
-    ]
+    rows = [(d, zones_of[d], hour, quantity, matched[d]) for d, quantity in sorted(issued.items())]  # one lock order
     table = SupplyHour._meta.db_table
     with connection.cursor() as cursor:
         cursor.executemany(
@@ -318,55 +301,3 @@ def _supply_record(issued: dict, zones_of: dict, matched: dict, hour: datetime) 
             f" matched_wh = {table}.matched_wh + EXCLUDED.matched_wh",
             rows,
         )
-
-
-def _adjust(zone: GridZone, now: datetime) -> int:
-    """Record an Adjustment for every matched hour of the zone in the adjustment window whose consumers' demand
-    now differs from the recorded one (see docs/MATCHING.md, "Adjustments")."""
-    hours = settings.MATCHING.adjust_hours
-    if not hours:
-        return 0
-    start = (now - timedelta(hours=hours)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    end = zone.matched_through
-    if start >= end:
-        return 0
-    consumers = list(zone.consumers.all())
-    demand, _ = _demand(consumers, start, end)
-    rows = ConsumerHour.objects.filter(consumer__in=consumers, hour__gte=start, hour__lt=end)
-    recorded = {(r.consumer_id, r.hour): r for r in rows}
-    match_hours = None
-    adjustments = []
-    for consumer in consumers:
-        hours_seen = set(demand[consumer.id]) | {h for (c, h) in recorded if c == consumer.id}
-        for hour in sorted(hours_seen):
-            if hour < consumer.match_from:
-                continue
-            current = demand[consumer.id].get(hour, Decimal(0))
-            record = recorded.get((consumer.id, hour))
-            before = record.current_demand_wh if record is not None else Decimal(0)
-            if current == before:
-                continue
-            if record is None:
-                if match_hours is None:
-                    match_hours = {
-                        m.hour: m for m in MatchHour.objects.filter(zone=zone, hour__gte=start, hour__lt=end)
-                    }
-                if hour not in match_hours:
-                    continue  # before the zone's first matched hour
-                record = ConsumerHour.objects.create(
-                    id=consumer_hour_id(consumer.id, hour), consumer=consumer, match_hour=match_hours[hour], hour=hour,
-                    demand_wh=0, current_demand_wh=current, matched_wh=0, bilateral_wh=0, pool_wh=0, unmatched_wh=0,
-                    created_at=now,
-                )  # fmt: skip
-            else:
-                record.current_demand_wh = current
-                record.save(update_fields=["current_demand_wh"])
-            adjustments.append(Adjustment(consumer_hour=record, demand_before_wh=before, demand_after_wh=current,
-                                          detected_at=now))  # fmt: skip
-    Adjustment.objects.bulk_create(adjustments)
-    for adjustment in adjustments:
-        audit.info("matched hour adjusted", extra={"audit": "hour_adjusted",
-                   "consumer_hour_id": str(adjustment.consumer_hour_id),
-                   "before_wh": format(adjustment.demand_before_wh, "f"),
-                   "after_wh": format(adjustment.demand_after_wh, "f")})  # fmt: skip
-    return len(adjustments)
