@@ -16,6 +16,8 @@
    real time, its energy from a compressed sun that skips nights (the demo's server runs with
    TOKENIZATION_DUPLICATE_WINDOW_SECS=0 to take readings seconds apart). Passwords reach the simulators through
    their environment (``SIMULATOR_PASSWORD``), never their command line, which ``ps`` shows to everyone.
+   Then a day of hourly matching (``ops.demo_matching``): a solar farm's readings and a consumer's, through the
+   REST batch door, a PPA and a pool; the beat mints, issues and matches them (docs/MATCHING.md, Walkthrough).
 6. Print the dashboard URL and a live progress line computed from the database.
 Ctrl-C or SIGTERM (or --duration) stops the simulators, waits up to DRAIN_SECS for the readings in flight to be
 minted, compares the chain with the database (``manage.py token_balance``: the mint's supply and each
