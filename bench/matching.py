@@ -231,8 +231,8 @@ def check_and_report(args: argparse.Namespace, elapsed: float) -> None:
     started = time.monotonic()
     report = consumer_month_report(consumer=busiest, month=HOUR0.date())
     took = time.monotonic() - started
-    say(f"report: {busiest.name}'s month, {len(report.hours)} hours, score {report.score:.4f} vs annual"
-        f" {report.annual_score:.4f}, in {took * 1000:.0f} ms")  # fmt: skip
+    say(f"report: {busiest.name}'s month, {len(report.hours)} hours, score {report.period.score:.4f} vs annual"
+        f" {report.period.annual_score:.4f}, in {took * 1000:.0f} ms")  # fmt: skip
 
 
 def main() -> None:
