@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 
 from certificates.apis.payloads import bundle_payload, issuance_payload
@@ -18,6 +19,14 @@ FEA_TECHNOLOGY = {"solar_pv": "solar_pv", "wind": "wind_turbine", "hydro": "hydr
 _DIRECT = "direct operational emissions of a non-combustion technology (GHG Protocol scope 1): 0 kgCO2e/MWh"
 FEA_DIRECT_EMISSIONS = {"solar_pv": _DIRECT, "wind": _DIRECT, "hydro": _DIRECT, "geothermal": _DIRECT}
 LIVE = ("active", "claimed", "withdrawn", "expired")
+# What an app above adds to a bundle's public verification (matching: the consumer's hour a claim was matched to),
+# registered at start-up so that this app imports none of them.
+_verify_details: list[Callable[[CertificateBundle], dict]] = []
+
+
+def register_verify_detail(detail: Callable[[CertificateBundle], dict]) -> None:
+    if detail not in _verify_details:
+        _verify_details.append(detail)
 
 
 def device_list(*, owner) -> list[ProductionDevice]:
@@ -72,6 +81,8 @@ def certificate_verify(*, lookup_id: uuid.UUID) -> dict | None:
     if bundle is not None:
         body["bundle"] = bundle_payload(bundle)
         body["lineage"] = _lineage(bundle)
+        for detail in _verify_details:
+            body.update(detail(bundle))
     return body
 
 

@@ -10,6 +10,7 @@ TAGS = (
     ("/api/auth/", "auth"),
     ("/api/meters", "producers: meters and readings"),
     ("/api/certificates/", "certificates"),
+    ("/api/matching/", "consumers: 24/7 matching"),
     ("/api/admin/", "operator"),
 )
 # The order /api/docs/ lists them in: devices first, then producers, certificates, operators.
@@ -21,6 +22,7 @@ TAG_ORDER = [
     {"name": "auth", "description": "A user's API token for the calls below (Authorization: Bearer)."},
     {"name": "producers: meters and readings", "description": "A producer's meters, readings and totals."},
     {"name": "certificates", "description": "Hourly energy attribute certificates: devices, bundles, verification."},
+    {"name": "consumers: 24/7 matching", "description": "A consumer's demand matched hour by hour: the 24/7 report."},
     {"name": "operator", "description": "Operators (staff users): minting, holds, certificate decisions."},
     {"name": "operator: API keys", "description": "Operators issue and revoke API keys."},
     {"name": "operator: dead letters", "description": "Messages a door could not store, to replay or discard."},

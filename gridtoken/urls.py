@@ -23,6 +23,7 @@ urlpatterns = [
     path("", include("realtime.urls")),
     path("", include("protocols.urls")),
     path("", include("certificates.urls")),
+    path("", include("matching.urls")),
     # Last: any other /api/ path is a JSON 404 even with DEBUG=true (Django's debug 404 page is HTML).
     re_path(r"^api/", csrf_exempt(json_not_found)),
 ]

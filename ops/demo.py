@@ -163,9 +163,12 @@ class Account:
 
 
 def demo_accounts(producers: int) -> list[Account]:
-    """The demo operator and producers, created or reset with fresh passwords (shown once per run)."""
+    """The demo operator and producers, the solar farm and the consumer of hourly matching
+    (``ops.demo_matching``), created or reset with fresh passwords (shown once per run)."""
     accounts = [Account("operator", "demo-operator", secrets.token_urlsafe(9))]
     accounts += [Account("producer", f"demo-producer-{i}", secrets.token_urlsafe(9)) for i in range(1, producers + 1)]
+    accounts += [Account("farm", "demo-solar-farm", secrets.token_urlsafe(9))]
+    accounts += [Account("consumer", "demo-consumer-1", secrets.token_urlsafe(9))]
     for account in accounts:
         user = User.objects.filter(username=account.username).first() or User(username=account.username)
         user.is_staff = user.is_superuser = account.role == "operator"

@@ -19,11 +19,13 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
 from gridtoken.events import rfc3339
 from gridtoken.exceptions import error_body
+from matching.report import consumer_list
 from meters.ratelimit import LoginRateLimitMixin
 from meters.validation import KWH_QUANTUM
 from realtime import charts, selectors
@@ -213,6 +215,16 @@ def dashboard(request):
         "energy_url": reverse("realtime:energy") if own_panels else None,
         "fleet_url": reverse("realtime:fleet") if operator else None,
         "toggle_url": "/api/admin/tokenization/toggle-auto-mint",
+        "matching_consumers": [
+            {
+                "id": str(consumer.id),
+                "name": consumer.name,
+                "report_url": reverse("matching-report", args=[consumer.id]),
+                "csv_url": reverse("matching-report-csv", args=[consumer.id]),
+                "page_url": reverse("matching-report-page", args=[consumer.id]),
+            }
+            for consumer in consumer_list(user=user)
+        ],
     }
     context = {
         "page_config": page_config,
@@ -228,6 +240,7 @@ def dashboard(request):
         "windows": window_rows(selectors.window_table(user=user)),
         "window_minutes": settings.TOKENIZATION.window_secs // 60,
         "window_basis": settings.TOKENIZATION.mint_basis == "window",
+        "this_month": timezone.now().strftime("%Y-%m"),
         "review": review_links(selectors.review_counts(user=user), operator=user.is_staff),
     }
     return render(request, "realtime/dashboard.html", context)

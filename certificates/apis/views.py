@@ -299,6 +299,12 @@ VERIFICATION = inline_serializer(
         ),
         "bundle": BUNDLE.__class__(required=False),
         "lineage": serializers.ListField(child=serializers.UUIDField(), required=False),
+        "match": serializers.DictField(
+            required=False,
+            allow_null=True,
+            help_text="a bundle claimed by hourly matching: the consumer (beneficiary), the hour and grid zone, "
+            "bilateral or pool, and the Wh; null for any other bundle",
+        ),
     },
 )
 

@@ -24,9 +24,9 @@ __all__ = ["processes"]  # a fixture, used by name
 DEADLINE_SECS = 180
 
 
-def walkthrough() -> str:
-    """The one bash block of the walkthrough section."""
-    section = (ROOT / "docs/CERTIFICATES.md").read_text().split("## Walkthrough", 1)[1].split("\n## ", 1)[0]
+def walkthrough(document: str = "docs/CERTIFICATES.md") -> str:
+    """The one bash block of the document's walkthrough section."""
+    section = (ROOT / document).read_text().split("## Walkthrough", 1)[1].split("\n## ", 1)[0]
     [block] = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
     return block
 

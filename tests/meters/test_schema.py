@@ -73,7 +73,9 @@ def test_every_operation_documents_its_success_body_and_its_request_body():
         if not successes:
             missing.append(f"{method} {path}: no success response")
         missing += [
-            f"{method} {path}: {code} has no body schema" for code, r in successes.items() if not json_schema(r)
+            f"{method} {path}: {code} has no body schema"
+            for code, r in successes.items()
+            if not json_schema(r) and not r.get("content", {}).get("text/csv", {}).get("schema")  # a CSV download
         ]
         if method in ("post", "put", "patch") and (path, method) not in NO_REQUEST_BODY:
             if not json_schema(operation.get("requestBody", {})):

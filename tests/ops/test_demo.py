@@ -172,6 +172,24 @@ def try_it_from_outside(web: int, password: str, shell: dict) -> None:
     assert re.search(r"MY-METER-1 .*chain 3\.750* tokens .*database 3\.750* .*: match", shown[1]), shown[1]
 
 
+def matched_day(web: int, password: str) -> None:
+    """The demo's day of hourly matching (docs/MATCHING.md's walkthrough runs on it) is matched by the beat:
+    its farm's readings minted, its certificates issued, its hours matched, while the rest of the test ran."""
+    api = f"http://127.0.0.1:{web}"
+    token = httpx.post(f"{api}/api/auth/token", json={"username": "demo-consumer-1", "password": password}).json()
+    headers = {"Authorization": f"Bearer {token['token']}"}
+    deadline = time.monotonic() + 120
+    while True:
+        [consumer] = httpx.get(f"{api}/api/matching/consumers", headers=headers, timeout=10).json()["consumers"]
+        if consumer["matched_through"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    month = consumer["match_from"][:7]
+    report = httpx.get(f"{api}/api/matching/consumers/{consumer['id']}/report?month={month}", headers=headers,
+                       timeout=30).json()  # fmt: skip
+    assert report["hours"] and report["matched_wh"] > 0, report
+
+
 def own_balance_until(command: str, tokens: str, marker: str) -> str:
     """The README's balance command, run until it shows ``tokens`` (a regular expression) on chain (minting
     takes about a second)."""
@@ -212,6 +230,9 @@ def test_the_demo_mints_simulated_readings_and_ctrl_c_stops_everything(tmp_path,
         assert balance.returncode in (0, 1) and balance.stdout.startswith("Mint "), balance.stderr[-2000:]
         password = next(m[1] for line in demo.lines if (m := re.match(r"  producer +demo-producer-1 +(\S+)", line)))
         try_it_from_outside(web, password, {**shell, "SOLANA_RPC_URL": f"http://127.0.0.1:{rpc}"})
+        assert any(line.startswith("Hourly matching: Demo Bakery GmbH (demo-consumer-1)") for line in demo.lines)
+        consumer = next(m[1] for line in demo.lines if (m := re.match(r"  consumer +demo-consumer-1 +(\S+)", line)))
+        matched_day(web, consumer)
     finally:
         demo.process.send_signal(signal.SIGINT)
         code = demo.finish()

@@ -16,6 +16,8 @@
    real time, its energy from a compressed sun that skips nights (the demo's server runs with
    TOKENIZATION_DUPLICATE_WINDOW_SECS=0 to take readings seconds apart). Passwords reach the simulators through
    their environment (``SIMULATOR_PASSWORD``), never their command line, which ``ps`` shows to everyone.
+   Then a day of hourly matching (``ops.demo_matching``): a solar farm's readings and a consumer's, through the
+   REST batch door, a PPA and a pool; the beat mints, issues and matches them (docs/MATCHING.md, Walkthrough).
 6. Print the dashboard URL and a live progress line computed from the database.
 Ctrl-C or SIGTERM (or --duration) stops the simulators, waits up to DRAIN_SECS for the readings in flight to be
 minted, compares the chain with the database (``manage.py token_balance``: the mint's supply and each
@@ -46,7 +48,7 @@ from meters.management.commands.simulate_meters import PASSWORD_ENV
 from meters.models import User
 from meters.selectors import fleet_totals
 from minting.chain.configured import recorded_mint
-from ops import demo
+from ops import demo, demo_matching
 from ops.metrics import pipeline_snapshot
 from ops.processes import ChildFailed, Supervisor, stop_group
 
@@ -209,6 +211,8 @@ class Command(BaseCommand):
             "PYTHONUNBUFFERED": "1",
             # Live meters report every few seconds; a real meter's next reading comes 15 minutes later.
             "TOKENIZATION_DUPLICATE_WINDOW_SECS": "0",
+            # The matching walkthrough's day is settled from the start: match it within seconds, not a minute.
+            "MATCHING_POLLING_SECS": "5",
         }
         ledger = None if options["no_ledger"] else str(var_dir / "ledger.bin")
         argv = demo.commands(
@@ -236,7 +240,9 @@ class Command(BaseCommand):
             start("ingester")
         accounts = demo.demo_accounts(options["producers"])
         producers = [account for account in accounts if account.role == "producer"]
-        for account in producers:  # the simulator would assign one too, but the wallets are printed below
+        # Wallets for the producers (the simulator would assign one too, but they are printed below), the farm
+        # and the consumer (their meters need one).
+        for account in [*producers, *(a for a in accounts if a.role in ("farm", "consumer"))]:
             User.objects.filter(username=account.username, wallet_address__isnull=True).update(
                 wallet_address=str(Keypair().pubkey())
             )
@@ -258,9 +264,10 @@ class Command(BaseCommand):
             )  # fmt: skip
             self.stdout.write(f"Started simulator-{index + 1} (pid {child.pid})")
         self.running = True
+        self.seed_matching(web_url, run)
         self.stdout.write("\nAccounts (passwords are new on every run):")
         for account in accounts:
-            wallet = f"  wallet {wallets[account.username]}" if account.role == "producer" else ""
+            wallet = f"  wallet {wallets[account.username]}" if account.role in ("producer", "farm") else ""
             self.stdout.write(f"  {account.role:<9} {account.username:<18} {account.password}{wallet}")
         rpc = "" if rpc_url == settings.CHAIN.rpc_url else f"SOLANA_RPC_URL={rpc_url} "
         self.stdout.write(
@@ -274,6 +281,20 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"\nFront door: {web_url}/ (API docs {web_url}/api/docs/, admin {web_url}/admin/)")
         self.stdout.write(f"Dashboard: {web_url}/dashboard/\n")
+
+    def seed_matching(self, web_url: str, run: str) -> None:
+        """The matching walkthrough's day (docs/MATCHING.md): a farm's PPA and pool, a consumer's demand."""
+        farm, consumer = (User.objects.get(username=name) for name in ("demo-solar-farm", "demo-consumer-1"))
+        try:
+            seeded = demo_matching.matching_seed(web_url=web_url, farm=farm, consumer=consumer, run=run,
+                                                 now=timezone.now())  # fmt: skip
+        except Exception as exc:  # the rest of the demo runs on; say what is missing and why
+            self.stderr.write(f"Hourly matching is not set up in this run: {exc}")
+            return
+        self.stdout.write(
+            f"Hourly matching: {seeded.consumer.name} (demo-consumer-1) and the demo-solar-farm's PPA, a day of "
+            f"{seeded.readings} readings; matched within a minute (docs/MATCHING.md, Walkthrough)"
+        )
 
     # 6. ---------------------------------------------------------------------------------------------
     def watch(self, supervisor: Supervisor, options) -> None:

@@ -217,6 +217,41 @@
     );
   }
 
+  // 24/7 matching: a consumer's month from its report (the same JSON the API answers), hour by hour.
+  function percent(ratio) {
+    return ratio === null ? "—" : (Number(ratio) * 100).toFixed(1) + " %";
+  }
+
+  async function loadMatching() {
+    const select = document.getElementById("matching-consumer");
+    if (!select || typeof uPlot === "undefined") return;
+    const consumer = config.matching_consumers.find((c) => c.id === select.value);
+    const month = document.getElementById("matching-month").value;
+    const query = month ? "?month=" + encodeURIComponent(month) : "";
+    document.getElementById("matching-page").href = consumer.page_url + query;
+    document.getElementById("matching-csv").href = consumer.csv_url + query;
+    let body;
+    try {
+      body = await fetchJson(consumer.report_url + query);
+    } catch (error) {
+      console.warn("matching report refresh failed", error);
+      return;
+    }
+    const score = document.getElementById("matching-score");
+    score.textContent = percent(body.score);
+    score.title = body.covered_wh + " / " + body.demand_wh + " Wh = " + body.score;
+    document.getElementById("matching-annual").textContent = percent(body.annual.score);
+    document.getElementById("matching-wh").textContent = body.matched_wh + " of " + body.demand_wh + " Wh";
+    document.getElementById("matching-unmatched").textContent = body.unmatched_hours + " of " + body.hours.length;
+    draw("matching", "chart-matching", "24/7 matching", "Wh", {
+      stepSeconds: 3600, x: body.hours.map((h) => seconds(h.hour)), source: body,
+      exact: [body.hours.map((h) => h.demand_wh), body.hours.map((h) => String(h.matched_wh))],
+      // Stepped: each value holds for its whole hour.
+      specs: [seriesSpec("Demand", "#b54708", "solid", "Wh"), seriesSpec("Matched", "#067647", "dashed", "Wh")]
+        .map((spec) => Object.assign(spec, { paths: uPlot.paths.stepped({ align: 1 }) })),
+    });
+  }
+
   async function load(kind) {
     const url = kind === "energy" ? config.energy_url : config.fleet_url;
     if (!url || typeof uPlot === "undefined") return;
@@ -240,6 +275,7 @@
       lastRefresh = Date.now();
       load("energy");
       load("fleet");
+      loadMatching();
     }, wait);
   }
 
@@ -263,9 +299,14 @@
     });
     const select = document.getElementById("energy-meter");
     if (select) select.addEventListener("change", () => lastEnergy && showEnergy(lastEnergy));
+    ["matching-consumer", "matching-month"].forEach((id) => {
+      const control = document.getElementById(id);
+      if (control) control.addEventListener("change", loadMatching);
+    });
     window.addEventListener("resize", fit);
     load("energy");
     load("fleet");
+    loadMatching();
     if (config.fleet_url) setInterval(() => load("fleet"), FLEET_EVERY_MS);
   }
 
