@@ -21,6 +21,7 @@ from minting.models import MintBatch
 from minting.services.batching import batches_send, chain_client
 from minting.services.chain_view import STATUS_CHUNK, as_signed, read_outcomes
 from minting.services.control import decisions_blocked_record
+from minting.services.costs import batch_costs_backfill
 from minting.services.settlement import SettleResult, batches_settle
 
 logger = logging.getLogger("minting.reconciliation")
@@ -70,6 +71,7 @@ def batches_reconcile(
             # Resending is harmless either way: the same bytes, the same signature.
             batches_send(client, [(batch, as_signed(batch)) for batch in undecided])
             result.resent += len(undecided)
+        batch_costs_backfill(client)
     except ChainError as exc:
         result.error = str(exc)
         logger.warning("reconciliation could not reach the chain; next run retries", extra={"error": str(exc)})
