@@ -39,6 +39,8 @@ PAUSE_REASONS = (
     "signer_locked",
     "signer_key_missing",
     "signer_refused",
+    "priority_fee_cap",
+    "priority_fee_hourly_cap",
 )
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
