@@ -72,9 +72,7 @@ def main() -> None:
     process, url = start_localnet(20)
     try:
         client, wallets = set_up(url, args.wallets, 8, False)
-        payer = str(client.payer)
-        fees = FeeConfig(mode="market", percentile=75, cache_ms=200)
-        client.fee_market = FeeMarket(fees, client.rpc.call, [str(client.mint), payer])
+        client.fee_market = FeeMarket(FeeConfig(mode="market", percentile=75, cache_ms=200), client.rpc.call)
         rent = client.rpc.call("getMinimumBalanceForRentExemption", [165]) * args.wallets
         requests = readings(args.readings, wallets, seed=7)
         kwh = sum(Decimal(r.amount) / 10**9 for r in requests)

@@ -42,8 +42,7 @@ from meters.archive.services import archive_failing
 from meters.models import LATENCY_BUCKETS, READING_FLAGS, DeadLetter, FlagDelta, FlagHourRollup, MeterReading
 from meters.selectors import fleet_totals
 from minting.models import BATCH_DURATION_BUCKETS, MintBatch
-from minting.selectors import PAUSE_REASONS, batch_totals, chain_state, control_peek
-from minting.services.costs import chain_costs_by_day
+from minting.selectors import PAUSE_REASONS, batch_totals, chain_costs_by_day, chain_state, control_peek
 from minting.services.policy import rollout_bucket_sql
 from ops.health import check_rpc
 from protocols import status as mqtt_status

@@ -110,7 +110,7 @@ class ChainClient:
         self.rpc = Rpc(rpc_url, timeout=timeout, max_connections=concurrent_batches + 4)
         # Without a fee configuration (set-up commands, the certificates' client): the fixed price given.
         fees = fees or FeeConfig(mode="fixed", floor_microlamports=priority_fee_microlamports)
-        self.fee_market = FeeMarket(fees, self.rpc.call, [str(self.mint), str(self.payer)])
+        self.fee_market = FeeMarket(fees, self.rpc.call)
         self._known_accounts: set[Pubkey] = set()
         self._accounts_epoch: int | None = None
         # The highest slot any answer showed: later reads must come from nodes at least that far (a lagging
@@ -162,7 +162,9 @@ class ChainClient:
             units.append(self._unit(wallet, create, grouped))
         lookup = self.lookup_tables.table_for(units) if self.lookup_tables is not None else None
         recent = recent_blockhash or self.latest_blockhash()
-        price = self.fee_market.price()  # one read per build at most (cached briefly), before anything is signed
+        # One read per build at most (kept briefly), before anything is signed: the accounts every transaction
+        # write-locks (token accounts are written by our mints alone).
+        price = self.fee_market.price([str(self.mint), str(self.payer)])
         budget = (0, price)
         drafts = pack(units, payer=self.payer, fixed=lambda i: self._fixed(memo, i, budget), lookup=lookup)
         limits = [self._limit(draft, memo, i) for i, draft in enumerate(drafts)]

@@ -72,30 +72,28 @@ def percentile(values: Sequence[int], rank: int) -> int:
 
 
 class FeeMarket:
-    """The compute-unit price to sign at now, per ``config`` (see the module docstring).
+    """The compute-unit price to sign at now, per ``config`` (see the module docstring); ``call`` is the client's
+    JSON-RPC call."""
 
-    ``call`` is the client's JSON-RPC call; ``accounts`` the write-locked accounts asked about."""
-
-    def __init__(self, config: FeeConfig, call: Callable, accounts: Sequence[str], *, clock=time.monotonic) -> None:
+    def __init__(self, config: FeeConfig, call: Callable, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.call = call
-        self.accounts = list(accounts)
         self.clock = clock
-        self._cached: tuple[float, int] | None = None  # (read at, market price)
-        self.last_market_price: int | None = None  # the last percentile read (for /metrics and logs)
+        self._cached: tuple[float, tuple[str, ...], int] | None = None  # (read at, accounts, market price)
 
-    def price(self) -> int:
+    def price(self, accounts: Sequence[str]) -> int:
+        """The price for a transaction write-locking ``accounts`` (at most 128)."""
         config = self.config
         if config.mode == "fixed":
             return config.floor_microlamports
-        now = self.clock()
-        if self._cached is None or now - self._cached[0] >= config.cache_ms / 1000:
-            self._cached = (now, self._read())
-        self.last_market_price = self._cached[1]
-        return max(config.floor_microlamports, self._cached[1])
+        now, key = self.clock(), tuple(accounts)
+        cached = self._cached
+        if cached is None or cached[1] != key or now - cached[0] >= config.cache_ms / 1000:
+            cached = self._cached = (now, key, self._read(list(key)))
+        return max(config.floor_microlamports, cached[2])
 
-    def _read(self) -> int:
-        answer = self.call("getRecentPrioritizationFees", [self.accounts])
+    def _read(self, accounts: list[str]) -> int:
+        answer = self.call("getRecentPrioritizationFees", [accounts])
         try:
             fees = [int(entry["prioritizationFee"]) for entry in answer]
         except (TypeError, KeyError, ValueError) as exc:

@@ -11,14 +11,13 @@
   meta; each batch's row is written once (``fee_lamports IS NULL``) and its day's ``ChainCostDay`` row added
   to in the same transaction. A node without the transaction yet leaves it for reconciliation
   (``batch_costs_backfill``, the partial index ``batch_costs_unread_idx``).
-- **Report** (``chain_costs_by_day``): the last N days' rollup rows: lamports per kWh and per reading.
+- **Report**: ``minting.selectors.chain_costs_by_day`` reads the rollup (lamports per kWh and per reading).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import UTC, date, timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -30,7 +29,7 @@ from solders.transaction import VersionedTransaction
 from minting.chain import ChainClient, ChainError, SignedMint
 from minting.chain.errors import PriorityFeeCapped
 from minting.chain.fees import landed_cost
-from minting.models import ChainCostDay, MintBatch
+from minting.models import MintBatch
 
 logger = logging.getLogger("minting.costs")
 
@@ -135,36 +134,3 @@ def batch_costs_backfill(client: ChainClient, *, limit: int = BACKFILL_LIMIT) ->
         ).order_by("settled_at")[:limit]
     )
     return batch_costs_record(client, batches)
-
-
-@dataclass(frozen=True)
-class DayCost:
-    day: date
-    batches: int
-    readings: int
-    kwh: Decimal
-    fee_lamports: int
-    priority_fee_lamports: int
-    rent_lamports: int
-
-    @property
-    def lamports(self) -> int:
-        return self.fee_lamports + self.rent_lamports
-
-    @property
-    def lamports_per_kwh(self) -> Decimal | None:
-        return (Decimal(self.lamports) / self.kwh).quantize(Decimal("0.01")) if self.kwh else None
-
-    @property
-    def lamports_per_reading(self) -> Decimal | None:
-        return (Decimal(self.lamports) / self.readings).quantize(Decimal("0.01")) if self.readings else None
-
-
-def chain_costs_by_day(*, days: int) -> list[DayCost]:
-    """The last ``days`` UTC days (today included) that have costs, newest first: one primary-key range."""
-    since = timezone.now().astimezone(UTC).date() - timedelta(days=days - 1)
-    rows = ChainCostDay.objects.filter(day__gte=since).order_by("-day")
-    return [
-        DayCost(r.day, r.batches, r.readings, r.kwh, r.fee_lamports, r.priority_fee_lamports, r.rent_lamports)
-        for r in rows
-    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from minting.services.costs import chain_costs_by_day
+from minting.selectors import chain_costs_by_day
 
 LAMPORTS_PER_SOL = 10**9
 
