@@ -52,10 +52,11 @@ class MintBatch(models.Model):
     # budget and the priority fee that budget commits to (the hourly ceiling sums these). From the landed
     # transaction's meta (confirmed or failed; null until read): the fee charged (signatures + priority), the
     # rent of the accounts it created, the compute units it used.
-    kwh = models.DecimalField(max_digits=30, decimal_places=9, default=0)
-    compute_unit_limit = models.PositiveIntegerField(default=0)
-    compute_unit_price = models.BigIntegerField(default=0)  # micro-lamports per compute unit
-    priority_fee_lamports = models.BigIntegerField(default=0)
+    # (Database defaults too: processes of the previous release insert batches without these columns.)
+    kwh = models.DecimalField(max_digits=30, decimal_places=9, default=0, db_default=0)
+    compute_unit_limit = models.PositiveIntegerField(default=0, db_default=0)
+    compute_unit_price = models.BigIntegerField(default=0, db_default=0)  # micro-lamports per compute unit
+    priority_fee_lamports = models.BigIntegerField(default=0, db_default=0)
     fee_lamports = models.BigIntegerField(null=True, blank=True)
     rent_lamports = models.BigIntegerField(null=True, blank=True)
     compute_units_consumed = models.PositiveIntegerField(null=True, blank=True)

@@ -35,6 +35,7 @@ logger = logging.getLogger("minting.costs")
 
 HOURLY_LOCK = 0x6772_6964_6665_6531  # pg_advisory_xact_lock key of the hourly priority-fee check
 BACKFILL_LIMIT = 256
+BACKFILL_WINDOW = timedelta(days=1)
 
 
 def priority_budget_check(signed: list[SignedMint]) -> None:
@@ -127,10 +128,14 @@ def _record(batch_id, cost) -> int:
 
 
 def batch_costs_backfill(client: ChainClient, *, limit: int = BACKFILL_LIMIT) -> int:
-    """Record the costs of landed batches not read yet (oldest first, through ``batch_costs_unread_idx``)."""
+    """Record the costs of batches that landed in the last BACKFILL_WINDOW and were not read yet (oldest first,
+    through ``batch_costs_unread_idx``). Older ones are left: batches from before costs were recorded, and any
+    whose transaction no node could show within a day (a provider keeps that much history at least)."""
     batches = list(
         MintBatch.objects.filter(
-            status__in=[MintBatch.Status.CONFIRMED, MintBatch.Status.FAILED], fee_lamports__isnull=True
+            status__in=[MintBatch.Status.CONFIRMED, MintBatch.Status.FAILED],
+            fee_lamports__isnull=True,
+            settled_at__gte=timezone.now() - BACKFILL_WINDOW,
         ).order_by("settled_at")[:limit]
     )
     return batch_costs_record(client, batches)
