@@ -127,15 +127,21 @@ def _record(batch_id, cost) -> int:
     return 1
 
 
-def batch_costs_backfill(client: ChainClient, *, limit: int = BACKFILL_LIMIT) -> int:
-    """Record the costs of batches that landed in the last BACKFILL_WINDOW and were not read yet (oldest first,
-    through ``batch_costs_unread_idx``). Older ones are left: batches from before costs were recorded, and any
-    whose transaction no node could show within a day (a provider keeps that much history at least)."""
-    batches = list(
-        MintBatch.objects.filter(
-            status__in=[MintBatch.Status.CONFIRMED, MintBatch.Status.FAILED],
-            fee_lamports__isnull=True,
-            settled_at__gte=timezone.now() - BACKFILL_WINDOW,
-        ).order_by("settled_at")[:limit]
+def _unread():
+    """Batches that landed in the last BACKFILL_WINDOW without their costs read (``batch_costs_unread_idx``).
+    Older ones are left: batches from before costs were recorded, and any whose transaction no node could show
+    within a day (a provider keeps that much history at least)."""
+    return MintBatch.objects.filter(
+        status__in=[MintBatch.Status.CONFIRMED, MintBatch.Status.FAILED],
+        fee_lamports__isnull=True,
+        settled_at__gte=timezone.now() - BACKFILL_WINDOW,
     )
-    return batch_costs_record(client, batches)
+
+
+def costs_unread() -> bool:
+    return _unread().exists()
+
+
+def batch_costs_backfill(client: ChainClient, *, limit: int = BACKFILL_LIMIT) -> int:
+    """Record the costs of the unread batches (oldest first)."""
+    return batch_costs_record(client, list(_unread().order_by("settled_at")[:limit]))

@@ -11,12 +11,14 @@ import dataclasses
 
 import pytest
 from django.core.management import call_command
+from django.db.models import F
 from prometheus_client import generate_latest
 
 from meters.models import MeterReading
 from minting.chain.fees import LAMPORTS_PER_SIGNATURE, priority_fee
 from minting.models import ChainCostDay, MintBatch, MintingControl
 from minting.services.automatic import readings_mint_due
+from minting.services.batching import chain_client
 from minting.services.reconciliation import batches_reconcile
 from ops.metrics import REGISTRY
 from tests.minting.pipeline_harness import (
@@ -77,8 +79,11 @@ def assert_costs_recorded(readings) -> None:
     assert day.rent_lamports == sum(b.rent_lamports for b in confirmed) > 0  # the wallets' new token accounts
 
 
-def test_the_pipeline_raises_its_price_through_a_congestion_spell_and_mints_once(market):
-    market.localnet.set_faults({"congestion": {"min_microlamports": SPELL_PRICE, "seconds": 600}})
+def test_the_pipeline_raises_its_price_through_a_congestion_spell_and_mints_once(market, settings):
+    set_fees(settings, cache_ms=8_000)  # (longer than the first build's lookup table set-up on a loaded machine)
+    client = chain_client()
+    client.fee_market.price([str(client.mint), str(client.payer)])  # a quiet market, kept 8 s: the first
+    market.localnet.set_faults({"congestion": {"min_microlamports": SPELL_PRICE, "seconds": 600}})  # builds underpay
     readings = make_readings([make_meter() for _ in range(4)], 20)
 
     mint_until_done(readings)
@@ -86,9 +91,20 @@ def test_the_pipeline_raises_its_price_through_a_congestion_spell_and_mints_once
     assert_minted_exactly_once(market.client(), readings)
     assert set(MeterReading.objects.filter(id__in=[r.id for r in readings]).values_list("attempts", flat=True)) == {0}
     assert_costs_recorded(readings)
-    # The first transactions, priced before the market showed the spell, never landed: expired, re-signed higher.
+    # The first transactions, priced from the quiet market, never landed: expired, re-signed at the spell's price.
     expired = MintBatch.objects.filter(status=MintBatch.Status.EXPIRED)
     assert expired.exists() and all(b.compute_unit_price < SPELL_PRICE for b in expired)
+
+    # A batch whose costs the worker could not read (the node did not have it yet): reconciliation reads them.
+    batch = MintBatch.objects.filter(status=MintBatch.Status.CONFIRMED).first()
+    MintBatch.objects.filter(id=batch.id).update(fee_lamports=None, rent_lamports=None, compute_units_consumed=None)
+    ChainCostDay.objects.update(
+        batches=F("batches") - 1, readings=F("readings") - batch.reading_count, kwh=F("kwh") - batch.kwh,
+        fee_lamports=F("fee_lamports") - batch.fee_lamports, rent_lamports=F("rent_lamports") - batch.rent_lamports,
+        priority_fee_lamports=F("priority_fee_lamports") - batch.priority_fee_lamports,
+    )  # fmt: skip
+    batches_reconcile(min_age_secs=0)
+    assert_costs_recorded(readings)
 
 
 def test_a_ceiling_below_the_spell_waits_as_a_platform_fault_then_mints_when_the_spell_ends(market, settings, capsys):
