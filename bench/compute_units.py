@@ -8,7 +8,8 @@ account, the same for an existing one, a MintToChecked, a memo of ``--memo-bytes
 the two ComputeBudget instructions, for ``--wallets`` new wallets each (an account's cost depends on its
 address's bump seed). Prints the units of each (a transaction's units minus those of the same
 transaction without the instruction) next to the estimate ``minting/chain/fees.py`` budgets for it, so a
-program upgrade that costs more shows here first. Figures, never pass/fail (docs/CHAIN.md, "Compute units").
+program upgrade that costs more shows here first. Figures, never pass/fail (docs/BENCHMARKS.md, "Fees and
+compute units").
 """
 
 from __future__ import annotations

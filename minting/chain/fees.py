@@ -1,7 +1,7 @@
 """What a mint transaction asks of the chain: its compute-unit limit and price, and the priority fee they make.
 
 **Limit.** Each instruction kind's compute units, measured with simulateTransaction on the local chain's real
-programs (``bench/compute_units.py``, docs/CHAIN.md "Compute units"): the larger of SPL Token and Token-2022,
+programs (``bench/compute_units.py``, docs/CHAIN.md "Fees"): the larger of SPL Token and Token-2022,
 rounded up. A transaction asks for the sum of what it holds plus ``margin_percent``, never the 1.4 M maximum:
 the priority fee is the price times the *requested* limit, so asking for what it needs is what it pays for.
 
@@ -27,11 +27,11 @@ from minting.chain.errors import PriorityFeeCapped, RpcBadResponse
 
 LAMPORTS_PER_SIGNATURE = 5000
 MICRO_LAMPORTS_PER_LAMPORT = 1_000_000
-# Measured (bench/compute_units.py, docs/CHAIN.md "Compute units"), SPL Token / Token-2022: create-ATA-idempotent
-# of a new account 20,498 / 21,798 units at bump 255 (of an existing one 4,437 / 4,456), and 1,500 more for every
-# bump the program's address search misses first; MintToChecked 4,499 / 5,064; a memo 1,957 + 348 per byte
-# (15,865 at 40 bytes, 29,772 at 80); the two budget instructions 300. Rounded up; the margin is added per
-# transaction.
+# Measured (bench/compute_units.py; docs/BENCHMARKS.md "Fees and compute units"), SPL Token / Token-2022:
+# create-ATA-idempotent of a new account 20,498 / 21,798 units at bump 255 (of an existing one 4,437 / 4,456),
+# and 1,500 more for every bump the program's address search misses first; MintToChecked 4,499 / 5,064; a memo
+# 1,957 + 348 per byte (15,865 at 40 bytes, 29,772 at 80); the two budget instructions 300. Rounded up; the
+# margin is added per transaction.
 COMPUTE_CREATE_ACCOUNT = 22_000
 COMPUTE_PER_BUMP_MISS = 1_500
 COMPUTE_MINT = 5_100
