@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import environ
 
 from config.environment import ConfigError, Env
+from config.fees import FeeConfig
 from config.retention import RetentionConfig
 from config.signer import SignerConfig
 
@@ -188,6 +189,7 @@ class ChainConfig:
     concurrent_batches: int
     rpc_timeout_secs: int
     signer: SignerConfig  # which key signs: SOLANA_KEYPAIR_PATH's file or an HSM's (config/signer.py)
+    fees: FeeConfig = field(default_factory=FeeConfig)  # the compute-unit price, its ceilings (config/fees.py)
 
     @classmethod
     def from_env(cls, env: Env, *, debug: bool) -> ChainConfig:
@@ -207,6 +209,7 @@ class ChainConfig:
             concurrent_batches=env.int("BLOCKCHAIN_CONCURRENT_BATCHES", 8, min=1, max=64),
             rpc_timeout_secs=env.int("SOLANA_RPC_TIMEOUT_SECS", 10, min=1, max=300),
             signer=signer,
+            fees=FeeConfig.from_env(env),
         )
 
 

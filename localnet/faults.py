@@ -12,6 +12,7 @@ import copy
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,12 +30,14 @@ LAGGABLE_METHODS = frozenset(
         "isBlockhashValid", "getFeeForMessage", "getMinimumBalanceForRentExemption", "getBalance",
         "getAccountInfo", "getMultipleAccounts", "getTokenAccountBalance", "getTokenSupply",
         "getTokenAccountsByOwner", "simulateTransaction", "getSignatureStatuses", "getTransaction",
-        "minimumLedgerSlot", "getFirstAvailableBlock",
+        "minimumLedgerSlot", "getFirstAvailableBlock", "getRecentPrioritizationFees",
     }
 )  # fmt: skip
 UNLAGGED_METHODS = frozenset({"sendTransaction", "requestAirdrop", "getHealth", "getVersion"})
 RPC_METHODS = LAGGABLE_METHODS | UNLAGGED_METHODS
 MAX_LAG_SLOTS = SLOT_HASHES_MAX - 1  # a lagged getLatestBlockhash needs that slot's hash
+RECENT_FEE_SLOTS = 150  # slots getRecentPrioritizationFees answers for (a validator's prioritization fee cache)
+MAX_MICROLAMPORTS = 10**12
 # Statuses an http spell may answer with, and the JSON-RPC-ish error providers put in the body by default.
 HTTP_FAULT_BODIES: dict[int, tuple[int, str] | None] = {
     200: None,  # needs a body: a 200 with an HTML page or other garbage
@@ -61,6 +64,7 @@ _SECTIONS = {
     "history": {"mode", "slots"},
     "http": {"status", "seconds", "count", "methods", "body"},
     "finality": {"confirmed_after", "finalized_after"},
+    "congestion": {"min_microlamports", "seconds", "count"},
 }
 
 
@@ -162,9 +166,22 @@ def _finality(section: dict) -> dict:
     return {"confirmed_after": confirmed, "finalized_after": finalized}
 
 
+def _congestion(section: dict) -> dict:
+    seconds, count = section.get("seconds"), section.get("count")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0):
+        raise FaultPlanError(f"congestion.seconds must be a positive number or null (got {json.dumps(seconds)})")
+    return {
+        "min_microlamports": _integer(
+            section.get("min_microlamports"), "congestion.min_microlamports", 1, MAX_MICROLAMPORTS
+        ),
+        "seconds": seconds,
+        "count": None if count is None else _integer(count, "congestion.count", 1),
+    }
+
+
 _NORMALISERS: dict[str, Callable[[dict], dict]] = {
     "lag": _lag, "drop_sends": _drop_sends, "fork": _fork, "history": _history, "http": _http,
-    "finality": _finality,
+    "finality": _finality, "congestion": _congestion,
 }  # fmt: skip
 
 
@@ -236,6 +253,10 @@ class Faults:
         # is not put on a fork again. Bounded by the fork counts ever set.
         self._forked: dict[bytes, tuple[int, int]] = {}
         self._forks_visible_until = 0
+        # The congestion spell under way: [price, dropped sends left or None, monotonic end or None, start slot,
+        # start time]; and the spells of the last slots as (first slot, last slot, price) for the fee answers.
+        self._congestion: list | None = None
+        self._spells: deque[tuple[int, int, int]] = deque(maxlen=64)
 
     def handlers(self) -> dict:
         return {"localnet_setFaults": self.rpc_set_faults, "localnet_getFaults": self.rpc_get_faults}
@@ -263,6 +284,11 @@ class Faults:
             self._http_reply = http_reply_for(spell) if spell else None
             self._http_left = spell["count"] if spell else None
             self._http_until = time.monotonic() + spell["seconds"] if spell and spell["seconds"] else None
+            self._end_congestion(self.chain.slot)
+            congestion, now = normalised.get("congestion"), time.monotonic()
+            if congestion is not None:
+                until = now + congestion["seconds"] if congestion["seconds"] else None
+                self._congestion = [congestion["min_microlamports"], congestion["count"], until, self.chain.slot, now]
         if self.on_change is not None:
             described = json.dumps(normalised, separators=(",", ":"))
             self.on_change(f"localnet faults set: {described}" if normalised else "localnet faults cleared")
@@ -282,6 +308,14 @@ class Faults:
                     described["http"]["remaining"] = self._http_left
                 if self._http_until is not None:
                     described["http"]["seconds_left"] = round(max(0.0, self._http_until - time.monotonic()), 3)
+            if "congestion" in described:
+                self._congestion_price(slot)
+                spell = self._congestion
+                described["congestion"]["active"] = spell is not None
+                if spell is not None and spell[1] is not None:
+                    described["congestion"]["remaining"] = spell[1]
+                if spell is not None and spell[2] is not None:
+                    described["congestion"]["seconds_left"] = round(max(0.0, spell[2] - time.monotonic()), 3)
             on_fork = sum(1 for _, vanish_at in self._forked.values() if slot < vanish_at)
         if on_fork:
             described.setdefault("fork", {})["on_fork"] = on_fork
@@ -328,21 +362,65 @@ class Faults:
         status = self.confirmation(age)[1]
         return status == FINALIZED or (status == CONFIRMED and wanted == CONFIRMED)
 
+    # -- the fee market --------------------------------------------------------------------------------
+
+    def _congestion_price(self, slot: int) -> int:
+        """The compute-unit price a transaction needs to land now (0: none); ends a spell that is over. Under
+        ``self.lock``."""
+        spell = self._congestion
+        if spell is None:
+            return 0
+        price, left, until, start_slot, start_time = spell
+        now = time.monotonic()
+        if until is not None and now >= until:  # the slot it ended at, from the slots' pace since it began
+            elapsed = now - start_time
+            self._end_congestion(start_slot + int((slot - start_slot) * (until - start_time) / elapsed))
+            return 0
+        if left == 0:
+            self._end_congestion(slot)
+            return 0
+        return price
+
+    def _end_congestion(self, slot: int) -> None:
+        if self._congestion is not None:
+            self._spells.append((self._congestion[3], slot, self._congestion[0]))
+            self._congestion = None
+
+    def recent_prioritization_fees(self, at_slot: int) -> list[tuple[int, int]]:
+        """(slot, fee) for the last RECENT_FEE_SLOTS slots up to ``at_slot``, oldest first: the price a
+        transaction needed to land in that slot (the spell's minimum while one lasted, 0 otherwise). Every
+        transaction competes for the same blocks here, so the answer is the same for any accounts."""
+        with self.lock:
+            self._congestion_price(self.chain.slot)
+            spells = list(self._spells)
+            if self._congestion is not None:
+                spells.append((self._congestion[3], self.chain.slot, self._congestion[0]))
+        fees = []
+        for slot in range(max(0, at_slot - RECENT_FEE_SLOTS + 1), at_slot + 1):
+            fees.append((slot, max((price for first, last, price in spells if first <= slot <= last), default=0)))
+        return fees
+
     # -- sends -----------------------------------------------------------------------------------------
 
     def intercepts_sends(self) -> bool:
         """Whether some send may not reach the chain (so preflight must be checked without landing)."""
         with self.lock:
             dropping = self._drops_left > 0 or self.plan.get("drop_sends", {}).get("all", False)
-            return dropping or self._forks_left > 0 or self.chain.slot < self._forks_visible_until
+            congested = self._congestion is not None
+            return dropping or congested or self._forks_left > 0 or self.chain.slot < self._forks_visible_until
 
-    def intercept_send(self, signature: bytes) -> bool:
-        """True if this send never reaches the chain: a resend of one still on a fork (ignored), dropped, or
-        put on a fork now. A resend after its fork vanished goes through: the cluster never executed it."""
+    def intercept_send(self, signature: bytes, price: int = 0) -> bool:
+        """True if this send never reaches the chain: a resend of one still on a fork (ignored), priced below a
+        congestion spell's minimum (the leader never schedules it), dropped, or put on a fork now. A resend
+        after its fork vanished, or after the spell, goes through: the cluster never executed it."""
         slot = self.chain.slot
         with self.lock:
             forked = self._forked.get(signature)
             if forked is not None and slot < forked[1]:
+                return True
+            if price < self._congestion_price(slot):
+                if self._congestion[1] is not None:
+                    self._congestion[1] -= 1
                 return True
             if self.plan.get("drop_sends", {}).get("all", False):
                 return True

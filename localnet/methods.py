@@ -34,6 +34,7 @@ from solders.rpc.responses import (
 from localnet.encoding import check_account_encoding, encode_account
 from localnet.errors import invalid_params
 from localnet.faults import Faults
+from localnet.fees import compute_budget_of
 from localnet.rpc import (
     API_VERSION,
     config_of,
@@ -48,6 +49,7 @@ from localnet.tokens import TOKEN_PROGRAM_NAMES, parse_mint, parse_token_account
 
 FEATURE_SET = 3_294_202_862  # reported by getVersion; clients only display it
 MAX_MULTIPLE_ACCOUNTS = 100
+MAX_PRIORITIZATION_FEE_ACCOUNTS = 128  # what a validator accepts in getRecentPrioritizationFees
 _COMPACT = (",", ":")
 
 
@@ -72,6 +74,7 @@ class ClusterMethods:
             "getLatestBlockhash": self.get_latest_blockhash,
             "isBlockhashValid": self.is_blockhash_valid,
             "getFeeForMessage": self.get_fee_for_message,
+            "getRecentPrioritizationFees": self.get_recent_prioritization_fees,
             "getMinimumBalanceForRentExemption": self.get_minimum_balance_for_rent_exemption,
             "getBalance": self.get_balance,
             "getAccountInfo": self.get_account_info,
@@ -136,7 +139,7 @@ class ClusterMethods:
         return solders_result(IsBlockhashValidResp(valid, RpcResponseContext(view.slot, API_VERSION)))
 
     def get_fee_for_message(self, params: list) -> str:
-        """LiteSVM's fee: 5000 lamports per signature; null when the message's blockhash is not valid."""
+        """5000 lamports per signature plus the priority fee (fees.py); null when the blockhash is not valid."""
         encoded, config = positional(params, 1, 2)
         view = self.faults.view("getFeeForMessage", config)
         try:
@@ -146,7 +149,23 @@ class ClusterMethods:
         fee = None
         if self.chain.is_blockhash_valid(message.recent_blockhash, view.block_height):
             fee = LAMPORTS_PER_SIGNATURE * message.header.num_required_signatures
+            fee += compute_budget_of(message).priority_fee
         return solders_result(GetFeeForMessageResp(fee, RpcResponseContext(view.slot, API_VERSION)))
+
+    def get_recent_prioritization_fees(self, params: list) -> str:
+        """``[{"slot", "prioritizationFee"}]`` for the last 150 slots the answering node has seen (faults.py:
+        the congestion spell's price while one lasted, 0 otherwise)."""
+        (addresses,) = positional(params, 0, 1)
+        if addresses is not None:
+            if not isinstance(addresses, list):
+                raise invalid_params("Invalid params: expected an array of public keys")
+            if len(addresses) > MAX_PRIORITIZATION_FEE_ACCOUNTS:
+                raise invalid_params(f"Too many inputs provided; max {MAX_PRIORITIZATION_FEE_ACCOUNTS}")
+            for address in addresses:
+                pubkey_of(address)
+        view = self.faults.view("getRecentPrioritizationFees")
+        fees = self.faults.recent_prioritization_fees(view.slot)
+        return json.dumps([{"slot": slot, "prioritizationFee": fee} for slot, fee in fees], separators=_COMPACT)
 
     def get_minimum_balance_for_rent_exemption(self, params: list) -> str:
         data_len, config = positional(params, 1, 2)

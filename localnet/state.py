@@ -41,12 +41,13 @@ from localnet.errors import (
     preflight_failure,
     signature_verification_failure,
 )
+from localnet.fees import compute_budget_of
 from localnet.history import SignatureHistory, TransactionArchive, TransactionRecord
 
 MAX_PROCESSING_AGE = 150  # blocks a blockhash stays valid (solana_sdk::clock::MAX_PROCESSING_AGE)
 STATUS_CACHE_SLOTS = 300  # how far back getSignatureStatuses looks without searchTransactionHistory
 SLOT_HASHES_MAX = 512
-LAMPORTS_PER_SIGNATURE = 5000  # LiteSVM's fee; it charges no prioritization fee
+LAMPORTS_PER_SIGNATURE = 5000  # LiteSVM's fee; the prioritization fee is charged by ``_land`` (fees.py)
 FAUCET_LAMPORTS = 10**18
 DEFAULT_ARCHIVE_CAPACITY = 5_000  # full transactions kept for getTransaction; statuses are kept for good
 # Errors a validator raises while sanitising a transaction, before preflight: -32602 "invalid transaction".
@@ -269,9 +270,16 @@ class LocalChain:
     def _land(self, signature, raw, message, keys, pre_balances, err, meta, writable, readonly) -> None:
         get_balance = self.svm.get_balance
         return_data = meta.return_data()
+        priority_fee = compute_budget_of(message).priority_fee
+        if priority_fee:  # LiteSVM took the signatures' fee; a validator takes the priority fee with it
+            payer = self.svm.get_account(keys[0])
+            self.svm.set_account(
+                keys[0], Account(max(payer.lamports - priority_fee, 0), payer.data, payer.owner, payer.executable,
+                                 payer.rent_epoch),
+            )  # fmt: skip
         record = TransactionRecord(
             slot=self.slot, block_time=self.unix_time, raw=raw, err=err,
-            fee=LAMPORTS_PER_SIGNATURE * message.header.num_required_signatures,
+            fee=LAMPORTS_PER_SIGNATURE * message.header.num_required_signatures + priority_fee,
             pre_balances=pre_balances, post_balances=[get_balance(key) or 0 for key in keys],
             logs=meta.logs(), units_consumed=meta.compute_units_consumed(),
             loaded_writable=[str(key) for key in writable], loaded_readonly=[str(key) for key in readonly],

@@ -23,6 +23,7 @@ from localnet.errors import (
     invalid_params,
 )
 from localnet.faults import PROCESSED, Faults
+from localnet.fees import compute_budget_of
 from localnet.history import TransactionRecord
 from localnet.rpc import (
     API_VERSION,
@@ -99,7 +100,8 @@ class TransactionMethods:
 
     def send_transaction(self, params: list) -> str:
         """Never lagged (replicas forward sends to the leader). A send the fault plan intercepts (dropped, on a
-        fork) still gets preflight from the node that took it, then its signature, and never lands."""
+        fork, priced below a congestion spell) still gets preflight from the node that took it, then its
+        signature, and never lands."""
         encoded, config = positional(params, 1, 2)
         config = config_of(config)
         check_min_context_slot(config, self.chain.slot)
@@ -108,7 +110,8 @@ class TransactionMethods:
         if self.faults.intercepts_sends():
             if preflight:
                 self.chain.preflight(transaction)
-            if self.faults.intercept_send(bytes(transaction.signatures[0])):
+            price = compute_budget_of(transaction.message).price
+            if self.faults.intercept_send(bytes(transaction.signatures[0]), price):
                 return f'"{transaction.signatures[0]}"'
         signature = self.chain.send_transaction(transaction, raw, preflight=preflight)
         return f'"{signature}"'

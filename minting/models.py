@@ -48,6 +48,18 @@ class MintBatch(models.Model):
     reading_count = models.PositiveIntegerField(default=0)
     total_token_amount = models.DecimalField(max_digits=30, decimal_places=0, default=0)
     send_attempts = models.PositiveIntegerField(default=0)
+    # What it costs (docs/CHAIN.md, "What a kWh costs"). At signing: the kWh its readings mint, its compute
+    # budget and the priority fee that budget commits to (the hourly ceiling sums these). From the landed
+    # transaction's meta (confirmed or failed; null until read): the fee charged (signatures + priority), the
+    # rent of the accounts it created, the compute units it used.
+    # (Database defaults too: processes of the previous release insert batches without these columns.)
+    kwh = models.DecimalField(max_digits=30, decimal_places=9, default=0, db_default=0)
+    compute_unit_limit = models.PositiveIntegerField(default=0, db_default=0)
+    compute_unit_price = models.BigIntegerField(default=0, db_default=0)  # micro-lamports per compute unit
+    priority_fee_lamports = models.BigIntegerField(default=0, db_default=0)
+    fee_lamports = models.BigIntegerField(null=True, blank=True)
+    rent_lamports = models.BigIntegerField(null=True, blank=True)
+    compute_units_consumed = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -63,6 +75,12 @@ class MintBatch(models.Model):
             # and hour's settlements) without reading every batch ever sent.
             models.Index(fields=["created_at"], name="batch_created_idx"),
             models.Index(fields=["settled_at"], name="batch_settled_idx"),
+            # Landed batches whose costs are not read yet (reconciliation reads them), oldest first.
+            models.Index(
+                fields=["settled_at"],
+                name="batch_costs_unread_idx",
+                condition=models.Q(status__in=["confirmed", "failed"], fee_lamports__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -114,6 +132,25 @@ class BatchRollup(BatchMeasures):
     """Mint batches of one status (one row per status), written only by the fold."""
 
     status = models.CharField(max_length=16, primary_key=True)
+
+
+class ChainCostDay(models.Model):
+    """What the chain cost on one UTC day (by the batches' settle time), added to as each landed batch's costs
+    are read: the report's rollup, so no report reads the batches of every day."""
+
+    day = models.DateField(primary_key=True)
+    batches = models.BigIntegerField(default=0)  # landed (confirmed or failed: a failed one pays its fee too)
+    readings = models.BigIntegerField(default=0)  # minted (confirmed batches only), likewise kwh
+    kwh = models.DecimalField(max_digits=30, decimal_places=9, default=0)
+    fee_lamports = models.BigIntegerField(default=0)  # signatures + priority
+    priority_fee_lamports = models.BigIntegerField(default=0)
+    rent_lamports = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.fee_lamports + self.rent_lamports} lamports for {self.kwh} kWh"
 
 
 class MintingControl(models.Model):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -13,7 +14,15 @@ from django.utils import timezone
 
 from meters.models import MeterReading
 from meters.selectors import fleet_totals
-from minting.models import BATCH_DURATION_BUCKETS, BatchDelta, BatchRollup, MintBatch, MintingControl, TokenMint
+from minting.models import (
+    BATCH_DURATION_BUCKETS,
+    BatchDelta,
+    BatchRollup,
+    ChainCostDay,
+    MintBatch,
+    MintingControl,
+    TokenMint,
+)
 from minting.services.control import control_get
 
 RECENT_WINDOW = timedelta(hours=24)
@@ -39,6 +48,8 @@ PAUSE_REASONS = (
     "signer_locked",
     "signer_key_missing",
     "signer_refused",
+    "priority_fee_cap",
+    "priority_fee_hourly_cap",
 )
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
@@ -183,3 +194,36 @@ def decisions_blocked_code(reason: str) -> str | None:
     if not reason:
         return None
     return reason_code(reason.split(":", 1)[0].strip())
+
+
+@dataclass(frozen=True)
+class DayCost:
+    day: date
+    batches: int
+    readings: int
+    kwh: Decimal
+    fee_lamports: int
+    priority_fee_lamports: int
+    rent_lamports: int
+
+    @property
+    def lamports(self) -> int:
+        return self.fee_lamports + self.rent_lamports
+
+    @property
+    def lamports_per_kwh(self) -> Decimal | None:
+        return (Decimal(self.lamports) / self.kwh).quantize(Decimal("0.01")) if self.kwh else None
+
+    @property
+    def lamports_per_reading(self) -> Decimal | None:
+        return (Decimal(self.lamports) / self.readings).quantize(Decimal("0.01")) if self.readings else None
+
+
+def chain_costs_by_day(*, days: int) -> list[DayCost]:
+    """The last ``days`` UTC days (today included) that have costs, newest first: one primary-key range."""
+    since = timezone.now().astimezone(UTC).date() - timedelta(days=days - 1)
+    rows = ChainCostDay.objects.filter(day__gte=since).order_by("-day")
+    return [
+        DayCost(r.day, r.batches, r.readings, r.kwh, r.fee_lamports, r.priority_fee_lamports, r.rent_lamports)
+        for r in rows
+    ]

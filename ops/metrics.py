@@ -42,7 +42,7 @@ from meters.archive.services import archive_failing
 from meters.models import LATENCY_BUCKETS, READING_FLAGS, DeadLetter, FlagDelta, FlagHourRollup, MeterReading
 from meters.selectors import fleet_totals
 from minting.models import BATCH_DURATION_BUCKETS, MintBatch
-from minting.selectors import PAUSE_REASONS, batch_totals, chain_state, control_peek
+from minting.selectors import PAUSE_REASONS, batch_totals, chain_costs_by_day, chain_state, control_peek
 from minting.services.policy import rollout_bucket_sql
 from ops.health import check_rpc
 from protocols import status as mqtt_status
@@ -253,6 +253,27 @@ class PipelineCollector(Collector):
             settings.TOKENIZATION.auto_mint_percentage,
         )
         yield from self._chain(chain_state(control=control, now=now))
+        yield from self._costs()
+
+    def _costs(self):
+        """Today's (UTC) chain costs from the daily rollup: one row by its primary key."""
+        (today,) = chain_costs_by_day(days=1) or [None]
+        for name, help_text, value in (
+            ("fee_lamports", "Transaction fees (signatures + priority) of the batches landed today (UTC).", "fee"),
+            ("priority_fee_lamports", "The priority part of today's transaction fees.", "priority"),
+            ("rent_lamports", "Rent of the token accounts and records today's batches created.", "rent"),
+            ("lamports_per_kwh", "Fees and rent per kWh minted today (0 before the first mint).", "per_kwh"),
+            (
+                "lamports_per_reading",
+                "Fees and rent per reading minted today (0 before the first mint).",
+                "per_reading",
+            ),
+        ):
+            figures = {
+                "fee": today.fee_lamports, "priority": today.priority_fee_lamports, "rent": today.rent_lamports,
+                "per_kwh": float(today.lamports_per_kwh or 0), "per_reading": float(today.lamports_per_reading or 0),
+            } if today else {}  # fmt: skip
+            yield GaugeMetricFamily(f"gridtoken_chain_cost_today_{name}", help_text, figures.get(value, 0))
 
     def _chain(self, chain: dict):
         yield GaugeMetricFamily(

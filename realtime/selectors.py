@@ -15,7 +15,7 @@ from gridtoken.events import rfc3339
 from meters.models import Meter, MeterReading, MeterRollup, OwnerRollup
 from meters.selectors import fleet_totals, rollup_totals
 from minting.models import MintBatch, MintingControl
-from minting.selectors import FEE_PAYER_LOW_LAMPORTS, chain_state, control_peek, fee_payer_address
+from minting.selectors import FEE_PAYER_LOW_LAMPORTS, chain_costs_by_day, chain_state, control_peek, fee_payer_address
 
 RECENT_READINGS = 25
 RECENT_WINDOWS = 24  # settlement windows shown per meter
@@ -116,6 +116,20 @@ def batch_as_dict(batch: MintBatch | None) -> dict | None:
     }
 
 
+def chain_cost_today() -> dict:
+    """What today's (UTC) landed batches cost, from the daily cost rollup (one row by its key); figures as
+    strings (exact Decimals), null before the first landed batch of the day."""
+    (today,) = chain_costs_by_day(days=1) or [None]
+    if today is None:
+        return {"lamports": 0, "lamports_per_kwh": None, "lamports_per_reading": None}
+    per_kwh, per_reading = today.lamports_per_kwh, today.lamports_per_reading
+    return {
+        "lamports": today.lamports,
+        "lamports_per_kwh": None if per_kwh is None else str(per_kwh),
+        "lamports_per_reading": None if per_reading is None else str(per_reading),
+    }
+
+
 def pipeline_figures(*, now: datetime | None = None) -> dict:
     """What operators watch, fleet-wide: the readings, the backlog, what is on its way to the chain,
     throughput and failures.
@@ -155,6 +169,7 @@ def pipeline_figures(*, now: datetime | None = None) -> dict:
         "failed_batches_last_hour": batches["failed_last_hour"],
         "last_batch": batch_as_dict(MintBatch.objects.order_by("-created_at").first()),
         "auto_mint_enabled": auto_mint_enabled(control),
+        "chain_cost_today": chain_cost_today(),
         "chain": chain_banner(control=control, now=now),
         "as_of": rfc3339(now),
     }

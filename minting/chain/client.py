@@ -15,6 +15,7 @@ from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from config.fees import FeeConfig
 from minting.chain import instructions as ix
 from minting.chain.anchor import EnergyTokenProgram
 from minting.chain.decoding import (
@@ -38,8 +39,17 @@ from minting.chain.errors import (
     TransactionTooLarge,
     WrongAuthority,
 )
+from minting.chain.fees import (
+    COMPUTE_ANCHOR_GENERATION,
+    COMPUTE_ANCHOR_MINT,
+    COMPUTE_MINT,
+    LAMPORTS_PER_SIGNATURE,
+    FeeMarket,
+    compute_limit,
+    create_account_units,
+)
 from minting.chain.lookup import LookupTables
-from minting.chain.packing import MAX_COMPUTE_UNITS, PACKET_DATA_SIZE, Draft, Unit, pack
+from minting.chain.packing import PACKET_DATA_SIZE, Draft, Unit, pack
 from minting.chain.records import U64_MAX, Blockhash, MintRequest, SignatureStatus, SignedMint
 from minting.chain.rpc import Rpc
 from minting.chain.signer import Signer, sign_transaction
@@ -47,15 +57,6 @@ from minting.chain.signer import Signer, sign_transaction
 MAX_MEMO_BYTES = 120
 STATUS_CHUNK = 256  # getSignatureStatuses takes at most 256 signatures
 ACCOUNTS_CHUNK = 100  # getMultipleAccounts takes at most 100 keys
-# Compute-unit estimates (measured on the real programs, with headroom) for the limit set with a priority fee.
-COMPUTE_CREATE_ACCOUNT = 40_000
-COMPUTE_MINT = 8_000
-COMPUTE_ANCHOR_MINT = 40_000
-# Not measured (no program binary here): mint_tokens_direct's figure plus the record's PDA search and create.
-COMPUTE_ANCHOR_GENERATION = 60_000
-COMPUTE_MEMO_BASE, COMPUTE_MEMO_PER_BYTE = 20_000, 500
-COMPUTE_BUDGET_INSTRUCTIONS = 300
-LAMPORTS_PER_SIGNATURE = 5000
 TOKEN_ACCOUNT_SIZE = 170  # bytes of an associated token account (165 for spl-token; Token-2022 adds a little)
 
 
@@ -91,6 +92,7 @@ class ChainClient:
         rec_validator: Signer | None = None,
         lookup_tables: bool = False,
         send_batch_size: int = 16,
+        fees: FeeConfig | None = None,
     ) -> None:
         self.rpc_url = rpc_url
         self.authority = authority
@@ -106,6 +108,9 @@ class ChainClient:
             self.mint, self.token_program = anchor.mint, anchor.token_program
         self.signers = [authority] if rec_validator is None else [authority, rec_validator]
         self.rpc = Rpc(rpc_url, timeout=timeout, max_connections=concurrent_batches + 4)
+        # Without a fee configuration (set-up commands, the certificates' client): the fixed price given.
+        fees = fees or FeeConfig(mode="fixed", floor_microlamports=priority_fee_microlamports)
+        self.fee_market = FeeMarket(fees, self.rpc.call)
         self._known_accounts: set[Pubkey] = set()
         self._accounts_epoch: int | None = None
         # The highest slot any answer showed: later reads must come from nodes at least that far (a lagging
@@ -163,21 +168,33 @@ class ChainClient:
             units.append(self._unit(wallet, create, grouped))
         lookup = self.lookup_tables.table_for(units) if self.lookup_tables is not None else None
         recent = recent_blockhash or self.latest_blockhash()
-        drafts = pack(units, payer=self.payer, fixed=lambda i: self._fixed(memo, i, 0), lookup=lookup)
+        # One read per build at most (kept briefly), before anything is signed: the accounts every transaction
+        # write-locks (token accounts are written by our mints alone).
+        price = self.fee_market.price([str(self.mint), str(self.payer)])
+        budget = (0, price)
+        drafts = pack(units, payer=self.payer, fixed=lambda i: self._fixed(memo, i, budget), lookup=lookup)
+        limits = [self._limit(draft, memo, i) for i, draft in enumerate(drafts)]
+        priority = [self.fee_market.check(limit, price) if price else 0 for limit in limits]
         # A generation's record is a new account too unless a replay finds it (counted at the larger ATA rent).
         records = sum(1 for _, grouped in groups if self._alone(grouped[0]))
-        self._check_payer(transactions=len(drafts), new_accounts=len(created) + records)
-        return [self._sign(draft, memo, i, Blockhash(*recent)) for i, draft in enumerate(drafts)]
+        self._check_payer(transactions=len(drafts), new_accounts=len(created) + records, priority=sum(priority))
+        return [
+            self._sign(draft, memo, i, Blockhash(*recent), (limit, price), fee)
+            for i, (draft, limit, fee) in enumerate(zip(drafts, limits, priority, strict=True))
+        ]
 
-    def _check_payer(self, *, transactions: int, new_accounts: int) -> None:
+    def _limit(self, draft: Draft, memo: str, index: int) -> int:
+        """The compute units the transaction asks for: the measured cost of what it holds, plus the margin."""
+        units = sum(unit.compute_units for unit in draft.units)
+        return compute_limit(units, len(f"{memo}:{index}".encode()), self.fee_market.config.compute_margin_percent)
+
+    def _check_payer(self, *, transactions: int, new_accounts: int, priority: int = 0) -> None:
         """Refuse to sign what the fee payer cannot pay for (a platform fault: fund it)."""
         if self._rent_per_account is None and new_accounts:
             rent = self.rpc.call("getMinimumBalanceForRentExemption", [TOKEN_ACCOUNT_SIZE])
             self._rent_per_account = int(rent)
         fee = LAMPORTS_PER_SIGNATURE * len(self.signers)
-        if self.priority_fee_microlamports:
-            fee += -(-MAX_COMPUTE_UNITS * self.priority_fee_microlamports // 1_000_000)
-        needed = transactions * fee + new_accounts * (self._rent_per_account or 0)
+        needed = transactions * fee + priority + new_accounts * (self._rent_per_account or 0)
         balance = self.balance(self.payer)
         self.payer_lamports = balance
         if balance < needed:
@@ -228,7 +245,8 @@ class ChainClient:
                     payer=payer, wallet=wallet, mint=self.mint, token_program=self.token_program, address=token_account
                 )
             )
-            compute += COMPUTE_CREATE_ACCOUNT
+            _, bump = ix.associated_token_address_and_bump(wallet, self.mint, self.token_program)
+            compute += create_account_units(bump)
         if self._alone(requests[0]):
             meter_id, window_start_ms = requests[0].generation.meter_id, requests[0].generation.window_start_ms
             instructions.append(
@@ -254,22 +272,19 @@ class ChainClient:
             compute += COMPUTE_MINT
         return Unit(tuple(instructions), tuple(requests), compute, table_key=token_account)
 
-    def _fixed(self, memo: str, index: int, compute_units: int) -> list[Instruction]:
-        text = f"{memo}:{index}"
-        fixed = []
-        if self.priority_fee_microlamports:
-            limit = compute_units + COMPUTE_BUDGET_INSTRUCTIONS + COMPUTE_MEMO_BASE
-            limit += COMPUTE_MEMO_PER_BYTE * len(text.encode())
-            fixed = ix.compute_budget(
-                unit_limit=min(limit, MAX_COMPUTE_UNITS), microlamports_per_unit=self.priority_fee_microlamports
-            )
-        return [*fixed, ix.memo(text)]
+    def _fixed(self, memo: str, index: int, budget: tuple[int, int]) -> list[Instruction]:
+        """The memo, after the compute budget (limit, price) when there is a price to pay (with none, the
+        limit changes nothing a fee payer pays, and the two instructions would take room from mints)."""
+        limit, price = budget
+        fixed = ix.compute_budget(unit_limit=limit, microlamports_per_unit=price) if price else []
+        return [*fixed, ix.memo(f"{memo}:{index}")]
 
-    def _sign(self, draft: Draft, memo: str, index: int, recent: Blockhash) -> SignedMint:
-        compute = sum(unit.compute_units for unit in draft.units)
-        *budget, memo_instruction = self._fixed(memo, index, compute)
-        instructions = [*budget, *(i for unit in draft.units for i in unit.instructions), memo_instruction]
-        wallets = [None] * len(budget)
+    def _sign(
+        self, draft: Draft, memo: str, index: int, recent: Blockhash, budget: tuple[int, int], priority_fee: int
+    ) -> SignedMint:
+        *budget_instructions, memo_instruction = self._fixed(memo, index, budget)
+        instructions = [*budget_instructions, *(i for unit in draft.units for i in unit.instructions), memo_instruction]
+        wallets = [None] * len(budget_instructions)
         wallets += [unit.requests[0].wallet for unit in draft.units for _ in unit.instructions]
         payer = self.payer
         if draft.lookup is not None:
@@ -284,6 +299,7 @@ class ChainClient:
         return SignedMint(
             str(transaction.signatures[0]), raw, recent.last_valid_block_height, requests,
             memo_instruction.data.decode(), context_slot=recent.context_slot, instruction_wallets=(*wallets, None),
+            compute_unit_limit=budget[0] if budget[1] else 0, compute_unit_price=budget[1], priority_fee=priority_fee,
         )  # fmt: skip
 
     # --- accounts ------------------------------------------------------------------------------------

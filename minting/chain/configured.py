@@ -25,6 +25,7 @@ def client_from_settings() -> ChainClient:
         "authority": authority,
         "commitment": chain.commitment,
         "priority_fee_microlamports": chain.priority_fee_microlamports,
+        "fees": chain.fees,
         "concurrent_batches": chain.concurrent_batches,
         "timeout": float(chain.rpc_timeout_secs),
     }

@@ -76,6 +76,14 @@ class SignerUnavailable(TransientChainError):
     code = "signer_refused"
 
 
+class PriorityFeeCapped(TransientChainError):
+    """The compute-unit price the market asks would pass a configured ceiling: per transaction
+    (``priority_fee_cap``) or for the hour (``priority_fee_hourly_cap``). A platform fault: nothing is signed,
+    no reading is charged, and minting waits until the market or the hour allows."""
+
+    code = "priority_fee_cap"
+
+
 class NotInitialised(PermanentChainError):
     code = "not_initialised"
 

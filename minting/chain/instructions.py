@@ -52,10 +52,12 @@ def parse_wallet(address: object) -> Pubkey:
 
 def associated_token_address(wallet: Pubkey, mint: Pubkey, token_program: Pubkey = TOKEN_PROGRAM_ID) -> Pubkey:
     """The wallet's associated token account for ``mint`` (PDA of [wallet, token program, mint])."""
-    address, _ = Pubkey.find_program_address(
-        [bytes(wallet), bytes(token_program), bytes(mint)], ASSOCIATED_TOKEN_PROGRAM_ID
-    )
-    return address
+    return associated_token_address_and_bump(wallet, mint, token_program)[0]
+
+
+def associated_token_address_and_bump(wallet: Pubkey, mint: Pubkey, token_program: Pubkey) -> tuple[Pubkey, int]:
+    """The address and its bump seed: the program searches down from 255, paying for every miss."""
+    return Pubkey.find_program_address([bytes(wallet), bytes(token_program), bytes(mint)], ASSOCIATED_TOKEN_PROGRAM_ID)
 
 
 def create_associated_token_account_idempotent(

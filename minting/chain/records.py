@@ -96,6 +96,10 @@ class SignedMint:
     memo: str
     context_slot: int = 0
     instruction_wallets: tuple[str | None, ...] = ()
+    # The compute budget it was signed with (0 when it sets none) and the priority fee that makes, lamports.
+    compute_unit_limit: int = 0
+    compute_unit_price: int = 0
+    priority_fee: int = 0
 
     @property
     def total_amount(self) -> int:

@@ -23,6 +23,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -50,6 +51,7 @@ from minting.services.control import (
     chain_outage_record,
     decisions_blocked_record,
 )
+from minting.services.costs import batch_costs_record, priority_budget_check
 from minting.services.pricing import readings_price
 from minting.services.settlement import INSTRUCTION_REFUSAL, SettleResult, batches_settle
 
@@ -61,6 +63,7 @@ RESEND_EVERY_SECS = 2.0
 ZERO_AMOUNT_ERROR = "amount below one token base unit: nothing to mint"
 # The reason code a reading's last_error starts with when its mint raised an exception nobody expected.
 INTERNAL_ERROR = "internal_error"
+ZERO = Decimal(0)
 
 
 def is_systemic(error: Exception) -> bool:
@@ -99,7 +102,9 @@ class Prepared:
     signed: SignedMint
 
     @classmethod
-    def of(cls, signed: SignedMint, *, mint_address: str, reading_count: int, total_token_amount: int) -> Prepared:
+    def of(
+        cls, signed: SignedMint, *, mint_address: str, reading_count: int, total_token_amount: int, kwh: Decimal = ZERO
+    ) -> Prepared:
         """The batch row to commit before ``signed`` is sent (every mint strategy's transactions take one)."""
         batch = MintBatch(
             id=uuid.uuid4(),
@@ -111,6 +116,10 @@ class Prepared:
             mint_address=mint_address,
             reading_count=reading_count,
             total_token_amount=total_token_amount,
+            kwh=kwh,
+            compute_unit_limit=signed.compute_unit_limit,
+            compute_unit_price=signed.compute_unit_price,
+            priority_fee_lamports=signed.priority_fee,
         )
         return cls(batch=batch, signed=signed)
 
@@ -214,13 +223,17 @@ def batches_prepare(*, client: ChainClient, claimed: list[ClaimedReading]) -> tu
         total = sum(amounts[r.id] for r in members)
         if total != sum(request.amount for request in signed.requests):
             raise RuntimeError(f"transaction {signed.signature} does not mint exactly its readings' amounts")
-        prepared.append(Prepared.of(signed, mint_address=address, reading_count=len(members), total_token_amount=total))
+        kwh = sum((r.kwh_amount for r in members), ZERO)
+        prepared.append(
+            Prepared.of(signed, mint_address=address, reading_count=len(members), total_token_amount=total, kwh=kwh)
+        )
         batch = prepared[-1].batch
         links += [(r.id, batch.id, amounts[r.id], prices[r.id].ratio, prices[r.id].decimals) for r in members]
     expected = {request.key for request in requests} - set(refused)
     if set(covered) != expected or any(count > 1 for count in covered.values()):
         raise RuntimeError("the built transactions do not cover each request exactly once")
 
+    priority_budget_check(signed_list)
     MintBatch.objects.bulk_create([p.batch for p in prepared])
     readings_link(links=links)
     if dead:
@@ -275,6 +288,7 @@ def batches_dispatch(
     deadline = time.monotonic() + confirm_timeout
     last_send = time.monotonic()
     blocked = None
+    landed: list[uuid.UUID] = []
     while in_flight:
         try:
             settlement, in_flight, blocked = read_outcomes(client, in_flight)
@@ -283,6 +297,7 @@ def batches_dispatch(
             break
         if settlement:
             result.add(batches_settle(settlement))
+            landed += [*settlement.confirmed, *settlement.failed]
         if not in_flight or time.monotonic() >= deadline:
             break
         if time.monotonic() - last_send >= RESEND_EVERY_SECS:
@@ -291,6 +306,7 @@ def batches_dispatch(
         time.sleep(CONFIRM_POLL_SECS)
     if in_flight and blocked is not None:
         decisions_blocked_record(blocked)
+    batch_costs_record(client, [p.batch for p in prepared if p.batch.id in set(landed)])
     return result, in_flight
 
 

@@ -21,6 +21,7 @@ from minting.models import MintBatch
 from minting.services.batching import batches_send, chain_client
 from minting.services.chain_view import STATUS_CHUNK, as_signed, read_outcomes
 from minting.services.control import decisions_blocked_record
+from minting.services.costs import batch_costs_backfill, costs_unread
 from minting.services.settlement import SettleResult, batches_settle
 
 logger = logging.getLogger("minting.reconciliation")
@@ -54,6 +55,7 @@ def batches_reconcile(
         MintBatch.objects.filter(status=MintBatch.Status.SIGNED, created_at__lte=cutoff).order_by("created_at")[:limit]
     )
     if not batches:
+        _costs_backfill()
         return result
     settled = SettleResult()
     try:
@@ -78,4 +80,15 @@ def batches_reconcile(
     result.minted = settled.minted
     if result.examined:
         logger.info("reconciled in-flight batches", extra=result.as_dict())
+    _costs_backfill()
     return result
+
+
+def _costs_backfill() -> None:
+    """Read the costs a worker could not read right after its batches landed (costs.py); never fails a run."""
+    if not costs_unread():
+        return
+    try:
+        batch_costs_backfill(chain_client())
+    except ChainError as exc:
+        logger.info("landed costs not read; next run retries", extra={"error": str(exc)})

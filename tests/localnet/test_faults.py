@@ -17,6 +17,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from solana.exceptions import SolanaRpcException
 from solana.rpc.api import Client
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.transaction import VersionedTransaction
@@ -149,6 +150,9 @@ def test_a_plan_comes_back_normalised_and_the_description_says_what_is_left(froz
         ({"http": {"status": 200}}, "http.body is needed with status 200"),
         ({"finality": {"confirmed_after": 10, "finalized_after": 5}}, "finality.finalized_after must be"),
         ({"partition": {}}, "partition is not a fault mode"),
+        ({"congestion": {"min_microlamports": 0}}, "congestion.min_microlamports must be an integer 1.."),
+        ({"congestion": {"min_microlamports": 5, "seconds": -1}}, "congestion.seconds must be a positive number"),
+        ({"congestion": {"min_microlamports": 5, "count": 0}}, "congestion.count must be an integer at least 1"),
     ],
 )
 def test_a_bad_plan_is_refused_naming_the_key_and_the_old_plan_stays(frozen, plan, message):
@@ -374,6 +378,70 @@ def test_a_spell_with_seconds_ends_by_itself_and_spares_the_health_endpoint(froz
     assert httpx.get(f"{frozen.url}/health").text == "ok"  # a GET, not a JSON-RPC request
     wait_until(lambda: frozen.faults()["http"]["seconds_left"] == 0, interval=0.05, message="the spell ending")
     assert Client(frozen.url).get_slot().value == FROZEN_SLOT
+
+
+# -- the fee market --------------------------------------------------------------------------------------
+
+
+def priced(net: Localnet, payer: Keypair, microlamports: int, units: int = 10_000) -> tuple[VersionedTransaction, str]:
+    """A transfer of 1000 lamports to a new account at a compute-unit price, and that account's address."""
+    recipient = Keypair().pubkey()
+    blockhash = Hash.from_string(result(net, "getLatestBlockhash")["value"]["blockhash"])
+    budget = [set_compute_unit_limit(units), set_compute_unit_price(microlamports)]
+    return signed(payer, [*budget, pay(payer, recipient, 1000)], blockhash), str(recipient)
+
+
+def fees(net: Localnet, *accounts: str) -> list[dict]:
+    params = [list(accounts)] if accounts else []
+    return result(net, "getRecentPrioritizationFees", *params)
+
+
+def test_a_congestion_spell_drops_cheaper_sends_and_the_fees_answer_its_price(frozen):
+    payer = funded(frozen)
+    quiet = [{"slot": slot, "prioritizationFee": 0} for slot in range(FROZEN_SLOT - 149, FROZEN_SLOT + 1)]
+    assert fees(frozen) == quiet
+    cheap, to_cheap = priced(frozen, payer, 4_999)
+    frozen.set_faults({"congestion": {"min_microlamports": 5_000, "count": 2}})
+    assert send(frozen, cheap)["result"] == str(cheap.signatures[0])  # accepted, never scheduled
+    assert statuses(frozen, cheap.signatures[0])["value"] == [None] and balance(frozen, to_cheap) == 0
+    assert frozen.faults()["congestion"] == {
+        "min_microlamports": 5_000, "seconds": None, "count": 2, "active": True, "remaining": 1
+    }  # fmt: skip
+    answer = fees(frozen, str(payer.pubkey()), to_cheap)
+    assert len(answer) == 150 and answer[-1] == {"slot": FROZEN_SLOT, "prioritizationFee": 5_000}
+
+    paying, to_paying = priced(frozen, payer, 5_000, units=10_000)
+    before = balance(frozen, str(payer.pubkey()))
+    send(frozen, paying)
+    assert balance(frozen, to_paying) == 1000
+    fee = 5_000 + 50  # a signature, and 10,000 units at 5,000 micro-lamports
+    assert transaction_of(frozen, str(paying.signatures[0]))["meta"]["fee"] == fee
+    assert before - balance(frozen, str(payer.pubkey())) == fee + 1000
+    message = base64.b64encode(bytes(paying.message)).decode()
+    assert result(frozen, "getFeeForMessage", message)["value"] == fee
+
+    send(frozen, cheap)  # the second drop uses up the count: the spell is over
+    assert balance(frozen, to_cheap) == 0 and frozen.faults()["congestion"]["active"] is False
+    send(frozen, cheap)
+    assert balance(frozen, to_cheap) == 1000
+    assert fees(frozen)[-1]["prioritizationFee"] == 5_000  # the spell's slots keep their price in the answer
+    too_many = rpc(frozen, "getRecentPrioritizationFees", [str(Keypair().pubkey())] * 129)["error"]
+    assert too_many["code"] == -32602 and "max 128" in too_many["message"]
+
+
+def test_a_congestion_spell_with_seconds_ends_by_itself(make_localnet):
+    net = make_localnet(slot_ms=20)
+    payer = funded(net)
+    net.set_faults({"congestion": {"min_microlamports": 100, "seconds": 0.4}})
+    cheap, to_cheap = priced(net, payer, 0)
+    send(net, cheap)
+    wait_until(lambda: not net.faults()["congestion"]["active"], interval=0.05, message="the spell ending")
+    answer = fees(net)
+    priced_slots = [entry["slot"] for entry in answer if entry["prioritizationFee"] == 100]
+    assert priced_slots and answer[-1]["prioritizationFee"] == 0  # the spell's slots, then a quiet market
+    send(net, cheap)
+    assert balance(net, to_cheap) == 1000
+    net.set_faults({})
 
 
 # -- finality --------------------------------------------------------------------------------------------

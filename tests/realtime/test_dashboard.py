@@ -2,14 +2,15 @@ import dataclasses
 import json
 import os
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
+from decimal import Decimal
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
 from gridtoken.events import rfc3339
-from minting.models import MintBatch, MintingControl, TokenMint
+from minting.models import ChainCostDay, MintBatch, MintingControl, TokenMint
 from realtime import views
 from tests.conftest import free_port
 
@@ -136,6 +137,10 @@ def test_operator_sees_pipeline_figures(people, operator, meter):
     batch(MintBatch.Status.FAILED, age=timedelta(hours=2))  # outside the hour
     last = batch(MintBatch.Status.CONFIRMED, readings=3, signature="LastSig")
     MintingControl.objects.create(id=1, auto_mint_enabled=False)
+    ChainCostDay.objects.create(
+        day=timezone.now().astimezone(UTC).date(), batches=3, readings=15, kwh=Decimal("7.5"), fee_lamports=16_000,
+        priority_fee_lamports=1_000, rent_lamports=2_000,
+    )  # fmt: skip
 
     figures = signed_in(operator).get("/dashboard/stats.json").json()
 
@@ -153,6 +158,7 @@ def test_operator_sees_pipeline_figures(people, operator, meter):
         "failed_readings": 1,
         "failed_batches_last_hour": 1,
         "auto_mint_enabled": False,
+        "chain_cost_today": {"lamports": 18_000, "lamports_per_kwh": "2400.00", "lamports_per_reading": "1200.00"},
     }
     assert (figures["last_batch"]["id"], figures["last_batch"]["signature"]) == (str(last.pk), "LastSig")
     assert figures["last_batch"]["total_token_amount"] == 3 * 10**9

@@ -229,6 +229,10 @@
       setText("fig-minted-readings-per-minute", figures.minted_readings_per_minute);
       setText("fig-failed", figures.failed_readings);
       setText("fig-failed-batches", figures.failed_batches_last_hour);
+      const cost = figures.chain_cost_today;
+      setText("fig-cost-per-kwh", cost.lamports_per_kwh ?? "-");
+      setText("fig-cost-per-reading", cost.lamports_per_reading ?? "-");
+      setText("fig-cost-lamports", cost.lamports);
       showLastBatch(figures.last_batch);
       showAutoMint(figures.auto_mint_enabled);
       showChain(figures.chain);
