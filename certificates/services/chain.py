@@ -96,7 +96,7 @@ def certificate_mint_init(*, new_mint: bool = False) -> tuple[CertificateMint, b
     Returns (mint, created). Run after ``chain_init`` (the authority must exist and hold SOL)."""
     chain = settings.CHAIN
     client = ChainClient(
-        rpc_url=chain.rpc_url, authority=authority_signer(), mint=Pubkey.default(), decimals=DECIMALS,
+        rpc=rpc_pool(), authority=authority_signer(), mint=Pubkey.default(), decimals=DECIMALS,
         token_program=TOKEN_2022, commitment=chain.commitment, timeout=float(chain.rpc_timeout_secs),
     )  # fmt: skip
     try:

@@ -246,7 +246,7 @@ class ProviderPool:
             if lagging:
                 changed = self._take_out(provider, LAGGING)
                 provider.errors[LAGGING] += 1
-            elif provider.failures:
+            elif provider.failures and (slot is not None or provider.code != LAGGING):  # lag ends by a slot shown
                 provider.failures, provider.out_until, provider.code = 0, 0.0, ""
                 changed = True
         if lagging and self.on_error is not None:
