@@ -228,3 +228,34 @@ def test_a_ticker_held_up_resumes_at_its_pace_instead_of_bursting():
         time.sleep(0.005)
     ticker.stop()
     assert chain.slot >= held_at + 3
+
+
+def rpc(url: str, method: str, params: list | None = None) -> httpx.Response:
+    return httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
+
+
+def test_several_front_ends_serve_one_chain_each_with_its_own_fault_plan():
+    lines: list[str] = []
+    server = LocalnetServer(LocalChain(), port=0, more_ports=[0, 0], slot_ms=20, out=lines.append)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(run_server(server, install_signal_handlers=False),))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not lines and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first, second, third = server.urls
+        assert lines[0] == f"localnet listening on {first}, {second}, {third}"
+        assert rpc(second, "localnet_setFaults", [{"http": {"status": 503}}]).status_code == 200
+        assert lines[-1].startswith('localnet faults set: {"http":{"status":503')
+        assert lines[-1].endswith("(front-end 2)")
+
+        payer = Keypair()
+        Client(first).confirm_transaction(Client(first).request_airdrop(payer.pubkey(), 3 * SOL).value)
+        assert rpc(second, "getBalance", [str(payer.pubkey())]).status_code == 503  # its own plan
+        assert rpc(third, "getBalance", [str(payer.pubkey())]).json()["result"]["value"] == 3 * SOL  # one chain
+        assert rpc(first, "localnet_getFaults").json()["result"] == {}
+    finally:
+        loop.call_soon_threadsafe(server.request_stop)
+        thread.join(timeout=10)
+        loop.close()

@@ -59,7 +59,8 @@ class Command(BaseCommand):
         for each in ports:
             if not 0 <= each <= 65535:
                 raise CommandError(f"--port must be 0..65535 (got {each})")
-        if len(set(ports)) != len(ports) and 0 not in ports:
+        fixed = [each for each in ports if each]  # 0: any free port, as often as wanted
+        if len(set(fixed)) != len(fixed):
             raise CommandError(f"--port: each port once (got {', '.join(map(str, ports))})")
         plan = _fault_plan(faults) if faults is not None else {}
         try:
