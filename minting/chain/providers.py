@@ -153,12 +153,14 @@ class ProviderPool:
             slot = _answer_slot(result)
             self._answered(provider, slot)
             if slot is not None and slot < minimum:
-                failures.append((provider, NodeBehind(f"{method} from {provider.where} answered at slot {slot}, "
-                                                      f"behind slot {minimum}")))  # fmt: skip
+                behind = f"{method} from {provider.where} answered at slot {slot}, behind slot {minimum}"
+                failures.append((provider, NodeBehind(behind)))
                 continue
             if pinned == "choose":
                 self._local.pinned = provider
             return result
+        if isinstance(pinned, Provider):
+            raise failures[0][1]  # the block's provider, or none: no other may answer for it
         raise self._all_failed(method, failures)
 
     @contextlib.contextmanager
@@ -221,7 +223,7 @@ class ProviderPool:
             errors = [o for o in outcomes if isinstance(o, ChainError) and is_provider_fault(o)]
             if errors and len(errors) == len(outcomes):
                 self._failed(provider, errors[0])
-            elif provider.failures and provider.code != LAGGING:  # a lagging provider comes back by a read
+            elif provider.failures:  # it took the send: back in (a lagging one only by a read showing its slot)
                 self._answered(provider, None)
         merged = [_best(column) for column in zip(*answers, strict=True)]
         several = len(self.providers) > 1
