@@ -22,11 +22,11 @@ from tests.localnet.helpers import SOL, create_ata, create_mint_instructions, mi
 class ServedChain:
     """A ``LocalnetServer`` on a free port, its asyncio loop in a background thread."""
 
-    def __init__(self, tmp_path, *, slot_ms: int = 20) -> None:
+    def __init__(self, tmp_path, *, slot_ms: int = 20, more_ports: tuple[int, ...] = ()) -> None:
         self.lines: list[str] = []
         self.chain = LocalChain()
         self.server = LocalnetServer(
-            self.chain, port=0, slot_ms=slot_ms, ledger_path=tmp_path / "ledger.bin",
+            self.chain, port=0, more_ports=more_ports, slot_ms=slot_ms, ledger_path=tmp_path / "ledger.bin",
             save_interval=0.05, status_interval=0.05, out=self.lines.append,
         )  # fmt: skip
         self.loop = asyncio.new_event_loop()
@@ -234,21 +234,14 @@ def rpc(url: str, method: str, params: list | None = None) -> httpx.Response:
     return httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
 
 
-def test_several_front_ends_serve_one_chain_each_with_its_own_fault_plan():
-    lines: list[str] = []
-    server = LocalnetServer(LocalChain(), port=0, more_ports=[0, 0], slot_ms=20, out=lines.append)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(run_server(server, install_signal_handlers=False),))
-    thread.start()
+def test_several_front_ends_serve_one_chain_each_with_its_own_fault_plan(tmp_path):
+    served = ServedChain(tmp_path, more_ports=(0, 0))
     try:
-        deadline = time.monotonic() + 10
-        while not lines and time.monotonic() < deadline:
-            time.sleep(0.01)
-        first, second, third = server.urls
-        assert lines[0] == f"localnet listening on {first}, {second}, {third}"
+        first, second, third = served.server.urls
+        assert served.lines[0] == f"localnet listening on {first}, {second}, {third}"
         assert rpc(second, "localnet_setFaults", [{"http": {"status": 503}}]).status_code == 200
-        assert lines[-1].startswith('localnet faults set: {"http":{"status":503')
-        assert lines[-1].endswith("(front-end 2)")
+        assert served.lines[-1].startswith('localnet faults set: {"http":{"status":503')
+        assert served.lines[-1].endswith("(front-end 2)")
 
         payer = Keypair()
         Client(first).confirm_transaction(Client(first).request_airdrop(payer.pubkey(), 3 * SOL).value)
@@ -256,6 +249,4 @@ def test_several_front_ends_serve_one_chain_each_with_its_own_fault_plan():
         assert rpc(third, "getBalance", [str(payer.pubkey())]).json()["result"]["value"] == 3 * SOL  # one chain
         assert rpc(first, "localnet_getFaults").json()["result"] == {}
     finally:
-        loop.call_soon_threadsafe(server.request_stop)
-        thread.join(timeout=10)
-        loop.close()
+        served.stop()
