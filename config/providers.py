@@ -78,33 +78,34 @@ def host_only(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or '?'}{port}"
 
 
+def _bad(place: int, url: str, expected: str) -> ConfigError:
+    shown = f"provider {place} ({host_only(url)})" if url else f"provider {place} (empty)"
+    return ConfigError("SOLANA_RPC_URLS", shown, expected)
+
+
 def parse_endpoints(text: str) -> tuple[RpcEndpoint, ...]:
     """``SOLANA_RPC_URLS``'s providers, in order; ConfigError naming the first wrong one."""
     endpoints = []
     items = [item.strip() for item in text.split(",")]
     for place, item in enumerate(items, start=1):
         url, _, options = item.partition("#")
-        shown = f"provider {place} ({host_only(url)})" if url else f"provider {place} (empty)"
-
-        def bad(expected: str, shown: str = shown) -> ConfigError:
-            return ConfigError("SOLANA_RPC_URLS", shown, expected)
-
         parts = urlsplit(url)
         try:
             parts.port  # noqa: B018 (parsing it validates it)
         except ValueError:
-            raise bad("a port from 0 to 65535") from None
+            raise _bad(place, url, "a port from 0 to 65535") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise bad("an http:// or https:// URL with a host, then optional #weight=N&role=all|read|send")
+            raise _bad(place, url, "an http:// or https:// URL with a host, then optional #weight=N&role=all|read|send")
         weight, role = 1, "all"
         for option in filter(None, options.split("&")):
             name, _, value = option.partition("=")
-            if name == "weight" and value.isdigit() and int(value) <= MAX_WEIGHT:
+            if name == "weight" and value.isascii() and value.isdigit() and int(value) <= MAX_WEIGHT:
                 weight = int(value)
             elif name == "role" and value in RPC_ROLES:
                 role = value
             else:
-                raise bad(f"options weight=0..{MAX_WEIGHT} and role={'|'.join(RPC_ROLES)}, got {name or option[:1]!r}")
+                allowed = f"options weight=0..{MAX_WEIGHT} and role={'|'.join(RPC_ROLES)}, got {name or option[:1]!r}"
+                raise _bad(place, url, allowed)
         endpoints.append(RpcEndpoint(url=url, weight=weight, role=role))
     if len(endpoints) > MAX_PROVIDERS:
         raise ConfigError("SOLANA_RPC_URLS", f"{len(endpoints)} providers", f"at most {MAX_PROVIDERS}")

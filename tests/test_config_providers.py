@@ -37,6 +37,7 @@ def test_providers_keep_their_order_weights_and_roles_and_the_first_is_the_rpc_u
         ({"SOLANA_RPC_URLS": "https://a.example", "SOLANA_RPC_URL": "https://b.io"}, "SOLANA_RPC_URL", "one source"),
         ({"SOLANA_RPC_URLS": "https://a.example,ftp://b.example/secret"}, "SOLANA_RPC_URLS", "provider 2 (ftp://b.example)"),
         ({"SOLANA_RPC_URLS": "https://a.example#weight=101"}, "SOLANA_RPC_URLS", "weight=0..100"),
+        ({"SOLANA_RPC_URLS": "https://a.example#weight=\u00b2"}, "SOLANA_RPC_URLS", "weight=0..100"),
         ({"SOLANA_RPC_URLS": "https://a.example#role=leader"}, "SOLANA_RPC_URLS", "role=all|read|send"),
         ({"SOLANA_RPC_URLS": "https://a.example,https://a.example"}, "SOLANA_RPC_URLS", "each URL once"),
         ({"SOLANA_RPC_URLS": "https://a.example#role=send"}, "SOLANA_RPC_URLS", "role all or read"),
