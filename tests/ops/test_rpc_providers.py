@@ -53,7 +53,7 @@ def test_one_provider_down_leaves_the_service_ready_but_degraded_naming_it_by_nu
     assert "secret-key" not in response.content.decode() and closed_port_url not in response.content.decode()
 
 
-def test_every_provider_down_is_the_rpc_dependency_down(client, closed_port_url, providers_at, localnet):
+def test_every_provider_down_is_the_rpc_dependency_down(client, closed_port_url, providers_at):
     providers_at(f"http://{closed_port_url}", f"http://{closed_port_url}/other")
     response = client.get("/ready")
     assert response.status_code == 503
