@@ -14,6 +14,7 @@ import environ
 
 from config.environment import ConfigError, Env
 from config.fees import FeeConfig
+from config.providers import DEFAULT_RPC_URL, RpcEndpoint, RpcProvidersConfig
 from config.retention import RetentionConfig
 from config.signer import SignerConfig
 
@@ -178,7 +179,8 @@ def _commitment(env: Env) -> str:
 
 @dataclass(frozen=True)
 class ChainConfig:
-    rpc_url: str
+    rpc_url: str  # the first provider's URL
+    rpc: RpcProvidersConfig  # SOLANA_RPC_URLS and the providers' health rules (config/providers.py)
     keypair_path: Path
     cluster: str
     commitment: str
@@ -197,8 +199,12 @@ class ChainConfig:
         if keypair is None and not debug and signer.backend == "file":
             raise ConfigError("SOLANA_KEYPAIR_PATH", None, "a path to the mint authority keypair file (DEBUG=false)")
         rec_validator = env.raw("REC_VALIDATOR_KEYPAIR_PATH")
+        rpc = RpcProvidersConfig.from_env(env)
         return cls(
-            rpc_url=env.url("SOLANA_RPC_URL", "http://127.0.0.1:8899", schemes=("http", "https")),
+            rpc_url=rpc.endpoints[0].url
+            if rpc.endpoints
+            else env.url("SOLANA_RPC_URL", DEFAULT_RPC_URL, schemes=("http", "https")),
+            rpc=rpc,
             keypair_path=Path(keypair) if keypair else BASE_DIR / ".secrets" / "authority.json",
             cluster=env.str("SOLANA_CLUSTER", "localnet", choices=SOLANA_CLUSTERS),
             commitment=_commitment(env),
@@ -211,6 +217,11 @@ class ChainConfig:
             signer=signer,
             fees=FeeConfig.from_env(env),
         )
+
+    @property
+    def rpc_endpoints(self) -> tuple[RpcEndpoint, ...]:
+        """Every provider, in order: SOLANA_RPC_URLS's, or SOLANA_RPC_URL alone."""
+        return self.rpc.endpoints or (RpcEndpoint(url=self.rpc_url),)
 
 
 @dataclass(frozen=True)

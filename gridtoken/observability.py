@@ -20,10 +20,12 @@ Counting is best effort: a Redis outage must never fail the request or connectio
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 import socket
+import time
 import uuid
 import weakref
 from collections import Counter
@@ -38,6 +40,9 @@ logger = logging.getLogger(__name__)
 REJECTED_KEY = "gridtoken:metrics:readings_rejected"
 INTERNAL_ERRORS_KEY = "gridtoken:metrics:internal_errors"
 MINT_INTERNAL_ERRORS_KEY = "gridtoken:metrics:mint_internal_errors"
+RPC_ERRORS_KEY = "gridtoken:metrics:rpc_provider_errors"  # field "<provider number>|<code>"
+RPC_STATES_KEY = "gridtoken:metrics:rpc_providers"  # field = process id, value = its view of the providers
+RPC_STATE_TTL_SECS = 90
 # Hash tags keep both keys in one slot, so the script also runs on Redis Cluster.
 WS_PROCESSES_KEY = "gridtoken:metrics:{ws}:processes"
 WS_COUNT_PREFIX = "gridtoken:metrics:{ws}:count:"
@@ -135,6 +140,51 @@ def mint_internal_errors(count: int) -> None:
 
 def mint_internal_error_count() -> int:
     return int(redis_client().get(MINT_INTERNAL_ERRORS_KEY) or 0)
+
+
+def rpc_provider_error(provider: int, code: object) -> None:
+    """Count one error a process met at RPC provider number ``provider`` (1 = the first configured)."""
+    try:
+        redis_client().hincrby(RPC_ERRORS_KEY, f"{provider}|{reason_label(code)}", 1)
+    except redis.RedisError:
+        logger.warning("could not count an rpc provider error", extra={"provider": provider, "code": str(code)})
+
+
+def rpc_provider_error_counts() -> dict[tuple[int, str], int]:
+    counts = {}
+    for key, value in redis_client().hgetall(RPC_ERRORS_KEY).items():
+        provider, _, code = key.decode().partition("|")
+        if provider.isdigit():
+            counts[(int(provider), code)] = int(value)
+    return counts
+
+
+def rpc_providers_report(providers: list[dict]) -> None:
+    """This process's view of the providers (state, lag per provider), replacing its previous one."""
+    document = json.dumps({"at": time.time(), "providers": providers}, separators=(",", ":"))
+    try:
+        redis_client().hset(RPC_STATES_KEY, process_id(), document)
+    except redis.RedisError:
+        logger.warning("could not report the rpc providers' state")
+
+
+def rpc_providers_reports() -> list[list[dict]]:
+    """Every live process's view (reported within ``RPC_STATE_TTL_SECS``); older views are removed."""
+    client, now = redis_client(), time.time()
+    views, stale = [], []
+    for process, raw in client.hgetall(RPC_STATES_KEY).items():
+        try:
+            document = json.loads(raw)
+            fresh = now - float(document["at"]) <= RPC_STATE_TTL_SECS
+        except (ValueError, KeyError, TypeError):
+            fresh = False
+        if fresh:
+            views.append(document["providers"])
+        else:
+            stale.append(process)
+    if stale:
+        client.hdel(RPC_STATES_KEY, *stale)
+    return views
 
 
 async def _aws_change(delta: int) -> None:

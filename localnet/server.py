@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from localnet import ledger
@@ -155,39 +155,15 @@ class SlotTicker(threading.Thread):
         self.join()
 
 
-class LocalnetServer:
-    """Serves ``chain`` over HTTP; ticks slots; saves the ledger every ``save_interval`` s and on stop."""
+class FrontEnd:
+    """One RPC front-end of the chain: its own port and fault plan, like one provider of a pool in front of the
+    same cluster (``--port`` given several times)."""
 
-    def __init__(
-        self,
-        chain: LocalChain,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 8899,
-        slot_ms: int = 400,
-        ledger_path: Path | None = None,
-        save_interval: float = 10.0,
-        status_interval: float = 60.0,
-        out: Callable[[str], None] = print,
-    ) -> None:
-        self.chain = chain
-        self.host, self.port = host, port
-        self.ledger_path = ledger_path
-        self.save_interval = save_interval
-        self.status_interval = status_interval
-        self.out = out
+    def __init__(self, chain: LocalChain, port: int, out: Callable[[str], None]) -> None:
+        self.port = port
         self.faults = Faults(chain, on_change=out)
         self.dispatcher = build_dispatcher(chain, self.faults)
-        self.ticker = SlotTicker(chain, slot_ms)
         self.server: asyncio.AbstractServer | None = None
-        self.stop_requested: asyncio.Event | None = None
-        self._saved_at_slot = chain.slot
-        self._next_save_at = 0.0
-        self._save_lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def handle_post(self, body: bytes) -> HttpReply:
         """A JSON-RPC request body's reply: the http fault's, if one is on, else the dispatcher's answer."""
@@ -196,15 +172,69 @@ class LocalnetServer:
             return fault
         return HttpReply(200, self.dispatcher.handle_body(body) or b"", JSON_CONTENT)
 
+
+class LocalnetServer:
+    """Serves ``chain`` over HTTP on one port per front-end; ticks slots; saves the ledger every ``save_interval``
+    s and on stop. ``faults`` is the first front-end's plan."""
+
+    def __init__(
+        self,
+        chain: LocalChain,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8899,
+        more_ports: Sequence[int] = (),
+        slot_ms: int = 400,
+        ledger_path: Path | None = None,
+        save_interval: float = 10.0,
+        status_interval: float = 60.0,
+        out: Callable[[str], None] = print,
+    ) -> None:
+        self.chain = chain
+        self.host = host
+        self.ledger_path = ledger_path
+        self.save_interval = save_interval
+        self.status_interval = status_interval
+        self.out = out
+        ports = [port, *more_ports]
+        self.front_ends = [
+            FrontEnd(chain, each, out if len(ports) == 1 else _on_port(out, place))
+            for place, each in enumerate(ports, start=1)
+        ]
+        self.faults = self.front_ends[0].faults
+        self.dispatcher = self.front_ends[0].dispatcher
+        self.ticker = SlotTicker(chain, slot_ms)
+        self.stop_requested: asyncio.Event | None = None
+        self._saved_at_slot = chain.slot
+        self._next_save_at = 0.0
+        self._save_lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        return self.front_ends[0].port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{self.host}:{front_end.port}" for front_end in self.front_ends]
+
+    def handle_post(self, body: bytes) -> HttpReply:
+        return self.front_ends[0].handle_post(body)
+
     async def start(self) -> str:
         loop = asyncio.get_running_loop()
         self.stop_requested = asyncio.Event()
-        self.server = await loop.create_server(
-            lambda: HttpRpcProtocol(self.handle_post), self.host, self.port, reuse_address=True
-        )
-        self.port = self.server.sockets[0].getsockname()[1]
+        for front_end in self.front_ends:
+            front_end.server = await loop.create_server(
+                lambda front_end=front_end: HttpRpcProtocol(front_end.handle_post),
+                self.host, front_end.port, reuse_address=True,
+            )  # fmt: skip
+            front_end.port = front_end.server.sockets[0].getsockname()[1]
         self.ticker.start()
-        return self.url
+        return ", ".join(self.urls)
 
     def request_stop(self) -> None:
         if self.stop_requested is not None:
@@ -226,10 +256,11 @@ class LocalnetServer:
                 self.out(self.status_line())
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.server.wait_closed(), timeout=2)
+        for front_end in self.front_ends:
+            if front_end.server is not None:
+                front_end.server.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(front_end.server.wait_closed(), timeout=2)
         if self.ticker.is_alive():
             self.ticker.stop()
         self.save_if_changed(force=True)
@@ -264,6 +295,10 @@ class LocalnetServer:
             f"localnet slot {chain.slot} height {chain.block_height} transactions {chain.transaction_count} "
             f"signatures {len(chain.history)} accounts {len(chain.accounts)}"
         )
+
+
+def _on_port(out: Callable[[str], None], place: int) -> Callable[[str], None]:
+    return lambda line: out(f"{line} (front-end {place})")
 
 
 async def run_server(server: LocalnetServer, install_signal_handlers: bool = True) -> None:

@@ -38,6 +38,7 @@ PAUSE_REASONS = (
     "rpc_unavailable",
     "rpc_timeout",
     "rpc_error",
+    "rpc_providers_out",
     "insufficient_funds",
     "wrong_authority",
     "supply_overflow",

@@ -26,6 +26,7 @@ import httpx
 from django.conf import settings
 from django.db import connection
 
+from gridtoken import observability
 from gridtoken.observability import redis_client
 from minting.selectors import chain_state, control_peek
 from protocols import status as mqtt_status
@@ -64,12 +65,11 @@ def check_redis() -> str | None:
     return None
 
 
-def check_rpc() -> str | None:
+def node_health(url: str, timeout: float) -> str | None:
     """``getHealth`` answers ``"ok"`` on a healthy node and a JSON-RPC error on one that is behind."""
-    timeout = min(RPC_TIMEOUT_SECS, float(settings.CHAIN.rpc_timeout_secs))
     body = {"jsonrpc": "2.0", "id": 1, "method": "getHealth"}
     try:
-        response = httpx.post(settings.CHAIN.rpc_url, json=body, timeout=timeout)
+        response = httpx.post(url, json=body, timeout=timeout)
     except Exception as exc:
         logger.warning("rpc unreachable", extra={"error": str(exc)})
         return _reason(exc)
@@ -84,6 +84,51 @@ def check_rpc() -> str | None:
     if isinstance(error, dict) and "code" in error:
         return f"rpc error {error['code']}"
     return f"HTTP {response.status_code}"
+
+
+def rpc_probe() -> list[str | None]:
+    """Each configured provider's ``node_health``, in order, probed at once."""
+    timeout = min(RPC_TIMEOUT_SECS, float(settings.CHAIN.rpc_timeout_secs))
+    urls = [endpoint.url for endpoint in settings.CHAIN.rpc_endpoints]
+    if len(urls) == 1:
+        return [node_health(urls[0], timeout)]
+    with ThreadPoolExecutor(max_workers=len(urls), thread_name_prefix="ready-rpc") as pool:
+        return list(pool.map(lambda url: node_health(url, timeout), urls))
+
+
+def rpc_reason(probes: list[str | None]) -> str | None:
+    """The chain is reachable while one provider is: ``None``; else why not (each provider's reason)."""
+    if any(probe is None for probe in probes):
+        return None
+    if len(probes) == 1:
+        return probes[0]
+    return "every provider: " + ", ".join(f"{number} {probe}" for number, probe in enumerate(probes, start=1))
+
+
+def check_rpc() -> str | None:
+    return rpc_reason(rpc_probe())
+
+
+def rpc_providers_readiness(probes: list[str | None]) -> dict[str, str]:
+    """Provider number -> ``ok``, ``down: <reason>`` (this probe) or ``out: <codes>`` (some worker took it out and
+    has not probed it back in yet). Numbers, not URLs: ``/ready`` answers without authentication."""
+    out: dict[int, set[str]] = {}
+    try:
+        for view in observability.rpc_providers_reports():
+            for provider in view:
+                if provider["state"] != "in":
+                    out.setdefault(provider["number"], set()).add(provider["code"] or "unknown")
+    except Exception as exc:  # the redis check reports Redis itself
+        logger.warning("rpc provider reports unreadable", extra={"error": str(exc)})
+    answer = {}
+    for number, probe in enumerate(probes, start=1):
+        if probe is not None:
+            answer[str(number)] = f"down: {probe}"
+        elif number in out:
+            answer[str(number)] = f"out: {', '.join(sorted(out[number]))}"
+        else:
+            answer[str(number)] = "ok"
+    return answer
 
 
 def check_minting() -> str | None:
@@ -108,7 +153,7 @@ def check_minting() -> str | None:
 CHECKS: dict[str, Callable[[], str | None]] = {
     "database": check_database,
     "redis": check_redis,
-    "rpc": check_rpc,
+    "rpc": check_rpc,  # run as rpc_probe by _probe, which also reports each provider
 }
 ADVISORY_CHECKS: dict[str, Callable[[], str | None]] = {
     "minting": check_minting,
@@ -141,14 +186,15 @@ def mqtt_readiness() -> dict | None:
     return {"status": state, "connected": connected, "ingesters": fleet["live"], "missing": fleet["missing"]}
 
 
-def _probe(timeout: float, *, mqtt: bool) -> tuple[dict[str, str], dict | None]:
-    """Every check (and, with ``mqtt``, the ingesters) at once; see ``readiness``.
+def _probe(timeout: float, *, mqtt: bool) -> tuple[dict[str, str], dict]:
+    """Every check (and, with ``mqtt``, the ingesters) at once; see ``readiness``. The second item holds the
+    ``mqtt`` object (with ``mqtt``, where it is in use) and ``rpc_providers`` (where several are configured).
 
     A fresh executor per call: a check stuck past its own timeout (a blackholed database host without
     ``connect_timeout``) must not queue the next probe behind it.
     """
     checks = {**CHECKS, **ADVISORY_CHECKS}
-    jobs = {**checks, **({"mqtt": mqtt_readiness} if mqtt else {})}
+    jobs: dict[str, Callable] = {**checks, "rpc": rpc_probe, **({"mqtt": mqtt_readiness} if mqtt else {})}
     executor = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="ready")
     try:
         # Each check runs in a copy of this context, so its log lines keep the request id.
@@ -161,15 +207,17 @@ def _probe(timeout: float, *, mqtt: bool) -> tuple[dict[str, str], dict | None]:
             if not future.done():
                 results[name] = "unknown: timeout" if advisory else "down: timeout"
                 continue
-            reason = future.result()
+            reason = rpc_reason(future.result()) if name == "rpc" else future.result()
             if reason is None:
                 results[name] = "ok"
             else:
                 results[name] = reason if advisory else f"down: {reason}"
-        mqtt_object = None
+        extra = {}
         if mqtt and futures["mqtt"].done():
-            mqtt_object = futures["mqtt"].result()
-        return results, mqtt_object
+            extra["mqtt"] = futures["mqtt"].result()
+        if futures["rpc"].done() and len(futures["rpc"].result()) > 1:
+            extra["rpc_providers"] = rpc_providers_readiness(futures["rpc"].result())
+        return results, extra
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
 
@@ -187,10 +235,18 @@ def ready_answer(timeout: float = READY_TIMEOUT_SECS) -> tuple[int, dict]:
     Where MQTT is in use, ``checks["mqtt"]`` is its status and ``mqtt`` the ingesters: ``connected`` (at
     least one live ingester is connected to the broker), ``ingesters`` (live ones: name, connected, broker,
     lag_seconds, last_seen) and ``missing`` (names that stopped sending heartbeats without a clean stop).
+
+    Where several RPC providers are configured, ``rpc`` is ``ok`` while one answers, ``rpc_providers`` is each
+    provider's state by number (``rpc_providers_readiness``) and ``checks["rpc_providers"]`` is ``degraded``
+    while one is not in.
     """
-    checks, mqtt = _probe(timeout, mqtt=True)
+    checks, extra = _probe(timeout, mqtt=True)
+    mqtt, providers = extra.get("mqtt"), extra.get("rpc_providers")
     if mqtt is not None:
         checks["mqtt"] = mqtt["status"]
+    if providers is not None and checks["rpc"] == "ok":
+        out = [number for number, state in providers.items() if state != "ok"]
+        checks["rpc_providers"] = f"degraded: provider {', '.join(out)} not in" if out else "ok"
     down = sorted(name for name in CHECKS if checks[name] != "ok")
     degraded = sorted(name for name in checks if name not in CHECKS and checks[name] != "ok")
     body: dict = {"status": "unavailable" if down else "degraded" if degraded else "ready", "checks": checks}
@@ -200,4 +256,6 @@ def ready_answer(timeout: float = READY_TIMEOUT_SECS) -> tuple[int, dict]:
         body["degraded"] = degraded
     if mqtt is not None:
         body["mqtt"] = {key: value for key, value in mqtt.items() if key != "status"}
+    if providers is not None:
+        body["rpc_providers"] = providers
     return (503 if down else 200), body

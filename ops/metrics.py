@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from config.providers import host_only
 from gridtoken import observability
 from meters.archive.services import archive_failing
 from meters.models import LATENCY_BUCKETS, READING_FLAGS, DeadLetter, FlagDelta, FlagHourRollup, MeterReading
@@ -385,6 +386,41 @@ class PipelineCollector(Collector):
             observability.ws_connection_count(),
         )
         yield from self._mqtt()
+        yield from self._rpc_providers()
+
+    def _rpc_providers(self):
+        """Each provider as the workers see it (their reports to Redis) and the errors they met there."""
+        endpoints = settings.CHAIN.rpc_endpoints
+        labels = ["provider", "host"]
+        healthy = GaugeMetricFamily(
+            "gridtoken_rpc_provider_healthy",
+            "1 while every reporting process has the RPC provider in (not taken out), else 0.",
+            labels=labels,
+        )
+        lag = GaugeMetricFamily(
+            "gridtoken_rpc_provider_lag_slots",
+            "Slots the provider's last answer was behind the best slot seen (highest over processes).",
+            labels=labels,
+        )
+        errors = CounterMetricFamily(
+            "gridtoken_rpc_provider_errors_total", "Errors met at the RPC provider, by error code.",
+            labels=[*labels, "code"],
+        )  # fmt: skip
+        reported: dict[int, list[dict]] = {}
+        for view in observability.rpc_providers_reports():
+            for provider in view:
+                reported.setdefault(provider["number"], []).append(provider)
+        host = {number: host_only(endpoint.url) for number, endpoint in enumerate(endpoints, start=1)}
+        for number, views in sorted(reported.items()):
+            if number in host:
+                healthy.add_metric([str(number), host[number]], int(all(v["state"] == "in" for v in views)))
+                lag.add_metric([str(number), host[number]], max(v["lag_slots"] for v in views))
+        for (number, code), count in sorted(observability.rpc_provider_error_counts().items()):
+            if number in host:
+                errors.add_metric([str(number), host[number], code], count)
+        yield healthy
+        yield lag
+        yield errors
 
     def _mqtt(self):
         totals = mqtt_status.ingester_totals()

@@ -112,11 +112,14 @@ def rpc_call(url: str, method: str, params: list | None = None, timeout: float =
 
 
 class Localnet:
-    """A ``manage.py localnet`` process on a free port; ``restart()`` keeps its ledger file."""
+    """A ``manage.py localnet`` process on a free port (``front_ends`` ports over the same chain, ``urls``);
+    ``restart()`` keeps its ledger file."""
 
-    def __init__(self, tmp_path: Path, slot_ms: int = 400) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, tmp_path: Path, slot_ms: int = 400, front_ends: int = 1) -> None:
+        self.ports = [free_port() for _ in range(front_ends)]
+        self.port = self.ports[0]
+        self.urls = [f"http://127.0.0.1:{port}" for port in self.ports]
+        self.url = self.urls[0]
         self.ledger = tmp_path / "ledger.bin"
         self.slot_ms = slot_ms
         self.process: subprocess.Popen | None = None
@@ -126,8 +129,7 @@ class Localnet:
             sys.executable,
             "manage.py",
             "localnet",
-            "--port",
-            str(self.port),
+            *(argument for port in self.ports for argument in ("--port", str(port))),
             "--ledger",
             str(self.ledger),
             "--slot-ms",
@@ -158,16 +160,16 @@ class Localnet:
         self.stop()
         return self.start()
 
-    def set_faults(self, plan: dict) -> dict:
-        """Replace the fault plan (``{}`` clears it; docs/LOCALNET.md); returns it normalised."""
-        return self._control("localnet_setFaults", [plan])
+    def set_faults(self, plan: dict, *, front_end: int = 1) -> dict:
+        """Replace a front-end's fault plan (``{}`` clears it; docs/LOCALNET.md); returns it normalised."""
+        return self._control("localnet_setFaults", [plan], front_end)
 
-    def faults(self) -> dict:
-        """The current fault plan with what is left of it (remaining counts, seconds left)."""
-        return self._control("localnet_getFaults")
+    def faults(self, *, front_end: int = 1) -> dict:
+        """A front-end's current fault plan with what is left of it (remaining counts, seconds left)."""
+        return self._control("localnet_getFaults", None, front_end)
 
-    def _control(self, method: str, params: list | None = None) -> dict:
-        answer = rpc_call(self.url, method, params)
+    def _control(self, method: str, params: list | None, front_end: int) -> dict:
+        answer = rpc_call(self.urls[front_end - 1], method, params)
         if "error" in answer:
             raise ValueError(f"{method}: {answer['error']['message']}")
         return answer["result"]
@@ -186,8 +188,8 @@ def make_localnet(tmp_path):
     """Factory for a private chain, e.g. with a short ``slot_ms`` for blockhash expiry tests."""
     started: list[Localnet] = []
 
-    def make(slot_ms: int = 400) -> Localnet:
-        chain = Localnet(tmp_path / f"chain{len(started)}", slot_ms=slot_ms)
+    def make(slot_ms: int = 400, front_ends: int = 1) -> Localnet:
+        chain = Localnet(tmp_path / f"chain{len(started)}", slot_ms=slot_ms, front_ends=front_ends)
         chain.ledger.parent.mkdir(parents=True, exist_ok=True)
         started.append(chain)
         return chain.start()

@@ -38,7 +38,7 @@ from certificates.triggers import operations_soon
 from gridtoken import observability
 from minting.chain import ChainClient, InsufficientFunds, InvalidWallet, NotInitialised, SignedMint
 from minting.chain import instructions as ix
-from minting.chain.configured import KeptClient
+from minting.chain.configured import KeptClient, rpc_pool
 from minting.chain.setup import authority_hand_over
 from minting.chain.signer import authority_signer, sign_transaction
 from minting.faults import crash_point
@@ -96,7 +96,7 @@ def certificate_mint_init(*, new_mint: bool = False) -> tuple[CertificateMint, b
     Returns (mint, created). Run after ``chain_init`` (the authority must exist and hold SOL)."""
     chain = settings.CHAIN
     client = ChainClient(
-        rpc_url=chain.rpc_url, authority=authority_signer(), mint=Pubkey.default(), decimals=DECIMALS,
+        rpc=rpc_pool(), authority=authority_signer(), mint=Pubkey.default(), decimals=DECIMALS,
         token_program=TOKEN_2022, commitment=chain.commitment, timeout=float(chain.rpc_timeout_secs),
     )  # fmt: skip
     try:
@@ -133,7 +133,7 @@ def certificate_client() -> ChainClient:
     def build() -> ChainClient:
         chain = settings.CHAIN
         return ChainClient(
-            rpc_url=chain.rpc_url, authority=authority_signer(), mint=row.address,
+            rpc=rpc_pool(), authority=authority_signer(), mint=row.address,
             decimals=DECIMALS, token_program=row.token_program, commitment=chain.commitment,
             priority_fee_microlamports=chain.priority_fee_microlamports,
             concurrent_batches=chain.concurrent_batches, timeout=float(chain.rpc_timeout_secs),

@@ -16,6 +16,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from config.fees import FeeConfig
+from config.providers import RpcEndpoint
 from minting.chain import instructions as ix
 from minting.chain.anchor import EnergyTokenProgram
 from minting.chain.decoding import (
@@ -50,8 +51,8 @@ from minting.chain.fees import (
 )
 from minting.chain.lookup import LookupTables
 from minting.chain.packing import PACKET_DATA_SIZE, Draft, Unit, pack
+from minting.chain.providers import ProviderPool
 from minting.chain.records import U64_MAX, Blockhash, MintRequest, SignatureStatus, SignedMint
-from minting.chain.rpc import Rpc
 from minting.chain.signer import Signer, sign_transaction
 
 MAX_MEMO_BYTES = 120
@@ -79,7 +80,7 @@ class ChainClient:
     def __init__(
         self,
         *,
-        rpc_url: str,
+        rpc_url: str | None = None,
         authority: Signer,
         mint: Pubkey | str,
         decimals: int,
@@ -93,8 +94,8 @@ class ChainClient:
         lookup_tables: bool = False,
         send_batch_size: int = 16,
         fees: FeeConfig | None = None,
+        rpc: ProviderPool | None = None,  # several providers (configured.rpc_pool); else rpc_url alone
     ) -> None:
-        self.rpc_url = rpc_url
         self.authority = authority
         self.mint = Pubkey.from_string(mint) if isinstance(mint, str) else mint
         self.decimals = decimals
@@ -107,7 +108,12 @@ class ChainClient:
         if anchor is not None:
             self.mint, self.token_program = anchor.mint, anchor.token_program
         self.signers = [authority] if rec_validator is None else [authority, rec_validator]
-        self.rpc = Rpc(rpc_url, timeout=timeout, max_connections=concurrent_batches + 4)
+        if rpc is None:
+            if rpc_url is None:
+                raise ValueError("a ChainClient needs rpc_url or rpc")
+            rpc = ProviderPool([RpcEndpoint(url=rpc_url)], timeout=timeout, max_connections=concurrent_batches + 4)
+        self.rpc = rpc
+        self.rpc_url = rpc.url
         # Without a fee configuration (set-up commands, the certificates' client): the fixed price given.
         fees = fees or FeeConfig(mode="fixed", floor_microlamports=priority_fee_microlamports)
         self.fee_market = FeeMarket(fees, self.rpc.call)
@@ -496,7 +502,8 @@ class ChainClient:
         statuses: dict[str, SignatureStatus | None] = {}
         for start in range(0, len(signatures), STATUS_CHUNK):
             chunk = list(signatures[start : start + STATUS_CHUNK])
-            result = self.rpc.call("getSignatureStatuses", [chunk, {"searchTransactionHistory": search_history}])
+            params = [chunk, {"searchTransactionHistory": search_history}]
+            result = self.rpc.call("getSignatureStatuses", params, min_context_slot=min_context_slot)
             self._observe("getSignatureStatuses", _context_slot(result), min_context_slot)
             for signature, status in zip(chunk, rpc_value(result, "getSignatureStatuses"), strict=True):
                 statuses[signature] = None if status is None else status_from_json(signature, status)
@@ -542,10 +549,12 @@ class ChainClient:
             past = [item for item in rest if height > item.last_valid_block_height]
             result.undecided = [item.signature for item in rest if height <= item.last_valid_block_height]
             if past:
-                second = _until_fresh(
-                    lambda: self.get_signature_statuses([item.signature for item in past], min_context_slot=slot)
-                )
-                unseen = [item for item in past if second.get(item.signature) is None]
+                with self.rpc.one_provider():  # null statuses and the ledger start that proves them: from one node
+                    second = _until_fresh(
+                        lambda: self.get_signature_statuses([item.signature for item in past], min_context_slot=slot)
+                    )
+                    unseen = [item for item in past if second.get(item.signature) is None]
+                    ledger_start = self.minimum_ledger_slot() if unseen else 0
                 for item in past:
                     status = second.get(item.signature)
                     if status is not None and status.reached(self.commitment):
@@ -553,7 +562,6 @@ class ChainClient:
                     elif status is not None:
                         result.undecided.append(item.signature)
                 if unseen:
-                    ledger_start = self.minimum_ledger_slot()
                     for item in unseen:
                         if ledger_start <= item.context_slot:
                             result.expired.add(item.signature)

@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Hashable
 
 from django.conf import settings
 from solders.pubkey import Pubkey
 
+from gridtoken import observability
 from minting.chain.anchor import EnergyTokenProgram
 from minting.chain.client import ChainClient
 from minting.chain.errors import NotInitialised, PermanentChainError, WrongAuthority
 from minting.chain.instructions import TOKEN_PROGRAM_ID
+from minting.chain.providers import ProviderPool
 from minting.chain.signer import authority_signer, rec_validator_signer
 
 NOT_INITIALISED = "no energy token mint is recorded: run python manage.py chain_init"
+
+
+def rpc_pool() -> ProviderPool:
+    """The configured providers (SOLANA_RPC_URLS or SOLANA_RPC_URL), reporting their health for /metrics."""
+    chain = settings.CHAIN
+    return ProviderPool(
+        chain.rpc_endpoints,
+        timeout=float(chain.rpc_timeout_secs),
+        max_connections=chain.concurrent_batches + 4,
+        max_lag_slots=chain.rpc.max_lag_slots,
+        probe_secs=chain.rpc.probe_secs,
+        probe_max_secs=chain.rpc.probe_max_secs,
+        on_report=_report_states,
+        on_error=lambda provider, error: observability.rpc_provider_error(provider.number, error.code),
+    )
+
+
+def _report_states(pool: ProviderPool) -> None:
+    observability.rpc_providers_report([dataclasses.asdict(state) for state in pool.states()])
 
 
 def client_from_settings() -> ChainClient:
     chain, tokenization = settings.CHAIN, settings.TOKENIZATION
     authority = authority_signer()
     common = {
-        "rpc_url": chain.rpc_url,
+        "rpc": rpc_pool(),
         "authority": authority,
         "commitment": chain.commitment,
         "priority_fee_microlamports": chain.priority_fee_microlamports,

@@ -14,7 +14,7 @@ from spl.token.instructions import InitializeMintParams, initialize_mint
 
 from minting.chain import instructions as ix
 from minting.chain.client import ChainClient
-from minting.chain.configured import client_from_settings
+from minting.chain.configured import client_from_settings, rpc_pool
 from minting.chain.decoding import MINT_ACCOUNT_SIZE
 from minting.chain.errors import InvalidMint, RpcBadResponse, RpcTimeout, RpcUnavailable, WrongAuthority
 from minting.chain.instructions import TOKEN_PROGRAM_ID
@@ -50,7 +50,7 @@ def initialise_chain(*, new_mint: bool = False, out: Callable[[str], None] = pri
     chain, tokenization = settings.CHAIN, settings.TOKENIZATION
     authority = _authority(chain, out)
     client = ChainClient(
-        rpc_url=chain.rpc_url, authority=authority, mint=authority.pubkey(), decimals=tokenization.decimals,
+        rpc=rpc_pool(), authority=authority, mint=authority.pubkey(), decimals=tokenization.decimals,
         commitment=chain.commitment, timeout=float(chain.rpc_timeout_secs),
     )  # fmt: skip
     try:

@@ -49,7 +49,11 @@ def test_the_command_serves_until_sigterm_and_restores_its_ledger(tmp_path, caps
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [(["--slot-ms", "0"], "--slot-ms must be at least 1"), (["--port", "70000"], "--port must be 0..65535")],
+    [
+        (["--slot-ms", "0"], "--slot-ms must be at least 1"),
+        (["--port", "70000"], "--port must be 0..65535"),
+        (["--port", "8899", "--port", "8900", "--port", "8899"], "each port once"),
+    ],
 )
 def test_the_command_refuses_impossible_options(options, message):
     with pytest.raises(CommandError, match=message):

@@ -22,11 +22,11 @@ from tests.localnet.helpers import SOL, create_ata, create_mint_instructions, mi
 class ServedChain:
     """A ``LocalnetServer`` on a free port, its asyncio loop in a background thread."""
 
-    def __init__(self, tmp_path, *, slot_ms: int = 20) -> None:
+    def __init__(self, tmp_path, *, slot_ms: int = 20, more_ports: tuple[int, ...] = ()) -> None:
         self.lines: list[str] = []
         self.chain = LocalChain()
         self.server = LocalnetServer(
-            self.chain, port=0, slot_ms=slot_ms, ledger_path=tmp_path / "ledger.bin",
+            self.chain, port=0, more_ports=more_ports, slot_ms=slot_ms, ledger_path=tmp_path / "ledger.bin",
             save_interval=0.05, status_interval=0.05, out=self.lines.append,
         )  # fmt: skip
         self.loop = asyncio.new_event_loop()
@@ -228,3 +228,25 @@ def test_a_ticker_held_up_resumes_at_its_pace_instead_of_bursting():
         time.sleep(0.005)
     ticker.stop()
     assert chain.slot >= held_at + 3
+
+
+def rpc(url: str, method: str, params: list | None = None) -> httpx.Response:
+    return httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
+
+
+def test_several_front_ends_serve_one_chain_each_with_its_own_fault_plan(tmp_path):
+    served = ServedChain(tmp_path, more_ports=(0, 0))
+    try:
+        first, second, third = served.server.urls
+        assert served.lines[0] == f"localnet listening on {first}, {second}, {third}"
+        assert rpc(second, "localnet_setFaults", [{"http": {"status": 503}}]).status_code == 200
+        assert served.lines[-1].startswith('localnet faults set: {"http":{"status":503')
+        assert served.lines[-1].endswith("(front-end 2)")
+
+        payer = Keypair()
+        Client(first).confirm_transaction(Client(first).request_airdrop(payer.pubkey(), 3 * SOL).value)
+        assert rpc(second, "getBalance", [str(payer.pubkey())]).status_code == 503  # its own plan
+        assert rpc(third, "getBalance", [str(payer.pubkey())]).json()["result"]["value"] == 3 * SOL  # one chain
+        assert rpc(first, "localnet_getFaults").json()["result"] == {}
+    finally:
+        served.stop()

@@ -115,6 +115,9 @@ def exported_metrics(db, client, rpc_at, closed_port_url) -> dict[str, set[str]]
     mqtt_status.ingester_heartbeat(name="ingest-a", connected=True, broker="mqtt://mosquitto:1883", lag_seconds=0.1)
     # The fee payer's balance is reported once a worker has read it at a mint build.
     MintingControl.objects.create(id=1, auto_mint_enabled=True, fee_payer_lamports=1_000_000_000)
+    # The RPC providers' figures appear while a worker reports them, their errors once one was met.
+    observability.rpc_providers_report([{"number": 1, "state": "in", "code": "", "lag_slots": 0}])
+    observability.rpc_provider_error(1, "rpc_unavailable")
     response = client.get("/metrics")
     assert response.status_code == 200
     exported: dict[str, set[str]] = {}
@@ -123,3 +126,4 @@ def exported_metrics(db, client, rpc_at, closed_port_url) -> dict[str, set[str]]
             exported.setdefault(sample.name, set()).update(sample.labels)
     yield exported
     clear_mqtt()
+    observability.redis_client().delete(observability.RPC_ERRORS_KEY, observability.RPC_STATES_KEY)

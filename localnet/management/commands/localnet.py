@@ -37,20 +37,31 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8899)
+        parser.add_argument(
+            "--port", type=int, action="append", default=None,
+            help="port to serve on (default 8899); given several times, one front-end per port over the same chain, "
+            "each with its own fault plan (localnet_setFaults on its port)",
+        )  # fmt: skip
         parser.add_argument("--ledger", type=Path, default=None, help="state file: restored at start, saved")
         parser.add_argument("--slot-ms", type=int, default=400, help="slot length in milliseconds")
         parser.add_argument("--save-interval", type=float, default=10.0, help="seconds between ledger saves")
         parser.add_argument("--status-interval", type=float, default=60.0, help="seconds between status lines")
-        parser.add_argument("--faults", default=None, help="initial fault plan: JSON, or @path to a JSON file")
+        parser.add_argument(
+            "--faults", default=None, help="initial fault plan of every front-end: JSON, or @path to a JSON file"
+        )
 
     def handle(
         self, *args, host, port, ledger: Path | None, slot_ms, save_interval, status_interval, faults, **options
     ):
         if slot_ms < 1:
             raise CommandError(f"--slot-ms must be at least 1 (got {slot_ms})")
-        if not 0 <= port <= 65535:
-            raise CommandError(f"--port must be 0..65535 (got {port})")
+        ports = port or [8899]
+        for each in ports:
+            if not 0 <= each <= 65535:
+                raise CommandError(f"--port must be 0..65535 (got {each})")
+        fixed = [each for each in ports if each]  # 0: any free port, as often as wanted
+        if len(set(fixed)) != len(fixed):
+            raise CommandError(f"--port: each port once (got {', '.join(map(str, ports))})")
         plan = _fault_plan(faults) if faults is not None else {}
         try:
             chain = load_or_create(ledger)
@@ -59,13 +70,14 @@ class Command(BaseCommand):
         if ledger is not None and ledger.exists():
             _print(f"localnet restored {ledger} at slot {chain.slot} ({len(chain.history)} signatures)")
         server = LocalnetServer(
-            chain, host=host, port=port, slot_ms=slot_ms, ledger_path=ledger,
+            chain, host=host, port=ports[0], more_ports=ports[1:], slot_ms=slot_ms, ledger_path=ledger,
             save_interval=save_interval, status_interval=status_interval, out=_print,
         )  # fmt: skip
-        if plan:
-            server.faults.set(plan)
+        if plan:  # every front-end starts with it
+            for front_end in server.front_ends:
+                front_end.faults.set(plan)
         try:
             asyncio.run(run_server(server))
         except OSError as error:
-            raise CommandError(f"cannot listen on {host}:{port}: {error}") from error
+            raise CommandError(f"cannot listen on {host}:{', '.join(map(str, ports))}: {error}") from error
         sys.stdout.flush()
