@@ -21,14 +21,21 @@ ROOT = Path(__file__).resolve().parent.parent
 # so that no worker starts a three-minute file when the others are nearly done; every other file follows, most
 # tests first (xdist's own order). A missing name fails tests/test_suite_order.py.
 HEAVIEST_FIRST = (
-    "tests/ops/test_soak_smoke.py",
-    "tests/ops/test_fuzz_schema.py",
-    "tests/certificates/test_fuzz.py",
-    "tests/ops/test_demo.py",
     "tests/minting/test_pipeline_cluster.py",
     "tests/minting/test_pipeline_faults.py",
+    "tests/ops/test_fuzz_schema.py",
+    "tests/ops/test_demo.py",
+    "tests/certificates/test_fuzz.py",
+    "tests/ops/test_soak_smoke.py",
+    "tests/minting/test_chain_client.py",
+    "tests/certificates/test_chain.py",
     "tests/ops/test_demo_runs.py",
     "tests/meters/test_rollups.py",
+    "tests/realtime/test_browser.py",
+    "tests/minting/test_pipeline_mint.py",
+    "tests/minting/test_pipeline_races.py",
+    "tests/protocols/test_mqtt_poison.py",
+    "tests/minting/test_signer_pipeline.py",
 )
 
 
