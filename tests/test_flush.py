@@ -40,7 +40,7 @@ def django_flushed():
 
 
 def test_the_tables_a_test_wrote_are_emptied_and_the_migrated_rows_kept(django_flushed):
-    flush.flush(connection)  # the first in a process is Django's own flush
+    flush.flush(connection)  # from the state Django's flush left: its content types and permissions as migrated
     write_rows()
     assert state() != django_flushed
 
