@@ -21,10 +21,11 @@ services:
 	@bash .ci/services.sh
 
 # Parallel workers (pytest-xdist), each with its own test database and Redis database (tests/env.py); a test
-# file stays on one worker (--dist loadfile), so module-scoped stacks are shared. PYTEST_WORKERS=0 runs serially.
+# file stays on one worker (--dist loadfile), so module-scoped stacks are shared; the files that take minutes go
+# out first, in tests/conftest.py's order (--no-loadscope-reorder). PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 3
 test: install services
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=20 \
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 \
 		--cov --cov-report=term --cov-fail-under=95 $(PYTEST_ARGS)
 
 lint: install

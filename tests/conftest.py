@@ -15,6 +15,42 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The files that take minutes each (real chains, Celery workers, servers, fuzzers, the soak), heaviest first by
+# their summed durations in a 3-worker run (docs/BENCHMARKS.md ## Test suite). Under `--dist loadfile` a file is
+# one unit of work, handed out in collection order (the Makefile's --no-loadscope-reorder): these go out first,
+# so that no worker starts a three-minute file when the others are nearly done; every other file follows, most
+# tests first (xdist's own order). A missing name fails tests/test_suite_order.py.
+HEAVIEST_FIRST = (
+    "tests/minting/test_pipeline_cluster.py",
+    "tests/minting/test_pipeline_faults.py",
+    "tests/ops/test_fuzz_schema.py",
+    "tests/ops/test_demo.py",
+    "tests/certificates/test_fuzz.py",
+    "tests/ops/test_soak_smoke.py",
+    "tests/minting/test_chain_client.py",
+    "tests/certificates/test_chain.py",
+    "tests/ops/test_demo_runs.py",
+    "tests/meters/test_rollups.py",
+    "tests/realtime/test_browser.py",
+    "tests/minting/test_pipeline_mint.py",
+    "tests/minting/test_pipeline_races.py",
+    "tests/protocols/test_mqtt_poison.py",
+    "tests/minting/test_signer_pipeline.py",
+)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The heaviest files first, in HEAVIEST_FIRST's order; then the others, most tests first; a file's tests
+    together and in their own order."""
+    rank = {path: place for place, path in enumerate(HEAVIEST_FIRST)}
+    files: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.partition("::")[0]
+        files[path] = files.get(path, 0) + 1
+    order = {path: (rank.get(path, len(rank)), -count, place) for place, (path, count) in enumerate(files.items())}
+    items.sort(key=lambda item: order[item.nodeid.partition("::")[0]])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -68,6 +104,14 @@ def database_url() -> str:
     user = conf.get("USER") or "postgres"
     password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
     return f"postgres://{user}{password}@{conf.get('HOST') or '127.0.0.1'}:{conf.get('PORT') or 5432}/{conf['NAME']}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheaper_flush():
+    """Transactional tests flush only the tables they wrote to (tests/flush.py)."""
+    from tests import flush
+
+    flush.install()
 
 
 @pytest.fixture(autouse=True)

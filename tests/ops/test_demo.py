@@ -23,7 +23,15 @@ from ops.processes import group_alive
 from tests.conftest import ROOT, free_port
 from tests.ops.test_documented_commands import bare_shell
 
-BASE_DB = "gt_ops_demo_smoke"
+
+def own_database(tag: str) -> str:
+    """A database name of this run's own (DATABASE_URL's name, ``tag``, the xdist worker), so that the demo runs of
+    parallel workers, and of other runs on the same server, never share a database."""
+    run = os.environ["DATABASE_URL"].rpartition("/")[2].partition("?")[0]
+    return f"{run}_{tag}_{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}"
+
+
+BASE_DB = own_database("smoke")
 DEMO_DB = f"{BASE_DB}_demo"  # the demo's own database, derived from DATABASE_URL's
 
 

@@ -14,9 +14,9 @@ from solders.keypair import Keypair
 
 from minting.chain import ChainClient
 from tests.conftest import ROOT, Localnet, free_port
-from tests.ops.test_demo import Demo, base_env, drop_database
+from tests.ops.test_demo import Demo, base_env, drop_database, own_database
 
-BASE_DB = "gt_ops_demo_twice"
+BASE_DB = own_database("twice")
 DEMO_DB = f"{BASE_DB}_demo"
 
 
