@@ -163,6 +163,23 @@ class ProviderPool:
             raise failures[0][1]  # the block's provider, or none: no other may answer for it
         raise self._all_failed(method, failures)
 
+    def _read_batch(self, method: str, calls: Sequence[tuple[list, Sequence[str] | None]]) -> list[Any]:
+        failures: list[tuple[Provider, ChainError]] = []
+        for provider in self._read_order():
+            try:
+                answers = provider.rpc.call_batch(method, calls)
+            except ChainError as error:
+                if not is_provider_fault(error):
+                    self._answered(provider, None)
+                    raise
+                if not isinstance(error, NodeBehind | HistoryUnavailable):
+                    self._failed(provider, error)
+                failures.append((provider, error))
+                continue
+            self._answered(provider, None)
+            return answers
+        raise self._all_failed(method, failures)
+
     @contextlib.contextmanager
     def one_provider(self) -> Iterator[None]:
         """Calls in this block (this thread) go to the provider that answers the first one: an answer and the
@@ -196,10 +213,13 @@ class ProviderPool:
     # --- sends ---------------------------------------------------------------------------------------
 
     def call_batch(self, method: str, calls: Sequence[tuple[list, Sequence[str] | None]]) -> list[Any]:
-        """One JSON-RPC batch to every send-capable provider in (sends only); per call the best outcome: a
-        result from any provider, else an error about the transaction, else a provider's error."""
+        """One JSON-RPC batch of ``method`` calls; per call its result or its ChainError. A send goes to every
+        send-capable provider in, and per call the best outcome counts: a result from any provider, else an
+        error about the transaction, else a provider's error. A read goes to one provider, the next one asked
+        when the batch as a whole fails (its answers carry no context slot: nothing may be decided from them
+        that needs one)."""
         if method not in SEND_METHODS:
-            raise ValueError(f"call_batch is for sends, not {method}")
+            return self._read_batch(method, calls)
 
         def send(rpc: Rpc) -> list[Any]:
             try:

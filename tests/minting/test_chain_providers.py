@@ -7,6 +7,7 @@ to the real local chain.
 from __future__ import annotations
 
 import pytest
+from solders.signature import Signature
 
 from config.providers import RpcEndpoint
 from minting.chain import MintRequest, NodeBehind, RpcUnavailable
@@ -168,3 +169,21 @@ def test_a_provider_nobody_listens_on_is_out_and_the_next_answers(front_ends, cl
     pool = pool_of([f"http://127.0.0.1:{free_port()}", front_ends.urls[0]], clock)
     assert pool.call(*LATEST)["value"]["blockhash"]
     assert (state(pool, 1).state, state(pool, 1).code) == ("out", "rpc_unavailable")
+
+
+def test_a_batch_of_reads_goes_to_one_provider_and_around_one_that_is_down(front_ends, clock):
+    """What recording a landed batch's cost does: one JSON-RPC batch of getTransaction, one answer per call."""
+    client = new_client(front_ends.urls[2])
+    (signed,) = client.build_mints([MintRequest(wallets(1)[0], 7, "cost")], memo="c")
+    client.send_many([signed])
+    assert client.confirm(signed).err is None
+    front_ends.set_faults({"http": {"status": 503}}, front_end=1)
+    pool = pool_of(front_ends.urls[:2], clock)
+    config = {"encoding": "base64", "commitment": "confirmed", "maxSupportedTransactionVersion": 0}
+
+    landed, unknown = pool.call_batch(
+        "getTransaction", [([signed.signature, config], None), ([str(Signature.default()), config], None)]
+    )
+
+    assert landed["meta"]["fee"] >= 5000 and unknown is None
+    assert (state(pool, 1).code, state(pool, 2).state) == ("rpc_unavailable", "in")
