@@ -12,10 +12,11 @@ Sets up its own world in bulk SQL (``INSERT ... SELECT`` over ``generate_series`
 - device i offers 50 % of its hours to consumer i (bilateral, a PPA) and the whole hour to its zone's pool.
 
 Then ``matching_run`` matches every settled zone-hour (the first ``--match-hours`` only, when given; one
-transaction each, every claim through the registry's claim service with its chain burn), timed, with a progress
-line per zone. Prints zone-hours/s, consumer-hours/s and claims/s; checks that no Wh is claimed twice (the
-matches' Wh equal their bundles' Wh and every claimed bundle's Wh) and that no consumer-hour is matched beyond
-its demand; times the 24/7 report of one consumer's month. Prints figures, never pass/fail on time.
+transaction each, its claims through the registry's claim service with their chain burns), timed, with a progress
+line per zone. Prints zone-hours/s, consumer-hours/s, claims/s and statements per zone-hour; checks that no
+Wh is claimed twice (the matches' Wh equal their bundles' Wh and every claimed bundle's Wh) and that no
+consumer-hour is matched beyond its demand; times the 24/7 report of one consumer's month. Prints figures,
+never pass/fail on time.
 """
 
 from __future__ import annotations
@@ -178,26 +179,36 @@ def build(args: argparse.Namespace) -> None:
         cursor.execute("ANALYZE")
 
 
-def match(args: argparse.Namespace) -> float:
+def match(args: argparse.Namespace) -> tuple[float, int]:
+    """(seconds, statements) of matching every settled zone-hour."""
+    from django.db import connection
+
     from matching.services.matcher import matching_run
 
     now = HOUR0 + timedelta(hours=(args.match_hours or args.hours) + 1, seconds=3599)  # the last one just settled
     started = time.monotonic()
-    total = 0
+    total = statements = 0
+
+    def count(execute, sql, params, many, context):
+        nonlocal statements
+        statements += len(params) if many else 1
+        return execute(sql, params, many, context)
 
     def progress(zone: str, result) -> None:
         nonlocal total
         total += result.hours
         elapsed = time.monotonic() - started
         say(f"  {zone}: {result.hours} hours, {result.consumer_hours:,} consumer-hours, {result.matched_wh:,} Wh"
-            f" | {total:,} zone-hours in {elapsed:.0f} s")  # fmt: skip
+            f" | {total:,} zone-hours in {elapsed:.0f} s, {statements:,} statements")  # fmt: skip
 
-    while matching_run(now=now, limit=1_000_000, progress=progress).hours:
-        pass
-    return time.monotonic() - started
+    with connection.execute_wrapper(count):
+        while matching_run(now=now, limit=1_000_000, progress=progress).hours:
+            pass
+    return time.monotonic() - started, statements
 
 
-def check_and_report(args: argparse.Namespace, elapsed: float) -> None:
+def check_and_report(args: argparse.Namespace, elapsed: float, statements: int) -> None:
+
     from django.db import connection
 
     from certificates.models import ChainOperation
@@ -208,7 +219,8 @@ def check_and_report(args: argparse.Namespace, elapsed: float) -> None:
     claims = Match.objects.count()
     say(f"matching: {hours:,} zone-hours, {consumer_hours:,} consumer-hours, {claims:,} claims in {elapsed:.1f} s ="
         f" {hours / elapsed:,.1f} zone-hours/s, {consumer_hours / elapsed:,.0f} consumer-hours/s,"
-        f" {claims / elapsed:,.0f} claims/s")  # fmt: skip
+        f" {claims / elapsed:,.0f} claims/s; {statements:,} statements = {statements / max(hours, 1):,.1f} per"
+        f" zone-hour")  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*), coalesce(sum(m.quantity_wh), 0), coalesce(sum(b.range_end - b.range_start + 1), 0),"
@@ -253,8 +265,8 @@ def main() -> None:
     )
     build(args)
     say("matching every settled zone-hour (progress per zone and run) ...")
-    elapsed = match(args)
-    check_and_report(args, elapsed)
+    elapsed, statements = match(args)
+    check_and_report(args, elapsed, statements)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ different zones; ``match_hour_once_per_zone`` is the backstop) and, one transact
 1. Settled? The hour ended ``MATCHING_SETTLE_SECS`` ago, no demand reading in it is still open, and every
    device its allocations draw from has been issued through it. Otherwise stop (later hours wait too).
 2. Demand: each consumer's consumed Wh in the hour from the meters' hourly rollup (exact); whole Wh matchable.
-3. Bilateral first, then pool, in the documented order: each step claims (``bundle_claim``) whole Wh of the
-   allocation holder's active bundles of the device's hour for the consumer as beneficiary, for the hour.
+3. Bilateral first, then pool, in the documented order: each step takes whole Wh of the allocation holder's
+   active bundles of the device's hour for the consumer as beneficiary, for the hour; the hour's claims then go
+   through the registry's claim service at once (``bundles_claim``: a constant number of statements).
 4. Records: ``MatchHour``, ``ConsumerHour`` per consumer with demand, ``Match`` per claimed bundle,
    ``SupplyHour`` per device with certificates in the hour; the cursor moves. All commit with the claims and
    their chain burns, or nothing does.
@@ -29,7 +30,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from certificates.models import CertificateBundle, Issuance, ProductionDevice
-from certificates.services.lifecycle import bundle_claim
+from certificates.services.lifecycle import Claim, bundles_claim
 from gridtoken import events
 from matching.models import (
     Allocation,
@@ -190,9 +191,9 @@ def _match_hour(zone: GridZone, hour: datetime, consumers: list[Consumer], now: 
         .select_related("issuance")
         .order_by("id")
     )  # fmt: skip
-    queues: dict = defaultdict(list)  # (device, holder) -> bundles in (interval start, first id) order
+    queues: dict = defaultdict(list)  # (device, holder) -> [bundle, Wh left] in (interval start, first id) order
     for bundle in sorted(bundles, key=lambda b: (b.issuance.interval_start, b.range_start)):
-        queues[(bundle.issuance.device_id, bundle.holder_id)].append(bundle)
+        queues[(bundle.issuance.device_id, bundle.holder_id)].append([bundle, bundle.quantity_wh])
     given: dict = defaultdict(int, Match.objects.filter(allocation__in=allocations, hour=hour)
                               .order_by().values("allocation_id").annotate(wh=Sum("quantity_wh"))
                               .values_list("allocation_id", "wh"))  # fmt: skip
@@ -213,7 +214,8 @@ def _match_hour(zone: GridZone, hour: datetime, consumers: list[Consumer], now: 
         for c in consumers
         if demand[c.id][hour] > 0
     }
-    matches: list[Match] = []
+    matches: list[Match] = []  # the claims' matches, in their order (each gets its claimed bundle below)
+    claims: list[Claim] = []
     supply_matched: dict = defaultdict(int)
 
     def offer(allocation: Allocation) -> int:
@@ -228,18 +230,15 @@ def _match_hour(zone: GridZone, hour: datetime, consumers: list[Consumer], now: 
         wanted = min(need[consumer.id], offer(allocation))
         queue = queues[(allocation.device_id, allocation.holder_id)]
         while wanted > 0 and queue:
-            bundle = queue[0]
-            quantity = min(wanted, bundle.quantity_wh)
-            claimed, rest = bundle_claim(
-                bundle_id=bundle.id, holder=allocation.holder, beneficiary=consumer.name, consumption_start=hour,
-                consumption_end=end, quantity_wh=quantity if quantity < bundle.quantity_wh else None,
-            )  # fmt: skip
-            if rest is None:
+            bundle, left = queue[0]
+            quantity = min(wanted, left)
+            if quantity == left:
                 queue.pop(0)
             else:
-                queue[0] = rest
+                queue[0][1] -= quantity
+            claims.append(Claim(bundle.id, allocation.holder, consumer.name, hour, end, quantity))
             matches.append(Match(consumer_hour=records[consumer.id], allocation=allocation, kind=allocation.kind,
-                                 device_id=allocation.device_id, bundle=claimed, quantity_wh=quantity, hour=hour,
+                                 device_id=allocation.device_id, quantity_wh=quantity, hour=hour,
                                  created_at=now))  # fmt: skip
             record = records[consumer.id]
             record.matched_wh += quantity
@@ -267,6 +266,8 @@ def _match_hour(zone: GridZone, hour: datetime, consumers: list[Consumer], now: 
         for allocation in (*own, *other):
             take(consumer, allocation)
 
+    for match, outcome in zip(matches, bundles_claim(claims), strict=True):
+        match.bundle = outcome.moved
     match_hour = MatchHour.objects.create(
         id=match_hour_id(zone.code, hour), zone=zone, hour=hour, consumers=len(records),
         demand_wh=sum((r.demand_wh for r in records.values()), Decimal(0)),
@@ -292,12 +293,15 @@ def _supply_record(issued: dict, zones_of: dict, matched: dict, hour: datetime) 
     zone was matched already (or later), so matched Wh add up; the check constraint keeps matched <= issued."""
     if not issued:
         return
-    rows = [(d, zones_of[d], hour, quantity, matched[d]) for d, quantity in sorted(issued.items())]  # one lock order
+    devices = sorted(issued)  # one lock order
     table = SupplyHour._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            f"INSERT INTO {table} (device_id, grid_zone, hour, issued_wh, matched_wh) VALUES (%s, %s, %s, %s, %s)"  # noqa: S608
+    with connection.cursor() as cursor:  # one statement for every device of the hour
+        cursor.execute(
+            f"INSERT INTO {table} (device_id, grid_zone, hour, issued_wh, matched_wh)"  # noqa: S608
+            " SELECT device_id, grid_zone, %s, issued_wh, matched_wh FROM unnest(%s::uuid[], %s::text[], %s::bigint[],"
+            " %s::bigint[]) AS t (device_id, grid_zone, issued_wh, matched_wh) ORDER BY device_id"
             " ON CONFLICT (device_id, hour) DO UPDATE SET issued_wh = EXCLUDED.issued_wh,"
             f" matched_wh = {table}.matched_wh + EXCLUDED.matched_wh",
-            rows,
-        )
+            [hour, devices, [zones_of[d] for d in devices], [issued[d] for d in devices],
+             [matched[d] for d in devices]],
+        )  # fmt: skip
