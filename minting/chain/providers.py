@@ -8,8 +8,9 @@
   signature, and the chain executes it once however many providers forward it.
 - A provider that fails (transport, HTTP, a bad answer), rate limits (429) or lags more than ``max_lag_slots``
   behind the best slot any provider showed is taken out for ``probe_secs``, doubling up to ``probe_max_secs``;
-  then the next real request is its probe, and an answer brings it back. No request is added in the healthy
-  case: lag is read from the context slots the answers carry anyway.
+  then the next real request is its probe, and an answer brings it back. A lagging answer is not believed, and
+  a lagging provider's probe is measured against the next provider's answer to the same call (``_answered``).
+  No request is added in the healthy case: lag is read from the context slots the answers carry anyway.
 - When every provider is out, the one due first is still asked (a single provider behaves exactly as before);
   when all fail, the call raises ``rpc_providers_out`` (several providers) or the provider's own error (one).
 
@@ -35,6 +36,7 @@ from minting.chain.rpc import Rpc
 
 PROVIDERS_OUT = "rpc_providers_out"
 LAGGING = "rpc_lagging"
+BELIEVED, UNPROVEN = "believed", "unproven"
 REPORT_EVERY_SECS = 10.0
 SEND_METHODS = frozenset({"sendTransaction"})
 
@@ -137,6 +139,7 @@ class ProviderPool:
         pinned = getattr(self._local, "pinned", None)
         candidates = [pinned] if isinstance(pinned, Provider) else self._read_order()
         failures: list[tuple[Provider, ChainError]] = []
+        doubted: list[tuple[Provider, int]] = []
         for provider in candidates:
             try:
                 result = provider.rpc.call(method, params, program_ids=program_ids)
@@ -151,7 +154,16 @@ class ProviderPool:
                 failures.append((provider, error))
                 continue
             slot = _answer_slot(result)
-            self._answered(provider, slot)
+            believed = self._answered(provider, slot)
+            if believed != BELIEVED:
+                behind = f"{method} from {provider.where} answered at slot {slot}, lagging: not believed"
+                failures.append((provider, NodeBehind(behind)))
+                if believed == UNPROVEN:
+                    doubted.append((provider, slot))
+                continue
+            if slot is not None:  # a fresh slot: the lagging providers asked before are measured against it
+                for behind, its_slot in doubted:
+                    self._answered(behind, its_slot, next_to_fresh=True)
             if slot is not None and slot < minimum:
                 behind = f"{method} from {provider.where} answered at slot {slot}, behind slot {minimum}"
                 failures.append((provider, NodeBehind(behind)))
@@ -256,24 +268,39 @@ class ProviderPool:
 
     # --- health --------------------------------------------------------------------------------------
 
-    def _answered(self, provider: Provider, slot: int | None) -> None:
-        """An answer: the provider is in again, unless it showed a slot too far behind the best one seen."""
-        changed = False
+    def _answered(self, provider: Provider, slot: int | None, *, next_to_fresh: bool = False) -> str:
+        """An answer: the provider is in again, unless it showed a slot too far behind the best one seen. Says
+        whether the answer is believed (``BELIEVED``); with several providers a lagging one's is not (one
+        provider's answers are, as before).
+
+        With several providers, a provider out for lagging is measured only against a slot another provider
+        shows in the same call (``next_to_fresh``): the best slot seen so far may be stale (every other one out,
+        or the pool idle), and a lagging view catching up with a stale slot proves nothing (its blockhashes are
+        as old as ever). Until then its answer is ``UNPROVEN``: not believed, the provider stays out for another
+        back-off, and no error is counted."""
+        several = len(self.providers) > 1
+        changed = lagging = unproven = False
         with self._lock:
             if slot is not None:
                 provider.slot = slot
-                self.top_slot = max(self.top_slot, slot)
-                provider.lag = self.top_slot - slot
-            lagging = slot is not None and provider.lag > self.max_lag_slots
-            if lagging:
-                changed = self._take_out(provider, LAGGING)
-                provider.errors[LAGGING] += 1
-            elif provider.failures and (slot is not None or provider.code != LAGGING):  # lag ends by a slot shown
-                provider.failures, provider.out_until, provider.code = 0, 0.0, ""
-                changed = True
+                unproven = several and provider.code == LAGGING and bool(provider.failures) and not next_to_fresh
+            if unproven:
+                self._take_out(provider, LAGGING)
+            else:
+                if slot is not None:
+                    self.top_slot = max(self.top_slot, slot)
+                    provider.lag = self.top_slot - slot
+                lagging = slot is not None and provider.lag > self.max_lag_slots
+                if lagging:
+                    changed = self._take_out(provider, LAGGING)
+                    provider.errors[LAGGING] += 1
+                elif provider.failures and (slot is not None or provider.code != LAGGING):  # lag ends by a slot
+                    provider.failures, provider.out_until, provider.code = 0, 0.0, ""
+                    changed = True
         if lagging and self.on_error is not None:
             self.on_error(provider, NodeBehind(f"{provider.lag} slots behind", code=LAGGING))
         self._report(changed)
+        return UNPROVEN if unproven else LAGGING if lagging and several else BELIEVED
 
     def _failed(self, provider: Provider, error: ChainError) -> None:
         with self._lock:

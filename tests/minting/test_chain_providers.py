@@ -55,6 +55,11 @@ def state(pool: ProviderPool, number: int):
     return pool.states()[number - 1]
 
 
+def health(pool: ProviderPool, number: int) -> tuple[str, str, dict[str, int]]:
+    provider = state(pool, number)
+    return provider.state, provider.code, provider.errors
+
+
 def test_reads_go_around_a_provider_that_is_down_and_probe_it_back_in_after_its_backoff(front_ends, clock):
     front_ends.set_faults({"http": {"status": 503}}, front_end=1)
     pool = pool_of(front_ends.urls[:2], clock)
@@ -187,3 +192,39 @@ def test_a_batch_of_reads_goes_to_one_provider_and_around_one_that_is_down(front
 
     assert landed["meta"]["fee"] >= 5000 and unknown is None
     assert (state(pool, 1).code, state(pool, 2).state) == ("rpc_unavailable", "in")
+
+
+def test_a_lagging_provider_is_believed_again_only_next_to_a_fresh_slot_from_another_provider(front_ends, clock):
+    """With the others out nobody shows the tip: the lagging view catching up with the stale best slot proves
+    nothing (its blockhashes are still 250 slots old), so the pool says every provider is out."""
+    front_ends.set_faults({"lag": {"slots": 250}}, front_end=2)
+    pool = pool_of(front_ends.urls, clock)
+    for _ in range(3):  # each provider is asked first once in three reads
+        assert pool.call(*LATEST)["context"]["slot"] > 250  # never the lagging view
+    assert health(pool, 2) == ("out", "rpc_lagging", {"rpc_lagging": 1})
+
+    front_ends.set_faults({"http": {"status": 503}}, front_end=1)
+    front_ends.set_faults({"http": {"status": 429}}, front_end=3)
+    stale = pool.top_slot
+    wait_until(lambda: rpc_call(front_ends.urls[1], "getSlot")["result"] > stale, message="its view passes the top")
+    method, (config,) = LATEST
+    for _ in range(3):
+        clock.now += 10.0  # every provider due for its probe
+        with pytest.raises(RpcUnavailable) as raised:
+            pool.call(method, [{**config, "minContextSlot": stale}])
+        assert raised.value.code == "rpc_providers_out"
+    assert health(pool, 2) == ("out", "rpc_lagging", {"rpc_lagging": 1})
+    assert pool.top_slot == stale
+
+    front_ends.set_faults({}, front_end=1)
+    clock.now += 10.0
+    pool.call(*LATEST)  # provider 1's probe: in again
+    clock.now += 10.0
+    pool.call(*LATEST)  # provider 2's probe, measured against provider 1's answer in the same call: still lagging
+    assert (state(pool, 1).state, health(pool, 2)) == ("in", ("out", "rpc_lagging", {"rpc_lagging": 2}))
+    assert state(pool, 2).lag_slots >= 150
+
+    front_ends.set_faults({}, front_end=2)  # caught up
+    clock.now += 10.0
+    pool.call(*LATEST)
+    assert (state(pool, 2).state, state(pool, 2).code) == ("in", "")
