@@ -54,7 +54,7 @@ def group_argv(pgids: set[int]) -> dict[int, str]:
 
 def figures(output: str) -> dict:
     mint = re.search(r"^Energy token mint: (\w+) on ", output, re.MULTILINE)[1]
-    wallets = dict(re.findall(r"^  producer  (\S+)\s+\S+  wallet (\w+)$", output, re.MULTILINE))
+    wallets = dict(re.findall(r"^  (?:producer|farm) +(\S+)\s+\S+  wallet (\w+)$", output, re.MULTILINE))
     passwords = re.findall(r"^  (?:producer|operator)\s+\S+\s+(\S+)", output, re.MULTILINE)
     checks = re.findall(
         r"^  (.+): chain (\S+) tokens at slot \d+, database (\S+) .*: (match|MISMATCH.*)$", output, re.M
@@ -103,10 +103,11 @@ def test_the_demo_twice_in_a_row_shows_only_its_own_run_and_its_figures_match_th
 
     assert f"Database {DEMO_DB}: reset, empty for this run" in output
     assert two["mint"] != one["mint"] and set(two["wallets"].values()).isdisjoint(one["wallets"].values())
-    # The demo's own check on stop: the supply and each producer's wallet, all matching.
+    # The demo's own check on stop: the supply and each wallet minted to (producers and the farm), all matching.
     assert {label.split(" wallet ")[0] for label, *_ in two["checks"]} == {
         "demo-producer-1",
         "demo-producer-2",
+        "demo-solar-farm",
         "mint supply",
     }
     assert all(verdict == "match" and chain == db for _, chain, db, verdict in two["checks"]), output

@@ -140,6 +140,7 @@ def test_demo_accounts_are_created_then_given_new_passwords():
     first = demo.demo_accounts(2)
     assert [(a.role, a.username) for a in first] == [
         ("operator", "demo-operator"), ("producer", "demo-producer-1"), ("producer", "demo-producer-2"),
+        ("farm", "demo-solar-farm"), ("consumer", "demo-consumer-1"),
     ]  # fmt: skip
     operator = User.objects.get(username="demo-operator")
     assert operator.is_staff and operator.is_superuser and operator.check_password(first[0].password)

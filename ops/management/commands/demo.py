@@ -249,7 +249,8 @@ class Command(BaseCommand):
         wallets = dict(
             User.objects.filter(username__in=[a.username for a in accounts]).values_list("username", "wallet_address")
         )
-        self.producers = [account.username for account in producers]
+        # The wallets minted to, which the stop check reads: the producers' and the farm's.
+        self.producers = [a.username for a in accounts if a.role in ("producer", "farm")]
         # Each run adds its own meters, so it has fresh history to replay (a meter's readings can only go
         # forward, and only back 7 days).
         run = timezone.now().strftime("%m%d%H%M%S")
@@ -352,7 +353,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{waiting} readings are still in flight; the figures below may differ by them.")
 
     def check_chain(self) -> None:
-        """The chain against the database (the mint's supply, each producer's wallet), by ``token_balance``."""
+        """The chain against the database (the mint's supply, each wallet minted to), by ``token_balance``."""
         command = [demo.PYTHON, "manage.py", "token_balance", "--supply", *self.producers]
         try:
             result = subprocess.run(  # noqa: S603 (our own command)
