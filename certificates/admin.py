@@ -12,21 +12,7 @@ from certificates.services.chain import operations_retry
 from certificates.services.devices import device_set_status
 from certificates.services.issuance import issuance_decide_held
 from certificates.services.lifecycle import bundle_withdraw
-from gridtoken.admin import CheckedModelAdmin, RecordAdmin, abbreviated
-from gridtoken.exceptions import ApplicationError
-
-
-def _each(modeladmin, request, rows, act, done: str) -> None:
-    succeeded, refused = 0, []
-    for row in rows:
-        try:
-            act(row)
-            succeeded += 1
-        except ApplicationError as error:
-            refused.append(f"{row}: {error.message}")
-    modeladmin.message_user(request, f"{done}: {succeeded}", messages.SUCCESS)
-    for line in refused:
-        modeladmin.message_user(request, line, messages.WARNING)
+from gridtoken.admin import CheckedModelAdmin, RecordAdmin, abbreviated, each_row
 
 
 @admin.register(ProductionDevice)
@@ -49,12 +35,12 @@ class ProductionDeviceAdmin(CheckedModelAdmin):
 
     @admin.action(description="Approve selected devices (issuance starts)")
     def approve(self, request, queryset):
-        _each(self, request, queryset, lambda d: device_set_status(device_id=d.id, status="approved",
+        each_row(self, request, queryset, lambda d: device_set_status(device_id=d.id, status="approved",
               actor=request.user.get_username()), "approved")  # fmt: skip
 
     @admin.action(description="Suspend selected devices (issuance stops)")
     def suspend(self, request, queryset):
-        _each(self, request, queryset, lambda d: device_set_status(device_id=d.id, status="suspended",
+        each_row(self, request, queryset, lambda d: device_set_status(device_id=d.id, status="suspended",
               actor=request.user.get_username()), "suspended")  # fmt: skip
 
 
@@ -78,12 +64,12 @@ class IssuanceAdmin(RecordAdmin):
 
     @admin.action(description="Issue selected held intervals")
     def issue_held(self, request, queryset):
-        _each(self, request, queryset, lambda i: issuance_decide_held(issuance_id=i.id, approve=True,
+        each_row(self, request, queryset, lambda i: issuance_decide_held(issuance_id=i.id, approve=True,
               actor=request.user.get_username()), "issued")  # fmt: skip
 
     @admin.action(description="Reject selected held intervals")
     def reject_held(self, request, queryset):
-        _each(self, request, queryset, lambda i: issuance_decide_held(issuance_id=i.id, approve=False,
+        each_row(self, request, queryset, lambda i: issuance_decide_held(issuance_id=i.id, approve=False,
               actor=request.user.get_username()), "rejected")  # fmt: skip
 
 
@@ -115,7 +101,7 @@ class CertificateBundleAdmin(RecordAdmin):
     @admin.action(description="Withdraw selected bundles (reason: revoked by an operator in the admin)")
     def withdraw(self, request, queryset):
         reason = f"revoked by {request.user.get_username()} in the admin"
-        _each(self, request, queryset, lambda b: bundle_withdraw(bundle_id=b.id, actor=request.user.get_username(),
+        each_row(self, request, queryset, lambda b: bundle_withdraw(bundle_id=b.id, actor=request.user.get_username(),
               reason=reason), "withdrawn")  # fmt: skip
 
 

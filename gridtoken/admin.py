@@ -20,6 +20,8 @@ from django.db.models import Q
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from gridtoken.exceptions import ApplicationError
+
 TAMPERED_SELECTION = "The selection names no record of this list (a stale or altered form): nothing was done."
 # A filtered admin list counts its rows up to this many; pages past it are reached by number.
 COUNT_CAP = 10_000
@@ -104,6 +106,21 @@ class CheckedSelectionMixin:
 def plain_number(value: Decimal | None) -> str:
     """An exact amount (kWh, tokens) without its column's trailing zeros: 40.25, not 40.250000000."""
     return "-" if value is None else format(value.normalize(), "f")
+
+
+def each_row(modeladmin, request, rows, act, done: str) -> None:
+    """An admin action's ``act`` on every selected row through a service: one message with how many succeeded,
+    one warning per row a service refused (its ApplicationError's message)."""
+    succeeded, refused = 0, []
+    for row in rows:
+        try:
+            act(row)
+            succeeded += 1
+        except ApplicationError as error:
+            refused.append(f"{row}: {error.message}")
+    modeladmin.message_user(request, f"{done}: {succeeded}", messages.SUCCESS)
+    for line in refused:
+        modeladmin.message_user(request, line, messages.WARNING)
 
 
 def abbreviated(value: str | None, *, keep: int = 8, href: str | None = None):

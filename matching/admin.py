@@ -4,10 +4,9 @@ Every row is a record only services write (``gridtoken.admin.RecordAdmin``): the
 actions call the services (each writes its audit line). Lists are ordered along an index, newest first.
 """
 
-from django.contrib import admin, messages
+from django.contrib import admin
 
-from gridtoken.admin import RecordAdmin
-from gridtoken.exceptions import ApplicationError
+from gridtoken.admin import RecordAdmin, each_row
 from matching.models import (
     Adjustment,
     Allocation,
@@ -20,19 +19,6 @@ from matching.models import (
     SupplyHour,
 )
 from matching.services.consumers import allocation_end, consumer_set_cross_zone, consumer_set_status
-
-
-def _each(modeladmin, request, rows, act, done: str) -> None:
-    succeeded, refused = 0, []
-    for row in rows:
-        try:
-            act(row)
-            succeeded += 1
-        except ApplicationError as error:
-            refused.append(f"{row}: {error.message}")
-    modeladmin.message_user(request, f"{done}: {succeeded}", messages.SUCCESS)
-    for line in refused:
-        modeladmin.message_user(request, line, messages.WARNING)
 
 
 @admin.register(GridZone)
@@ -66,7 +52,7 @@ class ConsumerAdmin(RecordAdmin):
             act = lambda c: consumer_set_cross_zone(consumer_id=c.id, allowed=change["allowed"], actor=actor)  # noqa: E731
         else:
             act = lambda c: consumer_set_status(consumer_id=c.id, status=change["status"], actor=actor)  # noqa: E731
-        _each(self, request, queryset, act, done)
+        each_row(self, request, queryset, act, done)
 
     @admin.action(description="Allow supply of other zones (after the consumer's own)")
     def allow_cross_zone(self, request, queryset):
@@ -95,7 +81,7 @@ class AllocationAdmin(RecordAdmin):
 
     @admin.action(description="End selected allocations from the next hour")
     def end(self, request, queryset):
-        _each(self, request, queryset, lambda a: allocation_end(allocation_id=a.id,
+        each_row(self, request, queryset, lambda a: allocation_end(allocation_id=a.id,
               actor=request.user.get_username()), "ended")  # fmt: skip
 
 
