@@ -69,12 +69,18 @@ def consumer_add_meter(*, consumer: Consumer, meter: Meter, actor: str) -> Consu
         return link
 
 
+def _consumer_locked(consumer_id: uuid.UUID) -> Consumer:
+    """The consumer's row, locked for the caller's transaction; 404 ``consumer_not_found`` when there is none."""
+    consumer = Consumer.objects.select_for_update().filter(id=consumer_id).first()
+    if consumer is None:
+        raise ApplicationError("consumer_not_found", "no such consumer", status=404)
+    return consumer
+
+
 def consumer_set_cross_zone(*, consumer_id: uuid.UUID, allowed: bool, actor: str) -> Consumer:
     """The operator's flag: may the consumer draw other zones' supply (after its own zone's)?"""
     with transaction.atomic():
-        consumer = Consumer.objects.select_for_update().filter(id=consumer_id).first()
-        if consumer is None:
-            raise ApplicationError("consumer_not_found", "no such consumer", status=404)
+        consumer = _consumer_locked(consumer_id)
         consumer.cross_zone = allowed
         consumer.save(update_fields=["cross_zone"])
         audit.info("consumer cross-zone", extra={"audit": "consumer_cross_zone", "consumer_id": str(consumer.id),
@@ -88,9 +94,7 @@ def consumer_set_status(*, consumer_id: uuid.UUID, status: str, actor: str) -> C
         raise ApplicationError("validation_error", f"status is one of {', '.join(Consumer.Status.values)}",
                                field="status")  # fmt: skip
     with transaction.atomic():
-        consumer = Consumer.objects.select_for_update().filter(id=consumer_id).first()
-        if consumer is None:
-            raise ApplicationError("consumer_not_found", "no such consumer", status=404)
+        consumer = _consumer_locked(consumer_id)
         consumer.status = status
         consumer.save(update_fields=["status"])
         audit.info("consumer status", extra={"audit": "consumer_status", "consumer_id": str(consumer.id),
