@@ -107,6 +107,15 @@ def database_url() -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashes():
+    """Passwords hashed and checked at one PBKDF2 round in the test processes (tests/hashers.py)."""
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["tests.hashers.OneRoundPBKDF2PasswordHasher"]):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _cheaper_flush():
     """Transactional tests flush only the tables they wrote to (tests/flush.py)."""
     from tests import flush
