@@ -27,7 +27,8 @@ started again; Redis SIGKILLed and restarted (its append-only file brings it bac
 blackholed (localnet SIGSTOP, SIGCONT ``--blackhole`` s later), HTTP 503 from the RPC, dropped sends and
 minority forks, a replica 250 slots behind; a second beat for a while; the localnet restarted. The localnet is
 restarted with SIGTERM, not SIGKILL: it saves its ledger every few seconds, so a SIGKILL rolls its chain back
-by up to that long, which no real cluster does to confirmed transactions (a vanished RPC node is the blackhole).
+by up to that long, which no real cluster does to confirmed transactions (a vanished RPC node is the blackhole);
+that fault lasts until the restarted node answers, so the RPC spell after it is set on a running node.
 
 Then the load stops, faults are cleared, and the stack gets ``--drain`` s to mint the backlog. The audit: every
 reading a client got a 2xx and an id for is stored with the same kWh and minted exactly once; every wallet's
@@ -342,6 +343,19 @@ def rpc(port: int, method: str, params: list | None = None, timeout: float = 3):
         client.close()
 
 
+def rpc_healthy(port: int, timeout: float) -> bool:
+    """Whether the localnet answers getHealth within ``timeout`` s (it may be starting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if rpc(port, "getHealth", timeout=1) == "ok":
+                return True
+        except Exception:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+
+
 def clear_faults(port: int) -> None:
     """The chain back to a perfect node; it may still be restarting after the last fault."""
     deadline = time.monotonic() + 120
@@ -428,7 +442,15 @@ class Chaos:
             rpc(self.stack.rpc_port, "localnet_setFaults", [BASELINE_FAULTS])
 
     def restart_localnet(self) -> None:
+        old = self.stack.procs["localnet"]
         self.stack.kill("localnet", signal.SIGTERM)  # the supervisor starts it again once it has saved
+        # The fault lasts until the new node answers: a fault after it (an RPC spell) sets its plan through it.
+        old.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while self.stack.procs["localnet"] is old and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not rpc_healthy(self.stack.rpc_port, timeout=60):
+            raise RuntimeError("the restarted localnet did not answer within 60 s")
 
     def two_beats(self, seconds: float) -> None:
         self.stack.start("beat2")
@@ -904,15 +926,8 @@ def main() -> None:
 
         stack = Stack(workdir, env, args, rpc_port)
         stack.start("localnet")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if rpc(rpc_port, "getHealth", timeout=1) == "ok":
-                    break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"localnet did not start: see {workdir / 'localnet.log'}") from None
-                time.sleep(0.2)
+        if not rpc_healthy(rpc_port, timeout=60):
+            raise SystemExit(f"localnet did not start: see {workdir / 'localnet.log'}")
         call_command("chain_init", stdout=open(os.devnull, "w"))  # noqa: SIM115
         world = build_world(args)
         connections.close_all()

@@ -262,29 +262,6 @@ def test_the_demo_mints_simulated_readings_and_ctrl_c_stops_everything(tmp_path,
     assert port_free(web) and port_free(rpc)
 
 
-@pytest.mark.timeout(600)
-def test_the_demo_over_mqtt_mints_what_its_simulators_publish(tmp_path, fresh_database):
-    """--transport mqtt: the simulators publish to the broker, the ingester stores, the pipeline mints."""
-    web, rpc = free_port(), free_port()
-    env = base_env(
-        DATABASE_URL=fresh_database,
-        SOLANA_KEYPAIR_PATH=str(tmp_path / "authority.json"),
-        MQTT_URL="mqtt://127.0.0.1:1883",
-        MQTT_CLIENT_ID=f"demo-test-{os.getpid()}-{time.monotonic_ns()}",
-        MQTT_SHARE_GROUP="",
-    )
-    args = ["--port", str(web), "--rpc-port", str(rpc), "--var-dir", str(tmp_path / "var"), "--transport", "mqtt"]
-    demo = Demo(env, *args, "--producers", "1", "--meters", "2", "--interval", "0.5", "--backfill", "12")
-    try:
-        demo.wait_for(r"^Started ingester \(pid \d+\)$", timeout=300)
-        demo.wait_for(r"^submitted (\d+) \| minted ([1-9]\d*) \| recorded \d+ \| pending", timeout=240)
-    finally:
-        demo.process.send_signal(signal.SIGINT)
-        code = demo.finish()
-    assert code == 0, "\n".join(demo.lines)
-    assert [name for name, pid in demo.pids().items() if group_alive(pid)] == []
-
-
 def test_mqtt_transport_without_a_broker_says_how_to_start_one(closed_port_url):
     host, port = closed_port_url.split(":")
     result = run_demo(base_env(MQTT_URL=f"mqtt://{host}:{port}"), "--transport", "mqtt")

@@ -1,10 +1,13 @@
-"""``manage.py demo`` twice in a row: each run on its own fresh database and chain, its figures match the chain."""
+"""``manage.py demo`` twice in a row: each run on its own fresh database and chain, its figures match the chain; the
+second run over MQTT (``--transport mqtt``: the simulators publish to the broker, the ingester stores, the pipeline
+mints)."""
 
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 from solders.keypair import Keypair
 
 from minting.chain import ChainClient
+from ops.processes import group_alive
 from tests.conftest import ROOT, Localnet, free_port
 from tests.ops.test_demo import Demo, base_env, drop_database, own_database
 
@@ -74,7 +78,7 @@ def demo_rows(query: str) -> list[tuple]:
         return conn.execute(query).fetchall()
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 def test_the_demo_twice_in_a_row_shows_only_its_own_run_and_its_figures_match_the_chain(tmp_path, demo_database):
     web, rpc = free_port(), free_port()
     env = base_env(DATABASE_URL=demo_database, SOLANA_KEYPAIR_PATH=str(tmp_path / "authority.json"))
@@ -95,9 +99,16 @@ def test_the_demo_twice_in_a_row_shows_only_its_own_run_and_its_figures_match_th
         assert "--password" not in line and not any(password in line for password in one["passwords"]), line
         assert "postgres://" not in line and "mqtt://" not in line
 
-    second = Demo(env, *args)
+    mqtt = {
+        "MQTT_URL": "mqtt://127.0.0.1:1883",
+        "MQTT_CLIENT_ID": f"demo-test-{os.getpid()}-{time.monotonic_ns()}",
+        "MQTT_SHARE_GROUP": "",
+    }
+    second = Demo({**env, **mqtt}, *args, "--transport", "mqtt")
+    second.wait_for(r"^Started ingester \(pid \d+\)$", timeout=150)
     stop_once_minting(second)
     assert second.finish(timeout=180) == 0, "\n".join(second.lines)
+    assert [name for name, pid in second.pids().items() if group_alive(pid)] == []
     output = "\n".join(second.lines)
     two = figures(output)
 

@@ -3,8 +3,10 @@
 1. Check PostgreSQL and Redis answer (else say how to start them). The demo has its own database, DATABASE_URL's
    name + ``_demo`` (``gridtoken_demo``), dropped and created empty on every run together with a fresh chain
    ledger, so no figure of an earlier run (whose mints may live on a chain that no longer exists) mixes in;
-   ``--keep`` keeps both, or neither when one of them is missing. Migrate it. This process and every child
-   use that database.
+   ``--keep`` keeps both, or neither when one of them is missing. Migrate it; a new database is instead a copy
+   of ``<name>_template``, which the first migrated run leaves, when the same migration files migrated it
+   (their digest is its comment), so later runs start without migrating. This process and every child use
+   that database.
 2. Start the local chain (ledger under --var-dir) and run chain_init and certificates_chain_init; print the
    mint's address.
 3. Start the ASGI server (REST, WebSocket, dashboard), a Celery worker and beat.
@@ -27,6 +29,8 @@ group, so no port stays taken. Child output goes to --var-dir/logs/<name>.log.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -36,14 +40,17 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
+from django.apps import apps
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 from django.utils import timezone
 from psycopg import sql
 from solders.keypair import Keypair
 
-from gridtoken.databases import demo_database_name, using_database
+from gridtoken.databases import POSTGRES_NAME_MAX, demo_database_name, using_database
 from meters.management.commands.simulate_meters import PASSWORD_ENV
 from meters.models import User
 from meters.selectors import fleet_totals
@@ -56,16 +63,64 @@ SIMULATOR_MODES = (["--sign"], ["--legacy"], ["--batch"])
 DRAIN_SECS = 30.0
 
 
-def reset_database(db: dict, *, keep: bool) -> bool:
-    """Drop and create ``db``'s database, or with ``keep`` only create it when missing; True when it is new."""
+def reset_database(db: dict, *, keep: bool) -> str:
+    """Drop and create ``db``'s database, or with ``keep`` only create it when missing. A new one is a copy of
+    its template when the template was migrated by exactly these migrations ("copied"), else empty ("empty");
+    "kept" when ``keep`` found it."""
     with demo._connect_maintenance(db) as conn:  # the one maintenance connection the pre-flight checks use
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone()
         if exists and keep:
-            return False
+            return "kept"
         if exists:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db["NAME"])))
+        template = template_name(db["NAME"])
+        if template:
+            found = conn.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [template]
+            ).fetchone()
+            if found and found[0] == migrations_digest():
+                with contextlib.suppress(psycopg.Error):  # e.g. someone connected to it: migrate instead
+                    conn.execute(
+                        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                            sql.Identifier(db["NAME"]), sql.Identifier(template)
+                        )
+                    )
+                    return "copied"
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
-        return True
+        return "empty"
+
+
+def template_name(name: str) -> str | None:
+    """The migrated copy a new demo database starts from (``<name>_template``), None when too long a name."""
+    template = f"{name}_template"
+    return template if len(template.encode()) <= POSTGRES_NAME_MAX else None
+
+
+def migrations_digest() -> str:
+    """A digest of every installed app's migration files: a template migrated by others is never copied."""
+    digest = hashlib.sha256()
+    for app in apps.get_app_configs():
+        for path in sorted(Path(app.path, "migrations").glob("*.py")):
+            digest.update(f"{app.label}/{path.name}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def save_template(db: dict) -> None:
+    """Keep the freshly migrated database as the template of the next runs (with its migrations' digest), so
+    they start in a second instead of migrating; without one (no privilege, say) they migrate as before."""
+    template = template_name(db["NAME"])
+    if not template:
+        return
+    connections["default"].close()  # a database with sessions cannot be copied
+    with demo._connect_maintenance(db) as conn, contextlib.suppress(psycopg.Error):
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(template)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(template), sql.Identifier(db["NAME"]))
+        )
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(template), sql.Literal(migrations_digest()))
+        )
 
 
 def database_exists(db: dict) -> bool:
@@ -183,7 +238,7 @@ class Command(BaseCommand):
         if not keep:
             for stale in (ledger, ledger.with_name(ledger.name + ".tmp")):
                 stale.unlink(missing_ok=True)
-        reset_database(db, keep=keep)
+        state = reset_database(db, keep=keep)
         if keep:
             self.stdout.write(
                 f"Database {db['NAME']}: kept from the last run (--keep), with its chain ledger {ledger}."
@@ -194,8 +249,13 @@ class Command(BaseCommand):
                 f"Database {db['NAME']}: reset, empty for this run, with {chain} "
                 "(DATABASE_URL's name + _demo; --keep keeps both next time)."
             )
+        if state == "copied":
+            self.stdout.write(f"Copied from {template_name(db['NAME'])}, migrated by the same migrations.")
+            return
         self.stdout.write("Migrating the database ...")
         call_command("migrate", interactive=False, verbosity=0)
+        if state == "empty":
+            save_template(db)
 
     # 2.-5. -------------------------------------------------------------------------------------------
     def start_system(self, supervisor: Supervisor, var_dir: Path, options) -> None:
