@@ -16,7 +16,15 @@ from bench.fuzz import SERVER_ENV, fuzz, identities_create
 from tests.minting.pipeline_harness import use_chain
 from tests.realtime.test_browser import processes, start_uvicorn
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
+# no_cover: a test's call is Schemathesis generating cases and checking answers, none of it the application's
+# code (the server it fuzzes is a subprocess, which coverage does not measure), and tracing it doubled the CPU it
+# takes; the chain and the identities, which are the application's code, are made in fixtures, still measured.
+pytestmark = [
+    pytest.mark.fuzz,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(900),
+    pytest.mark.no_cover,
+]
 __all__ = ["processes"]  # a fixture, used by name
 
 SEED = 11
@@ -31,19 +39,23 @@ ONLY = {
 }
 
 
+@pytest.fixture
 def chain_env(settings, localnet, tmp_path) -> dict:
     chain = use_chain(settings, localnet, tmp_path)
     return {"SOLANA_RPC_URL": chain.url, "SOLANA_KEYPAIR_PATH": str(chain.keypair_path)}
+
+
+@pytest.fixture
+def identities(transactional_db) -> dict[str, str]:
+    return identities_create()
 
 
 def failures_report(totals) -> str:
     return f"Schemathesis found (seed {SEED}):\n{totals.summary()}"
 
 
-def test_every_operation_answers_as_its_schema_says_for_every_credential(processes, settings, localnet, tmp_path):
-    env = {**chain_env(settings, localnet, tmp_path), **SERVER_ENV}
-    base = start_uvicorn(processes, env)
-    identities = identities_create()
+def test_every_operation_answers_as_its_schema_says_for_every_credential(processes, chain_env, identities):
+    base = start_uvicorn(processes, {**chain_env, **SERVER_ENV})
 
     totals = fuzz(base, identities, examples=EXAMPLES, seed=SEED, stateful_steps=5, only=ONLY, coverage_mode=None)
     print(totals.summary())
@@ -53,10 +65,9 @@ def test_every_operation_answers_as_its_schema_says_for_every_credential(process
     assert totals.cases > 500  # the run really generated and sent cases
 
 
-def test_the_429s_of_tight_rate_limits_are_documented(processes, settings, localnet, tmp_path):
+def test_the_429s_of_tight_rate_limits_are_documented(processes, chain_env, identities):
     limits = {"RATE_LIMIT_KEY_PER_MIN": "3", "RATE_LIMIT_USER_PER_MIN": "3", "RATE_LIMIT_LOGIN_PER_MIN": "2"}
-    base = start_uvicorn(processes, {**chain_env(settings, localnet, tmp_path), **limits})
-    identities = identities_create()
+    base = start_uvicorn(processes, {**chain_env, **limits})
     only = {
         "producer": r"^/api/(auth/token|meters)$",
         "fleet": r"^/api/v1/(meters/batch|simulator)",
