@@ -19,6 +19,8 @@ pytestmark = [
 ]
 __all__ = ["chain_env", "identities", "processes"]  # fixtures, used by name
 
+# The device and fleet keys, not named here, meet every operation of the schema: the suite's one run of those
+# credentials on the operations of other kinds (tests/ops/test_fuzz_schema.py fuzzes each where it is meant to work).
 ONLY = {"producer": r"^/api/certificates/", "operator": r"^/api/admin/certificates/"}
 
 

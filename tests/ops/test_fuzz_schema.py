@@ -1,9 +1,9 @@
 """Schemathesis against a real uvicorn on the test database and a real local chain: every operation of
-/api/schema/ with the credential kind it is meant for (producer token, device key, fleet key, operator token),
-the examples, fuzzing (valid and invalid data) and stateful (the schema's links) phases, and the checks of
-``bench.fuzz.CHECKS`` (positive_data_acceptance stays off; bench/fuzz.py says why). A fixed seed and 20
-examples per operation keep it near 2 minutes; the coverage phase, which no example count bounds (~11,000
-cases, 3-4 min here), runs in ``bench/fuzz.py``, the long run.
+/api/schema/ (the certificates ones: tests/certificates/test_fuzz.py) with the credential kind it is meant for
+(producer token, device key, fleet key, operator token), the examples, fuzzing (valid and invalid data) and
+stateful (the schema's links) phases, and the checks of ``bench.fuzz.CHECKS`` (positive_data_acceptance stays
+off; bench/fuzz.py says why). A fixed seed and 20 examples per operation keep it near a minute; the coverage
+phase, which no example count bounds (~11,000 cases, 3-4 min here), runs in ``bench/fuzz.py``, the long run.
 
 The fuzzed server runs without rate limits (each limit, once hit, would turn every later case into a 429 and
 hide it); a second server with tight limits checks that the 429s it then answers are documented."""
@@ -29,13 +29,13 @@ __all__ = ["processes"]  # a fixture, used by name
 
 SEED = 11
 EXAMPLES = 20
-# Where each credential is meant to work: every operation is fuzzed by at least one identity, and each
-# identity also meets operations of another kind (a device key on a fleet endpoint: 403, documented).
+# Where each credential is meant to work (the certificates operations: tests/certificates/test_fuzz.py), and
+# for each identity one operation of another kind (a device key on a fleet endpoint: 403, documented).
 ONLY = {
-    "producer": r"^/api/(auth/token|meters|meters/my-readings|meters/stats)$",
-    "device": r"^/api/(meters/submit-reading|v1/meters/\{serial\}/readings)$",
-    "fleet": r"^/(api/v1/(meters/batch|public|simulator)|v1/private-network/)",
-    "operator": r"^/api/admin/",
+    "producer": r"^/api/(auth/token|meters|meters/my-readings|meters/stats|matching/.+|v1/meters/batch/readings)$",
+    "device": r"^/api/(meters/submit-reading|v1/meters/\{serial\}/readings|v1/meters/batch/readings)$",
+    "fleet": r"^/(api/v1/(meters/batch|public|simulator)|v1/private-network/|api/meters/my-readings$)",
+    "operator": r"^/api/(admin/|meters/submit-reading$)",
 }
 
 
