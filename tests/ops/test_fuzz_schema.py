@@ -17,8 +17,8 @@ from tests.minting.pipeline_harness import use_chain
 from tests.realtime.test_browser import processes, start_uvicorn
 
 # no_cover: a test's call is Schemathesis generating cases and checking answers, none of it the application's
-# code (the server it fuzzes is a subprocess, which coverage does not measure), and tracing it doubled the CPU it
-# takes; the chain and the identities, which are the application's code, are made in fixtures, still measured.
+# code (the server it fuzzes is a subprocess, which coverage does not measure), and tracing it cost a quarter to a
+# third of the file's CPU; the chain and the identities, the application's code, are made in fixtures, measured.
 pytestmark = [
     pytest.mark.fuzz,
     pytest.mark.django_db(transaction=True),
