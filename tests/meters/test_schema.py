@@ -21,7 +21,7 @@ PATHS = {
 
 
 def test_the_schema_lists_the_ingestion_endpoints_with_their_bodies(client):
-    schema = yaml.safe_load(client.get("/api/schema/").content)
+    schema = served_schema(client)
 
     for path, methods in PATHS.items():
         assert methods <= set(schema["paths"][path]), path
@@ -47,6 +47,12 @@ NO_REQUEST_BODY = {
     ("/api/admin/dead-letters/{dead_letter_id}/discard", "post"),
 }
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def served_schema(client) -> dict:
+    """/api/schema/ as served (YAML), read by libyaml's parser: the pure-Python one takes ten times as long over
+    its 160 kB (0.46 s against 0.04 s), more under coverage."""
+    return yaml.load(client.get("/api/schema/").content, Loader=yaml.CSafeLoader)
 
 
 def generated_schema() -> dict:
