@@ -94,13 +94,26 @@ def readings_queries(request) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def fleet(django_db_setup, django_db_blocker):
+def fleet_rows(django_db_setup, django_db_blocker):
     """Two producers, one with three meters; readings of every kind, a few flagged, held, failed: built once for
     the module's tests (all of them read it), inside a transaction rolled back after them (each test runs in a
     savepoint of it, so what one test writes is gone before the next)."""
     with django_db_blocker.unblock(), transaction.atomic():
         yield _fleet()
         transaction.set_rollback(True)
+
+
+@pytest.fixture
+def fleet(fleet_rows):
+    """The fleet, the readings analysed again for this test: the planner's row counts live outside transactions,
+    and autovacuum's ANALYZE (which sees none of the uncommitted fleet) may have reset them since."""
+    analyze_readings()
+    return fleet_rows
+
+
+def analyze_readings() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {READINGS}")
 
 
 def _fleet() -> tuple:
@@ -118,8 +131,7 @@ def _fleet() -> tuple:
             mint_tx_signature="Sig" if i % 5 == 1 else None,
             flags=["spike"] if i % 7 == 0 else [],
         )
-    with connection.cursor() as cursor:
-        cursor.execute(f"ANALYZE {READINGS}")
+    analyze_readings()
     return producer, meters
 
 

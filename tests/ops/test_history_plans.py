@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib import admin
-from django.db import connection, transaction
+from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -42,18 +42,9 @@ WATCHED = {
 }
 
 
-@pytest.fixture(scope="class")
-def history(django_db_setup, django_db_blocker):
-    """Batches of every status over months, three devices' issued hours, dead letters of two doors: built once
-    for the class's tests, inside a transaction rolled back after them (each test runs in a savepoint of it, so
-    what one test writes is gone before the next), 3 s of set-up a test otherwise."""
-    with django_db_blocker.unblock(), transaction.atomic():
-        devices = _history()
-        yield devices
-        transaction.set_rollback(True)
-
-
-def _history() -> list:
+@pytest.fixture
+def history(db):
+    """Batches of every status over months, three devices' issued hours, dead letters of two doors."""
     now = timezone.now()
     MintBatch.objects.bulk_create(
         MintBatch(
@@ -193,43 +184,41 @@ SURFACES = (
 )
 
 
+@pytest.mark.parametrize("surface", SURFACES)
+def test_every_query_of_a_surface_reads_the_growing_tables_by_index(history, surface, monkeypatch):
+    # More than one admin page, as in production: a list that fits one page is fetched without a LIMIT.
+    for model in (MintBatch, Issuance, CertificateBundle, ChainOperation, DeadLetter):
+        monkeypatch.setattr(admin.site._registry[model], "list_per_page", 5)
+    queries = watched_queries(surfaces(history)[surface])
+
+    found = {}
+    for sql in queries:
+        plan = explained(sql)
+        for table, backlog in WATCHED.items():
+            reads = full_reads(plan, table=table, indexes=table_indexes(table), backlog=backlog)
+            if reads:
+                found.setdefault(sql, []).extend(reads)
+
+    assert found == {}, "\n".join(f"{reads} <- {sql}" for sql, reads in found.items())
+
+
 def nodes(plan: dict) -> list[dict]:
     return [plan, *(node for child in plan.get("Plans", []) for node in nodes(child))]
 
 
-class TestOverHistory:
-    """The surfaces over one history (the ``history`` fixture, shared by this class's tests)."""
+def test_the_energy_chart_reads_the_hour_rollup_by_meter_not_by_hour_across_every_meter(history):
+    """An hour range alone is an index condition too (on the index's second column), yet it reads every
+    meter's entries: the energy chart's must start with its meters."""
+    owner = history[0].meter.owner
+    queries = watched_queries(lambda: logged_in(owner).get("/dashboard/energy.json?span=30d"))
+    hour_reads = [
+        node
+        for sql in queries
+        for node in nodes(explained(sql))
+        if node.get("Relation Name") == MeterHourRollup._meta.db_table
+    ]
 
-    @pytest.mark.parametrize("surface", SURFACES)
-    def test_every_query_of_a_surface_reads_the_growing_tables_by_index(self, history, surface, monkeypatch):
-        # More than one admin page, as in production: a list that fits one page is fetched without a LIMIT.
-        for model in (MintBatch, Issuance, CertificateBundle, ChainOperation, DeadLetter):
-            monkeypatch.setattr(admin.site._registry[model], "list_per_page", 5)
-        queries = watched_queries(surfaces(history)[surface])
-
-        found = {}
-        for sql in queries:
-            plan = explained(sql)
-            for table, backlog in WATCHED.items():
-                reads = full_reads(plan, table=table, indexes=table_indexes(table), backlog=backlog)
-                if reads:
-                    found.setdefault(sql, []).extend(reads)
-
-        assert found == {}, "\n".join(f"{reads} <- {sql}" for sql, reads in found.items())
-
-    def test_the_energy_chart_reads_the_hour_rollup_by_meter_not_by_hour_across_every_meter(self, history):
-        """An hour range alone is an index condition too (on the index's second column), yet it reads every
-        meter's entries: the energy chart's must start with its meters."""
-        owner = history[0].meter.owner
-        queries = watched_queries(lambda: logged_in(owner).get("/dashboard/energy.json?span=30d"))
-        hour_reads = [
-            node
-            for sql in queries
-            for node in nodes(explained(sql))
-            if node.get("Relation Name") == MeterHourRollup._meta.db_table
-        ]
-
-        assert hour_reads and all("meter_id = ANY" in node.get("Index Cond", "") for node in hour_reads), hour_reads
+    assert hour_reads and all("meter_id = ANY" in node.get("Index Cond", "") for node in hour_reads), hour_reads
 
 
 def test_the_admin_finds_a_dead_letter_by_serial_request_id_or_fingerprint_through_indexes(db):
