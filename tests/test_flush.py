@@ -59,3 +59,20 @@ def test_changed_content_types_and_permissions_are_restored_as_migrated(django_f
     flush.flush(connection)
 
     assert state() == django_flushed
+
+
+@pytest.mark.parametrize("delete_up_to", [0, 1])
+def test_tables_of_many_rows_are_truncated_and_the_rest_deleted_to_the_same_state(
+    django_flushed, delete_up_to, monkeypatch
+):
+    """Past ``DELETE_UP_TO`` rows a table is truncated (all of them at 0; at 1 the ones that hold two rows or
+    more, their referencing tables with them, the others deleted)."""
+    monkeypatch.setattr(flush, "DELETE_UP_TO", delete_up_to)
+    flush.flush(connection)
+    write_rows()
+    ReadingFactory()  # a second user, meter and reading
+    assert state() != django_flushed
+
+    flush.flush(connection)
+
+    assert state() == django_flushed

@@ -14,6 +14,7 @@ from meters.models import ApiKey, MeterReading
 from meters.services.api_keys import hash_key
 from tests.factories import MeterFactory, UserFactory, api_key_for
 from tests.meters.conftest import rfc3339
+from tests.meters.test_schema import served_schema
 
 pytestmark = pytest.mark.django_db
 KEYS = "/api/admin/api-keys"
@@ -260,9 +261,7 @@ def test_an_operator_token_works_like_an_admin_session(meter):
 
 
 def test_the_schema_documents_the_operations_with_request_and_response_bodies(client):
-    import yaml
-
-    schema = yaml.safe_load(client.get("/api/schema/").content)
+    schema = served_schema(client)
 
     create = schema["paths"][KEYS]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {

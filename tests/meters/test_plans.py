@@ -27,6 +27,7 @@ from meters.services.rollups import rollups_fold_all
 from minting.management.commands.token_balance import expected
 from tests.factories import MeterFactory, ReadingFactory, UserFactory, api_key_for
 
+pytestmark = pytest.mark.django_db
 READINGS = MeterReading._meta.db_table
 INDEX_SCANS = ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
 # Partial indexes of the rows still waiting for something: reading all of one costs the backlog, not history.
@@ -92,9 +93,30 @@ def readings_queries(request) -> list[str]:
     return [sql for sql in sqls if READINGS in sql and sql.lstrip().upper().startswith(("SELECT", "WITH"))]
 
 
+@pytest.fixture(scope="module")
+def fleet_rows(django_db_setup, django_db_blocker):
+    """Two producers, one with three meters; readings of every kind, a few flagged, held, failed: built once for
+    the module's tests (all of them read it), inside a transaction rolled back after them (each test runs in a
+    savepoint of it, so what one test writes is gone before the next)."""
+    with django_db_blocker.unblock(), transaction.atomic():
+        yield _fleet()
+        transaction.set_rollback(True)
+
+
 @pytest.fixture
-def fleet(db):
-    """Two producers, one with three meters; readings of every kind, a few flagged, held, failed."""
+def fleet(fleet_rows):
+    """The fleet, the readings analysed again for this test: the planner's row counts live outside transactions,
+    and autovacuum's ANALYZE (which sees none of the uncommitted fleet) may have reset them since."""
+    analyze_readings()
+    return fleet_rows
+
+
+def analyze_readings() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {READINGS}")
+
+
+def _fleet() -> tuple:
     producer, other = UserFactory(), UserFactory()
     meters = [MeterFactory(owner=producer) for _ in range(3)] + [MeterFactory(owner=other)]
     now = timezone.now()
@@ -109,8 +131,7 @@ def fleet(db):
             mint_tx_signature="Sig" if i % 5 == 1 else None,
             flags=["spike"] if i % 7 == 0 else [],
         )
-    with connection.cursor() as cursor:
-        cursor.execute(f"ANALYZE {READINGS}")
+    analyze_readings()
     return producer, meters
 
 
