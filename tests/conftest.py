@@ -165,7 +165,8 @@ def rpc_call(url: str, method: str, params: list | None = None, timeout: float =
 
 
 class Localnet:
-    """A ``manage.py localnet`` process on a free port (``front_ends`` ports over the same chain, ``urls``);
+    """A ``python -m localnet`` process (the ``manage.py localnet`` command without loading the project's apps:
+    ~0.2 s of CPU to start instead of ~1.7 s) on a free port (``front_ends`` ports over the same chain, ``urls``);
     ``restart()`` keeps its ledger file."""
 
     def __init__(self, tmp_path: Path, slot_ms: int = 400, front_ends: int = 1) -> None:
@@ -180,7 +181,7 @@ class Localnet:
     def start(self) -> "Localnet":
         command = [
             sys.executable,
-            "manage.py",
+            "-m",
             "localnet",
             *(argument for port in self.ports for argument in ("--port", str(port))),
             "--ledger",

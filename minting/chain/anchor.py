@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from anchorpy import Context, Idl, Program, Provider, Wallet
-from solana.rpc.async_api import AsyncClient
 from solders.instruction import Instruction
 from solders.pubkey import Pubkey
 from solders.system_program import ID as SYSTEM_PROGRAM_ID
@@ -22,6 +21,13 @@ from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_
 from minting.chain.errors import WrongAuthority
 from minting.chain.instructions import associated_token_address
 from minting.chain.records import U64_MAX, InvalidGeneration, check_generation
+
+if TYPE_CHECKING:
+    from anchorpy import Idl, Program
+
+# anchorpy is imported where an instruction is first built, not with this module: every Django process loads the
+# chain client (the apps' hooks import it), and anchorpy's import (with the pytest plugin it loads when pytest is
+# installed) was a sixth of django.setup()'s CPU in every worker, beat and localnet, for a strategy few use.
 
 IDL_PATH = Path(__file__).resolve().parent.parent / "idl" / "energy_token.json"
 TOKEN_INFO_SEED = b"token_info_2022"
@@ -32,6 +38,8 @@ MINT_GENERATION = "mint_generation"
 
 
 def load_idl(path: Path = IDL_PATH) -> Idl:
+    from anchorpy import Idl
+
     return Idl.from_json(path.read_text())
 
 
@@ -51,6 +59,9 @@ class EnergyTokenProgram:
     def _program(self) -> Program:
         # Building instructions needs no connection; the provider is only there because Program requires one
         # (the client is never used, so nothing is ever sent through it).
+        from anchorpy import Program, Provider, Wallet
+        from solana.rpc.async_api import AsyncClient
+
         provider = Provider(AsyncClient("http://127.0.0.1:1"), Wallet.dummy())
         return Program(load_idl(), self.program_id, provider)
 
@@ -89,6 +100,8 @@ class EnergyTokenProgram:
             "associated_token_program": ASSOCIATED_TOKEN_PROGRAM_ID,
             "system_program": SYSTEM_PROGRAM_ID,
         }
+        from anchorpy import Context
+
         context = Context(accounts=accounts)
         return self._program.instruction[MINT_GENERATION](list(meter_id), window_start_ms, amount, ctx=context)
 
@@ -102,4 +115,6 @@ class EnergyTokenProgram:
             "rec_validator": self.rec_validator,
             "token_program": self.token_program,
         }
+        from anchorpy import Context
+
         return self._program.instruction[MINT_TOKENS_DIRECT](amount, ctx=Context(accounts=accounts))

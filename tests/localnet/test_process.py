@@ -1,4 +1,5 @@
-"""``manage.py localnet`` as a real process, driven by solana-py's own Client (the conftest fixtures)."""
+"""The localnet command as a real process (``python -m localnet``, the conftest fixtures), driven by solana-py's
+own Client."""
 
 import base64
 import time

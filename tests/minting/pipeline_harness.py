@@ -219,6 +219,9 @@ def celery_processes_fixture(transactional_db, tmp_path):
             "REDIS_URL": settings.CELERY_BROKER_URL,
             "TOKENIZATION_TRIGGER_DEBOUNCE_MS": str(settings.TOKENIZATION.trigger_debounce_ms),
             "TOKENIZATION_BATCH_SIZE": str(settings.TOKENIZATION.batch_size),
+            # Celery runs Django's system checks as a worker starts (~0.4 s of CPU each, a dozen workers a file).
+            # These workers are here for the pipeline; the demo's and CI's runtime check's workers still run them.
+            "CELERY_SKIP_CHECKS": "1",
             **({"SOLANA_RPC_URL": chain.url, "SOLANA_KEYPAIR_PATH": str(chain.keypair_path)} if chain else {}),
             **(env or {}),
         }

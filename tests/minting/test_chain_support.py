@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from solana.rpc.api import Client
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -14,9 +16,16 @@ from minting.chain import ChainClient, SignedMint
 SOL = 1_000_000_000
 
 
+@functools.cache
+def solana_client(url: str) -> Client:
+    """One solana-py client per chain URL: building one (an httpx client with its TLS context) costs ~30 ms of
+    CPU, and the balance checks read hundreds of accounts."""
+    return Client(url)
+
+
 def funded_keypair(url: str, lamports: int = 1000 * SOL) -> Keypair:
     keypair = Keypair()
-    solana = Client(url)
+    solana = solana_client(url)
     signature = solana.request_airdrop(keypair.pubkey(), lamports).value
     solana.confirm_transaction(signature)
     return keypair
@@ -25,7 +34,7 @@ def funded_keypair(url: str, lamports: int = 1000 * SOL) -> Keypair:
 def create_mint(client: ChainClient, *, decimals: int = 9, authority: Pubkey | None = None) -> Pubkey:
     """A new classic SPL mint paid by ``client``'s authority (mint authority ``authority`` or the same key)."""
     mint = Keypair()
-    rent = Client(client.rpc_url).get_minimum_balance_for_rent_exemption(MINT_LEN).value
+    rent = solana_client(client.rpc_url).get_minimum_balance_for_rent_exemption(MINT_LEN).value
     client.execute(
         [
             create_account(
@@ -59,7 +68,7 @@ def wallets(count: int) -> list[str]:
 
 def balance(url: str, mint: Pubkey, wallet: str) -> int:
     """The wallet's token balance read through solana-py (0 when its token account does not exist)."""
-    solana = Client(url)
+    solana = solana_client(url)
     account = get_associated_token_address(Pubkey.from_string(wallet), mint)
     if solana.get_account_info(account).value is None:
         return 0
@@ -67,7 +76,7 @@ def balance(url: str, mint: Pubkey, wallet: str) -> int:
 
 
 def supply(url: str, mint: Pubkey) -> int:
-    return int(Client(url).get_token_supply(mint).value.amount)
+    return int(solana_client(url).get_token_supply(mint).value.amount)
 
 
 def land(client: ChainClient, signed: list[SignedMint]) -> None:

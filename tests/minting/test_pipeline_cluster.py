@@ -14,6 +14,7 @@ from meters.models import MeterReading
 from minting.models import MintBatch, MintingControl
 from minting.tasks import reconcile_batches
 from minting.triggers import mint_soon
+from tests.conftest import Localnet
 from tests.minting.pipeline_harness import (
     assert_minted_exactly_once,
     celery_processes_fixture,  # noqa: F401 (the celery_processes fixture)
@@ -29,14 +30,23 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 SLOT_MS = 10
 
 
+@pytest.fixture(scope="module")
+def cluster_localnet(tmp_path_factory):
+    """One 10 ms-slot chain for the module: each test still gets its own authority and a fresh mint (use_chain),
+    so its supply and balances are its own; the fault plan is cleared after every test. A chain per test cost a
+    localnet start-up (~2 s of CPU) each."""
+    localnet = Localnet(tmp_path_factory.mktemp("cluster"), slot_ms=SLOT_MS).start()
+    yield localnet
+    localnet.stop()
+
+
 @pytest.fixture
-def cluster(settings, make_localnet, tmp_path):
+def cluster(settings, cluster_localnet, tmp_path):
     set_tokenization(settings, batch_size=10, trigger_debounce_ms=100)
-    localnet = make_localnet(slot_ms=SLOT_MS)
-    chain = use_chain(settings, localnet, tmp_path)
-    chain.localnet = localnet
+    chain = use_chain(settings, cluster_localnet, tmp_path)
+    chain.localnet = cluster_localnet
     yield chain
-    localnet.set_faults({})
+    cluster_localnet.set_faults({})
 
 
 def submit(count: int, meters: int = 4) -> list[MeterReading]:
