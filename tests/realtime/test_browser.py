@@ -144,6 +144,7 @@ def sign_in(driver, base: str, user) -> None:
     driver.find_element(By.ID, "sign-in").click()
     wait_for(lambda: driver.current_url == f"{base}/dashboard/", PAGE_TIMEOUT, "landing on the dashboard")
     wait_for(lambda: text_of(driver, "#connection") == "live", PAGE_TIMEOUT, "the WebSocket going live")
+    user.refresh_from_db()  # the server's login re-hashed the password (tests/hashers.py): this object's is stale
 
 
 def text_of(driver, selector: str) -> str | None:

@@ -60,9 +60,8 @@ def screenshot(driver, name: str) -> None:
 
 
 def logged_in(user) -> Client:
-    """A test client with ``user``'s session, made after the browser signed in: the server's login re-hashes the
-    tests' one-round password at its own work factor (tests/hashers.py), which ends every session made before."""
-    user.refresh_from_db()  # the session keeps a digest of the password's hash: the new one
+    """A test client with ``user``'s session, made after the browser signed in (``sign_in``): the server's login
+    re-hashes the tests' one-round password (tests/hashers.py), which ends every session made before."""
     client = Client()
     client.force_login(user)
     return client
